@@ -1,0 +1,8 @@
+//! Demo `framework`: the mini framework (placeholder until implemented).
+
+use anyhow::Result;
+
+/// Runs the demo with `args` (args[0] is the demo name).
+pub(crate) fn main(_args: Vec<String>) -> Result<()> {
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! `demos <name>`: one binary for every switchyard demo, a module per demo.
+
+mod framework;
+
+use anyhow::Result;
+
+/// Every demo: its name, a one-line summary and its entry point.
+const DEMOS: &[(&str, &str, fn(Vec<String>) -> Result<()>)] = &[(
+    "framework",
+    "the mini framework: a task queue routed to I/O and CPU executors by policy",
+    framework::main,
+)];
+
+fn usage() -> String {
+    let mut s = String::from("usage: demos <name> [args...]\n\ndemos:\n");
+    for (name, summary, _) in DEMOS {
+        s.push_str(&format!("  {name:<10} {summary}\n"));
+    }
+    s
+}
+
+fn main() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let Some(name) = args.next() else {
+        eprint!("{}", usage());
+        std::process::exit(2);
+    };
+    match DEMOS.iter().find(|(n, _, _)| *n == name) {
+        Some((_, _, run)) => run(std::iter::once(name).chain(args).collect()),
+        None => {
+            eprint!("unknown demo '{name}'\n\n{}", usage());
+            std::process::exit(2);
+        }
+    }
+}

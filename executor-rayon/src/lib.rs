@@ -1,0 +1,1 @@
+//! switchyard backend (placeholder until implemented).

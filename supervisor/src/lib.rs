@@ -1,0 +1,1 @@
+//! switchyard supervisor (placeholder until implemented).

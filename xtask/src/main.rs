@@ -1,0 +1,130 @@
+//! `cargo xtask`: runs the demos, the benchmarks and the CI checks of the workspace.
+
+mod tidy;
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  demo [NAME] [-- ARGS]   run one demo (or every demo, one after another, on defaults)
+  bench NAME [-- ARGS]    run a benchmark (release build); names: overhead, scrape, logs, physics, jobs
+  ci                      fmt check, clippy -D warnings, tests, docs with warnings denied
+";
+
+/// Demos run by `cargo xtask demo` with no name, in this order.
+const DEMOS: &[&str] = &["framework", "scrape", "physics", "logs", "jobs"];
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (cmd, rest) = match args.split_first() {
+        Some((cmd, rest)) => (cmd.as_str(), rest),
+        None => {
+            eprint!("{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    match cmd {
+        "demo" => demo(rest),
+        "bench" => bench(rest),
+        "ci" => ci(),
+        "-h" | "--help" | "help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            eprint!("unknown command '{other}'\n\n{USAGE}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// The workspace root, found from this crate's manifest directory.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn run(mut cmd: Command) -> Result<()> {
+    eprintln!("$ {cmd:?}");
+    let status = cmd.status().with_context(|| format!("failed to start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// Splits `[NAME] [-- ARGS]` into the optional name and the pass-through arguments.
+fn name_and_args(rest: &[String]) -> (Option<&str>, &[String]) {
+    match rest.split_first() {
+        Some((first, tail)) if first != "--" => {
+            let tail = tail.strip_prefix(&["--".to_string()]).unwrap_or(tail);
+            (Some(first.as_str()), tail)
+        }
+        Some((_, tail)) => (None, tail),
+        None => (None, rest),
+    }
+}
+
+fn demo(rest: &[String]) -> Result<()> {
+    let (name, args) = name_and_args(rest);
+    let names: Vec<&str> = match name {
+        Some(n) => vec![n],
+        None => DEMOS.to_vec(),
+    };
+    for name in names {
+        eprintln!("\n=== demo {name} ===");
+        let mut cmd = cargo();
+        cmd.args(["run", "--release", "--quiet", "--package", "demos", "--", name]);
+        cmd.args(args);
+        run(cmd).with_context(|| format!("demo {name}"))?;
+    }
+    Ok(())
+}
+
+fn bench(rest: &[String]) -> Result<()> {
+    let (name, args) = name_and_args(rest);
+    let Some(name) = name else {
+        bail!("bench needs a name: overhead, scrape, logs, physics, jobs");
+    };
+    let mut cmd = cargo();
+    cmd.args(["run", "--release", "--quiet", "--package", "demos", "--bin"]);
+    cmd.arg(if name == "overhead" { "bench-overhead" } else { "demos" });
+    cmd.arg("--");
+    if name != "overhead" {
+        cmd.args([name, "bench"]);
+    }
+    cmd.args(args);
+    run(cmd).with_context(|| format!("bench {name}"))
+}
+
+fn ci() -> Result<()> {
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--", "--check"]);
+    run(fmt)?;
+
+    let mut clippy = cargo();
+    clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+    run(clippy)?;
+
+    let mut test = cargo();
+    test.args(["test", "--workspace"]);
+    run(test)?;
+
+    let mut doc = cargo();
+    doc.args(["doc", "--workspace", "--no-deps"]);
+    doc.env("RUSTDOCFLAGS", "-D warnings");
+    run(doc)?;
+    eprintln!("ci: all checks passed");
+    Ok(())
+}
