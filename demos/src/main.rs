@@ -1,15 +1,6 @@
 //! `demos <name>`: one binary for every switchyard demo, a module per demo.
 
-mod framework;
-
-use anyhow::Result;
-
-/// Every demo: its name, a one-line summary and its entry point.
-const DEMOS: &[(&str, &str, fn(Vec<String>) -> Result<()>)] = &[(
-    "framework",
-    "the mini framework: a task queue routed to I/O and CPU executors by policy",
-    framework::main,
-)];
+use demos::DEMOS;
 
 fn usage() -> String {
     let mut s = String::from("usage: demos <name> [args...]\n\ndemos:\n");
@@ -19,7 +10,7 @@ fn usage() -> String {
     s
 }
 
-fn main() -> Result<()> {
+fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let Some(name) = args.next() else {
         eprint!("{}", usage());

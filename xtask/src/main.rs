@@ -57,7 +57,9 @@ fn cargo() -> Command {
 
 fn run(mut cmd: Command) -> Result<()> {
     eprintln!("$ {cmd:?}");
-    let status = cmd.status().with_context(|| format!("failed to start {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("failed to start {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed with {status}");
     }
@@ -85,7 +87,15 @@ fn demo(rest: &[String]) -> Result<()> {
     for name in names {
         eprintln!("\n=== demo {name} ===");
         let mut cmd = cargo();
-        cmd.args(["run", "--release", "--quiet", "--package", "demos", "--", name]);
+        cmd.args([
+            "run",
+            "--release",
+            "--quiet",
+            "--package",
+            "demos",
+            "--",
+            name,
+        ]);
         cmd.args(args);
         run(cmd).with_context(|| format!("demo {name}"))?;
     }
@@ -99,7 +109,11 @@ fn bench(rest: &[String]) -> Result<()> {
     };
     let mut cmd = cargo();
     cmd.args(["run", "--release", "--quiet", "--package", "demos", "--bin"]);
-    cmd.arg(if name == "overhead" { "bench-overhead" } else { "demos" });
+    cmd.arg(if name == "overhead" {
+        "bench-overhead"
+    } else {
+        "demos"
+    });
     cmd.arg("--");
     if name != "overhead" {
         cmd.args([name, "bench"]);
@@ -114,7 +128,14 @@ fn ci() -> Result<()> {
     run(fmt)?;
 
     let mut clippy = cargo();
-    clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
     run(clippy)?;
 
     let mut test = cargo();

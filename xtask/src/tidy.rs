@@ -9,7 +9,9 @@ mod tests {
             let path = entry.expect("directory entry").path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
             if path.is_dir() {
-                if !matches!(name, "target" | ".git" | ".switchyard-cache") && !name.starts_with('.') {
+                if !matches!(name, "target" | ".git" | ".switchyard-cache")
+                    && !name.starts_with('.')
+                {
                     rust_files(&path, out);
                 }
             } else if name.ends_with(".rs") {
@@ -23,7 +25,12 @@ mod tests {
         let root = crate::root();
         let mut files = Vec::new();
         rust_files(&root, &mut files);
-        assert!(files.len() > 10, "found only {} Rust files under {}", files.len(), root.display());
+        assert!(
+            files.len() > 10,
+            "found only {} Rust files under {}",
+            files.len(),
+            root.display()
+        );
         let missing: Vec<_> = files
             .iter()
             .filter(|f| {
@@ -32,6 +39,9 @@ mod tests {
             })
             .map(|f| f.strip_prefix(&root).unwrap_or(f).display().to_string())
             .collect();
-        assert!(missing.is_empty(), "files without a leading `//!` line: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "files without a leading `//!` line: {missing:?}"
+        );
     }
 }

@@ -3,6 +3,6 @@
 use anyhow::Result;
 
 /// Runs the demo with `args` (args[0] is the demo name).
-pub(crate) fn main(_args: Vec<String>) -> Result<()> {
+pub fn main(_args: Vec<String>) -> Result<()> {
     Ok(())
 }

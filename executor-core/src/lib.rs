@@ -1,0 +1,1 @@
+//! switchyard core (placeholder until implemented).
