@@ -5,7 +5,7 @@
 use super::{Engine, Options, Report, analyze, cached_log, cpu_executor, default_inflight};
 use anyhow::{Context, Result, bail, ensure};
 use clap::Args;
-use super::executor_core::{Executor, ShutdownMode};
+use executor_core::{Executor, ShutdownMode};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -140,8 +140,22 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         let (secs, lines) = time_wc(&file)?;
         wc.push(secs);
         wc_lines = lines;
-        ex2.push(check(analyze(&files, &opts, Engine::Executor, Some(&two), 2, 10)?)?);
-        ex1.push(check(analyze(&files, &opts, Engine::Executor, Some(&one), 1, 10)?)?);
+        ex2.push(check(analyze(
+            &files,
+            &opts,
+            Engine::Executor,
+            Some(&two),
+            2,
+            10,
+        )?)?);
+        ex1.push(check(analyze(
+            &files,
+            &opts,
+            Engine::Executor,
+            Some(&one),
+            1,
+            10,
+        )?)?);
         sc2.push(check(analyze(&files, &opts, Engine::Scoped, None, 2, 10)?)?);
         eprintln!(
             "run {}: wc {:.3} s, executor/2 {:.3} s, executor/1 {:.3} s, scoped/2 {:.3} s",
@@ -169,10 +183,26 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
     let vs_scoped = ex2 / sc2;
     println!("logs benchmark (medians of {runs}; shared 2-core machine, figures are noisy)");
     println!("  lines                      {}", report.summary.lines);
-    println!("  wc -l                      {:>7.3} s  {:>6.2} GB/s", wc, gbs(wc));
-    println!("  executor, 2 threads        {:>7.3} s  {:>6.2} GB/s", ex2, gbs(ex2));
-    println!("  executor, 1 thread         {:>7.3} s  {:>6.2} GB/s", ex1, gbs(ex1));
-    println!("  scoped threads, 2          {:>7.3} s  {:>6.2} GB/s", sc2, gbs(sc2));
+    println!(
+        "  wc -l                      {:>7.3} s  {:>6.2} GB/s",
+        wc,
+        gbs(wc)
+    );
+    println!(
+        "  executor, 2 threads        {:>7.3} s  {:>6.2} GB/s",
+        ex2,
+        gbs(ex2)
+    );
+    println!(
+        "  executor, 1 thread         {:>7.3} s  {:>6.2} GB/s",
+        ex1,
+        gbs(ex1)
+    );
+    println!(
+        "  scoped threads, 2          {:>7.3} s  {:>6.2} GB/s",
+        sc2,
+        gbs(sc2)
+    );
     println!(
         "  demo / wc -l throughput    {ratio:>7.3}   target >= 0.15  {}",
         verdict(ratio >= 0.15)
@@ -192,7 +222,9 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
             let path = cached_log(size, super::DEFAULT_SEED)?;
             warm(&path)?;
             let json = child_run(&path, args.chunk_size)?;
-            let mb = json["peak_rss_mb"].as_f64().context("child reported no peak RSS")?;
+            let mb = json["peak_rss_mb"]
+                .as_f64()
+                .context("child reported no peak RSS")?;
             let gb_s = json["gb_per_s"].as_f64().unwrap_or(0.0);
             println!(
                 "  peak RSS, {:>5.2} GB file    {mb:>7.1} MiB  ({gb_s:.2} GB/s in the child)",

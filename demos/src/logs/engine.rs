@@ -9,7 +9,7 @@
 use super::chunk::{ChunkBuf, Chunker};
 use super::metrics::{Accumulator, Metrics};
 use anyhow::{Context, Result, anyhow};
-use super::executor_core::{Executor, ExecutorExt, TaskHandle, TaskMeta, TaskSet};
+use executor_core::{Executor, ExecutorExt, TaskHandle, TaskMeta, TaskSet};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::convert::Infallible;
 use std::fs::File;
@@ -99,8 +99,10 @@ impl Drive<'_> {
         job.metrics.clear();
         self.pb.inc(len);
         let secs = self.started.elapsed().as_secs_f64().max(1e-9);
-        self.pb
-            .set_message(format!("{:.2} GB/s", self.pb.position() as f64 / secs / 1e9));
+        self.pb.set_message(format!(
+            "{:.2} GB/s",
+            self.pb.position() as f64 / secs / 1e9
+        ));
         job
     }
 }
@@ -172,7 +174,7 @@ impl MapRunner for ExecutorRunner<'_> {
 
     fn next_done(&mut self) -> Result<Job> {
         match self.running.join_next() {
-            Some(r) => r.map_err(|e| anyhow!("a map task failed: {e}")),
+            Some((_, r)) => r.map_err(|e| anyhow!("a map task failed: {e}")),
             None => Err(anyhow!("no map task is running")),
         }
     }
@@ -200,7 +202,8 @@ struct ScopedRunner {
 impl MapRunner for ScopedRunner {
     fn submit(&mut self, job: Job) -> Result<()> {
         let jobs = self.jobs.as_ref().expect("workers are running");
-        jobs.send(job).map_err(|_| anyhow!("the map workers stopped"))
+        jobs.send(job)
+            .map_err(|_| anyhow!("the map workers stopped"))
     }
 
     fn next_done(&mut self) -> Result<Job> {

@@ -79,7 +79,9 @@ const STATUS_MIX: &[(u32, u16)] = &[
 
 fn pick<T: Copy>(rng: &mut ChaCha8Rng, mix: &[(u32, T)]) -> T {
     let r = rng.random_range(0..1000);
-    mix.iter().find(|(c, _)| r < *c).map_or(mix[mix.len() - 1].1, |(_, v)| *v)
+    mix.iter()
+        .find(|(c, _)| r < *c)
+        .map_or(mix[mix.len() - 1].1, |(_, v)| *v)
 }
 
 fn word(rng: &mut ChaCha8Rng) -> &'static str {
@@ -230,7 +232,11 @@ pub(crate) fn generate<W: Write>(out: W, size: u64, seed: u64) -> std::io::Resul
         if rng.random_range(0..10) < 4 {
             line.extend_from_slice(b" \"-\" \"");
         } else {
-            write!(line, " \"https://shop.example{}\" \"", paths[rng.random_range(0..50)])?;
+            write!(
+                line,
+                " \"https://shop.example{}\" \"",
+                paths[rng.random_range(0..50)]
+            )?;
         }
         line.extend_from_slice(USER_AGENTS[ua_dist.sample(&mut rng) as usize - 1].as_bytes());
         if long && line.len() < 64 << 10 {

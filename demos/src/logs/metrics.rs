@@ -20,7 +20,7 @@ const EXAMPLE_BYTES: usize = 160;
 const MAX_REQUEST_US: u64 = 3_600_000_000;
 
 fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, MAX_REQUEST_US, 3).expect("constant histogram bounds are valid")
+    Histogram::new_with_bounds(1, MAX_REQUEST_US, 2).expect("constant histogram bounds are valid")
 }
 
 /// Partial metrics of one piece of input. Cleared and reused, so its maps keep their
@@ -357,7 +357,8 @@ pub struct TopEntry {
     pub count: u64,
 }
 
-/// Request-time percentiles in milliseconds, from a mergeable histogram (3 significant digits).
+/// Request-time percentiles in milliseconds, from a mergeable histogram (2 significant
+/// digits: each figure is within 1% of the exact one).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RequestTimes {
     /// Lines that carried a request time.

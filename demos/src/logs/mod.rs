@@ -16,8 +16,6 @@ mod generate;
 mod metrics;
 mod parse;
 mod report;
-mod shim;
-use shim::{executor_core, supervisor};
 
 pub use engine::Options;
 pub use metrics::{MalformedExample, PerMinute, RequestTimes, Summary, TopEntry};
@@ -128,10 +126,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "kib" => 1 << 10,
         "mib" => 1 << 20,
         "gib" => 1 << 30,
-        other => return Err(format!("unknown size unit '{other}' (use B, KB, MB, GB, KiB, MiB, GiB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit '{other}' (use B, KB, MB, GB, KiB, MiB, GiB)"
+            ));
+        }
     };
     let bytes = num * mult as f64;
-    if !(bytes >= 1.0 && bytes < 1e15) {
+    if !(1.0..1e15).contains(&bytes) {
         return Err(format!("size '{s}' is out of range"));
     }
     Ok(bytes as u64)
@@ -177,12 +179,31 @@ pub fn cached_log(size: u64, seed: u64) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The executor the map tasks are submitted to: the supervisor loaded from `policy`.
-/// The demo never names a backend; the policy routes tag `cpu` where it likes.
+/// The executor the map tasks are submitted to, built from the policy file `policy`.
+///
+/// INTERIM until the supervisor lands: reads `executors.cpu.threads` from the policy and
+/// builds a thread pool of that size directly. This is the one place to swap for
+/// `supervisor::Supervisor::from_file(policy)`.
 pub fn cpu_executor(policy: &Path) -> Result<Arc<dyn Executor>> {
-    let sup = supervisor::Supervisor::from_file(policy)
-        .with_context(|| format!("loading policy {}", policy.display()))?;
-    Ok(sup)
+    let text = std::fs::read_to_string(policy)
+        .with_context(|| format!("reading policy {}", policy.display()))?;
+    let value: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing policy {}", policy.display()))?;
+    let threads = value
+        .get("executors")
+        .and_then(|e| e.get("cpu"))
+        .and_then(|c| c.get("threads"))
+        .and_then(toml::Value::as_integer)
+        .unwrap_or(0);
+    let threads = match usize::try_from(threads).unwrap_or(0) {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let exec = executor_threads::ThreadsExecutor::builder("cpu")
+        .workers(threads)
+        .build()
+        .context("building the cpu executor")?;
+    Ok(Arc::new(exec))
 }
 
 fn default_inflight() -> usize {

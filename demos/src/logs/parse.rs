@@ -48,7 +48,10 @@ impl MinuteCache {
         let same = self.valid && ts[..17] == self.key[..17] && ts[21..] == self.key[17..];
         if same {
             // Still validate the seconds so a damaged line is never accepted from the cache.
-            if ts[17] == b':' && ts[18].is_ascii_digit() && ts[19].is_ascii_digit() && ts[20] == b' '
+            if ts[17] == b':'
+                && ts[18].is_ascii_digit()
+                && ts[19].is_ascii_digit()
+                && ts[20] == b' '
             {
                 return Some(self.minute);
             }
@@ -321,8 +324,7 @@ mod tests {
 
     #[test]
     fn common_format_and_dash_bytes() {
-        let e =
-            parse(r#"::1 - - [01/Jan/2026:00:00:00 +0000] "HEAD / HTTP/1.0" 304 -"#).unwrap();
+        let e = parse(r#"::1 - - [01/Jan/2026:00:00:00 +0000] "HEAD / HTTP/1.0" 304 -"#).unwrap();
         assert_eq!(e.bytes, 0);
         assert_eq!(METHODS[e.method], "HEAD");
         assert_eq!(e.request_time_us, None);
@@ -331,10 +333,8 @@ mod tests {
 
     #[test]
     fn escaped_quotes_and_odd_requests() {
-        let e = parse(
-            r#"1.2.3.4 - - [01/Jan/2026:00:00:00 +0100] "-" 408 0 "-" "say \"hi\"" 12"#,
-        )
-        .unwrap();
+        let e = parse(r#"1.2.3.4 - - [01/Jan/2026:00:00:00 +0100] "-" 408 0 "-" "say \"hi\"" 12"#)
+            .unwrap();
         assert_eq!(METHODS[e.method], "OTHER");
         assert_eq!(e.path, None);
         assert_eq!(e.request_time_us, Some(12_000_000));
