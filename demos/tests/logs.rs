@@ -176,18 +176,22 @@ fn generated_log_looks_real() {
     }
 }
 
+fn gzip(from: &Path, to: &Path) {
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(to).unwrap(),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(&std::fs::read(from).unwrap()).unwrap();
+    enc.finish().unwrap();
+}
+
 #[test]
 fn gzip_input_gives_the_same_report() {
     let dir = tempfile::tempdir().unwrap();
     let plain = dir.path().join("a.log");
     generate_log(&plain, 500_000, 3).unwrap();
     let gz = dir.path().join("a.log.gz");
-    let mut enc = flate2::write::GzEncoder::new(
-        std::fs::File::create(&gz).unwrap(),
-        flate2::Compression::fast(),
-    );
-    enc.write_all(&std::fs::read(&plain).unwrap()).unwrap();
-    enc.finish().unwrap();
+    gzip(&plain, &gz);
     let mut want = reference(std::slice::from_ref(&plain));
     let mut got = analyze(
         std::slice::from_ref(&gz),
@@ -293,11 +297,20 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("p.log");
         std::fs::write(&file, &text).unwrap();
+        let gz = dir.path().join("p.log.gz");
+        gzip(&file, &gz);
         let files = vec![file];
         let want = reference(&files);
+        let mut want_gz = want.clone();
+        want_gz.files = vec![gz.display().to_string()];
+        want_gz.malformed_examples.iter_mut().for_each(|e| e.file = gz.display().to_string());
         for chunk in 1..=text.len() + 1 {
+            // Plain files: tasks read their own byte ranges.
             let got: Report = analyze(&files, &opts(chunk, 3), Engine::Executor, Some(executor()), 2, 10).unwrap();
             prop_assert_eq!(&got.summary, &want, "chunk size {}", chunk);
+            // Streams: the calling thread cuts chunks at line ends.
+            let got = analyze(std::slice::from_ref(&gz), &opts(chunk, 3), Engine::Executor, Some(executor()), 2, 10).unwrap();
+            prop_assert_eq!(&got.summary, &want_gz, "gz, chunk size {}", chunk);
         }
     }
 }

@@ -1,21 +1,28 @@
-//! Cutting a byte stream into chunks of about a fixed size that end at line ends.
+//! Cutting input into chunks of about a fixed size that end at line ends, two ways.
 //!
-//! Each chunk is filled to the chunk size, then cut after its last newline; the bytes
-//! after the cut (the start of a line that continues in the next read) are carried into
-//! the next chunk. So every line lies in exactly one chunk, whatever the chunk size. A
-//! line longer than a chunk makes its chunk grow until the line ends. Buffers are
-//! supplied by the caller and reused: nothing is allocated per chunk once the buffers
-//! have reached their working size.
+//! - [`Chunker`], for streams (`.gz`, pipes): each chunk is filled to the chunk size, then
+//!   cut after its last newline; the bytes after the cut are carried into the next chunk.
+//! - [`read_range`], for plain files: chunk `i` owns the lines that *start* in the byte
+//!   range `[i*size, (i+1)*size)`; it reads that range (plus one byte before it, and the
+//!   rest of its last line after it) by positional reads, so chunks can be read in
+//!   parallel by the tasks that map them.
+//!
+//! Either way every line lies in exactly one chunk, whatever the chunk size, and a line
+//! longer than a chunk makes its chunk grow until the line ends. Buffers are supplied by
+//! the caller and reused: nothing is allocated per chunk once they reach working size.
 
 use anyhow::{Context, Result};
-use memchr::memrchr;
+use memchr::{memchr, memrchr};
+use std::fs::File;
 use std::io::{ErrorKind, Read};
+use std::os::unix::fs::FileExt;
 
 /// A reusable chunk buffer. `data` stays initialised at its full length (written once, then
 /// reused) and `len` says how much of it the current chunk uses.
 #[derive(Debug, Default)]
 pub(crate) struct ChunkBuf {
     data: Vec<u8>,
+    start: usize,
     len: usize,
     /// Global number of the chunk now in the buffer.
     pub(crate) index: usize,
@@ -24,8 +31,81 @@ pub(crate) struct ChunkBuf {
 impl ChunkBuf {
     /// The bytes of the current chunk.
     pub(crate) fn bytes(&self) -> &[u8] {
-        &self.data[..self.len]
+        &self.data[self.start..self.start + self.len]
     }
+
+    fn ensure(&mut self, len: usize) {
+        if self.data.len() < len {
+            self.data.resize(len, 0);
+        }
+    }
+}
+
+/// Reads into `buf` from `offset` until `buf` is full or the file ends; returns the count.
+fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> Result<usize> {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.read_at(&mut buf[done..], offset + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("reading the log"),
+        }
+    }
+    Ok(done)
+}
+
+/// Fills `buf` with chunk `[start, start + size)` of `file` (of length `file_len`): the lines
+/// that start in that range, whole. Every byte of the file belongs to exactly one chunk.
+pub(crate) fn read_range(
+    file: &File,
+    file_len: u64,
+    start: u64,
+    size: u64,
+    buf: &mut ChunkBuf,
+) -> Result<()> {
+    buf.start = 0;
+    buf.len = 0;
+    let hi = (start + size.max(1)).min(file_len);
+    if start >= hi {
+        return Ok(());
+    }
+    // One byte before the range tells whether a line starts at `start`.
+    let lo = start.saturating_sub(1);
+    let want = (hi - lo) as usize;
+    buf.ensure(want);
+    let mut len = read_full_at(file, &mut buf.data[..want], lo)?;
+    let first = if start == 0 {
+        0
+    } else {
+        // A line starting in [start, hi) follows a newline in [start - 1, hi - 1).
+        match memchr(b'\n', &buf.data[..len.min(want - 1)]) {
+            Some(p) => p + 1,
+            None => return Ok(()),
+        }
+    };
+    // The last line owned starts before `hi`: it ends at the first newline at or after hi - 1.
+    let end = if len < want || hi == file_len {
+        len
+    } else {
+        let mut scan = want - 1;
+        loop {
+            if let Some(p) = memchr(b'\n', &buf.data[scan..len]) {
+                break scan + p + 1;
+            }
+            scan = len;
+            let more = size.max(1 << 16) as usize;
+            buf.ensure(len + more);
+            let n = read_full_at(file, &mut buf.data[len..len + more], lo + len as u64)?;
+            if n == 0 {
+                break len;
+            }
+            len += n;
+        }
+    };
+    buf.start = first;
+    buf.len = end.saturating_sub(first);
+    Ok(())
 }
 
 /// Reads `reader` in chunks of about `chunk_size` bytes cut at line ends.
@@ -93,6 +173,7 @@ impl<R: Read> Chunker<R> {
             }
         };
         self.carry.extend_from_slice(&buf.data[cut..len]);
+        buf.start = 0;
         buf.len = cut;
         Ok(cut > 0)
     }
@@ -123,6 +204,42 @@ mod tests {
                 assert!(!c.is_empty());
                 if i < last {
                     assert_eq!(c.last(), Some(&b'\n'), "size {size}");
+                }
+            }
+        }
+    }
+
+    fn cut_ranges(input: &[u8], size: u64) -> Vec<Vec<u8>> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, input).unwrap();
+        let file = File::open(&path).unwrap();
+        let mut buf = ChunkBuf::default();
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < input.len() as u64 {
+            read_range(&file, input.len() as u64, start, size, &mut buf).unwrap();
+            out.push(buf.bytes().to_vec());
+            start += size;
+        }
+        out
+    }
+
+    #[test]
+    fn ranges_own_the_lines_that_start_in_them() {
+        let input = b"aa\nbbbb\n\nc\ndddddddddd\ne";
+        for size in 1..30 {
+            let chunks = cut_ranges(input, size);
+            assert_eq!(chunks.concat(), input, "size {size}");
+            for (i, c) in chunks.iter().enumerate() {
+                let i = i as u64;
+                if !c.is_empty() && i > 0 {
+                    // The chunk's first line starts inside its range.
+                    let at = chunks[..i as usize].iter().map(Vec::len).sum::<usize>() as u64;
+                    assert!(
+                        at >= i * size && at < (i + 1) * size,
+                        "size {size} chunk {i}"
+                    );
                 }
             }
         }

@@ -1,21 +1,23 @@
-//! The map-reduce: the calling thread reads chunks and merges partial results; the map
-//! step (one chunk to partial metrics) runs elsewhere — as tasks on an executor, or on
-//! hand-written scoped threads for comparison — or, for the reference, nowhere but here.
+//! The map-reduce. The calling thread cuts the input into chunks and hands them out; each
+//! chunk's task reads it (plain files; streams are read by the calling thread), maps it to
+//! partial metrics and merges them into the shared whole as it completes. Tasks run as
+//! tasks on an executor, or on hand-written scoped threads for comparison; the reference
+//! does everything on the calling thread, line by line.
 //!
 //! At most `inflight` chunks exist at once: a chunk's buffer and its partial metrics come
 //! back with the finished task and are reused for a later chunk, so memory does not grow
 //! with the input.
 
-use super::chunk::{ChunkBuf, Chunker};
+use super::chunk::{ChunkBuf, Chunker, read_range};
 use super::metrics::{Accumulator, Metrics};
 use anyhow::{Context, Result, anyhow};
 use executor_core::{Executor, ExecutorExt, TaskHandle, TaskMeta, TaskSet};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::convert::Infallible;
+use std::error::Error as _;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// How a run cuts and schedules its input.
@@ -29,29 +31,73 @@ pub struct Options {
     pub progress: bool,
 }
 
-/// One chunk's buffer and its partial metrics: the unit of work and of reuse.
+/// Where a job's bytes come from.
+#[derive(Debug, Default)]
+enum Source {
+    /// The buffer already holds the chunk (streams, filled by the reading thread).
+    #[default]
+    Filled,
+    /// The task reads byte range `[start, start + size)` of a plain file itself.
+    Range {
+        file: Arc<File>,
+        len: u64,
+        start: u64,
+        size: u64,
+    },
+}
+
+/// One chunk: its buffer and partial metrics (the unit of work and of reuse).
 #[derive(Debug, Default)]
 pub(crate) struct Job {
     buf: ChunkBuf,
     metrics: Metrics,
+    source: Source,
+    /// Input bytes of the last chunk done, for the progress bar.
+    done_bytes: u64,
 }
 
 impl Job {
-    /// The map step.
-    fn map(mut self) -> Self {
+    /// The map step, then the merge of its partial metrics into the shared whole.
+    fn run(mut self, acc: &Mutex<Accumulator>) -> Result<Self> {
+        if let Source::Range {
+            file,
+            len,
+            start,
+            size,
+        } = std::mem::take(&mut self.source)
+        {
+            read_range(&file, len, start, size, &mut self.buf)?;
+        }
         self.metrics.add_chunk(self.buf.bytes());
-        self
+        let bytes = self.buf.bytes().len() as u64;
+        acc.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .merge(self.buf.index, bytes, &self.metrics);
+        self.metrics.clear();
+        self.done_bytes = bytes;
+        Ok(self)
     }
 }
 
-/// Opens `path`, decompressing `.gz` files. Returns the reader and, for plain files, the size.
-pub(crate) fn open(path: &Path) -> Result<(Box<dyn Read + Send>, Option<u64>)> {
+/// An opened input.
+pub(crate) enum Input {
+    /// A plain file of known length: chunks are read by positional reads.
+    File(File, u64),
+    /// Anything else (`.gz`, pipes): read in order.
+    Stream(Box<dyn Read + Send>),
+}
+
+/// Opens `path`, decompressing `.gz` files.
+pub(crate) fn open(path: &Path) -> Result<Input> {
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     if path.extension().is_some_and(|e| e == "gz") {
-        Ok((Box::new(flate2::read::MultiGzDecoder::new(file)), None))
-    } else {
-        let len = file.metadata().map(|m| m.len()).ok();
-        Ok((Box::new(file), len))
+        return Ok(Input::Stream(Box::new(flate2::read::MultiGzDecoder::new(
+            file,
+        ))));
+    }
+    match file.metadata() {
+        Ok(m) if m.is_file() => Ok(Input::File(file, m.len())),
+        _ => Ok(Input::Stream(Box::new(file))),
     }
 }
 
@@ -79,81 +125,135 @@ fn progress_bar(files: &[PathBuf], show: bool) -> ProgressBar {
 
 /// Where the map step of each chunk runs.
 trait MapRunner {
-    /// Starts the map step of `job`.
-    fn submit(&mut self, job: Job) -> Result<()>;
+    /// Starts `job`: its map step and the merge into `acc`.
+    fn submit(&mut self, job: Job, acc: &Arc<Mutex<Accumulator>>) -> Result<()>;
     /// Waits for any started job to finish and returns it.
     fn next_done(&mut self) -> Result<Job>;
 }
 
-struct Drive<'a> {
-    acc: Accumulator,
+/// Hands out jobs: a free one, a new one while fewer than `inflight` exist, or the next
+/// to finish.
+struct Jobs<'a> {
+    free: Vec<Job>,
+    created: usize,
+    in_flight: usize,
+    limit: usize,
     pb: ProgressBar,
     started: Instant,
-    opts: &'a Options,
+    runner: &'a mut dyn MapRunner,
 }
 
-impl Drive<'_> {
-    fn merge(&mut self, mut job: Job) -> Job {
-        let len = job.buf.bytes().len() as u64;
-        self.acc.merge(job.buf.index, len, &job.metrics);
-        job.metrics.clear();
-        self.pb.inc(len);
+impl Jobs<'_> {
+    fn done(&mut self, job: &Job) {
+        self.pb.inc(job.done_bytes);
         let secs = self.started.elapsed().as_secs_f64().max(1e-9);
         self.pb.set_message(format!(
             "{:.2} GB/s",
             self.pb.position() as f64 / secs / 1e9
         ));
-        job
+    }
+
+    fn take(&mut self) -> Result<Job> {
+        if let Some(job) = self.free.pop() {
+            return Ok(job);
+        }
+        if self.created < self.limit {
+            self.created += 1;
+            return Ok(Job::default());
+        }
+        let job = self.runner.next_done()?;
+        self.in_flight -= 1;
+        self.done(&job);
+        Ok(job)
+    }
+
+    fn submit(&mut self, job: Job, acc: &Arc<Mutex<Accumulator>>) -> Result<()> {
+        self.runner.submit(job, acc)?;
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    fn drain(&mut self) -> Result<()> {
+        while self.in_flight > 0 {
+            let job = self.runner.next_done()?;
+            self.in_flight -= 1;
+            self.done(&job);
+            self.free.push(job);
+        }
+        Ok(())
     }
 }
 
-/// Reads every file in chunks, has `runner` map them, merges results as they complete.
+fn next_chunk(acc: &Mutex<Accumulator>) -> usize {
+    acc.lock().unwrap_or_else(|e| e.into_inner()).next_chunk()
+}
+
+/// Cuts every file into chunks and has `runner` map and merge them, with at most
+/// `opts.inflight` chunks in flight. Plain files are read by the tasks themselves
+/// (positional reads); streams are read here.
 fn drive(files: &[PathBuf], opts: &Options, runner: &mut dyn MapRunner) -> Result<Accumulator> {
-    let mut d = Drive {
-        acc: Accumulator::new(),
+    let acc = Arc::new(Mutex::new(Accumulator::new()));
+    let mut jobs = Jobs {
+        free: Vec::new(),
+        created: 0,
+        in_flight: 0,
+        limit: opts.inflight.max(1),
         pb: progress_bar(files, opts.progress),
         started: Instant::now(),
-        opts,
+        runner,
     };
-    let mut free: Vec<Job> = Vec::new();
-    let mut created = 0;
-    let mut in_flight = 0;
-    for path in files {
-        d.acc.begin_file(path.display().to_string());
-        let (reader, _) = open(path)?;
-        let mut chunker = Chunker::new(reader, d.opts.chunk_size);
-        loop {
-            let mut job = match free.pop() {
-                Some(job) => job,
-                None if created < d.opts.inflight.max(1) => {
-                    created += 1;
-                    Job::default()
+    let result = (|| -> Result<()> {
+        for path in files {
+            acc.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .begin_file(path.display().to_string());
+            match open(path)? {
+                Input::File(file, len) => {
+                    let file = Arc::new(file);
+                    let size = opts.chunk_size.max(1) as u64;
+                    let mut start = 0;
+                    while start < len {
+                        let mut job = jobs.take()?;
+                        job.buf.index = next_chunk(&acc);
+                        job.source = Source::Range {
+                            file: file.clone(),
+                            len,
+                            start,
+                            size,
+                        };
+                        jobs.submit(job, &acc)?;
+                        start += size;
+                    }
                 }
-                None => {
-                    let done = runner.next_done()?;
-                    in_flight -= 1;
-                    d.merge(done)
+                Input::Stream(reader) => {
+                    let mut chunker = Chunker::new(reader, opts.chunk_size);
+                    loop {
+                        let mut job = jobs.take()?;
+                        let more = chunker
+                            .fill(&mut job.buf)
+                            .with_context(|| format!("reading {}", path.display()))?;
+                        if !more {
+                            jobs.free.push(job);
+                            break;
+                        }
+                        job.buf.index = next_chunk(&acc);
+                        job.source = Source::Filled;
+                        jobs.submit(job, &acc)?;
+                    }
                 }
-            };
-            if !chunker
-                .fill(&mut job.buf)
-                .with_context(|| format!("reading {}", path.display()))?
-            {
-                free.push(job);
-                break;
             }
-            job.buf.index = d.acc.next_chunk();
-            runner.submit(job)?;
-            in_flight += 1;
         }
-    }
-    while in_flight > 0 {
-        let done = runner.next_done()?;
-        in_flight -= 1;
-        d.merge(done);
-    }
-    d.pb.finish_and_clear();
-    Ok(d.acc)
+        Ok(())
+    })();
+    // Every started job is waited for, also after an error, so none outlives the run.
+    let drained = jobs.drain();
+    result?;
+    drained?;
+    jobs.pb.finish_and_clear();
+    drop(jobs);
+    // Every job has finished and merged; take the whole out of the shared cell.
+    let mut whole = acc.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(std::mem::replace(&mut *whole, Accumulator::new()))
 }
 
 /// Runs the map step as tasks on `exec`, tagged `cpu` so a policy can route them.
@@ -163,18 +263,20 @@ struct ExecutorRunner<'a> {
 }
 
 impl MapRunner for ExecutorRunner<'_> {
-    fn submit(&mut self, job: Job) -> Result<()> {
+    fn submit(&mut self, job: Job, acc: &Arc<Mutex<Accumulator>>) -> Result<()> {
         let meta = TaskMeta::new("logs.map").with_tag("cpu");
-        let handle: TaskHandle<Job> = self
-            .exec
-            .run_once(meta, move |_ctx| Ok::<_, Infallible>(job.map()));
+        let acc = acc.clone();
+        let handle: TaskHandle<Job> = self.exec.run_once(meta, move |_ctx| job.run(&acc));
         self.running.push(handle);
         Ok(())
     }
 
     fn next_done(&mut self) -> Result<Job> {
         match self.running.join_next() {
-            Some((_, r)) => r.map_err(|e| anyhow!("a map task failed: {e}")),
+            Some((_, r)) => r.map_err(|e| match e.source() {
+                Some(cause) => anyhow!("a map task failed: {cause}"),
+                None => anyhow!("a map task failed: {e}"),
+            }),
             None => Err(anyhow!("no map task is running")),
         }
     }
@@ -193,38 +295,42 @@ pub(crate) fn run_executor(
     drive(files, opts, &mut runner)
 }
 
+type ScopedJob = (Job, Arc<Mutex<Accumulator>>);
+
 /// Runs the map step on hand-written scoped threads fed by channels.
 struct ScopedRunner {
-    jobs: Option<crossbeam_channel::Sender<Job>>,
-    done: crossbeam_channel::Receiver<Job>,
+    jobs: Option<crossbeam_channel::Sender<ScopedJob>>,
+    done: crossbeam_channel::Receiver<Result<Job>>,
 }
 
 impl MapRunner for ScopedRunner {
-    fn submit(&mut self, job: Job) -> Result<()> {
+    fn submit(&mut self, job: Job, acc: &Arc<Mutex<Accumulator>>) -> Result<()> {
         let jobs = self.jobs.as_ref().expect("workers are running");
-        jobs.send(job)
+        jobs.send((job, acc.clone()))
             .map_err(|_| anyhow!("the map workers stopped"))
     }
 
     fn next_done(&mut self) -> Result<Job> {
         self.done
             .recv()
-            .map_err(|_| anyhow!("the map workers stopped"))
+            .map_err(|_| anyhow!("the map workers stopped"))?
     }
 }
 
 /// The same map-reduce with the map step on `threads` plain scoped threads: the yardstick
 /// the executor version is measured against.
 pub(crate) fn run_scoped(files: &[PathBuf], opts: &Options, threads: usize) -> Result<Accumulator> {
-    let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(opts.inflight.max(1));
-    let (done_tx, done_rx) = crossbeam_channel::bounded::<Job>(opts.inflight.max(1));
+    let (job_tx, job_rx) = crossbeam_channel::bounded::<ScopedJob>(opts.inflight.max(1));
+    let (done_tx, done_rx) = crossbeam_channel::bounded::<Result<Job>>(opts.inflight.max(1));
     std::thread::scope(|s| {
         for _ in 0..threads.max(1) {
             let job_rx = job_rx.clone();
             let done_tx = done_tx.clone();
             s.spawn(move || {
-                for job in job_rx {
-                    if done_tx.send(job.map()).is_err() {
+                for (job, acc) in job_rx {
+                    let done = job.run(&acc);
+                    drop(acc);
+                    if done_tx.send(done).is_err() {
                         break;
                     }
                 }
@@ -249,7 +355,10 @@ pub(crate) fn run_reference(files: &[PathBuf]) -> Result<Accumulator> {
     for path in files {
         acc.begin_file(path.display().to_string());
         let chunk = acc.next_chunk();
-        let (reader, _) = open(path)?;
+        let reader: Box<dyn Read + Send> = match open(path)? {
+            Input::File(f, _) => Box::new(f),
+            Input::Stream(r) => r,
+        };
         let mut reader = BufReader::with_capacity(1 << 16, reader);
         let mut bytes = 0u64;
         m.clear();

@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 pub(crate) const EXAMPLES: usize = 5;
 /// Malformed examples are cut to this many bytes.
 const EXAMPLE_BYTES: usize = 160;
+/// A reused partial keeps at most this many distinct paths (and clients) between chunks.
+const KEEP_KEYS: usize = 1 << 16;
 /// Highest request time the histogram tells apart: one hour, in microseconds.
 const MAX_REQUEST_US: u64 = 3_600_000_000;
 
@@ -81,8 +83,15 @@ impl Metrics {
         self.bytes_served = 0;
         self.status.iter_mut().for_each(|c| *c = 0);
         self.methods = [0; METHODS.len()];
-        self.paths.clear();
-        self.ips.clear();
+        // Keep the keys (and their allocations) for the next chunk, which mostly sees the
+        // same paths and clients; only zero the counts. Maps that grew past the cap start over.
+        for map in [&mut self.paths, &mut self.ips] {
+            if map.len() > KEEP_KEYS {
+                *map = FxHashMap::default();
+            } else {
+                map.values_mut().for_each(|c| *c = 0);
+            }
+        }
         self.per_minute.clear();
         self.request_time.reset();
         self.run_count = 0;
@@ -159,10 +168,14 @@ impl Metrics {
             *a += b;
         }
         for (k, v) in &other.paths {
-            bump(&mut self.paths, k, *v);
+            if *v > 0 {
+                bump(&mut self.paths, k, *v);
+            }
         }
         for (k, v) in &other.ips {
-            bump(&mut self.ips, k, *v);
+            if *v > 0 {
+                bump(&mut self.ips, k, *v);
+            }
         }
         for (k, v) in &other.per_minute {
             *self.per_minute.entry(*k).or_default() += v;

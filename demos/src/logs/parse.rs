@@ -162,6 +162,12 @@ fn parse_timestamp(ts: &[u8]) -> Option<i64> {
     Some(local - sign * (off_h * 60 + off_m))
 }
 
+/// Position of `b` in a short field: a plain loop beats a vectorised search on a few bytes.
+#[inline]
+fn find_short(b: u8, s: &[u8]) -> Option<usize> {
+    s.iter().position(|&c| c == b)
+}
+
 /// Position of the closing quote in `s` (which starts just after an opening quote),
 /// skipping quotes escaped with a backslash.
 fn closing_quote(s: &[u8]) -> Option<usize> {
@@ -178,7 +184,7 @@ fn closing_quote(s: &[u8]) -> Option<usize> {
 
 /// Parses seconds written as a decimal (`0.123`, `12`, `1.5`) into microseconds.
 fn seconds_to_us(b: &[u8]) -> Option<u64> {
-    let (int, frac) = match memchr(b'.', b) {
+    let (int, frac) = match find_short(b'.', b) {
         Some(p) => (&b[..p], &b[p + 1..]),
         None => (b, &b[..0]),
     };
@@ -214,14 +220,14 @@ fn method_index(m: &[u8]) -> usize {
 /// `"REFERER" "USER-AGENT"`, optionally followed by more fields; when the last field
 /// is a decimal number it is taken as the request time in seconds (nginx `$request_time`).
 pub(crate) fn parse_line<'a>(line: &'a [u8], cache: &mut MinuteCache) -> Option<Entry<'a>> {
-    let sp = memchr(b' ', line)?;
+    let sp = find_short(b' ', line)?;
     let ip = &line[..sp];
     if ip.is_empty() {
         return None;
     }
     let rest = &line[sp + 1..];
     // Ident and user: the user may hold spaces, so look for the opening bracket.
-    let b = memchr(b'[', rest)?;
+    let b = find_short(b'[', rest)?;
     if b < 3 || rest[b - 1] != b' ' || !rest[..b - 1].contains(&b' ') {
         return None;
     }
@@ -236,14 +242,14 @@ pub(crate) fn parse_line<'a>(line: &'a [u8], cache: &mut MinuteCache) -> Option<
     let rest = rest[q + 1..].strip_prefix(b" ")?;
 
     // The request line: METHOD TARGET [PROTOCOL].
-    let (method, path) = match memchr(b' ', request) {
+    let (method, path) = match find_short(b' ', request) {
         Some(p) => {
             let target = &request[p + 1..];
             let target = match memchr(b' ', target) {
                 Some(e) => &target[..e],
                 None => target,
             };
-            let target = match memchr(b'?', target) {
+            let target = match find_short(b'?', target) {
                 Some(e) => &target[..e],
                 None => target,
             };
@@ -264,7 +270,7 @@ pub(crate) fn parse_line<'a>(line: &'a [u8], cache: &mut MinuteCache) -> Option<
         Some(_) => return None,
     };
     // Bytes: digits or '-'.
-    let end = memchr(b' ', rest).unwrap_or(rest.len());
+    let end = find_short(b' ', rest).unwrap_or(rest.len());
     let bytes = match &rest[..end] {
         b"-" => 0,
         d => digits(d)? as u64,
