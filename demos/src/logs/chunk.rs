@@ -2,17 +2,17 @@
 //!
 //! - [`Chunker`], for streams (`.gz`, pipes): each chunk is filled to the chunk size, then
 //!   cut after its last newline; the bytes after the cut are carried into the next chunk.
-//! - [`read_range`], for plain files: chunk `i` owns the lines that *start* in the byte
-//!   range `[i*size, (i+1)*size)`; it reads that range (plus one byte before it, and the
-//!   rest of its last line after it) by positional reads, so chunks can be read in
-//!   parallel by the tasks that map them.
+//! - [`ChunkBuf::for_lines_in_range`], for plain files: chunk `i` owns the lines that
+//!   *start* in the byte range `[i*size, (i+1)*size)`; it reads that range (plus one byte
+//!   before it, and the rest of its last line after it) by positional reads in
+//!   cache-sized pieces, so chunks are read in parallel by the tasks that map them.
 //!
 //! Either way every line lies in exactly one chunk, whatever the chunk size, and a line
 //! longer than a chunk makes its chunk grow until the line ends. Buffers are supplied by
 //! the caller and reused: nothing is allocated per chunk once they reach working size.
 
 use anyhow::{Context, Result};
-use memchr::{memchr, memrchr};
+use memchr::{memchr, memchr_iter, memrchr};
 use std::fs::File;
 use std::io::{ErrorKind, Read};
 use std::os::unix::fs::FileExt;
@@ -55,57 +55,85 @@ fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> Result<usize> {
     Ok(done)
 }
 
-/// Fills `buf` with chunk `[start, start + size)` of `file` (of length `file_len`): the lines
-/// that start in that range, whole. Every byte of the file belongs to exactly one chunk.
-pub(crate) fn read_range(
-    file: &File,
-    file_len: u64,
-    start: u64,
-    size: u64,
-    buf: &mut ChunkBuf,
-) -> Result<()> {
-    buf.start = 0;
-    buf.len = 0;
-    let hi = (start + size.max(1)).min(file_len);
-    if start >= hi {
-        return Ok(());
-    }
-    // One byte before the range tells whether a line starts at `start`.
-    let lo = start.saturating_sub(1);
-    let want = (hi - lo) as usize;
-    buf.ensure(want);
-    let mut len = read_full_at(file, &mut buf.data[..want], lo)?;
-    let first = if start == 0 {
-        0
-    } else {
-        // A line starting in [start, hi) follows a newline in [start - 1, hi - 1).
-        match memchr(b'\n', &buf.data[..len.min(want - 1)]) {
-            Some(p) => p + 1,
-            None => return Ok(()),
+/// Bytes read at a time inside a range: small enough to stay in the CPU cache between
+/// the copy from the page cache and the parse.
+pub(crate) const PIECE: usize = 256 << 10;
+
+impl ChunkBuf {
+    /// Calls `line` for every line that starts in `[start, start + size)` of `file` (of
+    /// length `file_len`), whole and without its `\n`, reading the file in pieces of `piece`
+    /// bytes into this buffer. Returns the bytes of the lines visited (newlines included).
+    /// Over consecutive ranges, every line of the file is visited exactly once.
+    pub(crate) fn for_lines_in_range(
+        &mut self,
+        file: &File,
+        file_len: u64,
+        start: u64,
+        size: u64,
+        piece: usize,
+        mut line: impl FnMut(&[u8]),
+    ) -> Result<u64> {
+        self.start = 0;
+        self.len = 0;
+        let hi = (start + size.max(1)).min(file_len);
+        if start >= hi {
+            return Ok(0);
         }
-    };
-    // The last line owned starts before `hi`: it ends at the first newline at or after hi - 1.
-    let end = if len < want || hi == file_len {
-        len
-    } else {
-        let mut scan = want - 1;
+        let piece = piece.max(1);
+        // `buf[0]` is at file offset `pos`; one byte before the range tells whether a line
+        // starts at `start`.
+        let mut pos = start.saturating_sub(1);
+        let mut len = 0;
+        // Index in the buffer where the current line starts, once the first one is found.
+        let mut line_start = (start == 0).then_some(0);
+        let owned_from = if start == 0 { 0 } else { u64::MAX };
+        let mut owned_from = owned_from;
         loop {
-            if let Some(p) = memchr(b'\n', &buf.data[scan..len]) {
-                break scan + p + 1;
-            }
-            scan = len;
-            let more = size.max(1 << 16) as usize;
-            buf.ensure(len + more);
-            let n = read_full_at(file, &mut buf.data[len..len + more], lo + len as u64)?;
-            if n == 0 {
-                break len;
-            }
+            self.ensure(len + piece);
+            let n = read_full_at(file, &mut self.data[len..len + piece], pos + len as u64)?;
+            let eof = n < piece;
+            let mut scan = len;
             len += n;
+            let mut ls = match line_start {
+                Some(ls) => ls,
+                // A line starting in [start, hi) follows a newline in [start - 1, hi - 1).
+                None => match memchr(b'\n', &self.data[scan..len]) {
+                    Some(p) if pos + ((scan + p) as u64) < hi - 1 => {
+                        owned_from = pos + (scan + p + 1) as u64;
+                        scan += p + 1;
+                        scan
+                    }
+                    Some(_) => return Ok(0),
+                    None if eof || pos + len as u64 >= hi - 1 => return Ok(0),
+                    None => {
+                        pos += len as u64;
+                        len = 0;
+                        continue;
+                    }
+                },
+            };
+            for nl in memchr_iter(b'\n', &self.data[scan..len]) {
+                let end = scan + nl;
+                line(&self.data[ls..end]);
+                ls = end + 1;
+                // The line ending at or after hi - 1 is the last one that starts before hi.
+                if pos + end as u64 >= hi - 1 {
+                    return Ok(pos + ls as u64 - owned_from);
+                }
+            }
+            if eof {
+                if ls < len {
+                    line(&self.data[ls..len]);
+                }
+                return Ok(pos + len as u64 - owned_from);
+            }
+            // Keep the unfinished line at the front; the next piece continues it.
+            self.data.copy_within(ls..len, 0);
+            pos += ls as u64;
+            len -= ls;
+            line_start = Some(0);
         }
-    };
-    buf.start = first;
-    buf.len = end.saturating_sub(first);
-    Ok(())
+    }
 }
 
 /// Reads `reader` in chunks of about `chunk_size` bytes cut at line ends.
@@ -209,39 +237,43 @@ mod tests {
         }
     }
 
-    fn cut_ranges(input: &[u8], size: u64) -> Vec<Vec<u8>> {
+    fn lines_by_range(input: &[u8], size: u64, piece: usize) -> Vec<Vec<u8>> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, input).unwrap();
         let file = File::open(&path).unwrap();
         let mut buf = ChunkBuf::default();
-        let mut out = Vec::new();
+        let mut lines = Vec::new();
         let mut start = 0;
+        let mut total = 0;
         while start < input.len() as u64 {
-            read_range(&file, input.len() as u64, start, size, &mut buf).unwrap();
-            out.push(buf.bytes().to_vec());
+            total += buf
+                .for_lines_in_range(&file, input.len() as u64, start, size, piece, |l| {
+                    lines.push(l.to_vec())
+                })
+                .unwrap();
             start += size;
         }
-        out
+        assert_eq!(total, input.len() as u64, "size {size} piece {piece}");
+        lines
     }
 
     #[test]
-    fn ranges_own_the_lines_that_start_in_them() {
+    fn ranges_visit_every_line_once() {
         let input = b"aa\nbbbb\n\nc\ndddddddddd\ne";
+        let want: Vec<Vec<u8>> = input.split(|c| *c == b'\n').map(<[u8]>::to_vec).collect();
         for size in 1..30 {
-            let chunks = cut_ranges(input, size);
-            assert_eq!(chunks.concat(), input, "size {size}");
-            for (i, c) in chunks.iter().enumerate() {
-                let i = i as u64;
-                if !c.is_empty() && i > 0 {
-                    // The chunk's first line starts inside its range.
-                    let at = chunks[..i as usize].iter().map(Vec::len).sum::<usize>() as u64;
-                    assert!(
-                        at >= i * size && at < (i + 1) * size,
-                        "size {size} chunk {i}"
-                    );
-                }
+            for piece in [1, 2, 3, 7, 64] {
+                assert_eq!(
+                    lines_by_range(input, size, piece),
+                    want,
+                    "size {size} piece {piece}"
+                );
             }
+        }
+        let ends_with_newline = b"x\n\nyy\n";
+        for size in 1..10 {
+            assert_eq!(lines_by_range(ends_with_newline, size, 2).len(), 3);
         }
     }
 

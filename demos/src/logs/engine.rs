@@ -8,7 +8,7 @@
 //! back with the finished task and are reused for a later chunk, so memory does not grow
 //! with the input.
 
-use super::chunk::{ChunkBuf, Chunker, read_range};
+use super::chunk::{ChunkBuf, Chunker, PIECE};
 use super::metrics::{Accumulator, Metrics};
 use anyhow::{Context, Result, anyhow};
 use executor_core::{Executor, ExecutorExt, TaskHandle, TaskMeta, TaskSet};
@@ -59,17 +59,25 @@ pub(crate) struct Job {
 impl Job {
     /// The map step, then the merge of its partial metrics into the shared whole.
     fn run(mut self, acc: &Mutex<Accumulator>) -> Result<Self> {
-        if let Source::Range {
-            file,
-            len,
-            start,
-            size,
-        } = std::mem::take(&mut self.source)
-        {
-            read_range(&file, len, start, size, &mut self.buf)?;
-        }
-        self.metrics.add_chunk(self.buf.bytes());
-        let bytes = self.buf.bytes().len() as u64;
+        let bytes = match std::mem::take(&mut self.source) {
+            Source::Range {
+                file,
+                len,
+                start,
+                size,
+            } => {
+                let m = &mut self.metrics;
+                let bytes = self
+                    .buf
+                    .for_lines_in_range(&file, len, start, size, PIECE, |l| m.add_line(l))?;
+                m.finish();
+                bytes
+            }
+            Source::Filled => {
+                self.metrics.add_chunk(self.buf.bytes());
+                self.buf.bytes().len() as u64
+            }
+        };
         acc.lock()
             .unwrap_or_else(|e| e.into_inner())
             .merge(self.buf.index, bytes, &self.metrics);
