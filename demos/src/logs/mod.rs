@@ -182,8 +182,8 @@ pub fn cached_log(size: u64, seed: u64) -> Result<PathBuf> {
 /// The executor the map tasks are submitted to, built from the policy file `policy`.
 ///
 /// INTERIM until the supervisor lands: reads `executors.cpu.threads` from the policy and
-/// builds a thread pool of that size directly. This is the one place to swap for
-/// `supervisor::Supervisor::from_file(policy)`.
+/// builds a rayon pool of that size directly. This function is the one place to swap for
+/// `supervisor::Supervisor::from_file(policy)`; nothing else in the demo names a backend.
 pub fn cpu_executor(policy: &Path) -> Result<Arc<dyn Executor>> {
     let text = std::fs::read_to_string(policy)
         .with_context(|| format!("reading policy {}", policy.display()))?;
@@ -195,12 +195,8 @@ pub fn cpu_executor(policy: &Path) -> Result<Arc<dyn Executor>> {
         .and_then(|c| c.get("threads"))
         .and_then(toml::Value::as_integer)
         .unwrap_or(0);
-    let threads = match usize::try_from(threads).unwrap_or(0) {
-        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
-        n => n,
-    };
-    let exec = executor_threads::ThreadsExecutor::builder("cpu")
-        .workers(threads)
+    let exec = executor_rayon::RayonExecutor::builder("cpu")
+        .threads(usize::try_from(threads).unwrap_or(0))
         .build()
         .context("building the cpu executor")?;
     Ok(Arc::new(exec))
