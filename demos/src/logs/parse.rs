@@ -39,13 +39,28 @@ pub(crate) struct MinuteCache {
 }
 
 impl MinuteCache {
+    fn head(&self) -> [u8; 17] {
+        let mut h = [0; 17];
+        h.copy_from_slice(&self.key[..17]);
+        h
+    }
+
+    fn zone(&self) -> [u8; 5] {
+        let mut z = [0; 5];
+        z.copy_from_slice(&self.key[17..]);
+        z
+    }
+
     /// Minutes since the epoch (UTC) of `ts`, formatted `dd/Mon/yyyy:HH:MM:SS +hhmm`.
     fn minute(&mut self, ts: &[u8]) -> Option<i64> {
         if ts.len() != 26 {
             return None;
         }
         // The key is everything but the seconds: `dd/Mon/yyyy:HH:MM` and `+hhmm`.
-        let same = self.valid && ts[..17] == self.key[..17] && ts[21..] == self.key[17..];
+        // Fixed-size comparisons: no call into a general memcmp on every line.
+        let head: [u8; 17] = ts[..17].try_into().ok()?;
+        let zone: [u8; 5] = ts[21..].try_into().ok()?;
+        let same = self.valid && head == self.head() && zone == self.zone();
         if same {
             // Still validate the seconds so a damaged line is never accepted from the cache.
             if ts[17] == b':'

@@ -43,6 +43,14 @@ fn human_bytes(b: u64) -> String {
     }
 }
 
+fn human_binary(b: u64) -> String {
+    match b {
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{} MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{} KiB", b >> 10),
+        b => format!("{b} B"),
+    }
+}
+
 fn pct(part: u64, whole: u64) -> f64 {
     if whole == 0 {
         0.0
@@ -66,7 +74,7 @@ impl Report {
             self.elapsed_s,
             self.gb_per_s,
             self.engine,
-            human_bytes(self.chunk_size),
+            human_binary(self.chunk_size),
             self.peak_rss_mb
                 .map(|m| format!(", peak RSS {m:.1} MiB"))
                 .unwrap_or_default()
