@@ -123,7 +123,7 @@ fn progress_bar(files: &[PathBuf], show: bool) -> ProgressBar {
     }
     let pb = ProgressBar::with_draw_target(total, ProgressDrawTarget::stderr());
     let style = ProgressStyle::with_template(
-        "{spinner} {elapsed_precise} [{wide_bar}] {bytes}/{total_bytes} {msg}",
+        "{spinner} {elapsed_precise} [{wide_bar}] {decimal_bytes}/{decimal_total_bytes} {msg}",
     )
     .expect("constant template is valid")
     .progress_chars("=> ");
