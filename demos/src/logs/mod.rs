@@ -35,6 +35,7 @@ const DEFAULT_SEED: u64 = 42;
 #[derive(Parser, Debug)]
 #[command(
     name = "demos logs",
+    bin_name = "demos logs",
     about = "Map-reduce over access logs: chunked, parallel, flat memory",
     args_conflicts_with_subcommands = true
 )]
