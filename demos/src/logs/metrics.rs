@@ -10,6 +10,7 @@ use hdrhistogram::Histogram;
 use memchr::memchr_iter;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// How many malformed lines are kept as examples.
@@ -37,6 +38,9 @@ pub(crate) struct Metrics {
     pub(crate) status: Vec<u64>,
     pub(crate) methods: [u64; METHODS.len()],
     pub(crate) paths: FxHashMap<Box<[u8]>, u64>,
+    /// Clients written as canonical IPv4 addresses, as numbers (cheap to hash and compare).
+    pub(crate) ips4: FxHashMap<u32, u64>,
+    /// Every other client (IPv6, host names, odd spellings), as written.
     pub(crate) ips: FxHashMap<Box<[u8]>, u64>,
     pub(crate) per_minute: BTreeMap<i64, u64>,
     pub(crate) request_time: Histogram<u64>,
@@ -55,6 +59,7 @@ impl Default for Metrics {
             status: vec![0; 1000],
             methods: [0; METHODS.len()],
             paths: FxHashMap::default(),
+            ips4: FxHashMap::default(),
             ips: FxHashMap::default(),
             per_minute: BTreeMap::new(),
             request_time: new_histogram(),
@@ -92,6 +97,11 @@ impl Metrics {
                 map.values_mut().for_each(|c| *c = 0);
             }
         }
+        if self.ips4.len() > KEEP_KEYS {
+            self.ips4 = FxHashMap::default();
+        } else {
+            self.ips4.values_mut().for_each(|c| *c = 0);
+        }
         self.per_minute.clear();
         self.request_time.reset();
         self.run_count = 0;
@@ -117,7 +127,10 @@ impl Metrics {
         if let Some(p) = e.path {
             bump(&mut self.paths, p, 1);
         }
-        bump(&mut self.ips, e.ip, 1);
+        match parse_ipv4(e.ip) {
+            Some(ip) => *self.ips4.entry(ip).or_default() += 1,
+            None => bump(&mut self.ips, e.ip, 1),
+        }
         if let Some(us) = e.request_time_us {
             self.request_time.saturating_record(us);
         }
@@ -170,6 +183,11 @@ impl Metrics {
         for (k, v) in &other.paths {
             if *v > 0 {
                 bump(&mut self.paths, k, *v);
+            }
+        }
+        for (k, v) in &other.ips4 {
+            if *v > 0 {
+                *self.ips4.entry(*k).or_default() += v;
             }
         }
         for (k, v) in &other.ips {
@@ -325,22 +343,40 @@ impl Accumulator {
             status,
             methods,
             unique_paths: t.paths.len() as u64,
-            unique_ips: t.ips.len() as u64,
-            top_paths: top_n(&t.paths, top),
-            top_ips: top_n(&t.ips, top),
+            unique_ips: (t.ips4.len() + t.ips.len()) as u64,
+            top_paths: top_n(
+                t.paths.iter().map(|(k, v)| (Cow::Borrowed(&k[..]), *v)),
+                top,
+            ),
+            top_ips: top_n(
+                t.ips
+                    .iter()
+                    .map(|(k, v)| (Cow::Borrowed(&k[..]), *v))
+                    .chain(t.ips4.iter().map(|(ip, v)| {
+                        let [a, b, c, d] = ip.to_be_bytes();
+                        (Cow::Owned(format!("{a}.{b}.{c}.{d}").into_bytes()), *v)
+                    })),
+                top,
+            ),
             requests_per_minute,
             request_time_ms,
         }
     }
 }
 
-fn top_n(map: &FxHashMap<Box<[u8]>, u64>, n: usize) -> Vec<TopEntry> {
-    let mut all: Vec<(&[u8], u64)> = map.iter().map(|(k, v)| (&k[..], *v)).collect();
-    let by_rank = |a: &(&[u8], u64), b: &(&[u8], u64)| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0));
-    if all.len() > n && n > 0 {
-        all.select_nth_unstable_by(n - 1, by_rank);
+/// The `n` largest counts, ties broken by key, so the result never depends on map order.
+fn top_n<'a>(entries: impl Iterator<Item = (Cow<'a, [u8]>, u64)>, n: usize) -> Vec<TopEntry> {
+    if n == 0 {
+        return Vec::new();
     }
-    all.truncate(n);
+    let by_rank = |a: &(Cow<'a, [u8]>, u64), b: &(Cow<'a, [u8]>, u64)| {
+        b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0))
+    };
+    let mut all: Vec<(Cow<'a, [u8]>, u64)> = entries.collect();
+    if all.len() > n {
+        all.select_nth_unstable_by(n - 1, by_rank);
+        all.truncate(n);
+    }
     all.sort_unstable_by(by_rank);
     all.into_iter()
         .map(|(k, count)| TopEntry {
@@ -348,6 +384,35 @@ fn top_n(map: &FxHashMap<Box<[u8]>, u64>, n: usize) -> Vec<TopEntry> {
             count,
         })
         .collect()
+}
+
+/// A canonical dotted IPv4 address (no leading zeros) as a number; `None` for anything
+/// else, which is then counted by its text. Canonical means the number prints back to
+/// the same text, so both kinds of key never name the same client twice.
+fn parse_ipv4(s: &[u8]) -> Option<u32> {
+    if s.len() < 7 || s.len() > 15 {
+        return None;
+    }
+    let mut ip: u32 = 0;
+    let mut parts = 0;
+    for part in s.split(|c| *c == b'.') {
+        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
+            return None;
+        }
+        let mut v: u32 = 0;
+        for &c in part {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + u32::from(c - b'0');
+        }
+        if v > 255 {
+            return None;
+        }
+        ip = ip << 8 | v;
+        parts += 1;
+    }
+    (parts == 4).then_some(ip)
 }
 
 /// One malformed line kept as an example.
@@ -437,4 +502,49 @@ pub struct Summary {
     pub requests_per_minute: PerMinute,
     /// Request-time percentiles.
     pub request_time_ms: RequestTimes,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_only_when_canonical() {
+        assert_eq!(parse_ipv4(b"1.2.3.4"), Some(0x0102_0304));
+        assert_eq!(parse_ipv4(b"255.255.255.255"), Some(u32::MAX));
+        for odd in [
+            &b"01.2.3.4"[..],
+            b"1.2.3",
+            b"1.2.3.4.5",
+            b"256.1.1.1",
+            b"::1",
+            b"a.b.c.d",
+        ] {
+            assert_eq!(parse_ipv4(odd), None, "{odd:?}");
+        }
+    }
+
+    #[test]
+    fn clients_of_both_kinds_rank_together() {
+        let mut m = Metrics::default();
+        let line = |ip: &str| {
+            format!(r#"{ip} - - [02/Mar/2026:10:00:01 +0000] "GET / HTTP/1.1" 200 1 "-" "u" 0.1"#)
+        };
+        for ip in ["1.2.3.4", "::1", "::1", "1.2.3.4", "1.2.3.4", "01.2.3.4"] {
+            m.add_line(line(ip).as_bytes());
+        }
+        m.finish();
+        let mut acc = Accumulator::new();
+        acc.begin_file("f".into());
+        let c = acc.next_chunk();
+        acc.merge(c, 0, &m);
+        let s = acc.summary(2);
+        assert_eq!(s.unique_ips, 3);
+        let top: Vec<(&str, u64)> = s
+            .top_ips
+            .iter()
+            .map(|t| (t.key.as_str(), t.count))
+            .collect();
+        assert_eq!(top, [("1.2.3.4", 3), ("::1", 2)]);
+    }
 }
