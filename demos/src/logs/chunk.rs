@@ -79,7 +79,8 @@ impl ChunkBuf {
         if start >= hi {
             return Ok(0);
         }
-        let piece = piece.max(1);
+        // No bigger than the rest of the file: small files get small buffers.
+        let piece = piece.min((file_len - start + 1) as usize).max(1);
         // `buf[0]` is at file offset `pos`; one byte before the range tells whether a line
         // starts at `start`.
         let mut pos = start.saturating_sub(1);
