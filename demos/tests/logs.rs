@@ -314,3 +314,28 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn unreadable_input_is_an_error_not_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("ok.log");
+    generate_log(&good, 200_000, 1).unwrap();
+    // A directory opens but cannot be read; a missing file does not open.
+    for bad in [dir.path().to_path_buf(), dir.path().join("missing.log")] {
+        let files = vec![good.clone(), bad];
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let scoped = analyze(&files, &opts(4096, 2), Engine::Scoped, None, 2, 10).is_err();
+            let mut exec_err = false;
+            with_executor(2, |exec| {
+                exec_err =
+                    analyze(&files, &opts(4096, 2), Engine::Executor, Some(exec), 2, 10).is_err();
+            });
+            let _ = tx.send((scoped, exec_err));
+        });
+        let got = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the run hung");
+        assert_eq!(got, (true, true));
+    }
+}

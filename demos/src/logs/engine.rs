@@ -169,8 +169,14 @@ impl Jobs<'_> {
             self.created += 1;
             return Ok(Job::default());
         }
-        let job = self.runner.next_done()?;
+        self.wait_one()
+    }
+
+    /// Waits for one started job; it counts as finished even when it failed.
+    fn wait_one(&mut self) -> Result<Job> {
+        let done = self.runner.next_done();
         self.in_flight -= 1;
+        let job = done?;
         self.done(&job);
         Ok(job)
     }
@@ -181,14 +187,18 @@ impl Jobs<'_> {
         Ok(())
     }
 
+    /// Waits for every started job, also after a failure; returns the first error.
     fn drain(&mut self) -> Result<()> {
+        let mut first_error = None;
         while self.in_flight > 0 {
-            let job = self.runner.next_done()?;
-            self.in_flight -= 1;
-            self.done(&job);
-            self.free.push(job);
+            match self.wait_one() {
+                Ok(job) => self.free.push(job),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 }
 
