@@ -1,1 +1,6 @@
-//! switchyard supervisor (placeholder until implemented).
+//! switchyard supervisor: routes tasks to executors by a TOML policy file.
+
+pub mod config;
+pub mod routing;
+
+pub use config::{ConfigError, PolicyConfig};
