@@ -1,7 +1,14 @@
 //! switchyard supervisor: routes tasks to executors by a TOML policy file.
 
 pub mod config;
+mod ledger;
 mod limit;
+mod registry;
 pub mod routing;
+mod supervisor;
+mod timers;
 
-pub use config::{ConfigError, PolicyConfig};
+pub use config::{BackendOptions, ConfigError, PolicyConfig};
+pub use ledger::{LedgerCounts, ShutdownLedger};
+pub use registry::{BackendFactory, ExecutorPlan, Registry};
+pub use supervisor::Supervisor;

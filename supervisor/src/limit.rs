@@ -216,13 +216,22 @@ mod tests {
         let t = Instant::now();
         assert!(go(l.admit("a", 1, t)));
         assert!(go(l.admit("a", 2, t)));
-        assert!(matches!(l.admit("a", 3, t), Admit::Queued { wake_at: None }));
-        assert!(matches!(l.admit("a", 4, t), Admit::Queued { wake_at: None }));
+        assert!(matches!(
+            l.admit("a", 3, t),
+            Admit::Queued { wake_at: None }
+        ));
+        assert!(matches!(
+            l.admit("a", 4, t),
+            Admit::Queued { wake_at: None }
+        ));
         // Another key has its own budget.
         assert!(go(l.admit("b", 5, t)));
         assert!(l.release("a"));
         let (mut ready, mut dropped) = (vec![], vec![]);
-        assert_eq!(l.drain("a", t, false, |_| false, &mut ready, &mut dropped), None);
+        assert_eq!(
+            l.drain("a", t, false, |_| false, &mut ready, &mut dropped),
+            None
+        );
         assert_eq!(ready, vec![3]);
         assert_eq!(l.waiting(), 1);
         // A dead item is skipped without taking a slot.
@@ -244,7 +253,10 @@ mod tests {
         };
         assert_eq!(wake_at, Some(t + i));
         // A third item queues behind without a second wake-up.
-        assert!(matches!(l.admit("k", 3, t), Admit::Queued { wake_at: None }));
+        assert!(matches!(
+            l.admit("k", 3, t),
+            Admit::Queued { wake_at: None }
+        ));
         let (mut ready, mut dropped) = (vec![], vec![]);
         let next = l.drain("k", t + i, true, |_| false, &mut ready, &mut dropped);
         assert_eq!(ready, vec![2]);

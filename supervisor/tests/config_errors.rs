@@ -43,7 +43,7 @@ fn check(extra: &str, kind: fn(&ConfigError) -> bool, line: usize, column: usize
 fn the_base_policy_is_valid() {
     let p = PolicyConfig::parse(BASE, "policy.toml").unwrap();
     assert_eq!(p.executors().len(), 3);
-    assert_eq!(p.defaults().executor(), "io");
+    assert_eq!(p.defaults().executor, "io");
     assert!(p.routes().is_empty());
 }
 
@@ -226,10 +226,10 @@ fn bad_rates() {
     );
     check(
         "[[route]]\nmatch = {}\nlimit = { concurrency = 2, burst = 3 }\n",
-        ConfigError::is_invalid_value,
+        ConfigError::is_unknown_key,
         15,
-        36,
-        "needs a limit.rate",
+        28,
+        "unknown key \"burst\"; expected one of: per, concurrency, rate",
     );
 }
 
@@ -343,22 +343,24 @@ fn routes_inherit_unset_keys_from_defaults() {
          limit = { per = \"key\", concurrency = 4, rate = \"20/s\" }\n"
     );
     let p = PolicyConfig::parse(&text, "policy.toml").unwrap();
-    let cpu = p.routes()[0].settings();
-    assert_eq!(cpu.timeout(), None);
-    assert_eq!(cpu.retries().unwrap().max(), 2);
-    let net = p.routes()[1].settings();
-    assert_eq!(net.timeout(), Some(Duration::from_secs(30)));
-    let r = net.retries().unwrap();
+    let cpu = p.routes()[0].route();
+    assert_eq!(cpu.timeout, None);
+    assert_eq!(cpu.retry.unwrap().max, 2);
+    assert_eq!(cpu.rule, "route[1]");
+    let net = p.routes()[1].route();
+    assert_eq!(net.timeout, Some(Duration::from_secs(30)));
+    let r = net.retry.unwrap();
     assert_eq!(
-        (r.max(), r.backoff(), r.max_backoff(), r.jitter()),
+        (r.max, r.backoff, r.max_backoff, r.jitter),
         (3, Duration::from_millis(100), Duration::from_secs(5), true)
     );
-    let l = net.limit().unwrap();
-    assert_eq!(l.concurrency().unwrap().get(), 4);
-    assert_eq!(l.rate().unwrap().interval(), Duration::from_millis(50));
-    assert_eq!(p.select("scrape.fetch", &["cpu"]).executor(), "cpu");
-    assert_eq!(p.select("scrape.fetch", &[] as &[&str]).executor(), "net");
-    assert_eq!(p.select("other", &[] as &[&str]).executor(), "io");
+    let l = net.limit.unwrap();
+    assert_eq!(l.concurrency.unwrap().get(), 4);
+    assert_eq!(l.rate.unwrap().interval(), Duration::from_millis(50));
+    assert_eq!(p.select("scrape.fetch", &["cpu"]).executor, "cpu");
+    assert_eq!(p.select("scrape.fetch", &[] as &[&str]).executor, "net");
+    assert_eq!(p.select("other", &[] as &[&str]).executor, "io");
+    assert_eq!(p.defaults().rule, "defaults");
     let why = p.explain_parts("scrape.fetch", &["net"]);
     assert_eq!(why.route(), Some(2));
     let shown = why.to_string();

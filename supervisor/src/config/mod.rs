@@ -16,10 +16,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use executor_core::{Limit, LimitScope, Policy, Rate, RetryPolicy, Route, TaskMeta};
 use toml::Spanned;
 
 pub use self::error::ConfigError;
-use self::error::Kind;
+pub(crate) use self::error::Kind;
 pub use self::options::BackendOptions;
 use self::raw::{RawLimit, RawPolicy, RawRetries};
 use crate::routing::{self, Explanation, Matcher};
@@ -27,12 +28,14 @@ use crate::routing::{self, Explanation, Matcher};
 /// A validated policy file: executors, defaults and ordered routes.
 ///
 /// Building one checks everything that does not depend on which backends are registered;
-/// the backend keys are checked when a [`Registry`](crate::Registry) prepares the executors.
+/// the backend keys are checked when a [`Registry`](crate::Registry) prepares the
+/// executors. A `PolicyConfig` is itself an [`executor_core::Policy`]: it routes a task to
+/// the [`Route`] of the first matching `[[route]]`, or of `[defaults]`.
 #[derive(Debug, Clone)]
 pub struct PolicyConfig {
     origin: PathBuf,
     executors: Vec<ExecutorConfig>,
-    defaults: RouteSettings,
+    defaults: Arc<Route>,
     routes: Vec<RouteRule>,
 }
 
@@ -45,57 +48,13 @@ pub struct ExecutorConfig {
     options: BackendOptions,
 }
 
-/// What a route decides beyond matching: where a task runs and how.
+/// One `[[route]]`: a matcher and the route it leads to.
 ///
 /// Keys a `[[route]]` leaves out take their value from `[defaults]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RouteSettings {
-    executor: String,
-    timeout: Option<Duration>,
-    retries: Option<RetryPolicy>,
-    limit: Option<LimitPolicy>,
-}
-
-/// One `[[route]]`: a matcher and its settings.
 #[derive(Debug, Clone)]
 pub struct RouteRule {
     matcher: Matcher,
-    settings: RouteSettings,
-}
-
-/// `retries = { max, backoff, max_backoff, jitter }`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    max: u32,
-    backoff: Duration,
-    max_backoff: Duration,
-    jitter: bool,
-}
-
-/// Whose budget a limit counts against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LimitScope {
-    /// Each distinct task key (e.g. a host) has its own budget within the route;
-    /// tasks without a key share one.
-    Key,
-    /// All tasks of the route share one budget.
-    Route,
-}
-
-/// `limit = { per, concurrency, rate, burst }`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LimitPolicy {
-    per: LimitScope,
-    concurrency: Option<NonZeroU32>,
-    rate: Option<Rate>,
-}
-
-/// A rate such as `"20/s"`: `count` task starts per `period`, with bursts up to `burst`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    count: NonZeroU32,
-    period: Duration,
-    burst: NonZeroU32,
+    route: Arc<Route>,
 }
 
 /// The default `backoff` of `retries`.
@@ -144,8 +103,8 @@ impl PolicyConfig {
         &self.executors
     }
 
-    /// The `[defaults]` settings: where and how a task that matches no route runs.
-    pub fn defaults(&self) -> &RouteSettings {
+    /// The `[defaults]` route: where and how a task that matches no `[[route]]` runs.
+    pub fn defaults(&self) -> &Arc<Route> {
         &self.defaults
     }
 
@@ -154,20 +113,28 @@ impl PolicyConfig {
         &self.routes
     }
 
-    /// The settings for a task with this name and these tags: the first matching route's,
-    /// or the defaults. Routing is total: every task gets settings.
-    pub fn select<S: AsRef<str>>(&self, name: &str, tags: &[S]) -> &RouteSettings {
-        match self.select_index(name, tags) {
-            Some(i) => &self.routes[i].settings,
+    /// The route for a task with this name and these tags: the first matching rule's, or
+    /// the defaults. Routing is total: every task gets a route.
+    pub fn select<S: AsRef<str>>(&self, name: &str, tags: &[S]) -> &Arc<Route> {
+        match self.select_index(name, |t| tags.iter().any(|x| x.as_ref() == t)) {
+            Some(i) => &self.routes[i].route,
             None => &self.defaults,
         }
     }
 
-    /// The 0-based index of the first matching route, `None` for the defaults.
-    pub fn select_index<S: AsRef<str>>(&self, name: &str, tags: &[S]) -> Option<usize> {
+    /// The 0-based index of the first rule matching a task with this name and these tags
+    /// (`has_tag` answers whether the task carries a tag); `None` for the defaults.
+    #[inline]
+    pub fn select_index(&self, name: &str, has_tag: impl Fn(&str) -> bool) -> Option<usize> {
         self.routes
             .iter()
-            .position(|r| r.matcher.matches(name, tags))
+            .position(|r| r.matcher.matches(name, &has_tag))
+    }
+
+    /// Which route a task takes, and why.
+    pub fn explain(&self, meta: &TaskMeta) -> Explanation {
+        let tags: Vec<&str> = meta.tags().collect();
+        self.explain_parts(meta.name(), &tags)
     }
 
     /// Which route a task with this name and these tags takes, and why.
@@ -175,14 +142,14 @@ impl PolicyConfig {
         routing::explain(
             self.routes
                 .iter()
-                .map(|r| (&r.matcher, r.settings.executor.as_str())),
+                .map(|r| (&r.matcher, r.route.executor.as_str())),
             &self.defaults.executor,
             name,
             tags,
         )
     }
 
-    /// The position of the `backend` value of executor `name`, for registry errors.
+    /// The error for an executor whose backend no factory is registered for.
     pub(crate) fn unknown_backend(&self, exec: &ExecutorConfig, known: &[&str]) -> ConfigError {
         let known = if known.is_empty() {
             "(no backends are registered)".to_owned()
@@ -198,6 +165,15 @@ impl PolicyConfig {
             ),
         )
         .at(exec.options.text(), exec.backend_span.clone())
+    }
+}
+
+impl Policy for PolicyConfig {
+    fn route(&self, meta: &TaskMeta) -> Arc<Route> {
+        match self.select_index(meta.name(), |t| meta.has_tag(t)) {
+            Some(i) => self.routes[i].route.clone(),
+            None => self.defaults.clone(),
+        }
     }
 }
 
@@ -226,126 +202,15 @@ impl ExecutorConfig {
     }
 }
 
-impl RouteSettings {
-    /// The executor's name.
-    pub fn executor(&self) -> &str {
-        &self.executor
-    }
-
-    /// The timeout per attempt, if any.
-    pub fn timeout(&self) -> Option<Duration> {
-        self.timeout
-    }
-
-    /// The retry policy, if any.
-    pub fn retries(&self) -> Option<&RetryPolicy> {
-        self.retries.as_ref()
-    }
-
-    /// The limit, if any.
-    pub fn limit(&self) -> Option<&LimitPolicy> {
-        self.limit.as_ref()
-    }
-}
-
 impl RouteRule {
-    /// What the route matches.
+    /// What the rule matches.
     pub fn matcher(&self) -> &Matcher {
         &self.matcher
     }
 
-    /// What the route decides.
-    pub fn settings(&self) -> &RouteSettings {
-        &self.settings
-    }
-}
-
-impl RetryPolicy {
-    /// A retry policy; `backoff` doubles per retry up to `max_backoff`.
-    pub fn new(max: u32, backoff: Duration, max_backoff: Duration, jitter: bool) -> Self {
-        RetryPolicy {
-            max,
-            backoff,
-            max_backoff: max_backoff.max(backoff),
-            jitter,
-        }
-    }
-
-    /// How many times a failed task is re-run (so at most `max + 1` attempts).
-    pub fn max(&self) -> u32 {
-        self.max
-    }
-
-    /// The wait before the first retry.
-    pub fn backoff(&self) -> Duration {
-        self.backoff
-    }
-
-    /// The cap on the wait between retries.
-    pub fn max_backoff(&self) -> Duration {
-        self.max_backoff
-    }
-
-    /// Whether waits are randomised.
-    pub fn jitter(&self) -> bool {
-        self.jitter
-    }
-
-    /// The wait before retry number `retry` (1 for the first retry): `backoff * 2^(retry-1)`
-    /// capped at `max_backoff`. With jitter, a uniform pick in `[wait/2, wait]` driven by
-    /// `unit` (a number in `[0, 1)`), so retries of many tasks spread out but never come
-    /// sooner than half the nominal wait.
-    pub fn delay(&self, retry: u32, unit: f64) -> Duration {
-        let shift = retry.saturating_sub(1).min(31);
-        let nominal = self
-            .backoff
-            .checked_mul(1u32 << shift)
-            .unwrap_or(self.max_backoff)
-            .min(self.max_backoff);
-        if self.jitter {
-            nominal.div_f64(2.0) + nominal.div_f64(2.0).mul_f64(unit.clamp(0.0, 1.0))
-        } else {
-            nominal
-        }
-    }
-}
-
-impl LimitPolicy {
-    /// Whose budget the limit counts against.
-    pub fn per(&self) -> LimitScope {
-        self.per
-    }
-
-    /// The most tasks of one budget running at once.
-    pub fn concurrency(&self) -> Option<NonZeroU32> {
-        self.concurrency
-    }
-
-    /// The most task starts of one budget per period.
-    pub fn rate(&self) -> Option<&Rate> {
-        self.rate.as_ref()
-    }
-}
-
-impl Rate {
-    /// Task starts allowed per `period`.
-    pub fn count(&self) -> NonZeroU32 {
-        self.count
-    }
-
-    /// The period of [`Rate::count`].
-    pub fn period(&self) -> Duration {
-        self.period
-    }
-
-    /// How many starts may come back to back after an idle spell.
-    pub fn burst(&self) -> NonZeroU32 {
-        self.burst
-    }
-
-    /// The steady spacing between starts: `period / count`.
-    pub fn interval(&self) -> Duration {
-        self.period / self.count.get()
+    /// Where and how a matching task runs.
+    pub fn route(&self) -> &Arc<Route> {
+        &self.route
     }
 }
 
@@ -404,12 +269,13 @@ impl Validator<'_> {
         let names: Vec<&str> = executors.iter().map(|e| e.name.as_str()).collect();
 
         let d = raw.defaults.into_inner();
-        let defaults = RouteSettings {
-            executor: self.executor_ref(&d.executor, &names, "[defaults]")?,
-            timeout: self.timeout(d.timeout.as_ref())?,
-            retries: d.retries.map(|r| self.retries(r)).transpose()?,
-            limit: d.limit.map(|l| self.limit(l)).transpose()?,
-        };
+        let mut defaults = Route::new(
+            self.executor_ref(&d.executor, &names, "[defaults]")?,
+            "defaults",
+        );
+        defaults.timeout = self.timeout(d.timeout.as_ref())?;
+        defaults.retry = d.retries.map(|r| self.retries(r)).transpose()?;
+        defaults.limit = d.limit.map(|l| self.limit(l)).transpose()?;
 
         let mut routes = Vec::new();
         for (i, route) in raw.route.into_iter().enumerate() {
@@ -436,31 +302,33 @@ impl Validator<'_> {
                     ),
                 )
             })?;
-            let settings = RouteSettings {
-                executor: match &r.executor {
-                    Some(e) => self.executor_ref(e, &names, &where_)?,
-                    None => defaults.executor.clone(),
-                },
-                timeout: match &r.timeout {
-                    Some(_) => self.timeout(r.timeout.as_ref())?,
-                    None => defaults.timeout,
-                },
-                retries: match r.retries {
-                    Some(x) => Some(self.retries(x)?),
-                    None => defaults.retries,
-                },
-                limit: match r.limit {
-                    Some(x) => Some(self.limit(x)?),
-                    None => defaults.limit,
-                },
+            let executor = match &r.executor {
+                Some(e) => self.executor_ref(e, &names, &where_)?,
+                None => defaults.executor.clone(),
             };
-            routes.push(RouteRule { matcher, settings });
+            let mut route = Route::new(executor, format!("route[{number}]"));
+            route.timeout = match &r.timeout {
+                Some(_) => self.timeout(r.timeout.as_ref())?,
+                None => defaults.timeout,
+            };
+            route.retry = match r.retries {
+                Some(x) => Some(self.retries(x)?),
+                None => defaults.retry,
+            };
+            route.limit = match r.limit {
+                Some(x) => Some(self.limit(x)?),
+                None => defaults.limit,
+            };
+            routes.push(RouteRule {
+                matcher,
+                route: Arc::new(route),
+            });
         }
 
         Ok(PolicyConfig {
             origin: self.origin.to_path_buf(),
             executors,
-            defaults,
+            defaults: Arc::new(defaults),
             routes,
         })
     }
@@ -603,7 +471,7 @@ impl Validator<'_> {
         ))
     }
 
-    fn limit(&self, raw: Spanned<RawLimit>) -> Result<LimitPolicy, ConfigError> {
+    fn limit(&self, raw: Spanned<RawLimit>) -> Result<Limit, ConfigError> {
         let span = raw.span();
         let raw = raw.into_inner();
         let per = match &raw.per {
@@ -638,33 +506,12 @@ impl Validator<'_> {
                     })?,
             ),
         };
-        let burst = match &raw.burst {
-            None => NonZeroU32::MIN,
-            Some(b) => {
-                if raw.rate.is_none() {
-                    return Err(self.invalid(b.span(), "limit.burst needs a limit.rate"));
-                }
-                u32::try_from(*b.get_ref())
-                    .ok()
-                    .and_then(NonZeroU32::new)
-                    .ok_or_else(|| {
-                        self.invalid(
-                            b.span(),
-                            format!("limit.burst must be at least 1, found {}", b.get_ref()),
-                        )
-                    })?
-            }
-        };
         let rate = match &raw.rate {
             None => None,
             Some(r) => {
                 let (count, period) = values::parse_rate(r.get_ref())
                     .map_err(|m| self.invalid(r.span(), format!("{m} for limit.rate")))?;
-                Some(Rate {
-                    count,
-                    period,
-                    burst,
-                })
+                Some(Rate { count, per: period })
             }
         };
         if concurrency.is_none() && rate.is_none() {
@@ -674,10 +521,6 @@ impl Validator<'_> {
                 "limit needs a key \"concurrency\" or \"rate\" (or both)",
             ));
         }
-        Ok(LimitPolicy {
-            per,
-            concurrency,
-            rate,
-        })
+        Ok(Limit::new(per, concurrency, rate))
     }
 }

@@ -62,5 +62,4 @@ pub(crate) struct RawLimit {
     pub(crate) per: Option<Spanned<String>>,
     pub(crate) concurrency: Option<Spanned<i64>>,
     pub(crate) rate: Option<Spanned<String>>,
-    pub(crate) burst: Option<Spanned<i64>>,
 }
