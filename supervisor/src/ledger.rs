@@ -111,7 +111,7 @@ impl LedgerCounts {
     }
 }
 
-/// What [`Supervisor::shutdown`](crate::Supervisor::shutdown) returns: the ledger of every
+/// What [`Supervisor::shutdown_ledger`](crate::Supervisor::shutdown_ledger) returns: the ledger of every
 /// task, the tasks that never ran, and each executor's own report.
 ///
 /// It balances: `submitted == completed + failed + panicked + cancelled + timed_out +

@@ -303,7 +303,10 @@ impl Supervisor {
     /// [`ShutdownLedger::never_ran`]), pending retries end with their last error, and
     /// running tasks are asked to stop. `Now` does that at once. Every handle resolves.
     /// Calling it again returns the first report.
-    pub fn shutdown(&self, mode: ShutdownMode) -> ShutdownLedger {
+    ///
+    /// [`Executor::shutdown`] does the same and returns the ledger in executor-core's
+    /// shape (the counts in `stats`, the tasks that never ran in `not_started`).
+    pub fn shutdown_ledger(&self, mode: ShutdownMode) -> ShutdownLedger {
         let mut report = lock(&self.report);
         if let Some(r) = &*report {
             return r.clone();
@@ -500,7 +503,10 @@ impl Core {
             }
             Timed::Wake { route, key, timer } => self.drain(&route, key, timer),
             Timed::Expire(slot) => {
-                if let Some(token) = lock(&slot).take() {
+                // Take the token out before firing it: firing runs the task's observers,
+                // one of which empties this slot.
+                let token = lock(&slot).take();
+                if let Some(token) = token {
                     token.expire();
                 }
             }
@@ -766,7 +772,7 @@ impl Executor for Supervisor {
     }
 
     fn shutdown(&self, mode: ShutdownMode) -> ShutdownReport {
-        let ledger = Supervisor::shutdown(self, mode);
+        let ledger = self.shutdown_ledger(mode);
         let mut r = ShutdownReport::new(&self.name);
         r.not_started = ledger.never_ran;
         r.still_running = ledger.still_running;
