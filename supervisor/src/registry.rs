@@ -166,14 +166,34 @@ mod builtins {
     /// `backend = "rayon"`: `threads` (default 0 = one per core).
     #[cfg(feature = "rayon")]
     pub(super) fn rayon(opts: &BackendOptions) -> Result<ExecutorPlan, ConfigError> {
-        let _ = opts.usize("threads")?;
-        Err(opts.error_at("threads", "the rayon backend has not landed yet"))
+        let mut b = executor_rayon::RayonExecutor::builder(opts.executor());
+        if let Some(n) = opts.usize("threads")? {
+            b = b.threads(n);
+        }
+        Ok(Box::new(move || {
+            Ok(Arc::new(b.build()?) as Arc<dyn Executor>)
+        }))
     }
 
-    /// `backend = "tokio"`: `worker_threads` (default 0 = one per core).
+    /// `backend = "tokio"`: `worker_threads` (default 0 = one per core),
+    /// `max_blocking_threads` (default: tokio's 512).
     #[cfg(feature = "tokio")]
     pub(super) fn tokio(opts: &BackendOptions) -> Result<ExecutorPlan, ConfigError> {
-        let _ = opts.usize("worker_threads")?;
-        Err(opts.error_at("worker_threads", "the tokio backend has not landed yet"))
+        let mut b = executor_tokio::TokioExecutor::builder(opts.executor());
+        if let Some(n) = opts.usize("worker_threads")? {
+            b = b.worker_threads(n);
+        }
+        if let Some(n) = opts.usize("max_blocking_threads")? {
+            if n == 0 {
+                return Err(opts.error_at(
+                    "max_blocking_threads",
+                    "max_blocking_threads must be at least 1",
+                ));
+            }
+            b = b.max_blocking_threads(n);
+        }
+        Ok(Box::new(move || {
+            Ok(Arc::new(b.build()?) as Arc<dyn Executor>)
+        }))
     }
 }

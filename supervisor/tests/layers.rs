@@ -28,12 +28,12 @@ backend = "threads"
 workers = 2
 
 [executors.cpu]
-backend = "threads"
-workers = 2
+backend = "rayon"
+threads = 2
 
 [executors.net]
-backend = "threads"
-workers = 2
+backend = "tokio"
+worker_threads = 1
 
 [defaults]
 executor = "io"
@@ -73,6 +73,26 @@ fn tasks_run_on_the_executor_their_route_names() {
     let report = sup.shutdown_ledger(ShutdownMode::Graceful(WAIT));
     assert!(report.is_balanced(), "{report}");
     assert_eq!(report.counts.completed, 4);
+}
+
+#[test]
+fn async_tasks_retry_on_the_tokio_route() {
+    let sup = Supervisor::from_toml(&format!(
+        "{ROUTING}retries = {{ max = 2, backoff = \"5ms\" }}\n"
+    ))
+    .unwrap();
+    let h = sup.run_async(TaskMeta::new("scrape.fetch"), |ctx| async move {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if ctx.attempt() < 3 {
+            Err(format!("attempt {} refused", ctx.attempt()))
+        } else {
+            Ok((ctx.attempt(), thread_name()))
+        }
+    });
+    let (attempt, thread) = wait(h).unwrap();
+    assert_eq!(attempt, 3);
+    assert!(thread.starts_with("net-"), "{thread}");
+    sup.shutdown_ledger(ShutdownMode::Graceful(WAIT));
 }
 
 const RETRY: &str = r#"
