@@ -3,12 +3,14 @@
 pub mod config;
 mod ledger;
 mod limit;
+mod queue;
 mod registry;
 pub mod routing;
 mod supervisor;
 mod timers;
 
 pub use config::{BackendOptions, ConfigError, PolicyConfig};
+pub use queue::{Finished, Producer, QueueReport, TaskQueue};
 pub use ledger::{LedgerCounts, ShutdownLedger};
 pub use registry::{BackendFactory, ExecutorPlan, Registry};
 pub use supervisor::Supervisor;
