@@ -8,9 +8,10 @@ mod registry;
 pub mod routing;
 mod supervisor;
 mod timers;
+mod watch;
 
 pub use config::{BackendOptions, ConfigError, PolicyConfig};
-pub use queue::{Finished, Producer, QueueReport, TaskQueue};
 pub use ledger::{LedgerCounts, ShutdownLedger};
+pub use queue::{Finished, Producer, QueueReport, TaskQueue};
 pub use registry::{BackendFactory, ExecutorPlan, Registry};
 pub use supervisor::Supervisor;

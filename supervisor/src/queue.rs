@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use executor_core::{
-    BoxError, Executor, Job, Policy, TaskContext, TaskError, TaskHandle, TaskId, TaskMeta,
-    TaskSet,
+    BoxError, Executor, Job, Policy, TaskContext, TaskError, TaskHandle, TaskId, TaskMeta, TaskSet,
 };
 
 use crate::Supervisor;
@@ -226,7 +225,9 @@ fn run_queue<T: Send + 'static>(
     let mut set: TaskSet<T> = TaskSet::new();
     let mut records: HashMap<TaskId, Record> = HashMap::new();
     let mut finished = Vec::new();
-    let mut finish = |id: TaskId, result: Result<T, TaskError>, records: &mut HashMap<TaskId, Record>| {
+    let mut finish = |id: TaskId,
+                      result: Result<T, TaskError>,
+                      records: &mut HashMap<TaskId, Record>| {
         let rec = records.remove(&id).unwrap_or(Record {
             name: String::new(),
             executor: String::new(),

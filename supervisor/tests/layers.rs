@@ -471,3 +471,40 @@ fn a_third_party_backend_plugs_in_through_the_registry() {
         "{err}"
     );
 }
+
+#[test]
+fn a_watched_file_reloads_itself_and_a_bad_edit_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.toml");
+    std::fs::write(&path, ROUTING).unwrap();
+    let sup = Supervisor::from_file(&path).unwrap();
+    sup.watch(&path).unwrap();
+    let meta = TaskMeta::new("scrape.fetch");
+    assert_eq!(sup.explain(&meta).executor(), "net");
+
+    let until = |want: &str| {
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if sup.explain(&meta).executor() == want {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    };
+    std::fs::write(
+        &path,
+        ROUTING.replace("executor = \"net\"", "executor = \"io\""),
+    )
+    .unwrap();
+    assert!(until("io"), "the watch did not pick up the edit");
+
+    // A bad edit is logged and ignored.
+    std::fs::write(&path, "this is not toml [").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sup.explain(&meta).executor(), "io");
+    // The next good edit is picked up again.
+    std::fs::write(&path, ROUTING).unwrap();
+    assert!(until("net"), "the watch stopped after a bad edit");
+    sup.shutdown_ledger(ShutdownMode::Graceful(WAIT));
+}

@@ -30,7 +30,9 @@ fn producers_push_the_queue_routes_records_and_drains() {
     let lines = Arc::new(Mutex::new(Vec::new()));
     let l = lines.clone();
     let queue = TaskQueue::with_observer(sup.clone(), move |f| {
-        l.lock().unwrap().push(format!("{} on {}", f.name, f.executor));
+        l.lock()
+            .unwrap()
+            .push(format!("{} on {}", f.name, f.executor));
     });
     let producers: Vec<_> = (0..3)
         .map(|p| {
@@ -52,7 +54,9 @@ fn producers_push_the_queue_routes_records_and_drains() {
         p.join().unwrap();
     }
     let producer = queue.producer();
-    producer.push(TaskMeta::new("broken"), |_| Err::<u64, _>("disk on fire".to_owned()));
+    producer.push(TaskMeta::new("broken"), |_| {
+        Err::<u64, _>("disk on fire".to_owned())
+    });
     let report = queue.close();
 
     // Close drained everything pushed before it, each routed by the policy.
@@ -70,7 +74,14 @@ fn producers_push_the_queue_routes_records_and_drains() {
     let failures: Vec<_> = report.failures().collect();
     assert_eq!(failures.len(), 1);
     assert_eq!(failures[0].name, "broken");
-    assert!(failures[0].result.as_ref().unwrap_err().to_string().contains("disk on fire"));
+    assert!(
+        failures[0]
+            .result
+            .as_ref()
+            .unwrap_err()
+            .to_string()
+            .contains("disk on fire")
+    );
 
     // After the close nothing more runs.
     let late = producer.push(TaskMeta::new("late"), |_| Ok::<_, String>(0));
