@@ -1,8 +1,8 @@
 //! The policy file: parsing, validation, and the checked model the supervisor runs on.
 //!
-//! Two layers, as in ripgrep's `lowargs`/`hiargs`: [`raw`] holds serde types that mirror
-//! the TOML (with spans), and this module validates them into [`PolicyConfig`]. Nothing
-//! else in the crate sees raw TOML. Backend-specific keys stay as [`BackendOptions`]
+//! Two layers, as in ripgrep's `lowargs`/`hiargs`: the private `raw` module holds serde
+//! types that mirror the TOML (with spans), and this module validates them into
+//! [`PolicyConfig`]. Nothing else in the crate sees raw TOML. Backend-specific keys stay as [`BackendOptions`]
 //! until a registered factory reads them.
 
 mod error;
