@@ -180,27 +180,12 @@ pub fn cached_log(size: u64, seed: u64) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The executor the map tasks are submitted to, built from the policy file `policy`.
-///
-/// INTERIM until the supervisor lands: reads `executors.cpu.threads` from the policy and
-/// builds a rayon pool of that size directly. This function is the one place to swap for
-/// `supervisor::Supervisor::from_file(policy)`; nothing else in the demo names a backend.
+/// The executor the map tasks are submitted to: the supervisor loaded from `policy`. It
+/// routes each task by its meta (the map tasks are tagged `cpu`); the demo names no backend.
 pub fn cpu_executor(policy: &Path) -> Result<Arc<dyn Executor>> {
-    let text = std::fs::read_to_string(policy)
-        .with_context(|| format!("reading policy {}", policy.display()))?;
-    let value: toml::Table =
-        toml::from_str(&text).with_context(|| format!("parsing policy {}", policy.display()))?;
-    let threads = value
-        .get("executors")
-        .and_then(|e| e.get("cpu"))
-        .and_then(|c| c.get("threads"))
-        .and_then(toml::Value::as_integer)
-        .unwrap_or(0);
-    let exec = executor_rayon::RayonExecutor::builder("cpu")
-        .threads(usize::try_from(threads).unwrap_or(0))
-        .build()
-        .context("building the cpu executor")?;
-    Ok(Arc::new(exec))
+    let sup = supervisor::Supervisor::from_file(policy)
+        .with_context(|| format!("loading policy {}", policy.display()))?;
+    Ok(sup)
 }
 
 fn default_inflight() -> usize {
