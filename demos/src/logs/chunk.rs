@@ -73,6 +73,25 @@ impl ChunkBuf {
         piece: usize,
         mut line: impl FnMut(&[u8]),
     ) -> Result<u64> {
+        let result = self.visit_range(file, file_len, start, size, piece, &mut line);
+        // A very long line grew the buffer; give that memory back rather than keep it for
+        // every later chunk (long lines are rare, so the fresh memory is touched rarely).
+        if self.data.len() > 4 * piece.max(1) {
+            self.data.truncate(piece);
+            self.data.shrink_to_fit();
+        }
+        result
+    }
+
+    fn visit_range(
+        &mut self,
+        file: &File,
+        file_len: u64,
+        start: u64,
+        size: u64,
+        piece: usize,
+        line: &mut impl FnMut(&[u8]),
+    ) -> Result<u64> {
         self.start = 0;
         self.len = 0;
         let hi = (start + size.max(1)).min(file_len);
