@@ -10,8 +10,8 @@
 //! thread, which then hands filled chunks to the same tasks. With no file, a realistic 1 GB
 //! log is generated once into `.switchyard-cache/` at the workspace root and reused.
 //!
-//! Why the tasks read and merge themselves: with reading and merging on the calling
-//! thread, that thread's share (about a fifth of the work) capped the 1 → 2 thread
+//! Why the tasks read and merge themselves: a profile with reading and merging on the
+//! calling thread put about a fifth of all CPU time there, which bounds the 1 → 2 thread
 //! speedup near 1.6; with both in the tasks the calling thread only hands out ranges.
 //!
 //! `demos logs gen --size 2GB --seed N --out FILE` writes a deterministic log;
