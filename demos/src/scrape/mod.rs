@@ -1,4 +1,10 @@
-//! Demo `scrape` (placeholder until implemented).
+//! Demo `scrape`: a polite concurrent crawler, routed by policy, against a local multi-host site.
+
+pub mod fetch;
+pub mod frontier;
+pub mod links;
+pub mod robots;
+pub mod site;
 
 use anyhow::Result;
 
