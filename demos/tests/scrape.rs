@@ -76,7 +76,9 @@ fn check_policy(policy: (&str, &str), want_async: bool) {
         "the seed gives a site with every kind of trouble: {exp:?}"
     );
     let loaded = load_policy(policy.0, policy.1).unwrap();
-    let limit = loaded.per_host_limit.expect("the policy sets a per-host limit") as usize;
+    let limit = loaded
+        .per_host_limit
+        .expect("the policy sets a per-host limit") as usize;
     let mut extra = site.authorities().to_vec();
     extra.push(site.dead_authority().to_string());
     let r = crawl_bounded(
@@ -90,7 +92,12 @@ fn check_policy(policy: (&str, &str), want_async: bool) {
     // Every allowed reachable page fetched exactly once (as the server counts 2xx answers),
     // and nothing else fetched as a page but the malformed-links trap.
     for (h, p) in &exp.html_pages {
-        assert_eq!(site.path_count(*h, p).ok, 1, "{} answered 200 once", url(*h, p));
+        assert_eq!(
+            site.path_count(*h, p).ok,
+            1,
+            "{} answered 200 once",
+            url(*h, p)
+        );
     }
     let fetched: BTreeSet<&str> = r.fetched.iter().map(String::as_str).collect();
     assert_eq!(fetched.len(), r.fetched.len(), "no page fetched twice");
@@ -99,7 +106,11 @@ fn check_policy(policy: (&str, &str), want_async: bool) {
     let want: BTreeSet<&str> = want.iter().map(String::as_str).collect();
     assert_eq!(fetched, want);
     for h in 0..site.authorities().len() {
-        assert_eq!(site.path_count(h, "/robots.txt").requests, 1, "robots.txt once");
+        assert_eq!(
+            site.path_count(h, "/robots.txt").requests,
+            1,
+            "robots.txt once"
+        );
     }
 
     // No disallowed path fetched, though the site links to them.
@@ -114,7 +125,11 @@ fn check_policy(policy: (&str, &str), want_async: bool) {
     // Transient 5xx and stalls retried and recovered.
     for (h, p) in exp.flaky.iter().chain(&exp.stalled) {
         let c = site.path_count(*h, p);
-        assert!(c.requests >= 2 && c.ok == 1, "{} recovered: {c:?}", url(*h, p));
+        assert!(
+            c.requests >= 2 && c.ok == 1,
+            "{} recovered: {c:?}",
+            url(*h, p)
+        );
     }
     assert!(r.retries >= (exp.flaky.len() + exp.stalled.len()) as u64);
 

@@ -184,8 +184,6 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             );
         }
     }
-    println!(
-        "limit violations seen by the server: {violations} (target: 0; ratio target >= 0.9)"
-    );
+    println!("limit violations seen by the server: {violations} (target: 0; ratio target >= 0.9)");
     Ok(())
 }

@@ -574,7 +574,8 @@ impl Crawler {
                         Rules::AllowAll
                     }
                     Err(e) => {
-                        let cause = format!("host skipped: robots.txt unavailable: {}", task_cause(&e));
+                        let cause =
+                            format!("host skipped: robots.txt unavailable: {}", task_cause(&e));
                         tracing::warn!(host = %key, "{cause}");
                         Rules::DisallowAll(cause)
                     }

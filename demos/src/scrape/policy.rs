@@ -22,7 +22,7 @@ pub(super) fn load(_origin: &str, _text: &str) -> Result<Loaded> {
 
 /// Shuts the executor down gracefully.
 pub(super) fn shutdown(loaded: &Loaded) {
-    let _ = loaded
-        .exec
-        .shutdown(executor_core::ShutdownMode::Graceful(std::time::Duration::from_secs(5)));
+    let _ = loaded.exec.shutdown(executor_core::ShutdownMode::Graceful(
+        std::time::Duration::from_secs(5),
+    ));
 }

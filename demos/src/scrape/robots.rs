@@ -63,7 +63,10 @@ mod tests {
         assert!(r.allowed(&u("http://h.test/p/1")));
         assert!(!r.allowed(&u("http://h.test/private/3")));
         assert!(!r.allowed(&u("http://h.test/admin/panel?x=1")));
-        assert_eq!(r.crawl_delay(), Some(Duration::from_secs_f64(0.05f32 as f64)));
+        assert_eq!(
+            r.crawl_delay(),
+            Some(Duration::from_secs_f64(0.05f32 as f64))
+        );
     }
 
     #[test]

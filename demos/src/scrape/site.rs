@@ -127,7 +127,11 @@ impl RefereeReport {
     }
     /// The highest per-host concurrency seen on any host.
     pub fn max_concurrent(&self) -> usize {
-        self.hosts.iter().map(|h| h.max_concurrent).max().unwrap_or(0)
+        self.hosts
+            .iter()
+            .map(|h| h.max_concurrent)
+            .max()
+            .unwrap_or(0)
     }
     /// Requests over all hosts.
     pub fn requests(&self) -> u64 {
@@ -452,7 +456,11 @@ async fn route(st: &HostState, path: &str, nth: u64) -> Response {
     let host = st.index;
     let c = &model.config;
     let page_links = |page: Option<usize>| -> Vec<String> {
-        model.links(host, page).into_iter().map(|l| l.href).collect()
+        model
+            .links(host, page)
+            .into_iter()
+            .map(|l| l.href)
+            .collect()
     };
     if path == "/robots.txt" {
         return (
@@ -476,10 +484,7 @@ async fn route(st: &HostState, path: &str, nth: u64) -> Response {
     {
         match model.kind(host, i) {
             PageKind::Broken => {
-                return html_response(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    model.html("broken", &[]),
-                );
+                return html_response(StatusCode::INTERNAL_SERVER_ERROR, model.html("broken", &[]));
             }
             PageKind::Flaky if nth <= c.transient_failures as u64 => {
                 return html_response(StatusCode::SERVICE_UNAVAILABLE, model.html("busy", &[]));
@@ -575,7 +580,9 @@ impl Site {
         while huge.len() < HUGE_PAGE_BYTES {
             huge.extend_from_slice(b"<p>all work and no play makes a huge page</p>\n");
         }
-        let binary: Vec<u8> = (0..64 * 1024u32).map(|i| (mix(i as u64) & 0xff) as u8).collect();
+        let binary: Vec<u8> = (0..64 * 1024u32)
+            .map(|i| (mix(i as u64) & 0xff) as u8)
+            .collect();
         let model = Arc::new(SiteModel {
             config,
             authorities,
@@ -693,7 +700,9 @@ impl Site {
         seen.insert((0usize, "/".to_string()));
         queue.push_back((0usize, "/".to_string()));
         while let Some((host, path)) = queue.pop_front() {
-            let page = path.strip_prefix("/p/").map(|s| s.parse::<usize>().unwrap());
+            let page = path
+                .strip_prefix("/p/")
+                .map(|s| s.parse::<usize>().unwrap());
             if let Some(i) = page {
                 match m.kind(host, i) {
                     PageKind::Broken => {
