@@ -45,6 +45,7 @@ fn config(seeds: Vec<String>, extra_hosts: Option<Vec<String>>, loaded: &Loaded)
         window_per_host: window_for(loaded.per_host_limit),
         window: 1024,
         progress: false,
+        stop: None,
     }
 }
 

@@ -103,6 +103,7 @@ pub fn measure(site: &Site, origin: &str, policy_text: &str) -> Result<Measureme
         window_per_host: window_for(loaded.per_host_limit),
         window: 1 << 16,
         progress: false,
+        stop: None,
     };
     let r = crawl::crawl(loaded.exec.clone(), cfg)?;
     policy::shutdown(&loaded);

@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -48,6 +48,9 @@ pub struct CrawlConfig {
     pub window: usize,
     /// Draw a progress bar on stderr (only when stderr is a terminal).
     pub progress: bool,
+    /// When this flag is raised (Ctrl-C), the crawl stops taking new URLs, lets the tasks
+    /// already submitted finish, and reports.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 /// A URL the crawl gave up on, and why.
@@ -92,6 +95,10 @@ pub struct CrawlReport {
     pub requests_blocking: u64,
     /// Wall time of the crawl.
     pub elapsed_s: f64,
+    /// Whether the crawl was stopped early (Ctrl-C).
+    pub interrupted: bool,
+    /// URLs still queued when the crawl ended (non-zero only when interrupted).
+    pub not_fetched: u64,
     /// Every failure with its cause.
     pub failures: Vec<Failure>,
     /// Every URL fetched as an HTML page, in completion order.
@@ -352,7 +359,9 @@ pub fn crawl(exec: Arc<dyn Executor>, config: CrawlConfig) -> anyhow::Result<Cra
     }
     c.run();
     c.progress.finish_and_clear();
+    let not_fetched = c.frontier.queued_total() as u64;
     let mut r = c.report;
+    r.not_fetched = not_fetched;
     r.retries = c.attempts_beyond_first.load(Ordering::SeqCst);
     r.requests_async = fetcher.async_calls();
     r.requests_blocking = fetcher.blocking_calls();
@@ -396,9 +405,24 @@ impl Crawler {
         a
     }
 
+    fn stopping(&self) -> bool {
+        self.config
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(Ordering::SeqCst))
+    }
+
     fn run(&mut self) {
         loop {
-            let wake_at = self.dispatch();
+            let stopping = self.stopping();
+            if stopping && !self.report.interrupted {
+                self.report.interrupted = true;
+                tracing::warn!(
+                    in_flight = self.tasks.len(),
+                    "interrupted: finishing the requests in flight, taking no new ones"
+                );
+            }
+            let wake_at = if stopping { None } else { self.dispatch() };
             if self.tasks.len() == 0 {
                 match wake_at {
                     // Only crawl-delayed work is left: wait for it.
@@ -408,7 +432,15 @@ impl Crawler {
                 continue;
             }
             // Wait for a completion, or until a delayed host may be served again.
-            let deadline = wake_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            // With a stop flag, look at it a few times a second.
+            let horizon = if self.config.stop.is_some() {
+                Duration::from_millis(200)
+            } else {
+                Duration::from_secs(3600)
+            };
+            let deadline = wake_at
+                .unwrap_or_else(|| Instant::now() + horizon)
+                .min(Instant::now() + horizon);
             if let Some(done) = self.tasks.next_until(deadline) {
                 self.complete(done);
                 while let Some(done) = self.tasks.try_next() {

@@ -20,6 +20,7 @@ use clap::{Args, Parser, Subcommand};
 use executor_core::Executor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// The shipped policy files, embedded so the demo runs from any directory.
@@ -234,6 +235,7 @@ fn run(args: RunArgs) -> Result<()> {
         window_per_host,
         window: 4096,
         progress: !args.no_progress && !args.json,
+        stop: Some(ctrl_c_flag()),
     };
     let report = crawl::crawl(loaded.exec.clone(), config)?;
     let referee = site.as_ref().map(site::Site::referee);
@@ -245,6 +247,36 @@ fn run(args: RunArgs) -> Result<()> {
     }
     policy::shutdown(&loaded);
     Ok(())
+}
+
+/// A flag raised by the first Ctrl-C (the crawl then winds down gracefully); a second
+/// Ctrl-C ends the process at once.
+fn ctrl_c_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let raised = flag.clone();
+    let spawned = std::thread::Builder::new()
+        .name("ctrl-c".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!("\nCtrl-C: finishing requests in flight (Ctrl-C again to quit now)");
+                    raised.store(true, Ordering::SeqCst);
+                    if tokio::signal::ctrl_c().await.is_ok() {
+                        std::process::exit(130);
+                    }
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("no Ctrl-C handling: {e}");
+    }
+    flag
 }
 
 /// Tasks the crawler keeps outstanding per host: twice the policy's limit, so the limit
@@ -288,6 +320,10 @@ pub struct Summary {
     pub policy: String,
     /// The executor fetch tasks were routed to.
     pub executor: String,
+    /// Whether Ctrl-C stopped the crawl early.
+    pub interrupted: bool,
+    /// URLs still queued when the crawl ended.
+    pub not_fetched: u64,
     /// Every failure with its cause.
     pub failures: Vec<crawl::Failure>,
 }
@@ -317,6 +353,8 @@ impl Summary {
             requests_blocking: r.requests_blocking,
             policy: policy.to_string(),
             executor: loaded.executor_name.clone(),
+            interrupted: r.interrupted,
+            not_fetched: r.not_fetched,
             failures: r.failures.clone(),
         }
     }
@@ -359,6 +397,13 @@ impl Summary {
             ("requests per second", format!("{:.1}", self.requests_per_s)),
             ("per-host limit (policy)", opt(self.per_host_limit)),
         ];
+        if self.interrupted {
+            let _ = writeln!(
+                s,
+                "  interrupted by Ctrl-C: {} queued URLs not fetched",
+                self.not_fetched
+            );
+        }
         for (k, v) in rows {
             let _ = writeln!(s, "  {k:<30} {v}");
         }

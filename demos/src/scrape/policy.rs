@@ -8,12 +8,22 @@ use anyhow::Result;
 use std::sync::Arc;
 
 /// Builds the executor for a policy.
-pub(super) fn load(_origin: &str, _text: &str) -> Result<Loaded> {
-    let exec = executor_threads::ThreadsExecutor::builder("io")
-        .workers(48)
-        .build()?;
+pub(super) fn load(origin: &str, _text: &str) -> Result<Loaded> {
+    let exec: Arc<dyn executor_core::Executor> = if origin.contains("tokio") {
+        Arc::new(
+            executor_tokio::TokioExecutor::builder("net")
+                .worker_threads(2)
+                .build()?,
+        )
+    } else {
+        Arc::new(
+            executor_threads::ThreadsExecutor::builder("io")
+                .workers(48)
+                .build()?,
+        )
+    };
     Ok(Loaded {
-        exec: Arc::new(exec),
+        exec,
         per_host_limit: Some(4),
         per_host_rate: None,
         executor_name: "io".into(),
