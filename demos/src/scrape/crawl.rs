@@ -87,6 +87,8 @@ pub struct CrawlReport {
     pub links_out_of_scope: u64,
     /// Links to URLs already known (in any spelling).
     pub links_duplicate: u64,
+    /// New links dropped because the URL budget (`max_urls`) was spent.
+    pub links_over_budget: u64,
     /// HTTP requests sent (every attempt, robots.txt included).
     pub requests: u64,
     /// Requests made with the async client (the task ran on a tokio runtime).
@@ -164,16 +166,24 @@ pub async fn fetch_page(fetcher: &Fetcher, url: &Url) -> Result<Page, FetchError
     })
 }
 
-/// Fetches a robots.txt; `Err` only for what a retry may fix (5xx, network trouble).
-pub async fn fetch_robots(fetcher: &Fetcher, url: &Url) -> Result<Response, FetchError> {
-    let r = fetcher.get(url, any_type).await?;
+/// Fetches a robots.txt: `Ok(Err(cause))` for a permanent failure, `Err` only for what a
+/// retry may fix (5xx, network trouble).
+pub async fn fetch_robots(
+    fetcher: &Fetcher,
+    url: &Url,
+) -> Result<Result<Response, String>, FetchError> {
+    let r = match fetcher.get(url, any_type).await {
+        Ok(r) => r,
+        Err(e) if e.transient => return Err(e),
+        Err(e) => return Ok(Err(e.cause)),
+    };
     if r.status >= 500 || r.status == 429 {
         return Err(FetchError {
             transient: true,
             cause: status_text(r.status),
         });
     }
-    Ok(r)
+    Ok(Ok(r))
 }
 
 /// A waker that unparks a thread waiting on a condition variable.
@@ -258,6 +268,8 @@ enum RobotsState {
 }
 
 struct Host {
+    /// Scheme, host and port, for the robots.txt URL.
+    origin: Url,
     robots: RobotsState,
     outstanding: usize,
     /// Set when the host asks for a crawl delay: no request before this instant.
@@ -265,7 +277,7 @@ struct Host {
 }
 
 enum Done {
-    Robots(String, Result<Response, TaskError>),
+    Robots(String, Result<Result<Response, String>, TaskError>),
     Page(String, Entry, Result<Page, TaskError>),
 }
 
@@ -377,6 +389,7 @@ impl Crawler {
             self.hosts.insert(
                 key.clone(),
                 Host {
+                    origin: url.clone(),
                     robots: RobotsState::Unknown,
                     outstanding: 0,
                     next_at: None,
@@ -400,7 +413,7 @@ impl Crawler {
             Admit::Duplicate => self.report.links_duplicate += 1,
             Admit::OutOfScope => self.report.links_out_of_scope += 1,
             Admit::Unsupported(_) => self.report.links_unsupported += 1,
-            Admit::Full => {}
+            Admit::Full => self.report.links_over_budget += 1,
         }
         a
     }
@@ -536,24 +549,14 @@ impl Crawler {
     }
 
     fn submit_robots(&mut self, key: &str) {
-        let url = Url::parse(&format!("http://{key}/robots.txt"))
-            .or_else(|_| Url::parse(&format!("https://{key}/robots.txt")));
-        let url = match url {
-            Ok(u) => u,
-            Err(e) => {
-                // Cannot happen for a key built from a parsed URL; handled all the same.
-                let host = self.hosts.get_mut(key).expect("known host");
-                host.outstanding -= 1;
-                host.robots = RobotsState::Ready(Rules::DisallowAll(format!(
-                    "no robots.txt URL for host '{key}': {e}"
-                )));
-                return;
-            }
-        };
+        let origin = &self.hosts.get(key).expect("known host").origin;
+        let url = origin
+            .join("/robots.txt")
+            .expect("an http(s) URL takes a path");
         let fetcher = self.fetcher.clone();
         let retries = self.attempts_beyond_first.clone();
         let meta = TaskMeta::new(ROBOTS_TASK).with_key(key);
-        let handle: TaskHandle<Response> = self.exec.run_async(meta, move |ctx| {
+        let handle: TaskHandle<Result<Response, String>> = self.exec.run_async(meta, move |ctx| {
             let fetcher = fetcher.clone();
             let url = url.clone();
             let retries = retries.clone();
@@ -592,7 +595,7 @@ impl Crawler {
     fn complete(&mut self, done: Done) {
         match done {
             Done::Robots(key, result) => {
-                let rules = match result {
+                let rules = match result.map_err(|e| task_cause(&e)).and_then(|r| r) {
                     Ok(r) if (200..300).contains(&r.status) => {
                         self.report.robots_fetched += 1;
                         let (rules, why) = Rules::parse(r.body.as_deref().unwrap_or_default());
@@ -606,8 +609,7 @@ impl Crawler {
                         Rules::AllowAll
                     }
                     Err(e) => {
-                        let cause =
-                            format!("host skipped: robots.txt unavailable: {}", task_cause(&e));
+                        let cause = format!("host skipped: robots.txt unavailable: {e}");
                         tracing::warn!(host = %key, "{cause}");
                         Rules::DisallowAll(cause)
                     }

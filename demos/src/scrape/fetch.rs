@@ -232,7 +232,7 @@ impl Fetcher {
                 FetchError::transient(format!("timed out after {:?}", self.config.timeout))
             }
             ureq::Error::BodyExceedsLimit(n) => self.too_big(n),
-            ureq::Error::Io(io) => FetchError::transient(format!("connect failed: {io}")),
+            ureq::Error::Io(io) => FetchError::transient(format!("I/O error: {io}")),
             ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
                 FetchError::transient(format!("connect failed: {e}"))
             }

@@ -384,8 +384,11 @@ impl Summary {
                 format!("{}/{}", r.links_malformed, r.links_unsupported),
             ),
             (
-                "links out of scope/duplicate",
-                format!("{}/{}", r.links_out_of_scope, r.links_duplicate),
+                "links off-scope/dup/over budget",
+                format!(
+                    "{}/{}/{}",
+                    r.links_out_of_scope, r.links_duplicate, r.links_over_budget
+                ),
             ),
             (
                 "requests (async/blocking)",
