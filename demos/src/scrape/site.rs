@@ -661,6 +661,11 @@ impl Site {
         self.hosts[host].paths.lock().clone()
     }
 
+    /// Requests `host` is serving right now.
+    pub fn in_flight(&self, host: usize) -> usize {
+        self.hosts[host].in_flight.load(Ordering::SeqCst)
+    }
+
     /// The referee's counts so far.
     pub fn referee(&self) -> RefereeReport {
         RefereeReport {
