@@ -99,6 +99,15 @@ fn chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// The innermost error of a chain (the OS error behind a failed connect, say).
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
 impl Fetcher {
     /// Builds both clients.
     pub fn new(config: FetchConfig) -> anyhow::Result<Self> {
@@ -180,7 +189,7 @@ impl Fetcher {
             if e.is_timeout() {
                 FetchError::transient(format!("timed out after {:?}", self.config.timeout))
             } else if e.is_connect() {
-                FetchError::transient(format!("connect failed: {}", chain(&e)))
+                FetchError::transient(format!("connect failed: {}", root_cause(&e)))
             } else if e.is_builder() {
                 FetchError::permanent(format!("bad request: {}", chain(&e)))
             } else {
