@@ -111,6 +111,9 @@ pub struct HostReport {
     /// Smallest gap between the starts of two page requests, in milliseconds
     /// (robots.txt excluded); `None` with fewer than two page requests.
     pub min_gap_ms: Option<f64>,
+    /// Mean time from a request's arrival to its answer, in milliseconds (the configured
+    /// latency plus the site's own delays, such as timer granularity); `None` before any.
+    pub mean_service_ms: Option<f64>,
 }
 
 /// The referee's verdict over the whole site.
@@ -124,6 +127,15 @@ impl RefereeReport {
     /// Requests to disallowed paths over all hosts.
     pub fn disallowed_hits(&self) -> u64 {
         self.hosts.iter().map(|h| h.disallowed_hits).sum()
+    }
+    /// Mean service time over all hosts, in milliseconds.
+    pub fn mean_service_ms(&self) -> Option<f64> {
+        let v: Vec<f64> = self
+            .hosts
+            .iter()
+            .filter_map(|h| h.mean_service_ms)
+            .collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
     }
     /// The highest per-host concurrency seen on any host.
     pub fn max_concurrent(&self) -> usize {
@@ -159,6 +171,9 @@ struct HostState {
     site: Arc<SiteModel>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
+    /// Answered requests and their summed service time in microseconds.
+    answered: AtomicU64,
+    service_us: AtomicU64,
     requests: AtomicU64,
     disallowed: AtomicU64,
     paths: Mutex<HashMap<String, PathCount>>,
@@ -414,6 +429,7 @@ impl Drop for InFlight<'_> {
 }
 
 async fn handle(State(st): State<Arc<HostState>>, uri: Uri) -> Response {
+    let arrived = Instant::now();
     let now = st.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     let _guard = InFlight(&st.in_flight);
     st.max_in_flight.fetch_max(now, Ordering::SeqCst);
@@ -448,6 +464,10 @@ async fn handle(State(st): State<Arc<HostState>>, uri: Uri) -> Response {
     } else if status.is_server_error() {
         c.server_errors += 1;
     }
+    drop(paths);
+    st.answered.fetch_add(1, Ordering::Relaxed);
+    st.service_us
+        .fetch_add(arrived.elapsed().as_micros() as u64, Ordering::Relaxed);
     resp
 }
 
@@ -597,6 +617,8 @@ impl Site {
                 site: model.clone(),
                 in_flight: AtomicUsize::new(0),
                 max_in_flight: AtomicUsize::new(0),
+                answered: AtomicU64::new(0),
+                service_us: AtomicU64::new(0),
                 requests: AtomicU64::new(0),
                 disallowed: AtomicU64::new(0),
                 paths: Mutex::new(HashMap::new()),
@@ -678,6 +700,10 @@ impl Site {
                     max_concurrent: h.max_in_flight.load(Ordering::SeqCst),
                     disallowed_hits: h.disallowed.load(Ordering::SeqCst),
                     min_gap_ms: h.gaps.lock().min.map(|d| d.as_secs_f64() * 1000.0),
+                    mean_service_ms: match h.answered.load(Ordering::Relaxed) {
+                        0 => None,
+                        n => Some(h.service_us.load(Ordering::Relaxed) as f64 / n as f64 / 1000.0),
+                    },
                 })
                 .collect(),
         }
@@ -689,6 +715,8 @@ impl Site {
             h.max_in_flight
                 .store(h.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
             h.requests.store(0, Ordering::SeqCst);
+            h.answered.store(0, Ordering::SeqCst);
+            h.service_us.store(0, Ordering::SeqCst);
             h.disallowed.store(0, Ordering::SeqCst);
             h.paths.lock().clear();
             *h.gaps.lock() = GapTracker::default();
