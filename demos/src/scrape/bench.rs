@@ -31,7 +31,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
     pub latency: Duration,
     /// Pages per host for the concurrency-bound runs.
-    #[arg(long, default_value_t = 800)]
+    #[arg(long, default_value_t = 1500)]
     pub pages: usize,
     /// Pages per host for the rate-bound runs.
     #[arg(long, default_value_t = 100)]
