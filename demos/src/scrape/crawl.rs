@@ -8,7 +8,7 @@
 //! not fill the executor's queues, and spaces requests to a host that asks for a
 //! `Crawl-delay`.
 
-use super::fetch::{FetchConfig, FetchError, Fetcher, Response, any_type, is_html};
+use super::fetch::{FetchConfig, FetchError, Fetcher, Response, any_type, is_html, pause};
 use super::frontier::{Admit, Entry, Frontier, Scope, host_key};
 use super::links;
 use super::robots::Rules;
@@ -538,7 +538,7 @@ impl Crawler {
                 if let Some(d) = delay {
                     host.next_at = Some(now + d);
                 }
-                self.submit_page(key, entry);
+                self.submit_page(key, entry, delay);
                 progressed = true;
             }
             self.rr = self.rr.wrapping_add(1);
@@ -572,7 +572,9 @@ impl Crawler {
             .push(async move { Done::Robots(key, handle.await) });
     }
 
-    fn submit_page(&mut self, key: String, entry: Entry) {
+    /// Submits a page fetch. `crawl_delay` is the host's delay: a retry waits that long
+    /// before it asks again, so retries keep the host's spacing too.
+    fn submit_page(&mut self, key: String, entry: Entry, crawl_delay: Option<Duration>) {
         let fetcher = self.fetcher.clone();
         let retries = self.attempts_beyond_first.clone();
         let url = entry.url.clone();
@@ -584,6 +586,9 @@ impl Crawler {
             async move {
                 if ctx.attempt() > 1 {
                     retries.fetch_add(1, Ordering::SeqCst);
+                    if let Some(d) = crawl_delay {
+                        pause(d).await;
+                    }
                 }
                 fetch_page(&fetcher, &url).await
             }

@@ -280,6 +280,16 @@ impl Fetcher {
     }
 }
 
+/// Waits `d`: on a tokio runtime without blocking it, elsewhere by sleeping the thread
+/// (a threads or rayon worker driving this task's future).
+pub async fn pause(d: Duration) {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        tokio::time::sleep(d).await;
+    } else {
+        std::thread::sleep(d);
+    }
+}
+
 /// Whether a `Content-Type` names HTML (or is missing, which the crawler treats as HTML).
 pub fn is_html(content_type: Option<&str>) -> bool {
     content_type.is_none_or(|ct| {
