@@ -1,38 +1,36 @@
-//! Turning a policy file into the executor the crawler submits to.
+//! Turning a policy file into the executor the crawler submits to: the supervisor.
 //!
-//! Interim: the supervisor has not landed yet, so this builds a threads executor directly
-//! and reads nothing from the file. Swapped for `supervisor::Supervisor` when it lands.
+//! The demo never parses the policy itself; it asks the supervisor which route a fetch
+//! task takes, to report the per-host limits next to what the site's referee saw.
 
 use super::Loaded;
-use anyhow::Result;
-use std::sync::Arc;
+use super::crawl::FETCH_TASK;
+use anyhow::{Context, Result};
+use executor_core::{Executor, LimitScope, Policy, ShutdownMode, TaskMeta};
+use std::time::Duration;
 
-/// Builds the executor for a policy.
-pub(super) fn load(origin: &str, _text: &str) -> Result<Loaded> {
-    let exec: Arc<dyn executor_core::Executor> = if origin.contains("tokio") {
-        Arc::new(
-            executor_tokio::TokioExecutor::builder("net")
-                .worker_threads(2)
-                .build()?,
-        )
-    } else {
-        Arc::new(
-            executor_threads::ThreadsExecutor::builder("io")
-                .workers(48)
-                .build()?,
-        )
-    };
+/// Starts a supervisor for the policy `text` (`origin` names it in errors).
+pub(super) fn load(origin: &str, text: &str) -> Result<Loaded> {
+    let config = supervisor::PolicyConfig::parse(text, origin)
+        .with_context(|| format!("policy {origin}"))?;
+    let sup = supervisor::Supervisor::new(config)
+        .with_context(|| format!("starting the executors of policy {origin}"))?;
+    let route = sup.route(&TaskMeta::new(FETCH_TASK).with_key("example.com:80"));
+    let per_key = route.limit.filter(|l| l.scope == LimitScope::Key);
     Ok(Loaded {
-        exec,
-        per_host_limit: Some(4),
-        per_host_rate: None,
-        executor_name: "io".into(),
+        per_host_limit: per_key.and_then(|l| l.concurrency).map(|c| c.get()),
+        per_host_rate: per_key
+            .and_then(|l| l.rate)
+            .map(|r| f64::from(r.count.get()) / r.per.as_secs_f64()),
+        executor_name: route.executor.clone(),
+        exec: sup,
     })
 }
 
-/// Shuts the executor down gracefully.
+/// Shuts the supervisor down gracefully, logging anything that did not finish.
 pub(super) fn shutdown(loaded: &Loaded) {
-    let _ = loaded.exec.shutdown(executor_core::ShutdownMode::Graceful(
-        std::time::Duration::from_secs(5),
-    ));
+    let report = loaded
+        .exec
+        .shutdown(ShutdownMode::Graceful(Duration::from_secs(5)));
+    tracing::debug!(?report, "supervisor shut down");
 }
