@@ -234,3 +234,35 @@ fn json_summary_has_the_promised_fields() {
         "{v}"
     );
 }
+
+#[test]
+fn a_bad_policy_file_stops_the_demo_with_its_position() {
+    let path = std::env::temp_dir().join(format!("scrape-bad-policy-{}.toml", std::process::id()));
+    let text = POLICY_THREADS
+        .1
+        .replace("rate = \"100/s\"", "rate = \"0/s\"");
+    assert_ne!(
+        text, POLICY_THREADS.1,
+        "the shipped policy has a rate to break"
+    );
+    std::fs::write(&path, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_demos"))
+        .args(["scrape", "--policy"])
+        .arg(&path)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = POLICY_THREADS
+        .1
+        .lines()
+        .position(|l| l.contains("rate ="))
+        .unwrap()
+        + 1;
+    assert!(
+        err.contains(&format!("{}:{line}:", path.display())) && err.contains("rate"),
+        "{err}"
+    );
+}

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 /// Starts a supervisor for the policy `text` (`origin` names it in errors).
 pub(super) fn load(origin: &str, text: &str) -> Result<Loaded> {
-    let config = supervisor::PolicyConfig::parse(text, origin)
-        .with_context(|| format!("policy {origin}"))?;
+    // The error names the file, line and column already.
+    let config = supervisor::PolicyConfig::parse(text, origin)?;
     let sup = supervisor::Supervisor::new(config)
         .with_context(|| format!("starting the executors of policy {origin}"))?;
     let route = sup.route(&TaskMeta::new(FETCH_TASK).with_key("example.com:80"));
