@@ -5,7 +5,7 @@
 //! crawler ([`crawl`]) on the executor the policy file describes, and prints a summary
 //! next to what the site's referee counted. `--seeds URL...` or `--urls FILE` crawl those
 //! instead, through the same code. `demos scrape bench` measures throughput against the
-//! bound set by the per-host limits ([`bench`]).
+//! bound set by the per-host limits ([`bench`](mod@bench)).
 
 pub mod bench;
 pub mod crawl;
