@@ -300,6 +300,8 @@ pub struct Summary {
     pub max_concurrency_per_host_observed: Option<usize>,
     /// The policy's per-host concurrency limit for fetch tasks.
     pub per_host_limit: Option<u32>,
+    /// The policy's per-host rate limit for fetch tasks, requests per second.
+    pub per_host_rate: Option<f64>,
     /// Wall time of the crawl.
     pub elapsed_s: f64,
     /// HTTP requests per second (every attempt, robots.txt included).
@@ -343,6 +345,7 @@ impl Summary {
             robots_disallowed_fetched: referee.map(site::RefereeReport::disallowed_hits),
             max_concurrency_per_host_observed: referee.map(site::RefereeReport::max_concurrent),
             per_host_limit: loaded.per_host_limit,
+            per_host_rate: loaded.per_host_rate,
             elapsed_s: r.elapsed_s,
             requests_per_s: r.requests as f64 / r.elapsed_s.max(1e-9),
             pages_skipped: r.pages_skipped,
@@ -399,6 +402,11 @@ impl Summary {
             ),
             ("requests per second", format!("{:.1}", self.requests_per_s)),
             ("per-host limit (policy)", opt(self.per_host_limit)),
+            (
+                "per-host rate (policy)",
+                self.per_host_rate
+                    .map_or("none".to_string(), |r| format!("{r:.1}/s")),
+            ),
         ];
         if self.interrupted {
             let _ = writeln!(
