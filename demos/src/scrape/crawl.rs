@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
@@ -278,7 +278,8 @@ struct Host {
 
 enum Done {
     Robots(String, Result<Result<Response, String>, TaskError>),
-    Page(String, Entry, Result<Page, TaskError>),
+    /// The host, the entry, attempts made, and the outcome.
+    Page(String, Entry, Arc<AtomicU32>, Result<Page, TaskError>),
 }
 
 /// Renders a task error for the report: the fetch's own cause when it has one.
@@ -578,11 +579,14 @@ impl Crawler {
         let fetcher = self.fetcher.clone();
         let retries = self.attempts_beyond_first.clone();
         let url = entry.url.clone();
+        let attempts = Arc::new(AtomicU32::new(0));
+        let seen_attempts = attempts.clone();
         let meta = TaskMeta::new(FETCH_TASK).with_key(key.as_str());
         let handle: TaskHandle<Page> = self.exec.run_async(meta, move |ctx| {
             let fetcher = fetcher.clone();
             let url = url.clone();
             let retries = retries.clone();
+            seen_attempts.fetch_max(ctx.attempt(), Ordering::SeqCst);
             async move {
                 if ctx.attempt() > 1 {
                     retries.fetch_add(1, Ordering::SeqCst);
@@ -594,7 +598,7 @@ impl Crawler {
             }
         });
         self.tasks
-            .push(async move { Done::Page(key, entry, handle.await) });
+            .push(async move { Done::Page(key, entry, attempts, handle.await) });
     }
 
     fn complete(&mut self, done: Done) {
@@ -626,7 +630,7 @@ impl Crawler {
                 host.outstanding -= 1;
                 host.robots = RobotsState::Ready(rules);
             }
-            Done::Page(key, entry, result) => {
+            Done::Page(key, entry, attempts, result) => {
                 self.hosts.get_mut(&key).expect("known host").outstanding -= 1;
                 self.progress.inc(1);
                 match result {
@@ -666,7 +670,13 @@ impl Crawler {
                         self.fail(entry.url.to_string(), cause);
                     }
                     Err(e) => {
-                        self.fail(entry.url.to_string(), task_cause(&e));
+                        let n = attempts.load(Ordering::SeqCst);
+                        let cause = match n {
+                            0 => format!("{} (never started)", task_cause(&e)),
+                            1 => task_cause(&e),
+                            n => format!("{} (after {n} attempts)", task_cause(&e)),
+                        };
+                        self.fail(entry.url.to_string(), cause);
                     }
                 }
             }

@@ -416,7 +416,7 @@ impl Summary {
             );
         }
         for (k, v) in rows {
-            let _ = writeln!(s, "  {k:<30} {v}");
+            let _ = writeln!(s, "  {k:<32} {v}");
         }
         if let Some(rf) = referee {
             let _ = writeln!(
