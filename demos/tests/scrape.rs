@@ -20,7 +20,7 @@ fn small_site() -> SiteConfig {
         transient_share: 0.15,
         transient_failures: 1,
         stall_share: 0.08,
-        stall: Duration::from_secs(3),
+        stall: Duration::from_secs(5),
         broken_share: 0.08,
         links_per_page: 4,
         cross_links_per_page: 1,
@@ -38,7 +38,7 @@ fn config(seeds: Vec<String>, extra_hosts: Option<Vec<String>>, loaded: &Loaded)
         max_urls: 5_000,
         max_redirects: 5,
         fetch: FetchConfig {
-            timeout: Duration::from_millis(400),
+            timeout: Duration::from_secs(1),
             max_body: 1024 * 1024,
             user_agent: "switchyard-scrape-test".into(),
         },
@@ -136,7 +136,11 @@ fn check_policy(policy: (&str, &str), want_async: bool) {
 
     // Permanent failures reported with their cause.
     for (h, p) in &exp.broken {
-        assert!(failure_cause(&r, &url(*h, p)).contains("500"));
+        let cause = failure_cause(&r, &url(*h, p));
+        assert!(
+            cause.contains("500") && cause.contains("attempts"),
+            "{cause}"
+        );
         assert!(site.path_count(*h, p).requests >= 2, "a 500 is retried");
     }
     assert!(failure_cause(&r, &url(0, "/trap/missing")).contains("404"));

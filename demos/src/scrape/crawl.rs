@@ -140,10 +140,7 @@ pub async fn fetch_page(fetcher: &Fetcher, url: &Url) -> Result<Page, FetchError
     };
     Ok(match r.status {
         500.. | 429 => {
-            return Err(FetchError {
-                transient: true,
-                cause: status_text(r.status),
-            });
+            return Err(FetchError::transient(status_text(r.status)));
         }
         300..=399 => match r.location {
             Some(loc) => Page::Redirect(
@@ -178,10 +175,7 @@ pub async fn fetch_robots(
         Err(e) => return Ok(Err(e.cause)),
     };
     if r.status >= 500 || r.status == 429 {
-        return Err(FetchError {
-            transient: true,
-            cause: status_text(r.status),
-        });
+        return Err(FetchError::transient(status_text(r.status)));
     }
     Ok(Ok(r))
 }

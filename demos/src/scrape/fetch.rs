@@ -42,6 +42,8 @@ pub struct FetchError {
     pub transient: bool,
     /// What happened, for the log and the report.
     pub cause: String,
+    /// Whether the request was abandoned at its timeout.
+    pub timed_out: bool,
 }
 
 impl fmt::Display for FetchError {
@@ -53,19 +55,32 @@ impl fmt::Display for FetchError {
 impl std::error::Error for FetchError {}
 
 impl FetchError {
-    fn transient(cause: impl Into<String>) -> Self {
+    /// A failure a retry may fix.
+    pub fn transient(cause: impl Into<String>) -> Self {
         Self {
             transient: true,
             cause: cause.into(),
+            timed_out: false,
         }
     }
-    fn permanent(cause: impl Into<String>) -> Self {
+    /// A failure no retry will fix.
+    pub fn permanent(cause: impl Into<String>) -> Self {
         Self {
             transient: false,
             cause: cause.into(),
+            timed_out: false,
+        }
+    }
+    fn timeout(after: Duration) -> Self {
+        Self {
+            timed_out: true,
+            ..Self::transient(format!("timed out after {after:?}"))
         }
     }
 }
+
+/// How long a task keeps its slot after abandoning a request at its timeout.
+const ABANDON_PAUSE: Duration = Duration::from_millis(20);
 
 /// Both clients, built once and shared by every task.
 pub struct Fetcher {
@@ -164,13 +179,19 @@ impl Fetcher {
             }
             s => return Err(FetchError::permanent(format!("unsupported scheme '{s}'"))),
         }
-        if tokio::runtime::Handle::try_current().is_ok() {
+        let r = if tokio::runtime::Handle::try_current().is_ok() {
             self.async_calls.fetch_add(1, Ordering::Relaxed);
             self.get_async(url, want_body).await
         } else {
             self.blocking_calls.fetch_add(1, Ordering::Relaxed);
             self.get_blocking(url, want_body)
+        };
+        if matches!(&r, Err(e) if e.timed_out) {
+            // The abandoned connection is closing; let the server see it go before this
+            // task's slot (and so the host's concurrency) goes to the next request.
+            pause(ABANDON_PAUSE).await;
         }
+        r
     }
 
     fn too_big(&self, n: u64) -> FetchError {
@@ -187,7 +208,7 @@ impl Fetcher {
     ) -> Result<Response, FetchError> {
         let classify = |e: reqwest::Error| {
             if e.is_timeout() {
-                FetchError::transient(format!("timed out after {:?}", self.config.timeout))
+                FetchError::timeout(self.config.timeout)
             } else if e.is_connect() {
                 FetchError::transient(format!("connect failed: {}", root_cause(&e)))
             } else if e.is_builder() {
@@ -237,9 +258,7 @@ impl Fetcher {
         want_body: fn(Option<&str>) -> bool,
     ) -> Result<Response, FetchError> {
         let classify = |e: ureq::Error| match e {
-            ureq::Error::Timeout(_) => {
-                FetchError::transient(format!("timed out after {:?}", self.config.timeout))
-            }
+            ureq::Error::Timeout(_) => FetchError::timeout(self.config.timeout),
             ureq::Error::BodyExceedsLimit(n) => self.too_big(n),
             ureq::Error::Io(io) => FetchError::transient(format!("I/O error: {io}")),
             ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
