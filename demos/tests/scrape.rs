@@ -6,7 +6,8 @@ use demos::scrape::fetch::FetchConfig;
 use demos::scrape::site::{Site, SiteConfig};
 use demos::scrape::{Loaded, POLICY_THREADS, POLICY_TOKIO, load_policy, window_for};
 use std::collections::BTreeSet;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 /// Longest a single crawl may take before the test fails instead of hanging.
@@ -269,4 +270,43 @@ fn a_bad_policy_file_stops_the_demo_with_its_position() {
         err.contains(&format!("{}:{line}:", path.display())) && err.contains("rate"),
         "{err}"
     );
+}
+
+#[test]
+fn a_raised_stop_flag_winds_the_crawl_down_gracefully() {
+    let site = Site::start(SiteConfig {
+        latency: Duration::from_millis(30),
+        transient_share: 0.0,
+        stall_share: 0.0,
+        broken_share: 0.0,
+        traps: false,
+        ..small_site()
+    })
+    .unwrap();
+    let loaded = load_policy(POLICY_TOKIO.0, POLICY_TOKIO.1).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut cfg = config(
+        vec![site.roots()[0].clone()],
+        Some(site.authorities().to_vec()),
+        &loaded,
+    );
+    cfg.stop = Some(stop.clone());
+    let raiser = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(150));
+            stop.store(true, Ordering::SeqCst);
+        })
+    };
+    let r = crawl_bounded(&loaded, cfg);
+    raiser.join().unwrap();
+    assert!(r.interrupted);
+    assert!(r.not_fetched > 0, "{r:?}");
+    assert!((r.pages_fetched as usize) < site.expectation().html_pages.len());
+    // Requests in flight were finished, not abandoned: nothing is left on the server, and
+    // every request the server answered is accounted for by the crawler.
+    for h in 0..site.authorities().len() {
+        assert_eq!(site.in_flight(h), 0);
+    }
+    assert_eq!(site.referee().requests(), r.requests);
 }
