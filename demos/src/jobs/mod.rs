@@ -71,10 +71,20 @@ fn workspace_root() -> PathBuf {
 ///
 /// This is the one place that knows where tasks go; the rest of the demo only sees an
 /// `Arc<dyn Executor>`.
+///
+/// Until the supervisor crate lands this is a stand-in: one persistent pool of threads
+/// (`executor-threads`) for every kind, and the policy file is only checked to exist.
 pub fn load_executor(policy: &Path) -> Result<Arc<dyn Executor>> {
-    let sup = supervisor::Supervisor::from_file(policy)
-        .with_context(|| format!("cannot load policy {}", policy.display()))?;
-    Ok(sup)
+    if !policy.is_file() {
+        bail!("policy file {} does not exist", policy.display());
+    }
+    let exec = executor_threads::ThreadsExecutor::builder("jobs")
+        .workers(16)
+        .queue(Some(1024))
+        .on_full(executor_core::OnFull::Block)
+        .build()
+        .context("cannot build the jobs pool")?;
+    Ok(Arc::new(exec))
 }
 
 #[derive(Parser, Debug)]

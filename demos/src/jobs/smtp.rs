@@ -13,7 +13,7 @@
 use anyhow::{Context, Result};
 use std::collections::HashSet;
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -208,7 +208,7 @@ fn reply(w: &mut TcpStream, line: &str) -> std::io::Result<()> {
 /// Reads one CRLF (or LF) terminated line; `None` at end of stream.
 fn read_line(r: &mut BufReader<TcpStream>, buf: &mut Vec<u8>) -> std::io::Result<Option<()>> {
     buf.clear();
-    let n = r.by_ref().take(MAX_LINE as u64 + 2).read_until(b'\n', buf)?;
+    let n = Read::by_ref(r).take(MAX_LINE as u64 + 2).read_until(b'\n', buf)?;
     if n == 0 {
         return Ok(None);
     }

@@ -233,7 +233,7 @@ fn handle(shared: &Shared, mut req: tiny_http::Request) {
     if *req.method() != tiny_http::Method::Post {
         return respond(req, 405, r#"{"error":"POST only"}"#);
     }
-    let header = |name: &str| {
+    let header = |name: &'static str| {
         req.headers()
             .iter()
             .find(|h| h.field.equiv(name))
