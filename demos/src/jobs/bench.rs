@@ -47,7 +47,10 @@ pub fn run(dir: &Path, exec: &Arc<dyn Executor>, o: &BenchOptions) -> Result<(f6
     let mut bare = Vec::new();
     let mut durable = Vec::new();
     for rep in 0..o.reps {
-        bare.push(bare_loop(&dir.join(format!("bare-{rep}.db")), o.durable_jobs)?);
+        bare.push(bare_loop(
+            &dir.join(format!("bare-{rep}.db")),
+            o.durable_jobs,
+        )?);
         durable.push(durable_jobs(
             &dir.join(format!("jobs-{rep}.db")),
             exec,
@@ -95,8 +98,9 @@ fn bare_loop(path: &Path, n: usize) -> Result<f64> {
                          idem_key TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL);",
     )?;
     let t = Instant::now();
-    let mut stmt =
-        conn.prepare("INSERT INTO t (kind, payload, idem_key, created_at) VALUES ('noop', '{}', ?1, ?2)")?;
+    let mut stmt = conn.prepare(
+        "INSERT INTO t (kind, payload, idem_key, created_at) VALUES ('noop', '{}', ?1, ?2)",
+    )?;
     for i in 0..n {
         conn.execute_batch("BEGIN IMMEDIATE")?;
         stmt.execute(params![format!("bench-{i}"), i as i64])?;
@@ -108,7 +112,12 @@ fn bare_loop(path: &Path, n: usize) -> Result<f64> {
 /// Our path: enqueue each job in its own commit, then the worker drains the queue.
 fn durable_jobs(path: &Path, exec: &Arc<dyn Executor>, n: usize) -> Result<f64> {
     let mut store = Store::open(path, &StoreOptions::default())?;
-    let effects = Arc::new(Effects::new("127.0.0.1:1", None, b"bench", Duration::from_secs(1))?);
+    let effects = Arc::new(Effects::new(
+        "127.0.0.1:1",
+        None,
+        b"bench",
+        Duration::from_secs(1),
+    )?);
     let t = Instant::now();
     for i in 0..n {
         store.enqueue(&NewJob {

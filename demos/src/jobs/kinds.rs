@@ -5,7 +5,7 @@
 //! | `email` | `{"to", "subject", "body"}` | an SMTP exchange (lettre) with the configured server |
 //! | `cleanup` | `{"dir", "ttl"}` | removes files older than `ttl` under `dir`, reports bytes freed |
 //! | `webhook` | `{"event", "data", "url"?}` | a signed HTTP POST (ureq) to `url` or the configured receiver |
-//! | `noop` | `{}` | nothing (benchmarks) |
+//! | `noop` | `{"sleep_ms"?}` | nothing, or a sleep (benchmarks, shutdown tests) |
 //!
 //! Every effect carries the job's idempotency key (a mail header, an HTTP header) so the
 //! receivers can drop repeats. Errors say whether retrying can help: a malformed payload,
@@ -72,6 +72,24 @@ pub struct Webhook {
     pub url: Option<String>,
 }
 
+/// `noop` payload.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Noop {
+    /// Sleep this long, standing in for a slow job.
+    #[serde(default)]
+    pub sleep_ms: u64,
+}
+
+fn noop(payload: &str) -> Result<String, JobError> {
+    let n: Noop = serde_json::from_str(payload)
+        .map_err(|err| JobError::permanent(format!("bad noop payload: {err}")))?;
+    if n.sleep_ms > 0 {
+        std::thread::sleep(Duration::from_millis(n.sleep_ms));
+    }
+    Ok(String::new())
+}
+
 /// Checks a payload for `kind` and returns it normalised (compact JSON).
 pub fn validate(kind: &str, payload: &str) -> Result<String> {
     let v: serde_json::Value = serde_json::from_str(payload)
@@ -100,7 +118,10 @@ pub fn validate(kind: &str, payload: &str) -> Result<String> {
                 }
             }
         }
-        "noop" => {}
+        "noop" => {
+            serde_json::from_value::<Noop>(v.clone())
+                .context("bad noop payload (expected {} or {\"sleep_ms\": N})")?;
+        }
         other => bail!("unknown job kind '{other}' (known: {})", KINDS.join(", ")),
     }
     Ok(v.to_string())
@@ -166,7 +187,7 @@ impl Effects {
             "email" => self.email(payload, key),
             "cleanup" => cleanup(payload),
             "webhook" => self.webhook(payload, key),
-            "noop" => Ok(String::new()),
+            "noop" => noop(payload),
             other => Err(JobError::permanent(format!(
                 "unknown job kind '{other}' (known: {})",
                 KINDS.join(", ")
@@ -184,10 +205,9 @@ impl Effects {
     fn email(&self, payload: &str, key: &str) -> Result<String, JobError> {
         let e: Email = serde_json::from_str(payload)
             .map_err(|err| JobError::permanent(format!("bad email payload: {err}")))?;
-        let to = e
-            .to
-            .parse()
-            .map_err(|err| JobError::permanent(format!("bad recipient '{}': {err}", e.to)))?;
+        let to =
+            e.to.parse()
+                .map_err(|err| JobError::permanent(format!("bad recipient '{}': {err}", e.to)))?;
         let msg = Message::builder()
             .from(
                 "switchyard jobs <jobs@switchyard.invalid>"
@@ -216,7 +236,10 @@ impl Effects {
                 } else {
                     format!("cannot deliver via SMTP server {}: {err}", self.smtp_addr)
                 };
-                Err(JobError { message: what, permanent })
+                Err(JobError {
+                    message: what,
+                    permanent,
+                })
             }
         }
     }
@@ -245,7 +268,9 @@ impl Effects {
             408 | 429 | 500..=599 => Err(JobError::transient(format!(
                 "webhook {url} answered {status}"
             ))),
-            _ => Err(JobError::permanent(format!("webhook {url} answered {status}"))),
+            _ => Err(JobError::permanent(format!(
+                "webhook {url} answered {status}"
+            ))),
         }
     }
 }
@@ -283,8 +308,9 @@ fn cleanup(payload: &str) -> Result<String, JobError> {
         )));
     }
     let cutoff = SystemTime::now() - ttl;
-    let (files, bytes) = remove_older(&c.dir, cutoff)
-        .map_err(|e| JobError::transient(format!("cleanup of {} failed: {e:#}", c.dir.display())))?;
+    let (files, bytes) = remove_older(&c.dir, cutoff).map_err(|e| {
+        JobError::transient(format!("cleanup of {} failed: {e:#}", c.dir.display()))
+    })?;
     Ok(format!("removed {files} files, freed {bytes} bytes"))
 }
 
@@ -338,11 +364,20 @@ mod tests {
         assert!(e.contains("unknown job kind 'fax'"), "{e}");
         let e = format!("{:#}", validate("email", "{not json").unwrap_err());
         assert!(e.contains("not valid JSON"), "{e}");
-        let e = format!("{:#}", validate("email", r#"{"to":"nobody","subject":"x"}"#).unwrap_err());
+        let e = format!(
+            "{:#}",
+            validate("email", r#"{"to":"nobody","subject":"x"}"#).unwrap_err()
+        );
         assert!(e.contains("bad email recipient"), "{e}");
-        let e = format!("{:#}", validate("cleanup", r#"{"dir":"rel","ttl":"1h"}"#).unwrap_err());
+        let e = format!(
+            "{:#}",
+            validate("cleanup", r#"{"dir":"rel","ttl":"1h"}"#).unwrap_err()
+        );
         assert!(e.contains("absolute"), "{e}");
-        let e = format!("{:#}", validate("cleanup", r#"{"dir":"/tmp/x","ttl":"soon"}"#).unwrap_err());
+        let e = format!(
+            "{:#}",
+            validate("cleanup", r#"{"dir":"/tmp/x","ttl":"soon"}"#).unwrap_err()
+        );
         assert!(e.contains("bad cleanup ttl"), "{e}");
         assert!(validate("webhook", r#"{"event":"e","url":"ftp://x"}"#).is_err());
         assert!(validate("webhook", r#"{"event":"e","data":{"a":1}}"#).is_ok());
@@ -368,7 +403,10 @@ mod tests {
         match fx.run("email", p, "k") {
             Outcome::Failed { permanent, error } => {
                 assert!(!permanent, "{error}");
-                assert!(error.contains("cannot deliver via SMTP server 127.0.0.1:1"), "{error}");
+                assert!(
+                    error.contains("cannot deliver via SMTP server 127.0.0.1:1"),
+                    "{error}"
+                );
             }
             o => panic!("unexpected {o:?}"),
         }
@@ -380,7 +418,11 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("sub")).unwrap();
         let old = SystemTime::now() - Duration::from_secs(7200);
-        for (name, len, t) in [("a", 100, old), ("sub/b", 50, old), ("c", 7, SystemTime::now())] {
+        for (name, len, t) in [
+            ("a", 100, old),
+            ("sub/b", 50, old),
+            ("c", 7, SystemTime::now()),
+        ] {
             let f = std::fs::File::create(dir.join(name)).unwrap();
             f.set_len(len).unwrap();
             f.set_modified(t).unwrap();

@@ -90,8 +90,8 @@ pub fn load_executor(policy: &Path) -> Result<Arc<dyn Executor>> {
 #[derive(Parser, Debug)]
 #[command(
     name = "demos jobs",
-    about = "Durable background jobs that survive a kill",
-    args_conflicts_with_subcommands = true
+    bin_name = "demos jobs",
+    about = "Durable background jobs that survive a kill"
 )]
 struct Cli {
     /// State directory (queue, mail spool, webhook record, temp files).
@@ -255,6 +255,7 @@ fn init_tracing(default: &str) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -382,7 +383,10 @@ fn run_cmd(dir: &Path, a: &RunArgs) -> Result<()> {
                 a.webhook_fail_rate,
             )?;
             let url = r.url();
-            eprintln!("webhook receiver on {url}, record {}", layout.webhook().display());
+            eprintln!(
+                "webhook receiver on {url}, record {}",
+                layout.webhook().display()
+            );
             _hooks = Some(r);
             url
         }
@@ -406,7 +410,12 @@ fn run_cmd(dir: &Path, a: &RunArgs) -> Result<()> {
         ..worker::WorkerConfig::new()
     };
     let rep = worker::run(&mut store, &exec, &effects, &cfg, &stop);
-    let ledger = exec.shutdown(executor_core::ShutdownMode::Graceful(Duration::from_secs(2)));
+    // Whatever still runs now was released to the queue already: do not wait for it.
+    let mode = match &rep {
+        Ok(r) if r.released == 0 => executor_core::ShutdownMode::Graceful(Duration::from_secs(2)),
+        _ => executor_core::ShutdownMode::Now,
+    };
+    let ledger = exec.shutdown(mode);
     tracing::info!(?ledger, "executor shut down");
     let rep = rep?;
     eprintln!(
@@ -489,7 +498,11 @@ fn serve_cmd(dir: &Path, a: &ServeArgs) -> Result<()> {
         a.secret.as_bytes(),
         a.fail_rate,
     )?;
-    println!("SMTP receiver:    {} (spool {})", smtp.addr(), layout.mail().display());
+    println!(
+        "SMTP receiver:    {} (spool {})",
+        smtp.addr(),
+        layout.mail().display()
+    );
     println!("webhook receiver: {}", hooks.url());
     println!("Ctrl-C to stop");
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
@@ -520,6 +533,8 @@ fn bench_cmd(dir: &Path, a: &BenchArgs) -> Result<()> {
             pool_threads: a.pool_threads.max(1),
         },
     );
-    exec.shutdown(executor_core::ShutdownMode::Graceful(Duration::from_secs(5)));
+    exec.shutdown(executor_core::ShutdownMode::Graceful(Duration::from_secs(
+        5,
+    )));
     r.map(|_| ())
 }

@@ -158,8 +158,8 @@ pub fn list(spool: &Path) -> Result<Vec<StoredMessage>> {
         if path.extension().and_then(|e| e.to_str()) != Some("eml") {
             continue;
         }
-        let text = fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
         out.push(StoredMessage {
             size: text.len() as u64,
             key: header(&text, IDEMPOTENCY_HEADER),
@@ -208,7 +208,9 @@ fn reply(w: &mut TcpStream, line: &str) -> std::io::Result<()> {
 /// Reads one CRLF (or LF) terminated line; `None` at end of stream.
 fn read_line(r: &mut BufReader<TcpStream>, buf: &mut Vec<u8>) -> std::io::Result<Option<()>> {
     buf.clear();
-    let n = Read::by_ref(r).take(MAX_LINE as u64 + 2).read_until(b'\n', buf)?;
+    let n = Read::by_ref(r)
+        .take(MAX_LINE as u64 + 2)
+        .read_until(b'\n', buf)?;
     if n == 0 {
         return Ok(None);
     }
@@ -264,7 +266,11 @@ fn session(shared: &Shared, stream: TcpStream) -> Result<()> {
                     continue;
                 }
                 match angle_addr(&text[8..]) {
-                    Some(addr) if addr.to_ascii_lowercase().ends_with(&format!("@{BOUNCE_DOMAIN}")) => {
+                    Some(addr)
+                        if addr
+                            .to_ascii_lowercase()
+                            .ends_with(&format!("@{BOUNCE_DOMAIN}")) =>
+                    {
                         reply(&mut w, "550 5.1.1 mailbox unavailable")?
                     }
                     Some(addr) if addr.contains('@') => {

@@ -276,7 +276,9 @@ impl Store {
             Sync::Normal => "NORMAL",
             Sync::Full => "FULL",
         };
-        conn.execute_batch(&format!("PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"))?;
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON;"
+        ))?;
         conn.execute_batch(SCHEMA)?;
         let ok: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0))?;
         if ok != "ok" {
@@ -609,10 +611,13 @@ mod tests {
         let a = s.enqueue(&job("k1")).unwrap();
         let b = s.enqueue(&job("k1")).unwrap();
         assert!(matches!(a, Enqueued::New(_)));
-        assert_eq!(b, Enqueued::Existing(match a {
-            Enqueued::New(id) => id,
-            Enqueued::Existing(id) => id,
-        }));
+        assert_eq!(
+            b,
+            Enqueued::Existing(match a {
+                Enqueued::New(id) => id,
+                Enqueued::Existing(id) => id,
+            })
+        );
         assert_eq!(s.counts().unwrap().queued, 1);
     }
 
@@ -627,12 +632,16 @@ mod tests {
         let c = s.claim("w", 10, Duration::from_secs(5)).unwrap();
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].attempt, 1);
-        let l = s.finish("w", &NO_WAIT, &[(c[0].clone(), fail("boom 1"))]).unwrap();
+        let l = s
+            .finish("w", &NO_WAIT, &[(c[0].clone(), fail("boom 1"))])
+            .unwrap();
         assert!(matches!(l[0], Landed::Retry(_)));
         assert_eq!(s.counts().unwrap().failed, 1);
         let c = s.claim("w", 10, Duration::from_secs(5)).unwrap();
         assert_eq!(c[0].attempt, 2);
-        let l = s.finish("w", &NO_WAIT, &[(c[0].clone(), fail("boom 2"))]).unwrap();
+        let l = s
+            .finish("w", &NO_WAIT, &[(c[0].clone(), fail("boom 2"))])
+            .unwrap();
         assert_eq!(l[0], Landed::Dead);
         let dl = s.dead_letters(10).unwrap();
         assert_eq!(dl[0].last_error, "boom 2");
@@ -649,11 +658,19 @@ mod tests {
         let c2 = s.claim("w2", 1, Duration::from_secs(5)).unwrap();
         assert_eq!(c2[0].attempt, 1, "a released attempt is not counted");
         let l = s
-            .finish("w1", &NO_WAIT, &[(c[0].clone(), Outcome::Succeeded(String::new()))])
+            .finish(
+                "w1",
+                &NO_WAIT,
+                &[(c[0].clone(), Outcome::Succeeded(String::new()))],
+            )
             .unwrap();
         assert_eq!(l[0], Landed::Stale);
         let l = s
-            .finish("w2", &NO_WAIT, &[(c2[0].clone(), Outcome::Succeeded("x".into()))])
+            .finish(
+                "w2",
+                &NO_WAIT,
+                &[(c2[0].clone(), Outcome::Succeeded("x".into()))],
+            )
             .unwrap();
         assert_eq!(l[0], Landed::Succeeded);
     }
@@ -673,7 +690,11 @@ mod tests {
                 assert_eq!((requeued, dead), (0, 1));
             }
         }
-        assert!(s.dead_letters(1).unwrap()[0].last_error.contains("worker died 3 times"));
+        assert!(
+            s.dead_letters(1).unwrap()[0]
+                .last_error
+                .contains("worker died 3 times")
+        );
     }
 
     #[test]

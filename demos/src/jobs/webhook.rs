@@ -278,7 +278,10 @@ fn handle(shared: &Shared, mut req: tiny_http::Request) {
     }
     let mut line = serde_json::json!({ "key": key, "body": json }).to_string();
     line.push('\n');
-    if let Err(e) = file.write_all(line.as_bytes()).and_then(|_| file.sync_data()) {
+    if let Err(e) = file
+        .write_all(line.as_bytes())
+        .and_then(|_| file.sync_data())
+    {
         drop(guard);
         tracing::error!("webhook receiver cannot record a call: {e}");
         return respond(req, 500, r#"{"error":"cannot record"}"#);

@@ -351,7 +351,10 @@ fn collect(
             }
             Landed::Stale => {
                 rep.stale += 1;
-                tracing::warn!(job = job.id, "outcome arrived after the lease was lost; ignored");
+                tracing::warn!(
+                    job = job.id,
+                    "outcome arrived after the lease was lost; ignored"
+                );
             }
         }
     }
