@@ -35,6 +35,7 @@
 //! State lives in `.switchyard-cache/jobs/` at the workspace root, or `--dir DIR`.
 
 pub mod bench;
+pub mod dedup;
 pub mod kinds;
 pub mod scenario;
 pub mod smtp;

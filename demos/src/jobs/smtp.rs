@@ -10,14 +10,15 @@
 //! Fault injection: recipients at `@bounce.invalid` are refused with `550` (a permanent
 //! error), and a share of DATA commands can be answered `451` (a transient one).
 
+use super::dedup::{Keys, Reserve};
 use anyhow::{Context, Result};
 use std::collections::HashSet;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ const MAX_LINE: usize = 4096;
 
 struct Shared {
     spool: PathBuf,
-    seen: Mutex<HashSet<String>>,
+    keys: Keys,
     next_seq: AtomicU64,
     duplicates: AtomicU64,
     /// Share of DATA commands refused with 451, in parts per million.
@@ -78,7 +79,7 @@ impl SmtpReceiver {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             spool: spool.to_path_buf(),
-            seen: Mutex::new(seen),
+            keys: Keys::new(seen),
             next_seq: AtomicU64::new(next_seq),
             duplicates: AtomicU64::new(0),
             fail_ppm: AtomicU32::new(to_ppm(fail_rate)),
@@ -349,28 +350,37 @@ fn accept(shared: &Shared, msg: &str) -> Result<String> {
         return Ok("451 4.3.0 temporary failure (injected)".into());
     }
     let key = header(msg, IDEMPOTENCY_HEADER);
-    // Hold the lock across check, write and insert so two deliveries of one key racing
-    // on two connections cannot both be stored.
-    let mut seen = shared.seen.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(k) = &key {
-        if seen.contains(k) {
-            shared.duplicates.fetch_add(1, Ordering::SeqCst);
-            return Ok("250 2.0.0 already delivered; not stored again".into());
+        match shared.keys.reserve(k) {
+            Reserve::Fresh => {}
+            Reserve::Stored => {
+                shared.duplicates.fetch_add(1, Ordering::SeqCst);
+                return Ok("250 2.0.0 already delivered; not stored again".into());
+            }
+            Reserve::Busy => {
+                return Ok("451 4.3.0 the same message is being stored; try again".into());
+            }
         }
     }
     let seq = shared.next_seq.fetch_add(1, Ordering::SeqCst);
     let path = shared.spool.join(format!("{seq:08}.eml"));
     let tmp = shared.spool.join(format!("{seq:08}.tmp"));
-    {
+    let written = (|| -> std::io::Result<()> {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(msg.as_bytes())?;
         f.sync_all()?;
+        fs::rename(&tmp, &path)
+    })();
+    if let Some(k) = &key {
+        shared.keys.finish(k, written.is_ok());
     }
-    fs::rename(&tmp, &path)?;
-    if let Some(k) = key {
-        seen.insert(k);
+    match written {
+        Ok(()) => Ok(format!("250 2.0.0 stored as {seq:08}")),
+        Err(e) => {
+            tracing::error!("SMTP receiver cannot store a message: {e}");
+            Ok("452 4.3.1 cannot store the message now".into())
+        }
     }
-    Ok(format!("250 2.0.0 stored as {seq:08}"))
 }
 
 #[cfg(test)]

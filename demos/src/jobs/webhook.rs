@@ -14,6 +14,7 @@
 //! The set of recorded keys is rebuilt from `received.jsonl` at start, so duplicates are
 //! caught across restarts of the receiver and of the workers.
 
+use super::dedup::{Keys, Reserve};
 use anyhow::{Context, Result, anyhow};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -62,7 +63,8 @@ pub fn verify(secret: &[u8], key: &str, body: &[u8], header: &str) -> bool {
 
 struct Shared {
     secret: Vec<u8>,
-    log: Mutex<(File, HashSet<String>)>,
+    log: Mutex<File>,
+    keys: Keys,
     fail_ppm: AtomicU32,
     accepted: AtomicU64,
     duplicates: AtomicU64,
@@ -113,7 +115,8 @@ impl WebhookReceiver {
         let server = Arc::new(server);
         let shared = Arc::new(Shared {
             secret: secret.to_vec(),
-            log: Mutex::new((file, seen)),
+            log: Mutex::new(file),
+            keys: Keys::new(seen),
             fail_ppm: AtomicU32::new(to_ppm(fail_rate)),
             accepted: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
@@ -269,26 +272,30 @@ fn handle(shared: &Shared, mut req: tiny_http::Request) {
         shared.injected.fetch_add(1, Ordering::SeqCst);
         return respond(req, 503, r#"{"error":"temporary failure (injected)"}"#);
     }
-    let mut guard = shared.log.lock().unwrap_or_else(|e| e.into_inner());
-    let (file, seen) = &mut *guard;
-    if seen.contains(&key) {
-        shared.duplicates.fetch_add(1, Ordering::SeqCst);
-        drop(guard);
-        return respond(req, 200, r#"{"status":"duplicate"}"#);
+    match shared.keys.reserve(&key) {
+        Reserve::Fresh => {}
+        Reserve::Stored => {
+            shared.duplicates.fetch_add(1, Ordering::SeqCst);
+            return respond(req, 200, r#"{"status":"duplicate"}"#);
+        }
+        Reserve::Busy => return respond(req, 503, r#"{"error":"same key in progress"}"#),
     }
     let mut line = serde_json::json!({ "key": key, "body": json }).to_string();
     line.push('\n');
-    if let Err(e) = file
-        .write_all(line.as_bytes())
-        .and_then(|_| file.sync_data())
-    {
-        drop(guard);
+    // One write of a whole line under the lock; the fsync outside it, so concurrent
+    // calls share the disk's flushes.
+    let written = {
+        let mut file = shared.log.lock().unwrap_or_else(|e| e.into_inner());
+        file.write_all(line.as_bytes())
+            .and_then(|_| file.try_clone())
+    }
+    .and_then(|f| f.sync_data());
+    shared.keys.finish(&key, written.is_ok());
+    if let Err(e) = written {
         tracing::error!("webhook receiver cannot record a call: {e}");
         return respond(req, 500, r#"{"error":"cannot record"}"#);
     }
-    seen.insert(key);
     shared.accepted.fetch_add(1, Ordering::SeqCst);
-    drop(guard);
     respond(req, 200, r#"{"status":"accepted"}"#)
 }
 
