@@ -230,6 +230,9 @@ fn read_line(r: &mut BufReader<TcpStream>, buf: &mut Vec<u8>) -> std::io::Result
 
 fn session(shared: &Shared, stream: TcpStream) -> Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+    // Replies go out in several small writes; without this, Nagle's algorithm and the
+    // client's delayed ACK stall every multi-line reply by tens of milliseconds.
+    stream.set_nodelay(true)?;
     let mut w = stream.try_clone()?;
     let mut r = BufReader::new(stream);
     reply(&mut w, "220 switchyard-mail ESMTP ready")?;
@@ -290,6 +293,10 @@ fn session(shared: &Shared, stream: TcpStream) -> Result<()> {
                 let mut msg = String::new();
                 let mut too_big = false;
                 loop {
+                    // lettre writes the body and the final "." in two writes; the
+                    // client's Nagle waits for our ACK of the body, which Linux delays
+                    // by ~40 ms unless asked to acknowledge at once.
+                    quick_ack(&w);
                     if read_line(&mut r, &mut line)?.is_none() {
                         return Ok(()); // the client went away mid-message: nothing stored
                     }
@@ -334,6 +341,14 @@ fn session(shared: &Shared, stream: TcpStream) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn quick_ack(s: &TcpStream) {
+    let _ = socket2::SockRef::from(s).set_tcp_quickack(true);
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn quick_ack(_: &TcpStream) {}
 
 /// The address inside `<...>` (parameters after it are ignored).
 fn angle_addr(rest: &str) -> Option<String> {
