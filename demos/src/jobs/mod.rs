@@ -308,6 +308,15 @@ fn scenario_cmd(dir: &Path, a: &ScenarioArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&acc)?);
     } else {
         scenario::print_table(&acc);
+        let store = open_store(&o.dir, Duration::from_secs(5))?;
+        println!("a few dead letters, with the error kept:");
+        for d in store.dead_letters(4)? {
+            println!(
+                "  #{} {} after {} attempt(s): {}",
+                d.id, d.kind, d.attempts, d.last_error
+            );
+        }
+        println!("worker logs: {}/worker-{{1,2}}.log", o.dir.display());
     }
     if acc.lost != 0 || acc.duplicate_effects != 0 {
         bail!(
