@@ -144,8 +144,16 @@ pub fn run(
             break;
         }
 
+        // Claim in batches (a quarter of the slots, or whenever nothing runs), so that
+        // each claim transaction carries many jobs.
+        let batch = (cfg.inflight / 4).max(1);
         let free = cfg.inflight.saturating_sub(flights.len());
-        let claimed = store.claim(&cfg.owner, free, cfg.lease)?;
+        let asked = if free >= batch || flights.is_empty() {
+            free
+        } else {
+            0
+        };
+        let claimed = store.claim(&cfg.owner, asked, cfg.lease)?;
         let got = claimed.len();
         for job in claimed {
             rep.started += 1;
@@ -163,23 +171,20 @@ pub fn run(
             tracing::info!("queue is empty: worker exits");
             break;
         }
-        // Sleep until an attempt finishes, or briefly when claims may be waiting.
-        let wait = if got > 0 && got == free {
-            Duration::ZERO
-        } else {
+        let free = cfg.inflight.saturating_sub(flights.len());
+        // Sleep until an attempt finishes, or until the next retry falls due when there
+        // is room to claim it.
+        let wait = if free >= batch || flights.is_empty() {
             match store.next_run_at()? {
                 Some(at) => Duration::from_millis(
                     (at - super::store::now_ms()).clamp(0, cfg.poll.as_millis() as i64) as u64,
                 ),
                 None => cfg.poll,
             }
+        } else {
+            cfg.poll
         };
-        if wait > Duration::ZERO || flights.len() >= cfg.inflight {
-            let wait = if flights.len() >= cfg.inflight {
-                cfg.poll
-            } else {
-                wait
-            };
+        if wait > Duration::ZERO {
             match rx.recv_timeout(wait) {
                 Ok(d) => early.push(d),
                 Err(RecvTimeoutError::Timeout) => {}
