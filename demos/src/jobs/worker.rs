@@ -117,7 +117,9 @@ pub fn run(
     let mut flights: HashMap<i64, Flight> = HashMap::new();
     let mut early: Vec<Done> = Vec::new();
 
-    let (requeued, dead) = store.requeue_expired()?;
+    let (requeued, dead) = store
+        .requeue_expired()
+        .context("cannot re-queue jobs with expired leases")?;
     log_expired(requeued, dead);
     rep.requeued_expired += requeued as u64;
     rep.dead_lettered += dead as u64;
@@ -129,7 +131,9 @@ pub fn run(
         collect(store, cfg, &rx, &mut early, &mut flights, &mut rep)?;
 
         if last_renew.elapsed() >= cfg.lease / 3 {
-            store.renew(&cfg.owner, cfg.lease)?;
+            store
+                .renew(&cfg.owner, cfg.lease)
+                .context("cannot renew leases")?;
             last_renew = Instant::now();
         }
         if last_reap.elapsed() >= cfg.lease / 2 {
@@ -153,7 +157,9 @@ pub fn run(
         } else {
             0
         };
-        let claimed = store.claim(&cfg.owner, asked, cfg.lease)?;
+        let claimed = store
+            .claim(&cfg.owner, asked, cfg.lease)
+            .context("cannot claim jobs")?;
         let got = claimed.len();
         for job in claimed {
             rep.started += 1;
