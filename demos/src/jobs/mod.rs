@@ -68,24 +68,32 @@ fn workspace_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
-/// Builds the executor the jobs run on, from the policy file.
+/// Loads the supervisor the jobs run on from the policy file.
 ///
-/// This is the one place that knows where tasks go; the rest of the demo only sees an
-/// `Arc<dyn Executor>`.
-///
-/// Until the supervisor crate lands this is a stand-in: one persistent pool of threads
-/// (`executor-threads`) for every kind, and the policy file is only checked to exist.
-pub fn load_executor(policy: &Path) -> Result<Arc<dyn Executor>> {
-    if !policy.is_file() {
-        bail!("policy file {} does not exist", policy.display());
+/// This is the one place that knows where tasks go: the worker only sees it as an
+/// `Arc<dyn Executor>`, and the policy file decides which pool each `jobs.*` task uses.
+pub fn load_executor(policy: &Path) -> Result<Arc<supervisor::Supervisor>> {
+    supervisor::Supervisor::from_file(policy)
+        .with_context(|| format!("cannot load policy {}", policy.display()))
+}
+
+/// Prints one line per executor of the policy: what ran there and how long it took.
+fn print_executor_table(sup: &supervisor::Supervisor) {
+    eprintln!(
+        "{:<8} {:>9} {:>9} {:>7} {:>10} {:>10}",
+        "executor", "submitted", "completed", "failed", "p50", "p99"
+    );
+    for (name, s) in sup.executor_stats() {
+        eprintln!(
+            "{:<8} {:>9} {:>9} {:>7} {:>10.1?} {:>10.1?}",
+            name,
+            s.submitted,
+            s.completed,
+            s.failed + s.panicked + s.timed_out,
+            s.latency.p50,
+            s.latency.p99
+        );
     }
-    let exec = executor_threads::ThreadsExecutor::builder("jobs")
-        .workers(16)
-        .queue(Some(1024))
-        .on_full(executor_core::OnFull::Block)
-        .build()
-        .context("cannot build the jobs pool")?;
-    Ok(Arc::new(exec))
 }
 
 #[derive(Parser, Debug)]
@@ -407,7 +415,8 @@ fn run_cmd(dir: &Path, a: &RunArgs) -> Result<()> {
         a.secret.as_bytes(),
         a.effect_timeout,
     )?);
-    let exec = load_executor(&a.policy.clone().unwrap_or_else(default_policy))?;
+    let sup = load_executor(&a.policy.clone().unwrap_or_else(default_policy))?;
+    let exec: Arc<dyn Executor> = sup.clone();
     let cfg = worker::WorkerConfig {
         lease: a.lease,
         inflight: a.inflight.max(1),
@@ -427,6 +436,7 @@ fn run_cmd(dir: &Path, a: &RunArgs) -> Result<()> {
     };
     let ledger = exec.shutdown(mode);
     tracing::info!(?ledger, "executor shut down");
+    print_executor_table(&sup);
     let rep = rep?;
     eprintln!(
         "worker done: {} started, {} succeeded, {} retried, {} dead-lettered, {} released, {} re-queued from expired leases",
@@ -532,7 +542,8 @@ fn serve_cmd(dir: &Path, a: &ServeArgs) -> Result<()> {
 
 fn bench_cmd(dir: &Path, a: &BenchArgs) -> Result<()> {
     init_tracing("warn");
-    let exec = load_executor(&a.policy.clone().unwrap_or_else(default_policy))?;
+    let sup = load_executor(&a.policy.clone().unwrap_or_else(default_policy))?;
+    let exec: Arc<dyn Executor> = sup;
     let r = bench::run(
         &dir.join("bench"),
         &exec,
