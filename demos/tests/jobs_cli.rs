@@ -222,3 +222,50 @@ fn the_demo_receivers_store_mail_and_list_it() {
     assert_eq!(hooks.get("hook-1"), Some(&1));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn webhook_receiver_refuses_a_bad_signature_and_the_job_is_dead_lettered() {
+    use demos::jobs::webhook::{self, WebhookReceiver};
+    let dir = fresh_dir("jobs-cli-badsig");
+    let hooks = WebhookReceiver::start(&dir.join("hooks"), 0, b"the-right-secret", 0.0).unwrap();
+    stdout(&jobs(
+        &dir,
+        &[
+            "enqueue",
+            "webhook",
+            r#"{"event":"e"}"#,
+            "--key",
+            "signed-wrong",
+        ],
+    ));
+    let out = jobs(
+        &dir,
+        &[
+            "run",
+            "--until-idle",
+            "--webhook-url",
+            &hooks.url(),
+            "--secret",
+            "a-wrong-secret",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout(&jobs(&dir, &["status", "--json"]))).unwrap();
+    assert_eq!(v["dead_lettered"], 1, "{v}");
+    let err = v["dead_letters"][0]["error"].as_str().unwrap();
+    assert!(err.contains("answered 401"), "{err}");
+    assert_eq!(v["dead_letters"][0]["attempts"], 1, "a 401 is not retried");
+    let c = hooks.counters();
+    assert_eq!((c.accepted, c.rejected), (0, 1), "{c:?}");
+    assert!(
+        webhook::read_log(&webhook::log_path(&dir.join("hooks")))
+            .unwrap()
+            .is_empty()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -104,3 +104,20 @@ fn sigterm_releases_jobs_that_outlast_the_grace_period() {
     assert!(running > 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn ctrl_c_stops_the_worker_the_same_way() {
+    let dir = fresh_dir("jobs-int");
+    std::fs::create_dir_all(&dir).unwrap();
+    enqueue_sleepers(&dir, 20, 300);
+    let mut child = worker(&dir, "20s", "worker.log");
+    wait_running(&dir);
+    scenario::signal(&child, libc::SIGINT).unwrap();
+    let status = scenario::wait_child(&mut child, Duration::from_secs(30)).unwrap();
+    assert!(status.success(), "worker exit: {status}");
+    let store = Store::open(&Layout::new(&dir).db(), &StoreOptions::default()).unwrap();
+    let c = store.counts().unwrap();
+    assert_eq!(c.running, 0, "{c:?}");
+    assert_eq!(c.succeeded + c.queued, 20, "{c:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
