@@ -248,7 +248,7 @@ struct BenchArgs {
     #[arg(long, default_value_t = 200_000)]
     noop_jobs: usize,
     /// Repetitions (the median is reported).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 5)]
     reps: usize,
     /// Threads of the raw crossbeam pool (match the policy's pool for jobs.noop).
     #[arg(long, default_value_t = 4)]

@@ -26,7 +26,8 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-const SCHEMA: &str = "
+/// The queue's tables and indexes.
+pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS jobs (
     id             INTEGER PRIMARY KEY,
     kind           TEXT    NOT NULL,
