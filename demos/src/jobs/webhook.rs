@@ -101,11 +101,18 @@ impl WebhookReceiver {
             .with_context(|| format!("cannot create webhook directory {}", dir.display()))?;
         let path = log_path(dir);
         let seen: HashSet<String> = read_log(&path)?.into_keys().collect();
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create(true)
             .append(true)
+            .read(true)
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
+        // A line torn by a crash of an earlier receiver is closed off, so the next record
+        // starts on a line of its own.
+        if ends_torn(&mut file)? {
+            file.write_all(b"\n")?;
+            file.sync_data()?;
+        }
         let server = tiny_http::Server::http(("127.0.0.1", port))
             .map_err(|e| anyhow!("cannot listen for webhooks on 127.0.0.1:{port}: {e}"))?;
         let addr = server
@@ -194,6 +201,18 @@ impl Drop for WebhookReceiver {
 
 fn to_ppm(rate: f64) -> u32 {
     (rate.clamp(0.0, 1.0) * 1_000_000.0) as u32
+}
+
+fn ends_torn(file: &mut File) -> std::io::Result<bool> {
+    use std::io::{Seek, SeekFrom};
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(false);
+    }
+    file.seek(SeekFrom::Start(len - 1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
 }
 
 /// The receiver's record file in `dir`.
@@ -302,6 +321,36 @@ fn handle(shared: &Shared, mut req: tiny_http::Request) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_torn_last_line_does_not_swallow_the_next_record() {
+        let dir = std::env::temp_dir().join(format!("jobs-torn-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            log_path(&dir),
+            "{\"key\":\"a\",\"body\":{}}\n{\"key\":\"b\",\"bo",
+        )
+        .unwrap();
+        let r = WebhookReceiver::start(&dir, 0, b"s", 0.0).unwrap();
+        let body = br#"{"n":1}"#;
+        let resp = ureq::post(&r.url())
+            .header(KEY_HEADER, "c")
+            .header(SIGNATURE_HEADER, &sign(b"s", "c", body))
+            .send(&body[..])
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        drop(r);
+        let keys = read_log(&log_path(&dir)).unwrap();
+        assert_eq!(keys.get("a"), Some(&1));
+        assert_eq!(
+            keys.get("b"),
+            None,
+            "the torn record was never acknowledged"
+        );
+        assert_eq!(keys.get("c"), Some(&1));
+        fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn signatures_verify_and_bind_the_key() {
