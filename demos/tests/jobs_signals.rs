@@ -60,7 +60,7 @@ fn wait_running(dir: &Path) -> u64 {
 fn sigterm_lets_running_jobs_finish_within_the_grace_period() {
     let dir = fresh_dir("jobs-term-finish");
     std::fs::create_dir_all(&dir).unwrap();
-    enqueue_sleepers(&dir, 40, 300);
+    enqueue_sleepers(&dir, 100, 300);
     let mut child = worker(&dir, "20s", "worker.log");
     let running = wait_running(&dir);
     scenario::signal(&child, libc::SIGTERM).unwrap();
@@ -76,7 +76,7 @@ fn sigterm_lets_running_jobs_finish_within_the_grace_period() {
         "the {running} running jobs finished: {c:?}"
     );
     assert!(c.queued > 0, "it stopped claiming new work: {c:?}");
-    assert_eq!(c.total(), 40);
+    assert_eq!(c.total(), 100);
     let log = std::fs::read_to_string(dir.join("worker.log")).unwrap();
     assert!(log.contains("stop requested"), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
