@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -52,6 +52,8 @@ struct Core {
     timers: Timers<Timed>,
     /// Set at shutdown: failed attempts are no longer retried.
     closing: AtomicBool,
+    /// Retries waiting out their backoff.
+    retries_pending: AtomicU64,
 }
 
 /// One version of the policy, compiled: what `execute` reads (swapped whole on reload).
@@ -177,6 +179,7 @@ impl Supervisor {
             ledger: Arc::new(Ledger::default()),
             timers: Timers::new(timed_alive),
             closing: AtomicBool::new(false),
+            retries_pending: AtomicU64::new(0),
         });
         let (table, built) = compile(&registry, config, None)?;
         let limiters = table_limiters(&table);
@@ -331,6 +334,7 @@ impl Supervisor {
         let mut held = Vec::new();
         for t in leftovers {
             if let Timed::Retry(h) = t {
+                self.core.retries_pending.fetch_sub(1, Ordering::AcqRel);
                 held.push(h);
             }
         }
@@ -496,6 +500,7 @@ impl Core {
     fn handle(self: &Arc<Self>, item: Timed) {
         match item {
             Timed::Retry(held) => {
+                self.retries_pending.fetch_sub(1, Ordering::AcqRel);
                 if !held.job.is_resolved() {
                     // A refusal resolves the job's handle when the error drops.
                     let _ = self.admit(held);
@@ -709,9 +714,13 @@ impl Core {
             route,
             last_error: Some(err),
         };
+        self.retries_pending.fetch_add(1, Ordering::AcqRel);
         match self.timers.at(at, Timed::Retry(held)) {
             Ok(()) => None,
-            Err(Timed::Retry(h)) => h.last_error.map(|e| (h.job, e)),
+            Err(Timed::Retry(h)) => {
+                self.retries_pending.fetch_sub(1, Ordering::AcqRel);
+                h.last_error.map(|e| (h.job, e))
+            }
             Err(_) => None,
         }
     }
@@ -723,10 +732,12 @@ impl Executor for Supervisor {
     }
 
     fn execute(&self, mut job: Job) -> Result<(), SubmitError> {
-        self.core.ledger.track(&job);
         if self.closed.load(Ordering::Acquire) {
+            // Counted as refused, as every backend counts a job it will not take.
+            self.core.ledger.refused();
             return Err(SubmitError::shutdown(job));
         }
+        self.core.ledger.track(&job);
         let table = self.table.load();
         let compiled = table.select(job.meta());
         if !compiled.layered {
@@ -755,7 +766,7 @@ impl Executor for Supervisor {
             s.queued += es.queued;
             s.running += es.running;
         }
-        s.queued += self.core.timers.len() as u64;
+        s.queued += self.core.retries_pending.load(Ordering::Acquire);
         s.queued += lock(&self.all_limiters)
             .iter()
             .map(|l| l.waiting() as u64)
