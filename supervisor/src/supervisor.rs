@@ -315,6 +315,9 @@ impl Supervisor {
             return r.clone();
         }
         self.closed.store(true, Ordering::Release);
+        // A reload in progress finishes before the executors are collected below, and
+        // later ones see `closed`.
+        drop(lock(&self.reload_lock));
         drop(lock(&self.watcher).take());
         let deadline = Instant::now() + mode.deadline();
         let ledger = &self.core.ledger;
@@ -492,7 +495,15 @@ impl Core {
     fn run_scheduler(self: Arc<Self>) {
         while let Some(batch) = self.timers.next_batch() {
             for item in batch {
-                self.handle(item);
+                // A panic here (in a backend's `execute`, say) must not stop the thread
+                // every pending retry, wake-up and deadline depends on.
+                let run = std::panic::AssertUnwindSafe(|| self.handle(item));
+                if let Err(payload) = std::panic::catch_unwind(run) {
+                    tracing::error!(
+                        panic = executor_core::panic_message(&*payload),
+                        "the supervisor's scheduler caught a panic"
+                    );
+                }
             }
         }
     }

@@ -508,3 +508,61 @@ fn a_watched_file_reloads_itself_and_a_bad_edit_is_ignored() {
     assert!(until("net"), "the watch stopped after a bad edit");
     sup.shutdown_ledger(ShutdownMode::Graceful(WAIT));
 }
+
+#[test]
+fn a_retry_waiting_out_its_backoff_does_not_hold_a_worker() {
+    let sup = Supervisor::from_toml(
+        r#"
+[executors.io]
+backend = "threads"
+workers = 1
+[defaults]
+executor = "io"
+[[route]]
+match = { name = "flaky" }
+retries = { max = 1, backoff = "300ms", jitter = false }
+"#,
+    )
+    .unwrap();
+    let flaky = sup.run(TaskMeta::new("flaky"), |ctx| {
+        if ctx.attempt() == 1 {
+            Err("first attempt fails".to_owned())
+        } else {
+            Ok(Instant::now())
+        }
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    // The first attempt has failed; the only worker is free during the backoff.
+    let quick = wait(sup.submit(Instant::now)).unwrap();
+    let retried = wait(flaky).unwrap();
+    assert!(quick < retried, "the quick task waited behind the backoff");
+    assert!(retried - quick > Duration::from_millis(150));
+    sup.shutdown_ledger(ShutdownMode::Graceful(WAIT));
+}
+
+#[test]
+fn shutdown_ends_a_pending_retry_with_its_last_error() {
+    let sup = Supervisor::from_toml(
+        r#"
+[executors.io]
+backend = "threads"
+workers = 1
+[defaults]
+executor = "io"
+retries = { max = 5, backoff = "10s", jitter = false }
+"#,
+    )
+    .unwrap();
+    let h = sup.run(TaskMeta::new("doomed"), |_| {
+        Err::<(), _>("still broken".to_owned())
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let t = Instant::now();
+    let ledger = sup.shutdown_ledger(ShutdownMode::Graceful(Duration::from_millis(100)));
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let err = wait(h).unwrap_err();
+    assert!(err.is_failed(), "{err}");
+    assert!(ledger.is_balanced(), "{ledger}");
+    assert_eq!(ledger.counts.failed, 1);
+    assert!(ledger.deadline_passed);
+}
