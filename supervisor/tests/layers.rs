@@ -574,3 +574,49 @@ retries = { max = 5, backoff = "10s", jitter = false }
     assert_eq!(ledger.counts.failed, 1);
     assert!(ledger.deadline_passed);
 }
+
+#[test]
+fn limits_hold_for_async_tasks_on_tokio() {
+    let sup = Supervisor::from_toml(
+        r#"
+[executors.net]
+backend = "tokio"
+worker_threads = 2
+[defaults]
+executor = "net"
+retries = { max = 1, backoff = "1ms" }
+limit = { per = "key", concurrency = 3, rate = "1000/s" }
+"#,
+    )
+    .unwrap();
+    let now = Arc::new(AtomicUsize::new(0));
+    let high = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..30)
+        .map(|i| {
+            let (now, high) = (now.clone(), high.clone());
+            sup.run_async(TaskMeta::new("fetch").with_key("one-host"), move |ctx| {
+                let (now, high) = (now.clone(), high.clone());
+                async move {
+                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    high.fetch_max(n, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    // Every fifth task fails once and is retried under the same limit.
+                    if i % 5 == 0 && ctx.attempt() == 1 {
+                        Err("transient")
+                    } else {
+                        Ok(i)
+                    }
+                }
+            })
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(wait(h).unwrap(), i);
+    }
+    let high = high.load(Ordering::SeqCst);
+    assert!((1..=3).contains(&high), "ran {high} at once");
+    let report = sup.shutdown_ledger(ShutdownMode::Graceful(WAIT));
+    assert!(report.is_balanced(), "{report}");
+    assert_eq!(report.counts.completed, 30);
+}
