@@ -13,6 +13,7 @@ use executor_core::{
     CancelToken, Executor, ExecutorStats, Job, LimitScope, Policy, RetryPolicy, Route,
     ShutdownMode, ShutdownReport, SubmitError, TaskError, TaskMeta,
 };
+use tracing::Instrument;
 
 use crate::config::{ConfigError, ExecutorConfig, PolicyConfig};
 use crate::ledger::{Ledger, LedgerCounts, ShutdownLedger};
@@ -596,7 +597,8 @@ impl Core {
     }
 
     /// Hands one attempt to the route's executor, with the retry hook installed and, under
-    /// a limit, wrapped so the slot is given back when the attempt ends.
+    /// a limit, wrapped so the slot is given back when the attempt ends (and, when tracing
+    /// is on, so the attempt runs inside its span).
     fn launch(
         self: &Arc<Self>,
         held: Held,
@@ -621,23 +623,26 @@ impl Core {
             let r = route.clone();
             job.on_failure(Box::new(move |job, err| core.retry(r, retry, job, err)));
         }
-        tracing::debug!(
-            task = %job.id(),
+        // A span per attempt, entered while it runs, so the task's own log lines carry
+        // its name, id, executor and attempt.
+        let span = tracing::info_span!(
+            "task",
+            id = %job.id(),
             name = job.meta().name(),
             executor = route.executor.name(),
             rule = %route.route.rule,
             attempt = job.attempt(),
-            "dispatch"
         );
-        let Some((limiter, key)) = slot else {
+        tracing::debug!(parent: &span, "dispatch");
+        if slot.is_none() && span.is_disabled() {
             return route.executor.execute(job);
-        };
-        let guard = SlotGuard {
+        }
+        let guard = slot.map(|(limiter, key)| SlotGuard {
             core: self.clone(),
             route: route.clone(),
             limiter,
             key,
-        };
+        });
         let meta = Arc::new(job.meta().clone());
         let is_async = job.is_async();
         let cell = Arc::new(Mutex::new(Some(job)));
@@ -647,7 +652,7 @@ impl Core {
                 let _guard = guard;
                 let job = lock(&inner).take();
                 if let Some(job) = job {
-                    job.into_future().await;
+                    job.into_future().instrument(span).await;
                 }
                 Ok(())
             })
@@ -655,6 +660,7 @@ impl Core {
         } else {
             Job::once(meta, move |_| {
                 let _guard = guard;
+                let _entered = span.enter();
                 let job = lock(&inner).take();
                 if let Some(job) = job {
                     job.run();
