@@ -620,3 +620,46 @@ limit = { per = "key", concurrency = 3, rate = "1000/s" }
     assert!(report.is_balanced(), "{report}");
     assert_eq!(report.counts.completed, 30);
 }
+
+#[test]
+fn a_reload_keeps_the_budget_of_an_unchanged_limit_and_rebuilds_changed_executors() {
+    let policy = r#"
+[executors.io]
+backend = "threads"
+workers = 4
+[defaults]
+executor = "io"
+limit = { per = "route", concurrency = 1 }
+"#;
+    let sup = Supervisor::from_toml(policy).unwrap();
+    let io_before = sup.executor("io").unwrap();
+    let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let g = gate.clone();
+    let holder = sup.run(TaskMeta::new("holder"), move |_| {
+        let (m, c) = &*g;
+        let mut open = m.lock().unwrap();
+        while !*open {
+            open = c.wait_timeout(open, Duration::from_millis(20)).unwrap().0;
+        }
+        Ok::<_, TaskError>(())
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    // Same limit, one more worker: the executor is rebuilt, the budget carries over.
+    sup.reload_str(&policy.replace("workers = 4", "workers = 5"), "v2.toml")
+        .unwrap();
+    assert!(!Arc::ptr_eq(&io_before, &sup.executor("io").unwrap()));
+    let mut second = sup.submit(Instant::now);
+    assert!(
+        second.wait_timeout(Duration::from_millis(150)).is_none(),
+        "the second task started while the first held the only slot"
+    );
+    let opened = Instant::now();
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+    wait(holder).unwrap();
+    assert!(wait(second).unwrap() >= opened);
+    let report = sup.shutdown_ledger(ShutdownMode::Graceful(WAIT));
+    assert!(report.is_balanced(), "{report}");
+    // The retired executor was shut down with the rest.
+    assert_eq!(report.executors.len(), 2);
+}
