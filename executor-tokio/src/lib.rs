@@ -2,7 +2,7 @@
 //!
 //! Futures run natively on the runtime (so they may use tokio sockets and timers);
 //! blocking jobs run on the runtime's blocking pool. The executor owns its runtime, or
-//! wraps the [`Handle`](tokio::runtime::Handle) of one you already have.
+//! wraps the [`Handle`] of one you already have.
 //!
 //! ```
 //! use executor_core::{Executor, ExecutorExt, ShutdownMode, TaskMeta};
