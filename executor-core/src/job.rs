@@ -287,6 +287,11 @@ impl Job {
         &self.meta
     }
 
+    /// The task's meta as a cheap shared reference (keep it without copying the meta).
+    pub fn meta_ref(&self) -> &MetaRef {
+        &self.meta
+    }
+
     /// Which attempt the next run is (1-based).
     pub fn attempt(&self) -> u32 {
         self.attempt
