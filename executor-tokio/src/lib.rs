@@ -111,10 +111,12 @@ impl Inner {
 
 /// A runtime task that takes the oldest queued async job on its first poll and runs it,
 /// counted in the stats. Jobs wait in the executor's own queue (not only in the runtime's)
-/// so a shutdown can drain and name the ones that never started. Dropped unfinished (the
-/// runtime shut down), it still ends its job and counts it.
+/// so a shutdown can drain and name the ones that never started. Each queued job has one
+/// runner: dropped unfinished (the runtime shut down), a runner still ends a job and
+/// counts it — the one it was running, or, if it was never polled, a queued one.
 struct Runner {
     inner: Arc<Inner>,
+    polled: bool,
     running: Option<(JobFuture, Option<Instant>)>,
 }
 
@@ -124,6 +126,7 @@ impl Future for Runner {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
         if this.running.is_none() {
+            this.polled = true;
             let Some(job) = this.inner.queue.pop() else {
                 return Poll::Ready(());
             };
@@ -150,13 +153,19 @@ impl Future for Runner {
 
 impl Drop for Runner {
     fn drop(&mut self) {
-        if let Some((mut fut, started)) = self.running.take()
-            && let Some(job) = fut.take_job()
-        {
-            let status = job.resolve(TaskError::cancelled());
-            self.inner
-                .stats
-                .finished(status, started.map(|t| t.elapsed()));
+        if let Some((mut fut, started)) = self.running.take() {
+            if let Some(job) = fut.take_job() {
+                let status = job.resolve(TaskError::cancelled());
+                self.inner
+                    .stats
+                    .finished(status, started.map(|t| t.elapsed()));
+            }
+        } else if !self.polled {
+            // The runtime dropped this runner unpolled (it is shutting down): the job it
+            // was spawned for would wait in the queue forever, so end one now.
+            if let Some(job) = self.inner.queue.pop() {
+                self.inner.abandon(job);
+            }
         }
     }
 }
@@ -248,6 +257,7 @@ impl Executor for TokioExecutor {
                 inner.queue.push(job);
                 drop(inner.handle.spawn(Runner {
                     inner: inner.clone(),
+                    polled: false,
                     running: None,
                 }));
             } else {
