@@ -299,9 +299,10 @@ impl Executor for ThreadsExecutor {
         }
         let deadline = Instant::now() + mode.deadline();
         inner.close();
-        // Let every `execute` that got past the closed check finish its send.
-        while inner.entering.load(Ordering::Acquire) > 0 {
-            std::thread::yield_now();
+        // Let every `execute` that got past the closed check finish its send, within the
+        // deadline: a caller blocked on a full queue gets in as the workers make room.
+        while inner.entering.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(100));
         }
         let mut live = inner.live.lock().unwrap_or_else(|e| e.into_inner());
         while *live > 0 {
@@ -315,11 +316,20 @@ impl Executor for ThreadsExecutor {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        let finished = *live == 0;
+        let finished = *live == 0 && inner.entering.load(Ordering::Acquire) == 0;
         drop(live);
         if !finished || !inner.rx.is_empty() {
             report.deadline_passed = !finished;
             inner.abandon.store(true, Ordering::Release);
+            // Draining makes room, so a caller still blocked on a full queue completes its
+            // send (its job is then dropped here too) and no `execute` is left waiting.
+            loop {
+                inner.drain_abandoned();
+                if inner.entering.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                std::thread::yield_now();
+            }
             inner.drain_abandoned();
         }
         report.not_started =
