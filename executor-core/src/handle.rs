@@ -101,11 +101,24 @@ impl<T: Send + 'static> Shared<T> {
             .is_ok()
     }
 
-    /// Puts a task whose attempt failed back to queued, for a retry.
+    /// Puts a task whose attempt failed back to queued, for a retry. A cancel that came
+    /// while the attempt ran (too late to resolve a queued task) resolves it now: the task
+    /// is not running, and its next attempt may be a long backoff away.
     pub(crate) fn requeue(&self) {
-        let _ =
-            self.lifecycle
-                .compare_exchange(RUNNING, QUEUED, Ordering::AcqRel, Ordering::Acquire);
+        // SeqCst here and in `fired` (with the flag's SeqCst): either this sees the cancel
+        // or the canceller sees the task queued, never neither.
+        if self
+            .lifecycle
+            .compare_exchange(RUNNING, QUEUED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+            && self.cancel.reason_now() == Some(CancelReason::Cancelled)
+            && self
+                .lifecycle
+                .compare_exchange(QUEUED, DONE, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            self.resolve(Err(TaskError::cancelled()));
+        }
     }
 
     pub(crate) fn flag(&self) -> &CancelFlag {
@@ -144,7 +157,7 @@ impl<T: Send + 'static> CancelSource for Shared<T> {
             CancelReason::Cancelled => {
                 if self
                     .lifecycle
-                    .compare_exchange(QUEUED, DONE, Ordering::AcqRel, Ordering::Acquire)
+                    .compare_exchange(QUEUED, DONE, Ordering::SeqCst, Ordering::SeqCst)
                     .is_ok()
                 {
                     self.resolve(Err(TaskError::cancelled()));
