@@ -80,7 +80,7 @@ impl<T: Send + 'static> Shared<T> {
             w.wake();
         }
         if let Some(obs) = observer {
-            obs(status);
+            report_observer(obs, status);
         }
         true
     }
@@ -132,16 +132,30 @@ impl<T: Send + 'static> Shared<T> {
             let status = slot.status;
             drop(slot);
             // Resolved already: nothing else will call it, so report now.
-            observer(status);
+            report_observer(observer, status);
             return;
         }
         slot.observer = Some(match slot.observer.take() {
             None => observer,
+            // Each guarded on its own: one observer's panic must not starve the next.
             Some(first) => Box::new(move |s| {
-                first(s);
-                observer(s);
+                report_observer(first, s);
+                report_observer(observer, s);
             }),
         });
+    }
+}
+
+/// Calls an observer. Observers are layer code that runs wherever a task resolves (a
+/// worker, a canceller, a timer); a panic in one must not unwind into that thread, where
+/// it would skip the worker's bookkeeping, so it is caught and reported here.
+fn report_observer(observer: Observer, status: Status) {
+    let call = std::panic::AssertUnwindSafe(|| observer(status));
+    if let Err(payload) = std::panic::catch_unwind(call) {
+        eprintln!(
+            "switchyard: a task observer panicked: {}",
+            crate::panic_message(&*payload)
+        );
     }
 }
 

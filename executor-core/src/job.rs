@@ -431,9 +431,18 @@ impl Job {
         if retryable && let Some(hook) = self.on_failure.take() {
             // The hook owns the job now: it retries it later or hands it back to end it.
             // Either way this attempt's status is what the backend counts.
+            // A panicking hook must not unwind into the worker (skipping its bookkeeping);
+            // the job it owned was dropped with it, which resolves the handle.
             self.task.stop();
-            if let Some((job, err)) = hook(self, err) {
-                job.resolve(err);
+            match catch_unwind(AssertUnwindSafe(|| hook(self, err))) {
+                Ok(Some((job, err))) => {
+                    job.resolve(err);
+                }
+                Ok(None) => {}
+                Err(payload) => eprintln!(
+                    "switchyard: a task's failure hook panicked: {}",
+                    crate::panic_message(&*payload)
+                ),
             }
             return status;
         }
