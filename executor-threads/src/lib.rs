@@ -168,7 +168,12 @@ impl Inner {
             match next {
                 Ok(Msg::Run(job)) => self.handle(job),
                 Ok(Msg::Wake) | Err(RecvTimeoutError::Timeout) => {
-                    if self.closed.load(Ordering::Acquire) && self.rx.is_empty() {
+                    // Not while an `execute` that got past the closed check is still on
+                    // its way to the queue: its job was accepted, and must find a worker.
+                    if self.closed.load(Ordering::SeqCst)
+                        && self.entering.load(Ordering::SeqCst) == 0
+                        && self.rx.is_empty()
+                    {
                         break;
                     }
                 }
@@ -203,7 +208,7 @@ impl Inner {
     }
 
     fn close(&self) {
-        self.closed.store(true, Ordering::Release);
+        self.closed.store(true, Ordering::SeqCst);
         for _ in 0..self.workers {
             let _ = self.tx.try_send(Msg::Wake);
         }
@@ -252,8 +257,10 @@ impl Executor for ThreadsExecutor {
 
     fn execute(&self, job: Job) -> Result<(), SubmitError> {
         let inner = &*self.inner;
-        inner.entering.fetch_add(1, Ordering::AcqRel);
-        let result = if inner.closed.load(Ordering::Acquire) {
+        // SeqCst, with the closed flag's store and the loads of `entering` in shutdown and
+        // in the workers: either this call sees the executor closed, or they see it here.
+        inner.entering.fetch_add(1, Ordering::SeqCst);
+        let result = if inner.closed.load(Ordering::SeqCst) {
             inner.stats.rejected();
             Err(SubmitError::shutdown(job))
         } else {
@@ -301,7 +308,7 @@ impl Executor for ThreadsExecutor {
         inner.close();
         // Let every `execute` that got past the closed check finish its send, within the
         // deadline: a caller blocked on a full queue gets in as the workers make room.
-        while inner.entering.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        while inner.entering.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_micros(100));
         }
         let mut live = inner.live.lock().unwrap_or_else(|e| e.into_inner());
@@ -316,7 +323,7 @@ impl Executor for ThreadsExecutor {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        let finished = *live == 0 && inner.entering.load(Ordering::Acquire) == 0;
+        let finished = *live == 0 && inner.entering.load(Ordering::SeqCst) == 0;
         drop(live);
         if !finished || !inner.rx.is_empty() {
             report.deadline_passed = !finished;
@@ -325,7 +332,7 @@ impl Executor for ThreadsExecutor {
             // send (its job is then dropped here too) and no `execute` is left waiting.
             loop {
                 inner.drain_abandoned();
-                if inner.entering.load(Ordering::Acquire) == 0 {
+                if inner.entering.load(Ordering::SeqCst) == 0 {
                     break;
                 }
                 std::thread::yield_now();
