@@ -389,6 +389,37 @@ pub fn shutdown_deadline_names_unstarted(make: Factory<'_>) {
     }
 }
 
+/// A shutdown `Now` racing the workers over a long queue: the report names exactly the
+/// tasks its stats count as not started, and later stats agree with it.
+pub fn shutdown_now_names_exactly_the_unstarted(make: Factory<'_>) {
+    for round in 0..20 {
+        let exec = make();
+        let handles: Vec<_> = (0..2_000)
+            .map(|_| {
+                exec.run_async(TaskMeta::new("queued"), |_| async {
+                    Ok::<_, TaskError>(())
+                })
+            })
+            .collect();
+        let report = exec.shutdown(ShutdownMode::Now);
+        let mut shut = 0;
+        for h in handles {
+            match wait_bounded(h, "queued at a shutdown") {
+                Ok(()) => {}
+                Err(e) if e.is_shutdown() => shut += 1,
+                Err(e) => panic!("a task ended unexpectedly: {e}"),
+            }
+        }
+        let stats = settled(&*exec);
+        assert_eq!(
+            (report.not_started.len() as u64, report.stats.not_started),
+            (stats.not_started, stats.not_started),
+            "round {round}: the report and the stats disagree on what never ran"
+        );
+        assert_eq!(stats.not_started, shut, "round {round}: {stats:?}");
+    }
+}
+
 /// A `TaskSet` yields results as tasks complete, not in submission order.
 pub fn task_set_in_completion_order(make: Factory<'_>) {
     let exec = make();
@@ -596,6 +627,10 @@ macro_rules! conformance_tests {
             #[test]
             fn shutdown_deadline_names_unstarted() {
                 $crate::testing::shutdown_deadline_names_unstarted(&make);
+            }
+            #[test]
+            fn shutdown_now_names_exactly_the_unstarted() {
+                $crate::testing::shutdown_now_names_exactly_the_unstarted(&make);
             }
             #[test]
             fn task_set_in_completion_order() {

@@ -33,6 +33,9 @@ use std::time::{Duration, Instant};
 /// How often an idle worker looks whether it should stop.
 const IDLE_CHECK: Duration = Duration::from_millis(50);
 
+/// The longest a shutdown waits for jobs a worker holds to be started or dropped.
+const SETTLE: Duration = Duration::from_secs(1);
+
 /// Why a [`ThreadsExecutor`] could not be built.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build threads executor '{name}': {kind}")]
@@ -189,12 +192,7 @@ impl Inner {
 
     fn handle(&self, job: Job) {
         if self.abandon.load(Ordering::Acquire) {
-            if let Some(record) = self.stats.abandon(job) {
-                self.not_started
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(record);
-            }
+            self.abandon(job);
             return;
         }
         // Task panics are caught inside `run`; this guard keeps the worker alive even if
@@ -214,16 +212,30 @@ impl Inner {
         }
     }
 
+    /// Ends a job unrun at shutdown, counting it and naming it for the report. Both under
+    /// the report's lock, so a shutdown that sees the job counted also sees its name.
+    fn abandon(&self, job: Job) {
+        let mut not_started = self.not_started.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(record) = self.stats.abandon(job) {
+            not_started.push(record);
+        }
+    }
+
     fn drain_abandoned(&self) {
         while let Ok(msg) = self.rx.try_recv() {
             if let Msg::Run(job) = msg {
-                if let Some(record) = self.stats.abandon(job) {
-                    self.not_started
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(record);
-                }
+                self.abandon(job);
             }
+        }
+    }
+
+    /// Waits (briefly: it is a matter of instructions) until no job is between a worker's
+    /// receive and its start or abandonment, so the report misses none of them.
+    fn settle_in_hand(&self) {
+        let t0 = Instant::now();
+        while self.stats.snapshot().queued > 0 && t0.elapsed() < SETTLE {
+            self.drain_abandoned();
+            std::thread::yield_now();
         }
     }
 }
@@ -338,6 +350,7 @@ impl Executor for ThreadsExecutor {
                 std::thread::yield_now();
             }
             inner.drain_abandoned();
+            inner.settle_in_hand();
         }
         report.not_started =
             std::mem::take(&mut *inner.not_started.lock().unwrap_or_else(|e| e.into_inner()));
