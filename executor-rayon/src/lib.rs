@@ -161,8 +161,10 @@ impl Executor for RayonExecutor {
 
     fn execute(&self, job: Job) -> Result<(), SubmitError> {
         let inner = &self.inner;
-        inner.entering.fetch_add(1, Ordering::AcqRel);
-        let result = if inner.closed.load(Ordering::Acquire) {
+        // SeqCst, with the closed flag's store and the load of `entering` in shutdown:
+        // either this call sees the executor closed, or the shutdown sees it here.
+        inner.entering.fetch_add(1, Ordering::SeqCst);
+        let result = if inner.closed.load(Ordering::SeqCst) {
             inner.stats.rejected();
             Err(SubmitError::shutdown(job))
         } else {
@@ -188,8 +190,8 @@ impl Executor for RayonExecutor {
             return report;
         }
         let deadline = Instant::now() + mode.deadline();
-        inner.closed.store(true, Ordering::Release);
-        while inner.entering.load(Ordering::Acquire) > 0 {
+        inner.closed.store(true, Ordering::SeqCst);
+        while inner.entering.load(Ordering::SeqCst) > 0 {
             std::thread::yield_now();
         }
         loop {
