@@ -83,11 +83,19 @@ impl Builder {
     }
 }
 
+/// The longest a shutdown waits for jobs a runner holds to be started or dropped.
+const SETTLE: Duration = Duration::from_secs(1);
+
 struct Inner {
     name: String,
     handle: Handle,
     runtime: Mutex<Option<Runtime>>,
+    /// Async jobs waiting for their runner's first poll.
     queue: SegQueue<Job>,
+    /// Blocking jobs waiting for a blocking thread (held here, not only in tokio's
+    /// blocking queue, so a shutdown can drain and name them even when every thread is
+    /// busy).
+    blocking: SegQueue<Job>,
     stats: StatsRecorder,
     closed: AtomicBool,
     shut: AtomicBool,
@@ -101,10 +109,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Inner {
-    /// Ends a job that will not run (past a shutdown deadline, or dropped by the runtime).
+    /// Ends a job that will not run (past a shutdown deadline, or dropped by the runtime),
+    /// counting and naming it under the report's lock, so a shutdown that sees the job
+    /// counted also sees its name.
     fn abandon(&self, job: Job) {
+        let mut not_started = lock(&self.not_started);
         if let Some(record) = self.stats.abandon(job) {
-            lock(&self.not_started).push(record);
+            not_started.push(record);
         }
     }
 }
@@ -170,15 +181,17 @@ impl Drop for Runner {
     }
 }
 
-/// A blocking job on the runtime's blocking pool; dropped unrun, it ends its job.
+/// A closure on the runtime's blocking pool that takes the oldest queued blocking job and
+/// runs it. One per blocking job; dropped unrun (the runtime shut down), it ends one.
 struct Blocking {
-    job: Option<Job>,
+    ran: bool,
     inner: Arc<Inner>,
 }
 
 impl Blocking {
     fn run(mut self) {
-        if let Some(job) = self.job.take() {
+        self.ran = true;
+        if let Some(job) = self.inner.blocking.pop() {
             if self.inner.abandon.load(Ordering::Acquire) {
                 self.inner.abandon(job);
             } else {
@@ -190,7 +203,9 @@ impl Blocking {
 
 impl Drop for Blocking {
     fn drop(&mut self) {
-        if let Some(job) = self.job.take() {
+        if !self.ran
+            && let Some(job) = self.inner.blocking.pop()
+        {
             self.inner.abandon(job);
         }
     }
@@ -224,6 +239,7 @@ impl TokioExecutor {
                 handle,
                 runtime: Mutex::new(runtime),
                 queue: SegQueue::new(),
+                blocking: SegQueue::new(),
                 stats: StatsRecorder::new(),
                 closed: AtomicBool::new(false),
                 shut: AtomicBool::new(false),
@@ -263,8 +279,9 @@ impl Executor for TokioExecutor {
                     running: None,
                 }));
             } else {
+                inner.blocking.push(job);
                 let blocking = Blocking {
-                    job: Some(job),
+                    ran: false,
                     inner: inner.clone(),
                 };
                 drop(inner.handle.spawn_blocking(move || blocking.run()));
@@ -303,8 +320,17 @@ impl Executor for TokioExecutor {
             std::thread::sleep(Duration::from_millis(1));
         }
         inner.abandon.store(true, Ordering::Release);
-        while let Some(job) = inner.queue.pop() {
-            inner.abandon(job);
+        // Drain, then wait (briefly: it is a matter of instructions) until no job is
+        // between a runner's pop and its start or abandonment.
+        let t0 = Instant::now();
+        loop {
+            while let Some(job) = inner.queue.pop().or_else(|| inner.blocking.pop()) {
+                inner.abandon(job);
+            }
+            if inner.stats.snapshot().queued == 0 || t0.elapsed() >= SETTLE {
+                break;
+            }
+            std::thread::yield_now();
         }
         if let Some(rt) = lock(&inner.runtime).take() {
             if Handle::try_current().is_ok() {
