@@ -29,9 +29,10 @@ pub trait Executor: Send + Sync {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ShutdownMode {
     /// Finish queued and running work within the deadline; past it, drop what has not
-    /// started (reported by task) and ask running tasks to stop.
+    /// started (reported by task). Running tasks are not interrupted: they end on their
+    /// own (a timeout or a cancelled handle stops them) and are counted as still running.
     Graceful(Duration),
-    /// Drop what has not started at once and ask running tasks to stop.
+    /// Drop what has not started at once; running tasks are treated as above.
     Now,
 }
 

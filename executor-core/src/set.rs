@@ -58,6 +58,8 @@ impl Wake for MemberWaker {
 /// ```
 pub struct TaskSet<T> {
     members: Vec<Option<TaskHandle<T>>>,
+    /// Slots of members already yielded, reused by `push` so a long-lived set stays small.
+    free: Vec<usize>,
     live: usize,
     ready: Arc<Ready>,
 }
@@ -67,6 +69,7 @@ impl<T: Send + 'static> TaskSet<T> {
     pub fn new() -> Self {
         Self {
             members: Vec::new(),
+            free: Vec::new(),
             live: 0,
             ready: Arc::default(),
         }
@@ -74,7 +77,10 @@ impl<T: Send + 'static> TaskSet<T> {
 
     /// Adds a handle.
     pub fn push(&mut self, mut handle: TaskHandle<T>) {
-        let index = self.members.len();
+        let index = self.free.pop().unwrap_or(self.members.len());
+        if index == self.members.len() {
+            self.members.push(None);
+        }
         let waker = Waker::from(Arc::new(MemberWaker {
             index,
             ready: self.ready.clone(),
@@ -82,11 +88,10 @@ impl<T: Send + 'static> TaskSet<T> {
         // Register the member's waker: a finished task wakes it at once.
         let mut cx = Context::from_waker(&waker);
         match Pin::new(&mut handle).poll(&mut cx) {
-            Poll::Pending => self.members.push(Some(handle)),
+            Poll::Pending => self.members[index] = Some(handle),
             Poll::Ready(result) => {
                 // Keep the result: re-wrap it as a ready slot.
-                self.members
-                    .push(Some(TaskHandle::ready(handle.id(), result)));
+                self.members[index] = Some(TaskHandle::ready(handle.id(), result));
                 waker.wake();
             }
         }
@@ -115,6 +120,7 @@ impl<T: Send + 'static> TaskSet<T> {
         match Pin::new(&mut handle).poll(&mut cx) {
             Poll::Ready(r) => {
                 self.live -= 1;
+                self.free.push(index);
                 Some((handle.id(), r))
             }
             Poll::Pending => unreachable!("a finished handle is ready"),
@@ -222,6 +228,33 @@ impl<T: Send + 'static> TaskSet<T> {
         for h in self.members.iter().flatten() {
             h.cancel();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ExecutorExt, InlineExecutor};
+
+    #[test]
+    fn a_long_lived_set_reuses_the_slots_of_yielded_members() {
+        let exec = InlineExecutor::new("inline");
+        let mut set = TaskSet::new();
+        for round in 0..100u32 {
+            set.push(exec.submit(move || round));
+            set.push(exec.submit(move || round + 1000));
+            let (_, a) = set.join_next().unwrap();
+            let (_, b) = set.join_next().unwrap();
+            let mut got = [a.unwrap(), b.unwrap()];
+            got.sort();
+            assert_eq!(got, [round, round + 1000]);
+        }
+        assert!(set.is_empty());
+        assert!(
+            set.members.len() <= 2,
+            "slots grew to {}",
+            set.members.len()
+        );
     }
 }
 

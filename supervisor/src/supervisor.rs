@@ -304,8 +304,9 @@ impl Supervisor {
     ///
     /// `Graceful(d)`: waits up to `d` for submitted tasks (queued, waiting for a limit or
     /// a retry) to end; past it, tasks that have not started are dropped (listed in
-    /// [`ShutdownLedger::never_ran`]), pending retries end with their last error, and
-    /// running tasks are asked to stop. `Now` does that at once. Every handle resolves.
+    /// [`ShutdownLedger::never_ran`]) and pending retries end with their last error.
+    /// Running tasks are not interrupted: they are counted in `still_running`, and their
+    /// handles resolve when they end or at their timeout. `Now` skips the wait.
     /// Calling it again returns the first report.
     ///
     /// [`Executor::shutdown`] does the same and returns the ledger in executor-core's
