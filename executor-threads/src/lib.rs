@@ -1,1 +1,343 @@
-//! switchyard backend (placeholder until implemented).
+//! switchyard backend: [`ThreadsExecutor`], named OS threads fed by a crossbeam channel.
+//!
+//! For blocking I/O and anything that must not share a CPU pool. The queue is bounded or
+//! unbounded; a full bounded queue blocks the caller, rejects the task, or runs it on the
+//! caller, as configured ([`OnFull`]). Futures submitted here are driven to completion on
+//! the worker (they must not need a tokio reactor).
+//!
+//! ```
+//! use executor_core::{Executor, ExecutorExt, OnFull, ShutdownMode};
+//! use executor_threads::ThreadsExecutor;
+//! use std::time::Duration;
+//!
+//! let io = ThreadsExecutor::builder("io").workers(4).queue(Some(64)).on_full(OnFull::Block).build()?;
+//! let handles: Vec<_> = (0..8).map(|i| io.submit(move || i * 2)).collect();
+//! let sum: i32 = handles.into_iter().map(|h| h.wait().unwrap()).sum();
+//! assert_eq!(sum, 56);
+//! let report = io.shutdown(ShutdownMode::Graceful(Duration::from_secs(5)));
+//! assert!(report.not_started.is_empty());
+//! # Ok::<(), executor_threads::BuildError>(())
+//! ```
+#![forbid(unsafe_code)]
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use executor_core::{
+    Executor, ExecutorStats, Job, OnFull, ShutdownMode, ShutdownReport, StatsRecorder, SubmitError,
+    TaskRecord,
+};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often an idle worker looks whether it should stop.
+const IDLE_CHECK: Duration = Duration::from_millis(50);
+
+/// Why a [`ThreadsExecutor`] could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build threads executor '{name}': {kind}")]
+pub struct BuildError {
+    name: String,
+    kind: BuildErrorKind,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum BuildErrorKind {
+    #[error("workers must be at least 1")]
+    NoWorkers,
+    #[error("a bounded queue must hold at least 1 task")]
+    EmptyQueue,
+    #[error("could not start a worker thread: {0}")]
+    Spawn(std::io::Error),
+}
+
+impl BuildError {
+    /// True when the configuration was invalid (as opposed to the OS refusing threads).
+    pub fn is_config(&self) -> bool {
+        !matches!(self.kind, BuildErrorKind::Spawn(_))
+    }
+}
+
+/// Settings for a [`ThreadsExecutor`].
+#[derive(Clone, Debug)]
+pub struct Builder {
+    name: String,
+    workers: usize,
+    queue: Option<usize>,
+    on_full: OnFull,
+}
+
+impl Builder {
+    /// The number of worker threads (default: 4).
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers;
+        self
+    }
+
+    /// The queue's capacity; `None` (the default) for unbounded.
+    pub fn queue(mut self, capacity: Option<usize>) -> Self {
+        self.queue = capacity;
+        self
+    }
+
+    /// What a full bounded queue does (default: block the caller).
+    pub fn on_full(mut self, on_full: OnFull) -> Self {
+        self.on_full = on_full;
+        self
+    }
+
+    /// Starts the workers.
+    pub fn build(self) -> Result<ThreadsExecutor, BuildError> {
+        let err = |kind| BuildError {
+            name: self.name.clone(),
+            kind,
+        };
+        if self.workers == 0 {
+            return Err(err(BuildErrorKind::NoWorkers));
+        }
+        let (tx, rx) = match self.queue {
+            Some(0) => return Err(err(BuildErrorKind::EmptyQueue)),
+            Some(n) => crossbeam_channel::bounded(n),
+            None => crossbeam_channel::unbounded(),
+        };
+        let inner = Arc::new(Inner {
+            name: self.name.clone(),
+            tx,
+            rx,
+            on_full: self.on_full,
+            workers: self.workers,
+            stats: StatsRecorder::new(),
+            closed: AtomicBool::new(false),
+            shut: AtomicBool::new(false),
+            abandon: AtomicBool::new(false),
+            entering: AtomicUsize::new(0),
+            live: Mutex::new(0),
+            all_done: Condvar::new(),
+            not_started: Mutex::new(Vec::new()),
+        });
+        for i in 0..self.workers {
+            let worker = inner.clone();
+            *inner.live.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+            let spawned = std::thread::Builder::new()
+                .name(format!("{}-{i}", self.name))
+                .spawn(move || worker.work());
+            if let Err(e) = spawned {
+                *inner.live.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+                inner.close();
+                return Err(err(BuildErrorKind::Spawn(e)));
+            }
+        }
+        Ok(ThreadsExecutor { inner })
+    }
+}
+
+enum Msg {
+    Run(Job),
+    /// Wakes an idle worker so it notices a shutdown at once.
+    Wake,
+}
+
+struct Inner {
+    name: String,
+    tx: Sender<Msg>,
+    rx: Receiver<Msg>,
+    on_full: OnFull,
+    workers: usize,
+    stats: StatsRecorder,
+    /// No new work is taken.
+    closed: AtomicBool,
+    /// `shutdown` has run (or is running).
+    shut: AtomicBool,
+    /// Past the deadline: queued jobs are dropped, not run.
+    abandon: AtomicBool,
+    /// Calls of `execute` between their `closed` check and their send.
+    entering: AtomicUsize,
+    live: Mutex<usize>,
+    all_done: Condvar,
+    not_started: Mutex<Vec<TaskRecord>>,
+}
+
+impl Inner {
+    fn work(&self) {
+        loop {
+            match self.rx.recv_timeout(IDLE_CHECK) {
+                Ok(Msg::Run(job)) => self.handle(job),
+                Ok(Msg::Wake) | Err(RecvTimeoutError::Timeout) => {
+                    if self.closed.load(Ordering::Acquire) && self.rx.is_empty() {
+                        break;
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        *live -= 1;
+        if *live == 0 {
+            self.all_done.notify_all();
+        }
+    }
+
+    fn handle(&self, job: Job) {
+        if self.abandon.load(Ordering::Acquire) {
+            if let Some(record) = self.stats.abandon(job) {
+                self.not_started
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(record);
+            }
+            return;
+        }
+        // Task panics are caught inside `run`; this guard keeps the worker alive even if
+        // an observer or a failure hook panics.
+        if catch_unwind(AssertUnwindSafe(|| self.stats.run(job))).is_err() {
+            eprintln!(
+                "switchyard: a task hook panicked on executor '{}'",
+                self.name
+            );
+        }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        for _ in 0..self.workers {
+            let _ = self.tx.try_send(Msg::Wake);
+        }
+    }
+
+    fn drain_abandoned(&self) {
+        while let Ok(msg) = self.rx.try_recv() {
+            if let Msg::Run(job) = msg {
+                if let Some(record) = self.stats.abandon(job) {
+                    self.not_started
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(record);
+                }
+            }
+        }
+    }
+}
+
+/// OS threads fed by a crossbeam channel. See the [crate docs](crate).
+pub struct ThreadsExecutor {
+    inner: Arc<Inner>,
+}
+
+impl ThreadsExecutor {
+    /// Settings for an executor called `name` (its threads are named `name-0`, `name-1`, ...).
+    pub fn builder(name: impl Into<String>) -> Builder {
+        Builder {
+            name: name.into(),
+            workers: 4,
+            queue: None,
+            on_full: OnFull::Block,
+        }
+    }
+
+    /// The number of worker threads.
+    pub fn workers(&self) -> usize {
+        self.inner.workers
+    }
+}
+
+impl Executor for ThreadsExecutor {
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    fn execute(&self, job: Job) -> Result<(), SubmitError> {
+        let inner = &*self.inner;
+        inner.entering.fetch_add(1, Ordering::AcqRel);
+        let result = if inner.closed.load(Ordering::Acquire) {
+            inner.stats.rejected();
+            Err(SubmitError::shutdown(job))
+        } else {
+            inner.stats.accepted();
+            match inner.on_full {
+                OnFull::Block => inner.tx.send(Msg::Run(job)).map_err(|e| match e.0 {
+                    Msg::Run(job) => SubmitError::shutdown(job),
+                    Msg::Wake => unreachable!("only jobs are sent here"),
+                }),
+                OnFull::Reject | OnFull::CallerRuns => match inner.tx.try_send(Msg::Run(job)) {
+                    Ok(()) => Ok(()),
+                    Err(
+                        TrySendError::Full(Msg::Run(job))
+                        | TrySendError::Disconnected(Msg::Run(job)),
+                    ) => {
+                        if inner.on_full == OnFull::CallerRuns {
+                            inner.stats.run(job);
+                            Ok(())
+                        } else {
+                            inner.stats.unqueued();
+                            inner.stats.rejected();
+                            Err(SubmitError::full(job))
+                        }
+                    }
+                    Err(_) => unreachable!("only jobs are sent here"),
+                },
+            }
+        };
+        inner.entering.fetch_sub(1, Ordering::AcqRel);
+        result
+    }
+
+    fn stats(&self) -> ExecutorStats {
+        self.inner.stats.snapshot()
+    }
+
+    fn shutdown(&self, mode: ShutdownMode) -> ShutdownReport {
+        let inner = &*self.inner;
+        let mut report = ShutdownReport::new(&inner.name);
+        if inner.shut.swap(true, Ordering::AcqRel) {
+            report.stats = inner.stats.snapshot();
+            return report;
+        }
+        let deadline = Instant::now() + mode.deadline();
+        inner.close();
+        // Let every `execute` that got past the closed check finish its send.
+        while inner.entering.load(Ordering::Acquire) > 0 {
+            std::thread::yield_now();
+        }
+        let mut live = inner.live.lock().unwrap_or_else(|e| e.into_inner());
+        while *live > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            live = inner
+                .all_done
+                .wait_timeout(live, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        let finished = *live == 0;
+        drop(live);
+        if !finished || !inner.rx.is_empty() {
+            report.deadline_passed = !finished;
+            inner.abandon.store(true, Ordering::Release);
+            inner.drain_abandoned();
+        }
+        report.not_started =
+            std::mem::take(&mut *inner.not_started.lock().unwrap_or_else(|e| e.into_inner()));
+        report.stats = inner.stats.snapshot();
+        report.still_running = report.stats.running;
+        report
+    }
+}
+
+impl Drop for ThreadsExecutor {
+    /// Dropping the executor stops it taking work; queued jobs still run and the workers
+    /// exit on their own. Call [`Executor::shutdown`] to wait and get a report.
+    fn drop(&mut self) {
+        self.inner.close();
+    }
+}
+
+impl std::fmt::Debug for ThreadsExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreadsExecutor")
+            .field("name", &self.inner.name)
+            .field("workers", &self.inner.workers)
+            .finish()
+    }
+}

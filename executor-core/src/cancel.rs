@@ -1,0 +1,173 @@
+//! Cooperative cancellation: [`CancelToken`], which running tasks poll and futures can await.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+const LIVE: u8 = 0;
+const CANCELLED: u8 = 1;
+const EXPIRED: u8 = 2;
+
+/// Why a token fired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelReason {
+    /// Somebody asked the task to stop.
+    Cancelled,
+    /// The task's deadline passed.
+    TimedOut,
+}
+
+/// The state behind a token: a flag and the wakers of futures waiting on it.
+#[derive(Default)]
+pub(crate) struct CancelFlag {
+    state: AtomicU8,
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl CancelFlag {
+    pub(crate) fn reason(&self) -> Option<CancelReason> {
+        match self.state.load(Ordering::Acquire) {
+            LIVE => None,
+            CANCELLED => Some(CancelReason::Cancelled),
+            _ => Some(CancelReason::TimedOut),
+        }
+    }
+
+    /// Fires the flag; false when it had fired already.
+    fn fire(&self, reason: CancelReason) -> bool {
+        let to = match reason {
+            CancelReason::Cancelled => CANCELLED,
+            CancelReason::TimedOut => EXPIRED,
+        };
+        if self
+            .state
+            .compare_exchange(LIVE, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return false;
+        }
+        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|e| e.into_inner()));
+        for w in wakers {
+            w.wake();
+        }
+        true
+    }
+
+    /// Registers `waker` to be woken when the flag fires; true when it has fired already.
+    pub(crate) fn register(&self, waker: &Waker) -> bool {
+        let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        if self.state.load(Ordering::Acquire) != LIVE {
+            return true;
+        }
+        if !wakers.iter().any(|w| w.will_wake(waker)) {
+            wakers.push(waker.clone());
+        }
+        false
+    }
+}
+
+/// Something that owns a [`CancelFlag`] and may act when it fires (a task's shared state).
+pub(crate) trait CancelSource: Send + Sync {
+    fn flag(&self) -> &CancelFlag;
+    fn fired(&self, _reason: CancelReason) {}
+}
+
+impl CancelSource for CancelFlag {
+    fn flag(&self) -> &CancelFlag {
+        self
+    }
+}
+
+/// A cancellation token: cheap to clone, shared by a task, its handle and its context.
+///
+/// Long CPU loops poll [`is_cancelled`](Self::is_cancelled) (or `ctx.checkpoint()?`);
+/// futures can `.await` [`cancelled`](Self::cancelled). Cancelling is a request: a
+/// blocking task stops when it next checks; an async task is dropped at its next poll.
+#[derive(Clone)]
+pub struct CancelToken(Arc<dyn CancelSource>);
+
+impl CancelToken {
+    /// A token of its own, not tied to any task.
+    pub fn new() -> Self {
+        CancelToken(Arc::new(CancelFlag::default()))
+    }
+
+    pub(crate) fn from_source(source: Arc<dyn CancelSource>) -> Self {
+        CancelToken(source)
+    }
+
+    /// Asks the task to stop; false when the token had fired already.
+    pub fn cancel(&self) -> bool {
+        self.fire(CancelReason::Cancelled)
+    }
+
+    /// Marks the task as past its deadline (used by timeout layers); the task's handle
+    /// resolves as timed out at once.
+    pub fn expire(&self) -> bool {
+        self.fire(CancelReason::TimedOut)
+    }
+
+    fn fire(&self, reason: CancelReason) -> bool {
+        let fired = self.0.flag().fire(reason);
+        if fired {
+            self.0.fired(reason);
+        }
+        fired
+    }
+
+    /// True once the token has fired, for either reason.
+    pub fn is_cancelled(&self) -> bool {
+        self.reason().is_some()
+    }
+
+    /// Why the token fired, if it has.
+    pub fn reason(&self) -> Option<CancelReason> {
+        self.0.flag().reason()
+    }
+
+    /// A future that completes when the token fires.
+    pub fn cancelled(&self) -> Cancellation {
+        Cancellation {
+            token: self.clone(),
+        }
+    }
+
+    pub(crate) fn flag(&self) -> &CancelFlag {
+        self.0.flag()
+    }
+}
+
+impl Default for CancelToken {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for CancelToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CancelToken")
+            .field("reason", &self.reason())
+            .finish()
+    }
+}
+
+/// The future returned by [`CancelToken::cancelled`].
+#[derive(Debug)]
+pub struct Cancellation {
+    token: CancelToken,
+}
+
+impl Future for Cancellation {
+    type Output = CancelReason;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<CancelReason> {
+        let flag = self.token.flag();
+        if flag.register(cx.waker()) {
+            Poll::Ready(flag.reason().unwrap_or(CancelReason::Cancelled))
+        } else {
+            Poll::Pending
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! [`ExecutorExt`]: the generic conveniences every executor gets (`submit`, `run`, `map`, ...).
+
+use crate::{BoxError, Executor, Job, TaskContext, TaskError, TaskHandle, TaskMeta};
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+
+/// The meta of tasks submitted without one.
+fn anonymous() -> Arc<TaskMeta> {
+    static META: OnceLock<Arc<TaskMeta>> = OnceLock::new();
+    META.get_or_init(|| Arc::new(TaskMeta::default())).clone()
+}
+
+/// Generic helpers over any [`Executor`], including `dyn Executor`, `&E`, `Box<E>` and
+/// `Arc<E>`. Every method returns at once with a [`TaskHandle`]; a refused task's handle
+/// resolves as rejected or shut down.
+///
+/// ```
+/// use executor_core::{ExecutorExt, InlineExecutor, TaskMeta};
+/// let exec = InlineExecutor::new("inline");
+/// let squares = exec.map(1..=4, |x: u64| x * x).unwrap();
+/// assert_eq!(squares, vec![1, 4, 9, 16]);
+///
+/// let h = exec.run(TaskMeta::new("parse"), |_ctx| "42".parse::<u32>());
+/// assert_eq!(h.wait().unwrap(), 42);
+///
+/// let h = exec.run(TaskMeta::new("parse"), |_ctx| "x".parse::<u32>());
+/// assert!(h.wait().unwrap_err().is_failed());
+/// ```
+pub trait ExecutorExt: Executor {
+    /// Runs `f` once and returns its value through the handle.
+    fn submit<T, F>(&self, f: F) -> TaskHandle<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let (job, handle) = Job::once(anonymous(), move |_| Ok(f()));
+        dispatch(self, job);
+        handle
+    }
+
+    /// Runs a future once and returns its output through the handle.
+    fn submit_async<T, Fut>(&self, fut: Fut) -> TaskHandle<T>
+    where
+        T: Send + 'static,
+        Fut: Future<Output = T> + Send + 'static,
+    {
+        let (job, handle) = Job::future(anonymous(), async move { Ok(fut.await) });
+        dispatch(self, job);
+        handle
+    }
+
+    /// Runs a fallible task described by `meta`. The policy may run `f` again after an
+    /// error or a panic (retries), so it is `Fn`; the attempt number is in the context.
+    fn run<T, E, F>(&self, meta: TaskMeta, f: F) -> TaskHandle<T>
+    where
+        T: Send + 'static,
+        E: Into<BoxError>,
+        F: Fn(&TaskContext) -> Result<T, E> + Send + Sync + 'static,
+    {
+        let (job, handle) = Job::repeatable(Arc::new(meta), move |ctx| {
+            f(ctx).map_err(|e| TaskError::failed(e))
+        });
+        dispatch(self, job);
+        handle
+    }
+
+    /// Runs a fallible task once: for bodies that move their inputs. Never retried.
+    fn run_once<T, E, F>(&self, meta: TaskMeta, f: F) -> TaskHandle<T>
+    where
+        T: Send + 'static,
+        E: Into<BoxError>,
+        F: FnOnce(&TaskContext) -> Result<T, E> + Send + 'static,
+    {
+        let (job, handle) = Job::once(Arc::new(meta), move |ctx| {
+            f(ctx).map_err(|e| TaskError::failed(e))
+        });
+        dispatch(self, job);
+        handle
+    }
+
+    /// Runs a fallible async task described by `meta`; `f` makes a fresh future for each
+    /// attempt.
+    fn run_async<T, E, F, Fut>(&self, meta: TaskMeta, f: F) -> TaskHandle<T>
+    where
+        T: Send + 'static,
+        E: Into<BoxError>,
+        F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, E>> + Send + 'static,
+    {
+        let (job, handle) = Job::future_repeatable(Arc::new(meta), move |ctx| {
+            let fut = f(ctx);
+            async move { fut.await.map_err(|e| TaskError::failed(e)) }
+        });
+        dispatch(self, job);
+        handle
+    }
+
+    /// Runs `f` over every item, in parallel as the executor allows; results come back in
+    /// input order. Waits for every task; the first error (in input order) is returned.
+    fn map<I, T, F>(&self, items: impl IntoIterator<Item = I>, f: F) -> Result<Vec<T>, TaskError>
+    where
+        I: Send + 'static,
+        T: Send + 'static,
+        F: Fn(I) -> T + Send + Sync + 'static,
+    {
+        self.map_with(TaskMeta::default(), items, f)
+    }
+
+    /// [`map`](Self::map) with every task described by `meta` (so a policy can route them).
+    fn map_with<I, T, F>(
+        &self,
+        meta: TaskMeta,
+        items: impl IntoIterator<Item = I>,
+        f: F,
+    ) -> Result<Vec<T>, TaskError>
+    where
+        I: Send + 'static,
+        T: Send + 'static,
+        F: Fn(I) -> T + Send + Sync + 'static,
+    {
+        let meta = Arc::new(meta);
+        let f = Arc::new(f);
+        let handles: Vec<TaskHandle<T>> = items
+            .into_iter()
+            .map(|item| {
+                let f = f.clone();
+                let (job, handle) = Job::once(meta.clone(), move |_| Ok(f(item)));
+                dispatch(self, job);
+                handle
+            })
+            .collect();
+        let mut out = Vec::with_capacity(handles.len());
+        let mut first_err = None;
+        for h in handles {
+            match h.wait() {
+                Ok(v) => out.push(v),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+}
+
+impl<E: Executor + ?Sized> ExecutorExt for E {}
+
+/// Hands `job` to `exec`; a refusal resolves the job's handle (dropping the error does).
+fn dispatch<E: Executor + ?Sized>(exec: &E, job: Job) {
+    if let Err(refused) = exec.execute(job) {
+        drop(refused);
+    }
+}

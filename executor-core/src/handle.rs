@@ -1,0 +1,284 @@
+//! [`TaskHandle`]: one handle for sync and async callers, and the shared slot behind it.
+
+use crate::cancel::{CancelFlag, CancelReason, CancelSource};
+use crate::{CancelToken, Status, TaskError, TaskId};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+pub(crate) const QUEUED: u8 = 0;
+pub(crate) const RUNNING: u8 = 1;
+pub(crate) const DONE: u8 = 2;
+
+/// Called once with the final status when a task's handle resolves.
+pub(crate) type Observer = Box<dyn FnOnce(Status) + Send>;
+
+/// The state a task shares with its handle: lifecycle, cancellation and the result slot.
+pub(crate) struct Shared<T> {
+    lifecycle: AtomicU8,
+    cancel: CancelFlag,
+    slot: Mutex<Slot<T>>,
+    cond: Condvar,
+}
+
+struct Slot<T> {
+    resolved: bool,
+    status: Status,
+    result: Option<Result<T, TaskError>>,
+    waker: Option<Waker>,
+    sync_waiters: u32,
+    observer: Option<Observer>,
+}
+
+impl<T: Send + 'static> Shared<T> {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Shared {
+            lifecycle: AtomicU8::new(QUEUED),
+            cancel: CancelFlag::default(),
+            slot: Mutex::new(Slot {
+                resolved: false,
+                status: Status::NotStarted,
+                result: None,
+                waker: None,
+                sync_waiters: 0,
+                observer: None,
+            }),
+            cond: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Slot<T>> {
+        // A poisoned slot only means a waiter panicked; the data is still consistent.
+        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores the result if none is stored yet; false when the handle had resolved already.
+    pub(crate) fn resolve(&self, result: Result<T, TaskError>) -> bool {
+        let status = match &result {
+            Ok(_) => Status::Completed,
+            Err(e) => e.status(),
+        };
+        let mut slot = self.lock();
+        if slot.resolved {
+            return false;
+        }
+        slot.resolved = true;
+        slot.status = status;
+        slot.result = Some(result);
+        let waker = slot.waker.take();
+        let observer = slot.observer.take();
+        let notify = slot.sync_waiters > 0;
+        drop(slot);
+        self.lifecycle.store(DONE, Ordering::Release);
+        if notify {
+            self.cond.notify_all();
+        }
+        if let Some(w) = waker {
+            w.wake();
+        }
+        if let Some(obs) = observer {
+            obs(status);
+        }
+        true
+    }
+
+    pub(crate) fn is_resolved(&self) -> bool {
+        self.lock().resolved
+    }
+
+    /// The status the handle resolved with (meaningful once resolved).
+    pub(crate) fn status(&self) -> Status {
+        self.lock().status
+    }
+
+    /// Moves a queued task to running; false when it was resolved before it could start.
+    pub(crate) fn try_start(&self) -> bool {
+        self.lifecycle
+            .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Puts a task whose attempt failed back to queued, for a retry.
+    pub(crate) fn requeue(&self) {
+        let _ =
+            self.lifecycle
+                .compare_exchange(RUNNING, QUEUED, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    pub(crate) fn flag(&self) -> &CancelFlag {
+        &self.cancel
+    }
+
+    /// Adds an observer, run after any set before it.
+    pub(crate) fn observe(&self, observer: Observer) {
+        let mut slot = self.lock();
+        if slot.resolved {
+            let status = slot.status;
+            drop(slot);
+            // Resolved already: nothing else will call it, so report now.
+            observer(status);
+            return;
+        }
+        slot.observer = Some(match slot.observer.take() {
+            None => observer,
+            Some(first) => Box::new(move |s| {
+                first(s);
+                observer(s);
+            }),
+        });
+    }
+}
+
+impl<T: Send + 'static> CancelSource for Shared<T> {
+    fn flag(&self) -> &CancelFlag {
+        &self.cancel
+    }
+
+    fn fired(&self, reason: CancelReason) {
+        match reason {
+            // Cancelling resolves at once only a task that has not started; a running
+            // task resolves when it stops.
+            CancelReason::Cancelled => {
+                if self
+                    .lifecycle
+                    .compare_exchange(QUEUED, DONE, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    self.resolve(Err(TaskError::cancelled()));
+                }
+            }
+            // A deadline is a promise to the caller: the handle resolves now, whatever runs.
+            CancelReason::TimedOut => {
+                self.resolve(Err(TaskError::timed_out()));
+            }
+        }
+    }
+}
+
+/// The handle of a submitted task: wait for it (`wait`, `wait_timeout`), `.await` it, or
+/// cancel it. Dropping the handle detaches the task; it still runs.
+///
+/// ```
+/// use executor_core::{ExecutorExt, InlineExecutor};
+/// let exec = InlineExecutor::new("inline");
+/// let handle = exec.submit(|| 6 * 7);
+/// assert_eq!(handle.wait().unwrap(), 42);
+/// ```
+pub struct TaskHandle<T> {
+    id: TaskId,
+    shared: Arc<Shared<T>>,
+}
+
+impl<T: Send + 'static> TaskHandle<T> {
+    pub(crate) fn new(id: TaskId, shared: Arc<Shared<T>>) -> Self {
+        Self { id, shared }
+    }
+
+    /// The task's id.
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// Blocks until the task ends and returns its result.
+    ///
+    /// # Panics
+    /// When the result was already taken by [`wait_timeout`](Self::wait_timeout) or a poll.
+    pub fn wait(self) -> Result<T, TaskError> {
+        let mut slot = self.shared.lock();
+        loop {
+            if let Some(r) = slot.result.take() {
+                return r;
+            }
+            assert!(!slot.resolved, "the task's result was already taken");
+            slot.sync_waiters += 1;
+            slot = self
+                .shared
+                .cond
+                .wait(slot)
+                .unwrap_or_else(|e| e.into_inner());
+            slot.sync_waiters -= 1;
+        }
+    }
+
+    /// Waits at most `timeout`; `Some(result)` when the task ended (the result is taken:
+    /// the handle is spent), `None` when it is still going.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<Result<T, TaskError>> {
+        let deadline = Instant::now() + timeout;
+        let mut slot = self.shared.lock();
+        loop {
+            if let Some(r) = slot.result.take() {
+                return Some(r);
+            }
+            if slot.resolved {
+                return None;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            slot.sync_waiters += 1;
+            slot = self
+                .shared
+                .cond
+                .wait_timeout(slot, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            slot.sync_waiters -= 1;
+        }
+    }
+
+    /// True once the task has ended (its result may be taken already).
+    pub fn is_finished(&self) -> bool {
+        self.shared.is_resolved()
+    }
+
+    /// Asks the task to stop. A task that has not started never runs and resolves as
+    /// cancelled at once; a running async task is dropped at its next poll; a running
+    /// blocking task sees [`TaskContext::is_cancelled`](crate::TaskContext::is_cancelled).
+    /// Returns true when the task has ended as cancelled by the time this returns.
+    pub fn cancel(&self) -> bool {
+        self.cancel_token().cancel();
+        let slot = self.shared.lock();
+        matches!(&slot.result, Some(Err(e)) if e.is_cancelled())
+    }
+
+    /// The task's cancellation token.
+    pub fn cancel_token(&self) -> CancelToken {
+        CancelToken::from_source(self.shared.clone())
+    }
+}
+
+impl<T: Send + 'static> Future for TaskHandle<T> {
+    type Output = Result<T, TaskError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut slot = self.shared.lock();
+        if let Some(r) = slot.result.take() {
+            return Poll::Ready(r);
+        }
+        assert!(!slot.resolved, "a TaskHandle was polled after it completed");
+        match &slot.waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => slot.waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl<T> std::fmt::Debug for TaskHandle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskHandle").field("id", &self.id).finish()
+    }
+}
+
+impl<T: Send + 'static> TaskHandle<T> {
+    /// A handle that is already resolved with `result`.
+    pub(crate) fn ready(id: TaskId, result: Result<T, TaskError>) -> Self {
+        let shared = Shared::new();
+        shared.resolve(result);
+        TaskHandle { id, shared }
+    }
+}

@@ -1,0 +1,53 @@
+//! [`InlineExecutor`]: runs each job on the caller's thread, at once. For tests, examples,
+//! and as the "caller runs" fallback of a full queue.
+
+use crate::{
+    Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, StatsRecorder, SubmitError,
+};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Runs every job inside `execute`, on the calling thread.
+#[derive(Debug)]
+pub struct InlineExecutor {
+    name: String,
+    stats: StatsRecorder,
+    closed: AtomicBool,
+}
+
+impl InlineExecutor {
+    /// An inline executor called `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            stats: StatsRecorder::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Executor for InlineExecutor {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn execute(&self, job: Job) -> Result<(), SubmitError> {
+        if self.closed.load(Ordering::Acquire) {
+            self.stats.rejected();
+            return Err(SubmitError::shutdown(job));
+        }
+        self.stats.accepted();
+        self.stats.run(job);
+        Ok(())
+    }
+
+    fn stats(&self) -> ExecutorStats {
+        self.stats.snapshot()
+    }
+
+    fn shutdown(&self, _mode: ShutdownMode) -> ShutdownReport {
+        self.closed.store(true, Ordering::Release);
+        let mut report = ShutdownReport::new(&self.name);
+        report.stats = self.stats.snapshot();
+        report
+    }
+}

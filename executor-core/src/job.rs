@@ -1,0 +1,541 @@
+//! [`Job`]: a type-erased task as executors receive it, and how a backend runs one.
+
+use crate::cancel::{CancelReason, CancelSource};
+use crate::handle::{Observer, Shared};
+use crate::{CancelToken, Status, TaskContext, TaskError, TaskHandle, TaskId, TaskMeta};
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What a layer does with a failed attempt: take the job (to retry it later) and return
+/// `None`, or give the job and error back to end the task with that error.
+pub type FailureHook = Box<dyn FnOnce(Job, TaskError) -> Option<(Job, TaskError)> + Send>;
+
+/// The typed task behind a job's erasure.
+trait ErasedTask: Send {
+    fn is_async(&self) -> bool;
+    fn can_retry(&self) -> bool;
+    fn shared(&self) -> &dyn SharedOps;
+    fn token(&self) -> CancelToken;
+    /// Runs a blocking body; `Ok` means the value was delivered to the handle.
+    fn run_blocking(&mut self, ctx: &TaskContext) -> Result<(), TaskError>;
+    /// Polls the async body (starting it on the first poll); `Ready(Ok)` means delivered.
+    fn poll_async(
+        &mut self,
+        cx: &mut Context<'_>,
+        ctx: &TaskContext,
+    ) -> Poll<Result<(), TaskError>>;
+    /// Drops a running async body.
+    fn stop(&mut self);
+}
+
+/// The untyped operations on a task's shared state.
+trait SharedOps: Send + Sync {
+    fn resolve_err(&self, err: TaskError) -> bool;
+    fn is_resolved(&self) -> bool;
+    fn status(&self) -> Status;
+    fn try_start(&self) -> bool;
+    fn requeue(&self);
+    fn reason(&self) -> Option<CancelReason>;
+    fn observe(&self, observer: Observer);
+}
+
+impl<T: Send + 'static> SharedOps for Shared<T> {
+    fn resolve_err(&self, err: TaskError) -> bool {
+        self.resolve(Err(err))
+    }
+    fn is_resolved(&self) -> bool {
+        Shared::is_resolved(self)
+    }
+    fn status(&self) -> Status {
+        Shared::status(self)
+    }
+    fn try_start(&self) -> bool {
+        Shared::try_start(self)
+    }
+    fn requeue(&self) {
+        Shared::requeue(self)
+    }
+    fn reason(&self) -> Option<CancelReason> {
+        self.flag().reason()
+    }
+    fn observe(&self, observer: Observer) {
+        Shared::observe(self, observer)
+    }
+}
+
+/// How a task body is called.
+trait Body<T>: Send + 'static {
+    const ASYNC: bool;
+    fn repeatable(&self) -> bool;
+    fn call(&mut self, ctx: &TaskContext) -> Result<T, TaskError>;
+    fn start(&mut self, ctx: &TaskContext) -> BoxFuture<Result<T, TaskError>>;
+}
+
+/// A blocking body that runs once.
+struct Once<F>(Option<F>);
+/// A blocking body that may run again (retries).
+struct Repeat<F>(F);
+/// A future that runs once.
+struct AsyncOnce<Fut>(Option<Fut>);
+/// A future factory that may run again (retries).
+struct AsyncRepeat<F>(F);
+
+const TAKEN: &str = "a run-once task body was started twice";
+
+impl<T, F> Body<T> for Once<F>
+where
+    F: FnOnce(&TaskContext) -> Result<T, TaskError> + Send + 'static,
+{
+    const ASYNC: bool = false;
+    fn repeatable(&self) -> bool {
+        false
+    }
+    fn call(&mut self, ctx: &TaskContext) -> Result<T, TaskError> {
+        (self.0.take().expect(TAKEN))(ctx)
+    }
+    fn start(&mut self, _: &TaskContext) -> BoxFuture<Result<T, TaskError>> {
+        unreachable!("a blocking body is never started as a future")
+    }
+}
+
+impl<T, F> Body<T> for Repeat<F>
+where
+    F: Fn(&TaskContext) -> Result<T, TaskError> + Send + 'static,
+{
+    const ASYNC: bool = false;
+    fn repeatable(&self) -> bool {
+        true
+    }
+    fn call(&mut self, ctx: &TaskContext) -> Result<T, TaskError> {
+        (self.0)(ctx)
+    }
+    fn start(&mut self, _: &TaskContext) -> BoxFuture<Result<T, TaskError>> {
+        unreachable!("a blocking body is never started as a future")
+    }
+}
+
+impl<T, Fut> Body<T> for AsyncOnce<Fut>
+where
+    Fut: Future<Output = Result<T, TaskError>> + Send + 'static,
+{
+    const ASYNC: bool = true;
+    fn repeatable(&self) -> bool {
+        false
+    }
+    fn call(&mut self, _: &TaskContext) -> Result<T, TaskError> {
+        unreachable!("an async body is never called as a closure")
+    }
+    fn start(&mut self, _: &TaskContext) -> BoxFuture<Result<T, TaskError>> {
+        Box::pin(self.0.take().expect(TAKEN))
+    }
+}
+
+impl<T, F, Fut> Body<T> for AsyncRepeat<F>
+where
+    F: Fn(TaskContext) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, TaskError>> + Send + 'static,
+{
+    const ASYNC: bool = true;
+    fn repeatable(&self) -> bool {
+        true
+    }
+    fn call(&mut self, _: &TaskContext) -> Result<T, TaskError> {
+        unreachable!("an async body is never called as a closure")
+    }
+    fn start(&mut self, ctx: &TaskContext) -> BoxFuture<Result<T, TaskError>> {
+        Box::pin((self.0)(ctx.clone()))
+    }
+}
+
+struct Cell<T, B> {
+    body: B,
+    shared: Arc<Shared<T>>,
+    running: Option<BoxFuture<Result<T, TaskError>>>,
+}
+
+impl<T: Send + 'static, B: Body<T>> ErasedTask for Cell<T, B> {
+    fn is_async(&self) -> bool {
+        B::ASYNC
+    }
+    fn can_retry(&self) -> bool {
+        self.body.repeatable()
+    }
+    fn shared(&self) -> &dyn SharedOps {
+        &*self.shared
+    }
+    fn token(&self) -> CancelToken {
+        CancelToken::from_source(self.shared.clone() as Arc<dyn CancelSource>)
+    }
+    fn run_blocking(&mut self, ctx: &TaskContext) -> Result<(), TaskError> {
+        let value = self.body.call(ctx)?;
+        self.shared.resolve(Ok(value));
+        Ok(())
+    }
+    fn poll_async(
+        &mut self,
+        cx: &mut Context<'_>,
+        ctx: &TaskContext,
+    ) -> Poll<Result<(), TaskError>> {
+        let fut = self.running.get_or_insert_with(|| self.body.start(ctx));
+        match fut.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(r) => {
+                self.running = None;
+                Poll::Ready(r.map(|v| {
+                    self.shared.resolve(Ok(v));
+                }))
+            }
+        }
+    }
+    fn stop(&mut self) {
+        self.running = None;
+    }
+}
+
+/// A submitted task, type-erased: what [`Executor::execute`](crate::Executor::execute) receives.
+///
+/// Backends run it with [`run`](Self::run) on a thread (a future is driven to completion
+/// there) or turn it into a future with [`into_future`](Self::into_future). Either way the
+/// job catches panics, honours cancellation and delivers the result to the task's handle.
+/// A job dropped without running resolves its handle as "not started" (shut down), so no
+/// caller waits forever.
+pub struct Job {
+    id: TaskId,
+    meta: Arc<TaskMeta>,
+    attempt: u32,
+    deadline: Option<Instant>,
+    task: Box<dyn ErasedTask>,
+    on_failure: Option<FailureHook>,
+    started: bool,
+    settled: bool,
+}
+
+impl Job {
+    fn new<T: Send + 'static, B: Body<T>>(meta: Arc<TaskMeta>, body: B) -> (Job, TaskHandle<T>) {
+        let id = TaskId::next();
+        let shared = Shared::new();
+        let handle = TaskHandle::new(id, shared.clone());
+        let task = Box::new(Cell {
+            body,
+            shared,
+            running: None,
+        });
+        let job = Job {
+            id,
+            meta,
+            attempt: 1,
+            deadline: None,
+            task,
+            on_failure: None,
+            started: false,
+            settled: false,
+        };
+        (job, handle)
+    }
+
+    /// A blocking task that runs once.
+    pub fn once<T, F>(meta: Arc<TaskMeta>, f: F) -> (Job, TaskHandle<T>)
+    where
+        T: Send + 'static,
+        F: FnOnce(&TaskContext) -> Result<T, TaskError> + Send + 'static,
+    {
+        Job::new(meta, Once(Some(f)))
+    }
+
+    /// A blocking task that layers may run again after a failure.
+    pub fn repeatable<T, F>(meta: Arc<TaskMeta>, f: F) -> (Job, TaskHandle<T>)
+    where
+        T: Send + 'static,
+        F: Fn(&TaskContext) -> Result<T, TaskError> + Send + 'static,
+    {
+        Job::new(meta, Repeat(f))
+    }
+
+    /// A future that runs once.
+    pub fn future<T, Fut>(meta: Arc<TaskMeta>, fut: Fut) -> (Job, TaskHandle<T>)
+    where
+        T: Send + 'static,
+        Fut: Future<Output = Result<T, TaskError>> + Send + 'static,
+    {
+        Job::new(meta, AsyncOnce(Some(fut)))
+    }
+
+    /// A future factory that layers may call again after a failure.
+    pub fn future_repeatable<T, F, Fut>(meta: Arc<TaskMeta>, f: F) -> (Job, TaskHandle<T>)
+    where
+        T: Send + 'static,
+        F: Fn(TaskContext) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, TaskError>> + Send + 'static,
+    {
+        Job::new(meta, AsyncRepeat(f))
+    }
+
+    /// The task's id.
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// The task's name, tags and key.
+    pub fn meta(&self) -> &TaskMeta {
+        &self.meta
+    }
+
+    /// Which attempt the next run is (1-based).
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// The deadline the task's context reports.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Sets the deadline the task's context reports (a timeout layer also arms a timer
+    /// that calls [`CancelToken::expire`]).
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
+    /// True when the body is a future (a backend with a runtime polls it natively).
+    pub fn is_async(&self) -> bool {
+        self.task.is_async()
+    }
+
+    /// True when the body may run again after a failure (submitted with `run`/`run_async`).
+    pub fn can_retry(&self) -> bool {
+        self.task.can_retry()
+    }
+
+    /// True once the task's handle has resolved (cancelled or timed out while queued).
+    pub fn is_resolved(&self) -> bool {
+        self.task.shared().is_resolved()
+    }
+
+    /// The task's cancellation token.
+    pub fn cancel_token(&self) -> CancelToken {
+        self.task.token()
+    }
+
+    /// Calls `observer` once with the final status when the task's handle resolves.
+    pub fn observe(&self, observer: impl FnOnce(Status) + Send + 'static) {
+        self.task.shared().observe(Box::new(observer));
+    }
+
+    /// Installs the hook a failed attempt (an error or a panic) of a retryable job is
+    /// handed to, for this attempt only.
+    pub fn on_failure(&mut self, hook: FailureHook) {
+        self.on_failure = Some(hook);
+    }
+
+    /// Prepares a job whose attempt failed for its next attempt.
+    pub fn next_attempt(mut self) -> Job {
+        self.attempt += 1;
+        self.started = false;
+        self.task.shared().requeue();
+        self
+    }
+
+    /// Ends the task without running it: its handle resolves with `err`, unless it had
+    /// resolved already (cancelled or timed out while queued). Returns the status the
+    /// handle ended with.
+    pub fn resolve(mut self, err: TaskError) -> Status {
+        self.settled = true;
+        let status = err.status();
+        if self.task.shared().resolve_err(err) {
+            status
+        } else {
+            self.task.shared().status()
+        }
+    }
+
+    /// Runs this attempt on the current thread and returns how it ended. A future is
+    /// driven to completion here. Panics are caught and reported through the handle.
+    pub fn run(mut self) -> Status {
+        if self.is_async() {
+            return crate::block_on(self.into_future());
+        }
+        let ctx = match self.begin() {
+            Ok(ctx) => ctx,
+            Err(status) => return status,
+        };
+        let task = &mut self.task;
+        let result = catch_unwind(AssertUnwindSafe(|| task.run_blocking(&ctx)))
+            .unwrap_or_else(|payload| Err(TaskError::from_panic(payload)));
+        self.finish(result)
+    }
+
+    /// This attempt as a future, for backends with an async runtime. A blocking body runs
+    /// inline on the first poll: prefer [`run`](Self::run) on a blocking thread for those.
+    pub fn into_future(self) -> JobFuture {
+        JobFuture {
+            job: Some(self),
+            ctx: None,
+        }
+    }
+
+    /// Starts the attempt: `Err(status)` when the task resolved before it could start.
+    fn begin(&mut self) -> Result<TaskContext, Status> {
+        let shared = self.task.shared();
+        if !shared.try_start() {
+            self.settled = true;
+            return Err(match shared.reason() {
+                Some(CancelReason::TimedOut) => Status::TimedOut,
+                _ => Status::Cancelled,
+            });
+        }
+        if let Some(reason) = shared.reason() {
+            let err = reason_error(reason);
+            let status = err.status();
+            shared.resolve_err(err);
+            self.settled = true;
+            return Err(status);
+        }
+        self.started = true;
+        Ok(TaskContext::new(
+            self.id,
+            self.attempt,
+            self.deadline,
+            self.meta.clone(),
+            self.task.token(),
+        ))
+    }
+
+    /// Ends the attempt: success is final; a failure goes to the failure hook of a
+    /// retryable job, or ends the task.
+    fn finish(mut self, result: Result<(), TaskError>) -> Status {
+        let err = match result {
+            Ok(()) => {
+                self.settled = true;
+                return Status::Completed;
+            }
+            // A task that stops after it was asked to ends as cancelled (or timed out).
+            Err(e) => match self.task.shared().reason() {
+                Some(reason) => reason_error(reason),
+                None => e,
+            },
+        };
+        let status = err.status();
+        let retryable = matches!(status, Status::Failed | Status::Panicked) && self.can_retry();
+        if retryable && let Some(hook) = self.on_failure.take() {
+            // The hook owns the job now: it retries it later or hands it back to end it.
+            // Either way this attempt's status is what the backend counts.
+            self.task.stop();
+            if let Some((job, err)) = hook(self, err) {
+                job.resolve(err);
+            }
+            return status;
+        }
+        self.resolve(err)
+    }
+}
+
+fn reason_error(reason: CancelReason) -> TaskError {
+    match reason {
+        CancelReason::Cancelled => TaskError::cancelled(),
+        CancelReason::TimedOut => TaskError::timed_out(),
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        if !self.settled {
+            let err = if self.started {
+                TaskError::cancelled()
+            } else {
+                TaskError::shutdown()
+            };
+            self.task.shared().resolve_err(err);
+        }
+    }
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("id", &self.id)
+            .field("name", &self.meta.name())
+            .field("attempt", &self.attempt)
+            .field("async", &self.is_async())
+            .finish()
+    }
+}
+
+/// One attempt of a [`Job`] as a future; resolves to how the attempt ended.
+///
+/// Dropping it before it completes resolves the task's handle (as not started, or as
+/// cancelled when it had started), so a runtime that shuts down loses no handle.
+pub struct JobFuture {
+    job: Option<Job>,
+    ctx: Option<TaskContext>,
+}
+
+impl JobFuture {
+    /// True once the attempt has started running.
+    pub fn has_started(&self) -> bool {
+        self.ctx.is_some()
+    }
+
+    /// The job's id (`None` once it completed).
+    pub fn job(&self) -> Option<&Job> {
+        self.job.as_ref()
+    }
+}
+
+impl Future for JobFuture {
+    type Output = Status;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Status> {
+        let this = self.get_mut();
+        let job = this
+            .job
+            .as_mut()
+            .expect("a JobFuture was polled after it completed");
+        if this.ctx.is_none() {
+            match job.begin() {
+                Ok(ctx) => this.ctx = Some(ctx),
+                Err(status) => {
+                    this.job = None;
+                    return Poll::Ready(status);
+                }
+            }
+        }
+        let ctx = this.ctx.as_ref().expect("context set above");
+        let task = &mut job.task;
+        if !task.is_async() {
+            let result = catch_unwind(AssertUnwindSafe(|| task.run_blocking(ctx)))
+                .unwrap_or_else(|payload| Err(TaskError::from_panic(payload)));
+            let job = this.job.take().expect("job present");
+            return Poll::Ready(job.finish(result));
+        }
+        if let Some(reason) = task.shared().reason() {
+            task.stop();
+            let job = this.job.take().expect("job present");
+            return Poll::Ready(job.finish(Err(reason_error(reason))));
+        }
+        match catch_unwind(AssertUnwindSafe(|| task.poll_async(cx, ctx))) {
+            Ok(Poll::Pending) => {
+                // Wake up when the token fires, so cancellation and deadlines take effect.
+                if ctx.cancel_token().flag().register(cx.waker()) {
+                    cx.waker().wake_by_ref();
+                }
+                Poll::Pending
+            }
+            Ok(Poll::Ready(result)) => {
+                let job = this.job.take().expect("job present");
+                Poll::Ready(job.finish(result))
+            }
+            Err(payload) => {
+                task.stop();
+                let job = this.job.take().expect("job present");
+                Poll::Ready(job.finish(Err(TaskError::from_panic(payload))))
+            }
+        }
+    }
+}

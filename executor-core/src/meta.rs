@@ -1,0 +1,187 @@
+//! What a task is: its id, its [`TaskMeta`] (name, tags, key), and how it ended ([`Status`], [`Outcome`]).
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A process-unique task id, in submission order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(u64);
+
+impl TaskId {
+    /// A fresh id.
+    pub fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        TaskId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The id as a number.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// What a task says about itself: a stable name, tags, and an optional key (such as a host).
+///
+/// Policies route on this; task code never names an executor.
+///
+/// ```
+/// use executor_core::TaskMeta;
+/// let meta = TaskMeta::new("scrape.fetch").with_tag("net").with_key("example.org");
+/// assert_eq!(meta.name(), "scrape.fetch");
+/// assert!(meta.has_tag("net"));
+/// assert_eq!(meta.key(), Some("example.org"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TaskMeta {
+    name: Cow<'static, str>,
+    tags: Vec<Cow<'static, str>>,
+    key: Option<String>,
+}
+
+impl TaskMeta {
+    /// A task called `name` (dotted names such as `scrape.fetch` match globs like `scrape.*`).
+    pub fn new(name: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            name: name.into(),
+            tags: Vec::new(),
+            key: None,
+        }
+    }
+
+    /// Adds a tag.
+    pub fn with_tag(mut self, tag: impl Into<Cow<'static, str>>) -> Self {
+        self.tags.push(tag.into());
+        self
+    }
+
+    /// Sets the key that per-key limits group by, e.g. a host name.
+    pub fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// The task's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The task's tags.
+    pub fn tags(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
+        self.tags.iter().map(|t| &**t)
+    }
+
+    /// True when the task carries `tag`.
+    pub fn has_tag(&self, tag: &str) -> bool {
+        self.tags.iter().any(|t| t == tag)
+    }
+
+    /// The task's key, if it has one.
+    pub fn key(&self) -> Option<&str> {
+        self.key.as_deref()
+    }
+}
+
+impl Default for TaskMeta {
+    fn default() -> Self {
+        Self::new("task")
+    }
+}
+
+/// How one task (or one attempt of it) ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Status {
+    /// It returned its value.
+    Completed,
+    /// It returned an error of its own.
+    Failed,
+    /// It panicked.
+    Panicked,
+    /// It was cancelled.
+    Cancelled,
+    /// It ran past its deadline.
+    TimedOut,
+    /// An executor refused it.
+    Rejected,
+    /// It never started: the executor shut down first.
+    NotStarted,
+}
+
+impl Status {
+    /// Every status, in ledger order.
+    pub const ALL: [Status; 7] = [
+        Status::Completed,
+        Status::Failed,
+        Status::Panicked,
+        Status::Cancelled,
+        Status::TimedOut,
+        Status::Rejected,
+        Status::NotStarted,
+    ];
+
+    /// A short lower-case name, for tables and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::Panicked => "panicked",
+            Status::Cancelled => "cancelled",
+            Status::TimedOut => "timed out",
+            Status::Rejected => "rejected",
+            Status::NotStarted => "not started",
+        }
+    }
+
+    /// True only for [`Status::Completed`].
+    pub fn is_success(self) -> bool {
+        self == Status::Completed
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The final word on a task, handed to [`Policy::observe`](crate::Policy::observe).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    status: Status,
+    attempts: u32,
+    elapsed: Duration,
+}
+
+impl Outcome {
+    /// A task that ended with `status` after `attempts` attempts and `elapsed` since submission.
+    pub fn new(status: Status, attempts: u32, elapsed: Duration) -> Self {
+        Self {
+            status,
+            attempts,
+            elapsed,
+        }
+    }
+
+    /// How it ended.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// How many attempts ran (0 when it never started).
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// Time from submission to the end.
+    pub fn elapsed(&self) -> Duration {
+        self.elapsed
+    }
+}

@@ -1,0 +1,573 @@
+//! The conformance suite every backend runs from its own tests (feature `testing`), so
+//! that all backends keep the same semantics.
+//!
+//! In a backend's `tests/conformance.rs`:
+//!
+//! ```ignore
+//! executor_core::conformance_tests!(|| std::sync::Arc::new(MyExecutor::new(2)));
+//! ```
+//!
+//! The factory must return an executor whose capacity is two concurrent tasks (two
+//! workers, two threads, or a runtime with two worker threads). Every wait is bounded: a
+//! hang fails the test instead of hanging CI.
+
+use crate::{Executor, ExecutorExt, ShutdownMode, TaskError, TaskHandle, TaskMeta, TaskSet};
+use proptest::prelude::*;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// Makes a fresh executor for one check.
+pub type Factory<'a> = &'a dyn Fn() -> Arc<dyn Executor>;
+
+/// The longest any single wait in the suite may take before the check fails.
+pub const BOUND: Duration = Duration::from_secs(20);
+
+/// How many tasks the executors under test run at once.
+pub const CAPACITY: usize = 2;
+
+/// Waits for a handle at most [`BOUND`]; panics (failing the test) if it hangs.
+pub fn wait_bounded<T: Send + 'static>(
+    mut handle: TaskHandle<T>,
+    what: &str,
+) -> Result<T, TaskError> {
+    match handle.wait_timeout(BOUND) {
+        Some(r) => r,
+        None => panic!("{what}: the task's handle did not resolve within {BOUND:?}"),
+    }
+}
+
+/// A gate tasks wait on until the test opens it (bounded, so a bug cannot hang the test).
+#[derive(Clone, Default)]
+pub struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+impl Gate {
+    /// A closed gate.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Lets every waiter through.
+    pub fn open(&self) {
+        *self.0.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.0.1.notify_all();
+    }
+
+    /// Blocks until the gate opens, at most [`BOUND`].
+    pub fn wait(&self) {
+        let guard = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (guard, timeout) = self
+            .0
+            .1
+            .wait_timeout_while(guard, BOUND, |open| !*open)
+            .unwrap_or_else(|e| e.into_inner());
+        assert!(*guard && !timeout.timed_out(), "a gate was never opened");
+    }
+}
+
+/// A future that is pending once, so executors must really poll it twice.
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            Poll::Ready(())
+        } else {
+            self.0 = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+}
+
+/// Occupies every worker of `exec` until `gate` opens; returns once all of them run.
+/// The blockers are futures that block their thread, so they occupy a tokio runtime's
+/// workers as well as a thread pool's.
+pub fn saturate(exec: &dyn Executor, gate: &Gate) -> Vec<TaskHandle<()>> {
+    let started = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..CAPACITY)
+        .map(|_| {
+            let gate = gate.clone();
+            let started = started.clone();
+            exec.submit_async(async move {
+                started.fetch_add(1, Ordering::SeqCst);
+                gate.wait();
+            })
+        })
+        .collect();
+    let t0 = std::time::Instant::now();
+    while started.load(Ordering::SeqCst) < CAPACITY {
+        assert!(
+            t0.elapsed() < BOUND,
+            "the executor never started {CAPACITY} tasks at once"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    handles
+}
+
+/// The executor's stats once nothing is queued or running (counters are updated just
+/// after a handle resolves, so a test that reads them right away must wait a moment).
+pub fn settled(exec: &dyn Executor) -> crate::ExecutorStats {
+    let t0 = std::time::Instant::now();
+    loop {
+        let stats = exec.stats();
+        if stats.queued + stats.running == 0 && stats.is_balanced() {
+            return stats;
+        }
+        assert!(t0.elapsed() < BOUND, "stats never settled: {stats:?}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn finish(exec: &dyn Executor) {
+    let report = exec.shutdown(ShutdownMode::Graceful(BOUND));
+    assert!(
+        report.not_started.is_empty(),
+        "graceful shutdown dropped {:?}",
+        report.not_started
+    );
+    assert!(
+        report.stats.is_balanced(),
+        "stats do not add up: {:?}",
+        report.stats
+    );
+    assert_eq!(
+        report.stats.queued + report.stats.running,
+        0,
+        "{:?}",
+        report.stats
+    );
+}
+
+/// Closures return their values; many tasks all complete.
+pub fn returns_values(make: Factory<'_>) {
+    let exec = make();
+    let handles: Vec<_> = (0..200u64).map(|i| exec.submit(move || i * i)).collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(wait_bounded(h, "returns_values").unwrap(), (i * i) as u64);
+    }
+    let stats = settled(&*exec);
+    assert_eq!(stats.completed, 200);
+    finish(&*exec);
+}
+
+/// Futures run to completion, including ones that return `Pending` first.
+pub fn runs_futures(make: Factory<'_>) {
+    let exec = make();
+    let handles: Vec<_> = (0..20u32)
+        .map(|i| {
+            exec.submit_async(async move {
+                YieldOnce(false).await;
+                i + 1
+            })
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(wait_bounded(h, "runs_futures").unwrap(), i as u32 + 1);
+    }
+    let h = exec.run_async(TaskMeta::new("async.fail"), |_ctx| async {
+        Err::<(), _>(std::io::Error::other("async failure"))
+    });
+    let err = wait_bounded(h, "runs_futures").unwrap_err();
+    assert!(err.is_failed(), "{err}");
+    finish(&*exec);
+}
+
+/// A panic is reported with its message and hurts no worker.
+pub fn panics_are_contained(make: Factory<'_>) {
+    let exec = make();
+    let boom = exec.submit(|| -> u32 { panic!("boom in a task") });
+    let err = wait_bounded(boom, "panic").unwrap_err();
+    assert!(err.is_panic(), "{err}");
+    assert_eq!(err.panic_message(), Some("boom in a task"));
+    let async_boom = exec.submit_async(async { panic!("boom in a future") });
+    let err: TaskError = wait_bounded::<()>(async_boom, "async panic").unwrap_err();
+    assert_eq!(err.panic_message(), Some("boom in a future"));
+    // Every worker still works.
+    let handles: Vec<_> = (0..50).map(|i| exec.submit(move || i)).collect();
+    for h in handles {
+        wait_bounded(h, "after panic").unwrap();
+    }
+    let stats = settled(&*exec);
+    assert_eq!(stats.panicked, 2, "{stats:?}");
+    finish(&*exec);
+}
+
+/// A task's own error comes back as `is_failed`, with its source.
+pub fn errors_are_reported(make: Factory<'_>) {
+    let exec = make();
+    let h = exec.run(TaskMeta::new("parse"), |_| "nope".parse::<u32>());
+    let err = wait_bounded(h, "error").unwrap_err();
+    assert!(err.is_failed());
+    assert!(std::error::Error::source(&err).is_some());
+    assert_eq!(settled(&*exec).failed, 1);
+    finish(&*exec);
+}
+
+/// `map` returns results in input order.
+pub fn map_keeps_order(make: Factory<'_>) {
+    let exec = make();
+    let out = exec
+        .map(0..100u64, |x| {
+            if x % 7 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            x * 3
+        })
+        .unwrap();
+    assert_eq!(out, (0..100).map(|x| x * 3).collect::<Vec<_>>());
+    finish(&*exec);
+}
+
+/// A task cancelled while queued never runs and resolves as cancelled at once.
+pub fn cancel_before_start(make: Factory<'_>) {
+    let exec = make();
+    let gate = Gate::new();
+    let blockers = saturate(&*exec, &gate);
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = ran.clone();
+    let victim = exec.submit_async(async move { flag.store(true, Ordering::SeqCst) });
+    assert!(
+        victim.cancel(),
+        "a queued task did not resolve as cancelled at once"
+    );
+    gate.open();
+    assert!(
+        wait_bounded(victim, "cancelled")
+            .unwrap_err()
+            .is_cancelled()
+    );
+    for b in blockers {
+        wait_bounded(b, "blocker").unwrap();
+    }
+    finish(&*exec);
+    assert!(!ran.load(Ordering::SeqCst), "a cancelled task ran");
+    assert_eq!(exec.stats().cancelled, 1);
+}
+
+/// A running future is dropped when cancelled; its handle resolves.
+pub fn cancel_running_future(make: Factory<'_>) {
+    let exec = make();
+    let h = exec.submit_async(std::future::pending::<()>());
+    std::thread::sleep(Duration::from_millis(20));
+    h.cancel();
+    assert!(
+        wait_bounded(h, "pending future")
+            .unwrap_err()
+            .is_cancelled()
+    );
+    // A blocking task sees the request through its context.
+    let h = exec.run(TaskMeta::new("loop"), |ctx| {
+        for _ in 0..10_000 {
+            ctx.checkpoint()?;
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok::<_, crate::Cancelled>(())
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    h.cancel();
+    assert!(
+        wait_bounded(h, "cancelled loop")
+            .unwrap_err()
+            .is_cancelled()
+    );
+    finish(&*exec);
+}
+
+/// Graceful shutdown finishes queued work; later submissions resolve as shut down.
+pub fn graceful_shutdown_finishes_queued(make: Factory<'_>) {
+    let exec = make();
+    let handles: Vec<_> = (0..20)
+        .map(|i| {
+            exec.submit(move || {
+                std::thread::sleep(Duration::from_millis(5));
+                i
+            })
+        })
+        .collect();
+    let report = exec.shutdown(ShutdownMode::Graceful(BOUND));
+    assert!(report.not_started.is_empty(), "{:?}", report.not_started);
+    for h in handles {
+        wait_bounded(h, "queued before shutdown").unwrap();
+    }
+    let late = exec.submit(|| 1);
+    assert!(
+        wait_bounded(late, "after shutdown")
+            .unwrap_err()
+            .is_shutdown()
+    );
+    let again = exec.shutdown(ShutdownMode::Now);
+    assert!(again.not_started.is_empty());
+    let stats = exec.stats();
+    assert!(stats.is_balanced(), "{stats:?}");
+    assert_eq!(stats.completed, 20);
+    assert_eq!(stats.rejected, 1);
+}
+
+/// Past the deadline, queued tasks are dropped, named in the report, and their handles
+/// resolve as shut down.
+pub fn shutdown_deadline_names_unstarted(make: Factory<'_>) {
+    let exec = make();
+    let gate = Gate::new();
+    let blockers = saturate(&*exec, &gate);
+    let queued: Vec<_> = (0..5)
+        .map(|i| {
+            exec.run(TaskMeta::new(format!("queued.{i}")), |_| {
+                Ok::<_, TaskError>(())
+            })
+        })
+        .collect();
+    let report = exec.shutdown(ShutdownMode::Graceful(Duration::from_millis(100)));
+    gate.open();
+    let mut names: Vec<_> = report.not_started.iter().map(|r| r.name.clone()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        (0..5).map(|i| format!("queued.{i}")).collect::<Vec<_>>()
+    );
+    for h in queued {
+        assert!(
+            wait_bounded(h, "dropped at shutdown")
+                .unwrap_err()
+                .is_shutdown()
+        );
+    }
+    for b in blockers {
+        // A blocker finishes, or (on a runtime torn down past its deadline) is cancelled.
+        match wait_bounded(b, "blocker") {
+            Ok(()) => {}
+            Err(e) => assert!(e.is_cancelled(), "{e}"),
+        }
+    }
+}
+
+/// A `TaskSet` yields results as tasks complete, not in submission order.
+pub fn task_set_in_completion_order(make: Factory<'_>) {
+    let exec = make();
+    let gate = Gate::new();
+    let g = gate.clone();
+    let mut set = TaskSet::new();
+    set.push(exec.submit(move || {
+        g.wait();
+        "slow"
+    }));
+    set.push(exec.submit(|| "fast"));
+    let (_, first) = set
+        .join_next_timeout(BOUND)
+        .expect("a result within the bound");
+    assert_eq!(first.unwrap(), "fast");
+    gate.open();
+    let (_, second) = set
+        .join_next_timeout(BOUND)
+        .expect("a result within the bound");
+    assert_eq!(second.unwrap(), "slow");
+    assert!(set.join_next().is_none());
+    finish(&*exec);
+}
+
+/// One operation in a random mix.
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// Returns a value.
+    Ok,
+    /// Returns an error.
+    Err,
+    /// Panics.
+    Panic,
+    /// Sleeps this many milliseconds, then returns.
+    Sleep(u8),
+    /// A future that returns after one yield.
+    AsyncOk,
+    /// Returns a value, but is cancelled right after submission.
+    Cancel,
+    /// A future that never completes, cancelled after submission.
+    PendingCancelled,
+}
+
+/// Random operation mixes for [`check_mix`].
+pub fn ops() -> impl Strategy<Value = Vec<Op>> {
+    let op = prop_oneof![
+        4 => Just(Op::Ok),
+        2 => Just(Op::Err),
+        2 => Just(Op::Panic),
+        2 => (0u8..4).prop_map(Op::Sleep),
+        2 => Just(Op::AsyncOk),
+        2 => Just(Op::Cancel),
+        1 => Just(Op::PendingCancelled),
+    ];
+    proptest::collection::vec(op, 0..40)
+}
+
+/// Runs `ops` with a shutdown after `shutdown_at` of them (the rest are submitted after
+/// it), then checks that every handle resolved as its op says and that the executor's
+/// ledger matches the handles.
+pub fn check_mix(make: Factory<'_>, ops: &[Op], shutdown_at: usize, now: bool) {
+    let exec = make();
+    let mut handles = Vec::new();
+    let mut report = None;
+    for (i, op) in ops.iter().enumerate() {
+        if i == shutdown_at.min(ops.len()) {
+            let mode = if now {
+                ShutdownMode::Now
+            } else {
+                ShutdownMode::Graceful(BOUND)
+            };
+            report = Some(exec.shutdown(mode));
+        }
+        let h: TaskHandle<u32> = match op {
+            Op::Ok => exec.submit(|| 1),
+            Op::Err => exec.run(TaskMeta::new("err"), |_| Err::<u32, _>("planned error")),
+            Op::Panic => exec.submit(|| panic!("planned panic")),
+            Op::Sleep(ms) => {
+                let ms = u64::from(*ms);
+                exec.submit(move || {
+                    std::thread::sleep(Duration::from_millis(ms));
+                    1
+                })
+            }
+            Op::AsyncOk => exec.submit_async(async {
+                YieldOnce(false).await;
+                1
+            }),
+            Op::Cancel => {
+                let h = exec.submit(|| 1);
+                h.cancel();
+                h
+            }
+            Op::PendingCancelled => {
+                let h = exec.submit_async(async {
+                    std::future::pending::<()>().await;
+                    1
+                });
+                h.cancel();
+                h
+            }
+        };
+        handles.push((op.clone(), h));
+    }
+    let final_report = exec.shutdown(ShutdownMode::Graceful(BOUND));
+    let report = report.unwrap_or(final_report);
+    let mut ok = 0;
+    let mut failed = 0;
+    let mut panicked = 0;
+    let mut cancelled = 0;
+    let mut shut = 0;
+    for (op, h) in handles {
+        match wait_bounded(h, "random mix") {
+            Ok(_) => {
+                assert!(
+                    !matches!(op, Op::Err | Op::Panic | Op::PendingCancelled),
+                    "{op:?} succeeded"
+                );
+                ok += 1;
+            }
+            Err(e) if e.is_failed() => {
+                assert!(matches!(op, Op::Err), "{op:?} failed: {e}");
+                failed += 1;
+            }
+            Err(e) if e.is_panic() => {
+                assert!(matches!(op, Op::Panic), "{op:?} panicked: {e}");
+                panicked += 1;
+            }
+            Err(e) if e.is_cancelled() => {
+                assert!(
+                    matches!(op, Op::Cancel | Op::PendingCancelled),
+                    "{op:?} cancelled"
+                );
+                cancelled += 1;
+            }
+            Err(e) if e.is_shutdown() => shut += 1,
+            Err(e) => panic!("{op:?} ended unexpectedly: {e}"),
+        }
+    }
+    let stats = settled(&*exec);
+    assert_eq!(stats.submitted, ops.len() as u64, "{stats:?}");
+    assert_eq!(stats.completed, ok, "{stats:?}");
+    assert_eq!(stats.failed, failed, "{stats:?}");
+    assert_eq!(stats.panicked, panicked, "{stats:?}");
+    assert_eq!(stats.cancelled, cancelled, "{stats:?}");
+    assert_eq!(stats.rejected + stats.not_started, shut, "{stats:?}");
+    assert_eq!(
+        report.not_started.len() as u64,
+        stats.not_started,
+        "{report:?}"
+    );
+}
+
+/// Expands to one `#[test]` per conformance check (and a proptest of random mixes) for the
+/// executor that `$make` builds. Use it in a backend's integration tests.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        mod conformance {
+            #[allow(unused_imports)]
+            use super::*;
+            use std::sync::Arc;
+            use $crate::Executor;
+
+            fn make() -> Arc<dyn Executor> {
+                ($make)()
+            }
+
+            #[test]
+            fn returns_values() {
+                $crate::testing::returns_values(&make);
+            }
+            #[test]
+            fn runs_futures() {
+                $crate::testing::runs_futures(&make);
+            }
+            #[test]
+            fn panics_are_contained() {
+                $crate::testing::panics_are_contained(&make);
+            }
+            #[test]
+            fn errors_are_reported() {
+                $crate::testing::errors_are_reported(&make);
+            }
+            #[test]
+            fn map_keeps_order() {
+                $crate::testing::map_keeps_order(&make);
+            }
+            #[test]
+            fn cancel_before_start() {
+                $crate::testing::cancel_before_start(&make);
+            }
+            #[test]
+            fn cancel_running_future() {
+                $crate::testing::cancel_running_future(&make);
+            }
+            #[test]
+            fn graceful_shutdown_finishes_queued() {
+                $crate::testing::graceful_shutdown_finishes_queued(&make);
+            }
+            #[test]
+            fn shutdown_deadline_names_unstarted() {
+                $crate::testing::shutdown_deadline_names_unstarted(&make);
+            }
+            #[test]
+            fn task_set_in_completion_order() {
+                $crate::testing::task_set_in_completion_order(&make);
+            }
+
+            $crate::testing::proptest::proptest! {
+                #![proptest_config($crate::testing::proptest::prelude::ProptestConfig::with_cases(24))]
+                #[test]
+                fn random_mix_ledger_adds_up(
+                    ops in $crate::testing::ops(),
+                    at in 0usize..48,
+                    now in $crate::testing::proptest::bool::ANY,
+                ) {
+                    $crate::testing::check_mix(&make, &ops, at, now);
+                }
+            }
+        }
+    };
+}
+
+pub use proptest;
