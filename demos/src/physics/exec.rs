@@ -2,6 +2,9 @@
 
 use super::sim::{RegionJob, RegionOut, RegionRunner};
 use anyhow::{Context, Result};
+use executor_core::{Executor, ExecutorExt, TaskMeta};
+use std::path::Path;
+use std::sync::Arc;
 
 /// The hand-written baseline: the same region jobs, run by `par_iter` on a rayon pool of its
 /// own, with no switchyard in between. Only the benchmark uses it.
@@ -36,8 +39,51 @@ impl RegionRunner for PoolRunner {
     }
 }
 
-/// The runner for the demo: the CPU executor the policy at `policy` names.
-// Until the supervisor lands this is a plain pool; swapped for the policy's executor later.
-pub fn cpu_runner(_policy: &std::path::Path) -> Result<Box<dyn RegionRunner>> {
-    Ok(Box::new(PoolRunner::new(0)?))
+/// Runs each round's region jobs as `physics.region` tasks (tag `cpu`) on a switchyard
+/// executor, and waits for all of them. This is the only way the demo itself runs tasks.
+pub struct ExecutorRunner {
+    exec: Arc<dyn Executor>,
+    meta: TaskMeta,
+}
+
+impl ExecutorRunner {
+    /// A runner submitting to `exec` (typically the supervisor loaded from the policy).
+    pub fn new(exec: Arc<dyn Executor>) -> Self {
+        Self {
+            exec,
+            meta: TaskMeta::new("physics.region").with_tag("cpu"),
+        }
+    }
+
+    /// The executor the tasks go to.
+    pub fn executor(&self) -> &Arc<dyn Executor> {
+        &self.exec
+    }
+}
+
+impl RegionRunner for ExecutorRunner {
+    fn name(&self) -> String {
+        self.exec.name().to_string()
+    }
+
+    fn run_round(&self, jobs: Vec<RegionJob>) -> Result<Vec<RegionOut>> {
+        self.exec
+            .map_with(self.meta.clone(), jobs, RegionJob::run)
+            .context("a region task did not complete")?
+            .into_iter()
+            .collect()
+    }
+}
+
+/// The executor the demo submits its region tasks to, from the policy file at `policy`.
+// Interim: until the supervisor and the rayon backend land on main, a threads executor with
+// one worker per core stands in; only this function changes when they do.
+pub fn cpu_executor(_policy: &Path) -> Result<Arc<dyn Executor>> {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    Ok(Arc::new(
+        executor_threads::ThreadsExecutor::builder("cpu")
+            .workers(threads)
+            .build()
+            .context("starting the CPU executor")?,
+    ))
 }

@@ -340,7 +340,7 @@ pub fn main(args: Vec<String>) -> Result<()> {
 
 fn run_demo(args: &RunArgs) -> Result<()> {
     let cfg = args.config()?;
-    let runner = exec::cpu_runner(&args.policy)?;
+    let runner = exec::ExecutorRunner::new(exec::cpu_executor(&args.policy)?);
     if !args.json {
         eprintln!(
             "physics: {} particles, {} steps of dt {}, density {}, T {}, seed {}{}, {} regions \
@@ -366,7 +366,7 @@ fn run_demo(args: &RunArgs) -> Result<()> {
             args.policy.display()
         );
     }
-    let (mut report, res, geom) = simulate(&cfg, &*runner, &runner.name(), !args.json)?;
+    let (mut report, res, geom) = simulate(&cfg, &runner, &runner.name(), !args.json)?;
     if !args.no_png {
         let dir = args.out.clone().unwrap_or_else(default_out);
         std::fs::create_dir_all(&dir)
