@@ -776,17 +776,24 @@ pub fn run(
     let seconds = started.elapsed().as_secs_f64();
     let n = init.len();
     let mut final_state = Particles::with_len(n);
-    let mut final_region = vec![0; n];
+    let mut final_region = vec![usize::MAX; n];
     // The last round did not advance, so each buffer holds exactly its region's particles.
     for (r, buf) in state.iter().enumerate() {
         for k in 0..buf.len() {
             let i = buf.id[k] as usize;
+            ensure!(
+                final_region[i] == usize::MAX,
+                "particle {i} was found in two regions"
+            );
             final_state.x[i] = buf.x[k];
             final_state.y[i] = buf.y[k];
             final_state.vx[i] = buf.vx[k];
             final_state.vy[i] = buf.vy[k];
             final_region[i] = r;
         }
+    }
+    if let Some(lost) = final_region.iter().position(|&r| r == usize::MAX) {
+        bail!("particle {lost} was lost between regions");
     }
     Ok(RunResult {
         rounds,
