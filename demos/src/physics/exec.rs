@@ -87,3 +87,14 @@ pub fn cpu_executor(_policy: &Path) -> Result<Arc<dyn Executor>> {
             .context("starting the CPU executor")?,
     ))
 }
+
+/// Our executor with exactly `threads` threads, for the benchmark's 1- and 2-thread figures.
+// Interim, like `cpu_executor`: becomes the supervisor over a rayon executor of `threads`.
+pub fn bench_executor(threads: usize) -> Result<Arc<dyn Executor>> {
+    Ok(Arc::new(
+        executor_threads::ThreadsExecutor::builder("cpu")
+            .workers(threads)
+            .build()
+            .context("starting the CPU executor")?,
+    ))
+}
