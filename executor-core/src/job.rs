@@ -482,9 +482,14 @@ impl JobFuture {
         self.ctx.is_some()
     }
 
-    /// The job's id (`None` once it completed).
+    /// The job (`None` once the attempt completed).
     pub fn job(&self) -> Option<&Job> {
         self.job.as_ref()
+    }
+
+    /// Takes the job out of an unfinished attempt, e.g. to end it when a runtime drops it.
+    pub fn take_job(&mut self) -> Option<Job> {
+        self.job.take()
     }
 }
 

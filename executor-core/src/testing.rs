@@ -317,7 +317,8 @@ pub fn shutdown_deadline_names_unstarted(make: Factory<'_>) {
     let blockers = saturate(&*exec, &gate);
     let queued: Vec<_> = (0..5)
         .map(|i| {
-            exec.run(TaskMeta::new(format!("queued.{i}")), |_| {
+            // Futures: on tokio, blocking jobs go to the blocking pool and never queue.
+            exec.run_async(TaskMeta::new(format!("queued.{i}")), |_| async {
                 Ok::<_, TaskError>(())
             })
         })

@@ -1,1 +1,223 @@
-//! switchyard backend (placeholder until implemented).
+//! switchyard backend: [`RayonExecutor`], a dedicated `rayon::ThreadPool` for CPU work.
+//!
+//! The executor owns its pool (never rayon's global one), so a task may use `par_iter`
+//! inside and it runs on the same threads. Jobs wait in the executor's own FIFO queue
+//! until a pool thread takes them, so a shutdown can name the jobs that never ran.
+//! Panics are caught per task and never abort the process. Futures are driven to
+//! completion on the pool thread.
+//!
+//! ```
+//! use executor_core::{Executor, ExecutorExt, ShutdownMode};
+//! use executor_rayon::RayonExecutor;
+//! use rayon::prelude::*;
+//!
+//! let cpu = RayonExecutor::builder("cpu").threads(2).build()?;
+//! let h = cpu.submit(|| (0..1_000_000u64).into_par_iter().map(|i| i % 7).sum::<u64>());
+//! assert_eq!(h.wait().unwrap(), (0..1_000_000u64).map(|i| i % 7).sum::<u64>());
+//! cpu.shutdown(ShutdownMode::Graceful(std::time::Duration::from_secs(5)));
+//! # Ok::<(), executor_rayon::BuildError>(())
+//! ```
+#![forbid(unsafe_code)]
+
+use crossbeam_queue::SegQueue;
+use executor_core::{
+    Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, StatsRecorder, SubmitError,
+    TaskRecord,
+};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Why a [`RayonExecutor`] could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build rayon executor '{name}': {source}")]
+pub struct BuildError {
+    name: String,
+    source: rayon::ThreadPoolBuildError,
+}
+
+/// Settings for a [`RayonExecutor`].
+#[derive(Clone, Debug)]
+pub struct Builder {
+    name: String,
+    threads: usize,
+}
+
+impl Builder {
+    /// The number of pool threads; 0 (the default) means one per core.
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = threads;
+        self
+    }
+
+    /// Starts the pool.
+    pub fn build(self) -> Result<RayonExecutor, BuildError> {
+        let name = self.name.clone();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(self.threads)
+            .thread_name(move |i| format!("{name}-{i}"))
+            .panic_handler(|payload| {
+                // Task panics are caught inside each job; this only guards our own code.
+                eprintln!(
+                    "switchyard: a rayon worker caught a panic outside a task: {}",
+                    executor_core::panic_message(&*payload)
+                );
+            })
+            .build()
+            .map_err(|source| BuildError {
+                name: self.name.clone(),
+                source,
+            })?;
+        Ok(RayonExecutor {
+            inner: Arc::new(Inner {
+                threads: pool.current_num_threads(),
+                name: self.name,
+                pool,
+                queue: SegQueue::new(),
+                stats: StatsRecorder::new(),
+                closed: AtomicBool::new(false),
+                shut: AtomicBool::new(false),
+                abandon: AtomicBool::new(false),
+                entering: AtomicUsize::new(0),
+                not_started: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+}
+
+struct Inner {
+    name: String,
+    threads: usize,
+    pool: rayon::ThreadPool,
+    queue: SegQueue<Job>,
+    stats: StatsRecorder,
+    closed: AtomicBool,
+    shut: AtomicBool,
+    abandon: AtomicBool,
+    entering: AtomicUsize,
+    not_started: Mutex<Vec<TaskRecord>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Inner {
+    /// Takes the oldest queued job and runs it (or drops it, past a shutdown deadline).
+    fn run_next(&self) {
+        if let Some(job) = self.queue.pop() {
+            if self.abandon.load(Ordering::Acquire) {
+                // Past a shutdown deadline: end it unrun and name it in the report.
+                if let Some(record) = self.stats.abandon(job) {
+                    lock(&self.not_started).push(record);
+                }
+            } else {
+                self.stats.run(job);
+            }
+        }
+    }
+}
+
+/// A dedicated rayon thread pool. See the [crate docs](crate).
+pub struct RayonExecutor {
+    inner: Arc<Inner>,
+}
+
+impl RayonExecutor {
+    /// Settings for an executor called `name` (threads named `name-0`, `name-1`, ...).
+    pub fn builder(name: impl Into<String>) -> Builder {
+        Builder {
+            name: name.into(),
+            threads: 0,
+        }
+    }
+
+    /// The number of pool threads.
+    pub fn threads(&self) -> usize {
+        self.inner.threads
+    }
+
+    /// Runs `op` inside the pool (so its `par_iter` calls use these threads), blocking
+    /// the caller until it returns — for data-parallel code outside the task model.
+    pub fn install<R: Send>(&self, op: impl FnOnce() -> R + Send) -> R {
+        self.inner.pool.install(op)
+    }
+}
+
+impl Executor for RayonExecutor {
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    fn execute(&self, job: Job) -> Result<(), SubmitError> {
+        let inner = &self.inner;
+        inner.entering.fetch_add(1, Ordering::AcqRel);
+        let result = if inner.closed.load(Ordering::Acquire) {
+            inner.stats.rejected();
+            Err(SubmitError::shutdown(job))
+        } else {
+            inner.stats.accepted();
+            inner.queue.push(job);
+            let runner = inner.clone();
+            inner.pool.spawn(move || runner.run_next());
+            Ok(())
+        };
+        inner.entering.fetch_sub(1, Ordering::AcqRel);
+        result
+    }
+
+    fn stats(&self) -> ExecutorStats {
+        self.inner.stats.snapshot()
+    }
+
+    fn shutdown(&self, mode: ShutdownMode) -> ShutdownReport {
+        let inner = &*self.inner;
+        let mut report = ShutdownReport::new(&inner.name);
+        if inner.shut.swap(true, Ordering::AcqRel) {
+            report.stats = inner.stats.snapshot();
+            return report;
+        }
+        let deadline = Instant::now() + mode.deadline();
+        inner.closed.store(true, Ordering::Release);
+        while inner.entering.load(Ordering::Acquire) > 0 {
+            std::thread::yield_now();
+        }
+        loop {
+            let stats = inner.stats.snapshot();
+            if stats.queued + stats.running == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                report.deadline_passed = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        inner.abandon.store(true, Ordering::Release);
+        while let Some(job) = inner.queue.pop() {
+            if let Some(record) = inner.stats.abandon(job) {
+                lock(&inner.not_started).push(record);
+            }
+        }
+        report.not_started = std::mem::take(&mut *lock(&inner.not_started));
+        report.stats = inner.stats.snapshot();
+        report.still_running = report.stats.running;
+        report
+    }
+}
+
+impl Drop for RayonExecutor {
+    /// Dropping the executor stops it taking work; queued jobs still run.
+    fn drop(&mut self) {
+        self.inner.closed.store(true, Ordering::Release);
+    }
+}
+
+impl std::fmt::Debug for RayonExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RayonExecutor")
+            .field("name", &self.inner.name)
+            .field("threads", &self.inner.threads)
+            .finish()
+    }
+}

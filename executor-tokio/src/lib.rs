@@ -1,1 +1,326 @@
-//! switchyard backend (placeholder until implemented).
+//! switchyard backend: [`TokioExecutor`], a tokio runtime for async work.
+//!
+//! Futures run natively on the runtime (so they may use tokio sockets and timers);
+//! blocking jobs run on the runtime's blocking pool. The executor owns its runtime, or
+//! wraps the [`Handle`](tokio::runtime::Handle) of one you already have.
+//!
+//! ```
+//! use executor_core::{Executor, ExecutorExt, ShutdownMode, TaskMeta};
+//! use executor_tokio::TokioExecutor;
+//! use std::time::Duration;
+//!
+//! let net = TokioExecutor::builder("net").worker_threads(2).build()?;
+//! let h = net.run_async(TaskMeta::new("tick"), |ctx| async move {
+//!     tokio::time::sleep(Duration::from_millis(5)).await;
+//!     Ok::<_, std::io::Error>(ctx.attempt())
+//! });
+//! assert_eq!(h.wait().unwrap(), 1);
+//! let blocking = net.submit(|| std::thread::current().name().map(str::to_owned));
+//! assert!(blocking.wait().is_ok());
+//! net.shutdown(ShutdownMode::Graceful(Duration::from_secs(5)));
+//! # Ok::<(), executor_tokio::BuildError>(())
+//! ```
+#![forbid(unsafe_code)]
+
+use crossbeam_queue::SegQueue;
+use executor_core::{
+    Executor, ExecutorStats, Job, JobFuture, ShutdownMode, ShutdownReport, StatsRecorder,
+    SubmitError, TaskError, TaskRecord,
+};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::runtime::{Handle, Runtime};
+
+/// Why a [`TokioExecutor`] could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build tokio executor '{name}': {source}")]
+pub struct BuildError {
+    name: String,
+    source: std::io::Error,
+}
+
+/// Settings for a [`TokioExecutor`] that owns its runtime.
+#[derive(Clone, Debug)]
+pub struct Builder {
+    name: String,
+    worker_threads: usize,
+    max_blocking_threads: Option<usize>,
+}
+
+impl Builder {
+    /// Runtime worker threads; 0 (the default) means one per core.
+    pub fn worker_threads(mut self, n: usize) -> Self {
+        self.worker_threads = n;
+        self
+    }
+
+    /// The most threads the blocking pool may start (tokio's default: 512).
+    pub fn max_blocking_threads(mut self, n: usize) -> Self {
+        self.max_blocking_threads = Some(n.max(1));
+        self
+    }
+
+    /// Starts the runtime.
+    pub fn build(self) -> Result<TokioExecutor, BuildError> {
+        let mut rt = tokio::runtime::Builder::new_multi_thread();
+        rt.enable_all().thread_name(format!("{}-worker", self.name));
+        if self.worker_threads > 0 {
+            rt.worker_threads(self.worker_threads);
+        }
+        if let Some(n) = self.max_blocking_threads {
+            rt.max_blocking_threads(n);
+        }
+        let runtime = rt.build().map_err(|source| BuildError {
+            name: self.name.clone(),
+            source,
+        })?;
+        let handle = runtime.handle().clone();
+        Ok(TokioExecutor::new(self.name, handle, Some(runtime)))
+    }
+}
+
+struct Inner {
+    name: String,
+    handle: Handle,
+    runtime: Mutex<Option<Runtime>>,
+    queue: SegQueue<Job>,
+    stats: StatsRecorder,
+    closed: AtomicBool,
+    shut: AtomicBool,
+    abandon: AtomicBool,
+    entering: AtomicUsize,
+    not_started: Mutex<Vec<TaskRecord>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Inner {
+    /// Ends a job that will not run (past a shutdown deadline, or dropped by the runtime).
+    fn abandon(&self, job: Job) {
+        if let Some(record) = self.stats.abandon(job) {
+            lock(&self.not_started).push(record);
+        }
+    }
+}
+
+/// A runtime task that takes the oldest queued async job on its first poll and runs it,
+/// counted in the stats. Jobs wait in the executor's own queue (not only in the runtime's)
+/// so a shutdown can drain and name the ones that never started. Dropped unfinished (the
+/// runtime shut down), it still ends its job and counts it.
+struct Runner {
+    inner: Arc<Inner>,
+    running: Option<(JobFuture, Instant)>,
+}
+
+impl Future for Runner {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        if this.running.is_none() {
+            let Some(job) = this.inner.queue.pop() else {
+                return Poll::Ready(());
+            };
+            if this.inner.abandon.load(Ordering::Acquire) {
+                this.inner.abandon(job);
+                return Poll::Ready(());
+            }
+            this.inner.stats.started();
+            this.running = Some((job.into_future(), Instant::now()));
+        }
+        let (fut, started) = this.running.as_mut().expect("set above");
+        match Pin::new(fut).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(status) => {
+                this.inner.stats.finished(status, started.elapsed());
+                this.running = None;
+                Poll::Ready(())
+            }
+        }
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        if let Some((mut fut, started)) = self.running.take()
+            && let Some(job) = fut.take_job()
+        {
+            let status = job.resolve(TaskError::cancelled());
+            self.inner.stats.finished(status, started.elapsed());
+        }
+    }
+}
+
+/// A blocking job on the runtime's blocking pool; dropped unrun, it ends its job.
+struct Blocking {
+    job: Option<Job>,
+    inner: Arc<Inner>,
+}
+
+impl Blocking {
+    fn run(mut self) {
+        if let Some(job) = self.job.take() {
+            if self.inner.abandon.load(Ordering::Acquire) {
+                self.inner.abandon(job);
+            } else {
+                self.inner.stats.run(job);
+            }
+        }
+    }
+}
+
+impl Drop for Blocking {
+    fn drop(&mut self) {
+        if let Some(job) = self.job.take() {
+            self.inner.abandon(job);
+        }
+    }
+}
+
+/// A tokio runtime as an executor. See the [crate docs](crate).
+pub struct TokioExecutor {
+    inner: Arc<Inner>,
+}
+
+impl TokioExecutor {
+    /// Settings for an executor called `name` that owns its runtime.
+    pub fn builder(name: impl Into<String>) -> Builder {
+        Builder {
+            name: name.into(),
+            worker_threads: 0,
+            max_blocking_threads: None,
+        }
+    }
+
+    /// An executor on a runtime you already have; shutting it down stops this executor
+    /// taking work and waits for its jobs, but leaves the runtime running.
+    pub fn from_handle(name: impl Into<String>, handle: Handle) -> Self {
+        Self::new(name.into(), handle, None)
+    }
+
+    fn new(name: String, handle: Handle, runtime: Option<Runtime>) -> Self {
+        TokioExecutor {
+            inner: Arc::new(Inner {
+                name,
+                handle,
+                runtime: Mutex::new(runtime),
+                queue: SegQueue::new(),
+                stats: StatsRecorder::new(),
+                closed: AtomicBool::new(false),
+                shut: AtomicBool::new(false),
+                abandon: AtomicBool::new(false),
+                entering: AtomicUsize::new(0),
+                not_started: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// The runtime's handle, to spawn tokio-specific work beside the executor's.
+    pub fn handle(&self) -> &Handle {
+        &self.inner.handle
+    }
+}
+
+impl Executor for TokioExecutor {
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    fn execute(&self, job: Job) -> Result<(), SubmitError> {
+        let inner = &self.inner;
+        inner.entering.fetch_add(1, Ordering::AcqRel);
+        let result = if inner.closed.load(Ordering::Acquire) {
+            inner.stats.rejected();
+            Err(SubmitError::shutdown(job))
+        } else {
+            inner.stats.accepted();
+            if job.is_async() {
+                inner.queue.push(job);
+                drop(inner.handle.spawn(Runner {
+                    inner: inner.clone(),
+                    running: None,
+                }));
+            } else {
+                let blocking = Blocking {
+                    job: Some(job),
+                    inner: inner.clone(),
+                };
+                drop(inner.handle.spawn_blocking(move || blocking.run()));
+            }
+            Ok(())
+        };
+        inner.entering.fetch_sub(1, Ordering::AcqRel);
+        result
+    }
+
+    fn stats(&self) -> ExecutorStats {
+        self.inner.stats.snapshot()
+    }
+
+    fn shutdown(&self, mode: ShutdownMode) -> ShutdownReport {
+        let inner = &*self.inner;
+        let mut report = ShutdownReport::new(&inner.name);
+        if inner.shut.swap(true, Ordering::AcqRel) {
+            report.stats = inner.stats.snapshot();
+            return report;
+        }
+        let deadline = Instant::now() + mode.deadline();
+        inner.closed.store(true, Ordering::Release);
+        while inner.entering.load(Ordering::Acquire) > 0 {
+            std::thread::yield_now();
+        }
+        loop {
+            let stats = inner.stats.snapshot();
+            if stats.queued + stats.running == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                report.deadline_passed = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        inner.abandon.store(true, Ordering::Release);
+        while let Some(job) = inner.queue.pop() {
+            inner.abandon(job);
+        }
+        if let Some(rt) = lock(&inner.runtime).take() {
+            if Handle::try_current().is_ok() {
+                // Called from inside a runtime, where blocking on a shutdown is not allowed.
+                rt.shutdown_background();
+            } else {
+                // Drops every task that has not finished; their guards end and count them.
+                rt.shutdown_timeout(Duration::from_millis(10));
+            }
+        }
+        report.not_started = std::mem::take(&mut *lock(&inner.not_started));
+        report.stats = inner.stats.snapshot();
+        report.still_running = report.stats.running;
+        report
+    }
+}
+
+impl Drop for TokioExecutor {
+    /// Dropping the executor stops it taking work; the runtime (if owned) shuts down in
+    /// the background, dropping tasks that have not finished.
+    fn drop(&mut self) {
+        self.inner.closed.store(true, Ordering::Release);
+        if let Some(rt) = lock(&self.inner.runtime).take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl std::fmt::Debug for TokioExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokioExecutor")
+            .field("name", &self.inner.name)
+            .finish()
+    }
+}
