@@ -11,8 +11,8 @@ use std::sync::Arc;
 /// A CPU executor with exactly `threads` threads, built directly (no policy file).
 fn executor(threads: usize) -> Arc<dyn Executor> {
     Arc::new(
-        executor_threads::ThreadsExecutor::builder(format!("cpu-{threads}"))
-            .workers(threads)
+        executor_rayon::RayonExecutor::builder(format!("cpu-{threads}"))
+            .threads(threads)
             .build()
             .expect("executor starts"),
     )

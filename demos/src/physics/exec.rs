@@ -76,24 +76,22 @@ impl RegionRunner for ExecutorRunner {
 }
 
 /// The executor the demo submits its region tasks to, from the policy file at `policy`.
-// Interim: until the supervisor and the rayon backend land on main, a threads executor with
-// one worker per core stands in; only this function changes when they do.
+// Interim: until the supervisor lands on main, a rayon executor with one thread per core
+// (what `policies/physics.toml` asks for) stands in; only this function changes when it does.
 pub fn cpu_executor(_policy: &Path) -> Result<Arc<dyn Executor>> {
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    Ok(Arc::new(
-        executor_threads::ThreadsExecutor::builder("cpu")
-            .workers(threads)
-            .build()
-            .context("starting the CPU executor")?,
-    ))
+    rayon_executor(0)
 }
 
 /// Our executor with exactly `threads` threads, for the benchmark's 1- and 2-thread figures.
-// Interim, like `cpu_executor`: becomes the supervisor over a rayon executor of `threads`.
+// Interim, like `cpu_executor`.
 pub fn bench_executor(threads: usize) -> Result<Arc<dyn Executor>> {
+    rayon_executor(threads)
+}
+
+fn rayon_executor(threads: usize) -> Result<Arc<dyn Executor>> {
     Ok(Arc::new(
-        executor_threads::ThreadsExecutor::builder("cpu")
-            .workers(threads)
+        executor_rayon::RayonExecutor::builder("cpu")
+            .threads(threads)
             .build()
             .context("starting the CPU executor")?,
     ))

@@ -1,21 +1,6 @@
 //! Demo `physics`: a 2D Lennard-Jones system split into load-balanced regions.
 //!
-//! Particles interact through the Lennard-Jones potential (cut at 2.5 and shifted) in a
-//! periodic square box, found through cell lists and moved by velocity Verlet. The box is cut
-//! into regions (contiguous ranges of cell columns); every step submits one task per region
-//! to the executor the policy routes `physics.region` to. A task reads the previous step's
-//! state (an `Arc` snapshot, shared read-only) and writes only into its own buffer; the step
-//! then composes the buffers into the next state, and a particle that crossed a border is
-//! picked up by its new region from there. With `--clustered` (80% of the particles in 20%
-//! of the box) the borders move every few steps so each region carries the same measured
-//! load (pair evaluations plus a per-particle cost).
-//!
-//! The final state is bit-for-bit the same for any thread count and region count (see
-//! [`sim`] for why), total momentum is conserved to rounding, and with the default time step
-//! 0.005 the relative energy drift stays below [`ENERGY_DRIFT_BOUND`] over the default run.
-//!
-//! `demos physics bench` measures particle-steps/s at 1 and 2 threads against a hand-written
-//! rayon version of the same step.
+#![doc = include_str!("README.md")]
 
 mod bench;
 pub mod exec;
@@ -98,7 +83,7 @@ pub struct RunArgs {
     /// Print the report as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Directory for the pictures [default: <workspace>/.switchyard-cache/physics].
+    /// Directory for the pictures [default: .switchyard-cache/physics at the workspace root].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Do not write the pictures.

@@ -10,6 +10,9 @@ fn region_color(r: usize) -> HSLColor {
     HSLColor((r as f64 * 0.618_033_988_75).fract(), 0.75, 0.45)
 }
 
+/// Picks one of a round's per-region load vectors.
+type Pick = fn(&RoundRecord) -> &Vec<u64>;
+
 fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing failed: {e:?}")
 }
@@ -76,7 +79,7 @@ pub fn work_png(path: &Path, rounds: &[RoundRecord], balanced_run: bool) -> Resu
     } else {
         "borders used (balancing off)"
     };
-    let panels: [(_, &str, fn(&RoundRecord) -> &Vec<u64>); 2] = [
+    let panels: [(_, &str, Pick); 2] = [
         (left, "before: equal-width regions", |r| &r.work_equal),
         (right, right_title, |r| &r.work),
     ];

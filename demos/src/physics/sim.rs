@@ -1,6 +1,7 @@
 //! The Lennard-Jones system: set-up, the region task and the step loop.
 //!
-//! Units are reduced Lennard-Jones units (sigma = epsilon = mass = 1). The box is a periodic
+//! Units are reduced Lennard-Jones units (sigma = epsilon = mass = 1); the potential is cut at
+//! [`CUTOFF`] and shifted in r² so that energy and force both vanish there. The box is a periodic
 //! square of side `L = sqrt(particles / density)`, cut into `nc x nc` cells of side
 //! `L / nc >= rc`, so every neighbour within the cutoff sits in one of the 9 cells around a
 //! particle. A region is a contiguous range of cell columns.
@@ -332,21 +333,19 @@ fn bin(
     let n = id.len();
     let mut cell = Vec::with_capacity(n);
     let mut counts = vec![0u32; win_len * nc + 1];
-    for i in 0..n {
+    for (i, &pid) in id.iter().enumerate() {
         let (x, y) = (p.x[i], p.y[i]);
         if !(x.is_finite() && y.is_finite()) {
             bail!(
-                "the simulation blew up (particle {} has a non-finite position); use a smaller --dt",
-                id[i]
+                "the simulation blew up (particle {pid} has a non-finite position); use a smaller --dt"
             );
         }
         let col = geom.cell_of(x);
         let pos = (col + nc - win_start) % nc;
         if pos >= win_len {
             bail!(
-                "particle {} moved more than one cell in one step; the time step is too large \
-                 for these velocities, use a smaller --dt",
-                id[i]
+                "particle {pid} moved more than one cell in one step; the time step is too large \
+                 for these velocities, use a smaller --dt"
             );
         }
         let c = pos * nc + geom.cell_of(y);
