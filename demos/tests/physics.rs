@@ -288,3 +288,21 @@ fn json_report_and_pictures() {
         assert!(bytes.len() > 2_000, "{path} is suspiciously small");
     }
 }
+
+#[test]
+fn balanced_borders_minimise_the_heaviest_region() {
+    use demos::physics::sim::{balanced_borders, imbalance, region_work};
+    assert_eq!(balanced_borders(&[1, 1, 1, 10, 1, 1], 2), vec![0, 3, 6]);
+    assert_eq!(balanced_borders(&[5, 5, 5, 5], 4), vec![0, 1, 2, 3, 4]);
+    assert_eq!(balanced_borders(&[0, 0, 0], 1), vec![0, 3]);
+    // A clustered load: most of it in the first quarter of the columns.
+    let cols: Vec<u64> = (0..40).map(|c| if c < 10 { 100 } else { 5 }).collect();
+    let even = equal_borders(40, 4);
+    let bal = balanced_borders(&cols, 4);
+    assert!(imbalance(&region_work(&cols, &even)) > 2.0);
+    assert!(imbalance(&region_work(&cols, &bal)) < 1.15, "{bal:?}");
+    assert!(
+        bal.windows(2).all(|w| w[0] < w[1]),
+        "empty region in {bal:?}"
+    );
+}

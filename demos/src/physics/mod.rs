@@ -370,7 +370,12 @@ fn run_demo(args: &RunArgs) -> Result<()> {
                 cfg.setup.particles, cfg.steps, cfg.dec.regions
             ),
         )?;
-        plot::work_png(&work, &res.rounds, cfg.dec.balance && cfg.dec.regions > 1)?;
+        plot::work_png(
+            &work,
+            &res.rounds,
+            cfg.dec.balance && cfg.dec.regions > 1,
+            (report.imbalance_before, report.imbalance_after),
+        )?;
         report.state_png = Some(clean(&state));
         report.work_png = Some(clean(&work));
     }

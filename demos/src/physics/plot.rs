@@ -62,7 +62,12 @@ pub fn state_png(
 
 /// Plots load per region per step: left with equal-width regions (before balancing), right
 /// with the borders the run used (after balancing, when it balanced).
-pub fn work_png(path: &Path, rounds: &[RoundRecord], balanced_run: bool) -> Result<()> {
+pub fn work_png(
+    path: &Path,
+    rounds: &[RoundRecord],
+    balanced_run: bool,
+    (before, after): (f64, f64),
+) -> Result<()> {
     let root = BitMapBackend::new(path, (1200, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     let (left, right) = root.split_horizontally(600);
@@ -75,17 +80,27 @@ pub fn work_png(path: &Path, rounds: &[RoundRecord], balanced_run: bool) -> Resu
         / 1e3;
     let regions = rounds.first().map_or(0, |r| r.work.len());
     let right_title = if balanced_run {
-        "after: borders moved by measured load"
+        format!("after: borders moved by load (imbalance {after:.2})")
     } else {
-        "borders used (balancing off)"
+        format!("borders used, no balancing (imbalance {after:.2})")
     };
-    let panels: [(_, &str, Pick); 2] = [
-        (left, "before: equal-width regions", |r| &r.work_equal),
-        (right, right_title, |r| &r.work),
+    let panels: [(_, String, Pick, SeriesLabelPosition); 2] = [
+        (
+            left,
+            format!("before: equal-width regions (imbalance {before:.2})"),
+            |r| &r.work_equal,
+            SeriesLabelPosition::MiddleRight,
+        ),
+        (
+            right,
+            right_title,
+            |r| &r.work,
+            SeriesLabelPosition::UpperRight,
+        ),
     ];
-    for (area, title, pick) in panels {
+    for (area, title, pick, legend_at) in panels {
         let mut chart = ChartBuilder::on(&area)
-            .caption(title, ("sans-serif", 18))
+            .caption(title, ("sans-serif", 17))
             .margin(12)
             .x_label_area_size(35)
             .y_label_area_size(60)
@@ -114,6 +129,7 @@ pub fn work_png(path: &Path, rounds: &[RoundRecord], balanced_run: bool) -> Resu
         }
         chart
             .configure_series_labels()
+            .position(legend_at)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .draw()

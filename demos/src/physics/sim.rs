@@ -612,32 +612,41 @@ pub fn equal_borders(nc: usize, regions: usize) -> Vec<usize> {
     (0..=regions).map(|k| k * nc / regions).collect()
 }
 
-/// Borders that split the columns into `regions` contiguous ranges of about equal load.
+/// Borders that split the columns into `regions` non-empty contiguous ranges so that the
+/// heaviest range is as light as possible (exact, by dynamic programming over the columns).
 pub fn balanced_borders(col_work: &[u64], regions: usize) -> Vec<usize> {
     let nc = col_work.len();
-    let total: u64 = col_work.iter().sum();
-    let mut borders = vec![0];
-    let mut acc = 0u64;
-    let mut col = 0;
-    for k in 1..regions {
-        let target = total as f64 * k as f64 / regions as f64;
-        // Leave at least one column for each region still to come.
-        let max_col = nc - (regions - k);
-        let min_col = borders[k - 1] + 1;
-        while col < min_col {
-            acc += col_work[col];
-            col += 1;
-        }
-        // Take the next column while that brings the cut closer to the target.
-        while col < max_col
-            && ((acc + col_work[col]) as f64 - target).abs() <= (acc as f64 - target).abs()
-        {
-            acc += col_work[col];
-            col += 1;
-        }
-        borders.push(col);
+    assert!((1..=nc).contains(&regions), "1 <= regions <= columns");
+    let mut prefix = vec![0u64; nc + 1];
+    for (c, w) in col_work.iter().enumerate() {
+        prefix[c + 1] = prefix[c] + w;
     }
-    borders.push(nc);
+    // best[k][j]: the lightest possible heaviest range when columns 0..j form k ranges;
+    // cut[k][j]: where the last of those ranges starts.
+    let mut best = vec![vec![u64::MAX; nc + 1]; regions + 1];
+    let mut cut = vec![vec![0usize; nc + 1]; regions + 1];
+    best[0][0] = 0;
+    for k in 1..=regions {
+        for j in k..=nc - (regions - k) {
+            for i in (k - 1)..j {
+                if best[k - 1][i] == u64::MAX {
+                    continue;
+                }
+                let m = best[k - 1][i].max(prefix[j] - prefix[i]);
+                if m < best[k][j] {
+                    best[k][j] = m;
+                    cut[k][j] = i;
+                }
+            }
+        }
+    }
+    let mut borders = vec![nc];
+    let mut j = nc;
+    for k in (1..=regions).rev() {
+        j = cut[k][j];
+        borders.push(j);
+    }
+    borders.reverse();
     borders
 }
 
