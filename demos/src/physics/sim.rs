@@ -56,6 +56,7 @@ pub struct Setup {
 pub struct Geometry {
     /// Side of the periodic square box.
     pub l: f64,
+    half_l: f64,
     /// Cells per side.
     pub nc: usize,
     /// Side of a cell (`>= CUTOFF`).
@@ -83,6 +84,7 @@ impl Geometry {
         let inv6 = CUTOFF.powi(-6);
         Ok(Self {
             l,
+            half_l: l / 2.0,
             nc,
             cs: l / nc as f64,
             rc2,
@@ -442,7 +444,6 @@ impl RegionJob {
         let start = Instant::now();
         let geom = &*self.geom;
         let nc = geom.nc;
-        let (l, half) = (geom.l, geom.l / 2.0);
         let (a, b) = (self.a, self.b);
         // Gather the view: the window's cells, each in canonical order.
         let (vs, vl) = window(a, b, nc);
@@ -512,37 +513,18 @@ impl RegionJob {
                 }
                 for i in cell_range(p, row) {
                     let (xi, yi) = (v.x[i], v.y[i]);
-                    let (mut fx, mut fy, mut ui) = (0.0, 0.0, 0.0);
-                    for r in &nb {
+                    let mut acc = Pair::default();
+                    for (k, r) in nb.iter().enumerate() {
                         work += r.len() as u64;
-                        for j in r.clone() {
-                            if j == i {
-                                continue;
-                            }
-                            let mut dx = xi - v.x[j];
-                            let mut dy = yi - v.y[j];
-                            if dx > half {
-                                dx -= l;
-                            } else if dx < -half {
-                                dx += l;
-                            }
-                            if dy > half {
-                                dy -= l;
-                            } else if dy < -half {
-                                dy += l;
-                            }
-                            let r2 = dx * dx + dy * dy;
-                            if r2 < geom.rc2 {
-                                let inv2 = 1.0 / r2;
-                                let inv6 = inv2 * inv2 * inv2;
-                                let ff = 24.0 * inv2 * inv6 * (2.0 * inv6 - 1.0) - geom.fshift;
-                                fx += ff * dx;
-                                fy += ff * dy;
-                                ui += 4.0 * inv6 * (inv6 - 1.0) - geom.ushift
-                                    + 0.5 * (r2 - geom.rc2) * geom.fshift;
-                            }
+                        if k == 4 {
+                            // The particle's own cell: every particle but itself, in order.
+                            acc.add(geom, xi, yi, &v.x[r.start..i], &v.y[r.start..i]);
+                            acc.add(geom, xi, yi, &v.x[i + 1..r.end], &v.y[i + 1..r.end]);
+                        } else {
+                            acc.add(geom, xi, yi, &v.x[r.clone()], &v.y[r.clone()]);
                         }
                     }
+                    let Pair { fx, fy, u: ui } = acc;
                     let (mut vx, mut vy) = (v.vx[i], v.vy[i]);
                     if self.finish_kick {
                         vx += fx * half_dt;
@@ -556,8 +538,8 @@ impl RegionJob {
                     if self.advance {
                         vx += fx * half_dt;
                         vy += fy * half_dt;
-                        x = wrap(x + vx * self.dt, l);
-                        y = wrap(y + vy * self.dt, l);
+                        x = wrap(x + vx * self.dt, geom.l);
+                        y = wrap(y + vy * self.dt, geom.l);
                     }
                     out_id.push(id[i]);
                     out.x.push(x);
@@ -580,6 +562,47 @@ impl RegionJob {
             particles: own_len,
             nanos: start.elapsed().as_nanos() as u64,
         })
+    }
+}
+
+/// Force and potential energy on one particle, summed over its neighbours in order.
+#[derive(Debug, Default)]
+struct Pair {
+    fx: f64,
+    fy: f64,
+    u: f64,
+}
+
+impl Pair {
+    /// Adds the interactions of the particle at `(xi, yi)` with those at `xs, ys`, in order.
+    #[inline(always)]
+    fn add(&mut self, geom: &Geometry, xi: f64, yi: f64, xs: &[f64], ys: &[f64]) {
+        let (l, half) = (geom.l, geom.half_l);
+        for (&xj, &yj) in xs.iter().zip(ys) {
+            // Minimum image, written so that the (j, i) pair gets exactly -(dx, dy).
+            let mut dx = xi - xj;
+            let mut dy = yi - yj;
+            if dx > half {
+                dx -= l;
+            } else if dx < -half {
+                dx += l;
+            }
+            if dy > half {
+                dy -= l;
+            } else if dy < -half {
+                dy += l;
+            }
+            let r2 = dx * dx + dy * dy;
+            if r2 < geom.rc2 {
+                let inv2 = 1.0 / r2;
+                let inv6 = inv2 * inv2 * inv2;
+                let ff = 24.0 * inv2 * inv6 * (2.0 * inv6 - 1.0) - geom.fshift;
+                self.fx += ff * dx;
+                self.fy += ff * dy;
+                self.u +=
+                    4.0 * inv6 * (inv6 - 1.0) - geom.ushift + 0.5 * (r2 - geom.rc2) * geom.fshift;
+            }
+        }
     }
 }
 
