@@ -281,6 +281,9 @@ fn json_report_and_pictures() {
     assert_eq!(v["steps"], 20);
     assert_eq!(v["regions"], 2);
     assert!(v["particle_steps_per_s"].as_f64().unwrap() > 0.0);
+    // One task per region per step (plus the closing half-kick), all through the executor.
+    assert_eq!(v["tasks"], 2 * 21);
+    assert_eq!(v["tasks_completed"], v["tasks"]);
     for key in ["state_png", "work_png"] {
         let path = v[key].as_str().expect("picture path");
         let bytes = std::fs::read(path).expect("picture written");

@@ -9,10 +9,12 @@ pub mod sim;
 
 use anyhow::{Context, Result, bail, ensure};
 use clap::Parser;
+use executor_core::ShutdownMode;
 use serde::Serialize;
 use sim::{Decomposition, Geometry, RegionRunner, RunResult, Setup};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Bound on `|E(end) - E(0)| / |E(0)|` for the default time step over a default-length run;
 /// the tests check it.
@@ -222,6 +224,10 @@ pub struct Report {
     pub state_hash: String,
     /// The executor the region tasks ran on.
     pub executor: String,
+    /// Region tasks the run submitted (`regions x (steps + 1)`).
+    pub tasks: u64,
+    /// Tasks the executor reports completed (filled in by the demo from its stats).
+    pub tasks_completed: Option<u64>,
     /// The picture of the final state, if written.
     pub state_png: Option<PathBuf>,
     /// The load chart, if written.
@@ -300,6 +306,8 @@ pub fn simulate(
         imbalance_time: mean(after.iter().map(|r| sim::imbalance(&r.nanos))),
         state_hash: res.final_state.state_hash(),
         executor: executor.to_string(),
+        tasks: (cfg.dec.regions * (cfg.steps + 1)) as u64,
+        tasks_completed: None,
         state_png: None,
         work_png: None,
     };
@@ -378,6 +386,23 @@ fn run_demo(args: &RunArgs) -> Result<()> {
         )?;
         report.state_png = Some(clean(&state));
         report.work_png = Some(clean(&work));
+    }
+    let exec = runner.executor();
+    let report_shutdown = exec.shutdown(ShutdownMode::Graceful(Duration::from_secs(5)));
+    let stats = report_shutdown.stats;
+    report.tasks_completed = Some(stats.completed);
+    if !args.json {
+        eprintln!(
+            "executor '{}': {} tasks submitted, {} completed, {} failed, {} panicked; task \
+             latency p50 {:?}, p99 {:?}",
+            exec.name(),
+            stats.submitted,
+            stats.completed,
+            stats.failed,
+            stats.panicked,
+            stats.latency.p50,
+            stats.latency.p99
+        );
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
