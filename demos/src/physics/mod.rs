@@ -29,6 +29,7 @@ const DEFAULT_CLUSTERED_DENSITY: f64 = 0.2;
 #[derive(Debug, Parser)]
 #[command(
     name = "demos physics",
+    bin_name = "demos physics",
     about = "A 2D Lennard-Jones system split into load-balanced regions",
     allow_negative_numbers = true,
     args_conflicts_with_subcommands = true
@@ -323,7 +324,10 @@ pub fn main(args: Vec<String>) -> Result<()> {
             print!("{e}");
             return Ok(());
         }
-        Err(e) => bail!("{}", e.render().to_string().trim_end()),
+        Err(e) => {
+            let msg = e.render().to_string();
+            bail!("{}", msg.trim_start_matches("error: ").trim_end())
+        }
     };
     match cli.cmd {
         Some(Cmd::Bench(b)) => bench::run(&b),
