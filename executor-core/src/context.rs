@@ -1,7 +1,6 @@
 //! [`TaskContext`]: what a running task knows about itself.
 
-use crate::{CancelToken, Cancelled, TaskId, TaskMeta};
-use std::sync::Arc;
+use crate::{CancelToken, Cancelled, MetaRef, TaskId, TaskMeta};
 use std::time::{Duration, Instant};
 
 /// Passed to every task run through [`ExecutorExt::run`](crate::ExecutorExt::run) and friends:
@@ -11,7 +10,7 @@ pub struct TaskContext {
     id: TaskId,
     attempt: u32,
     deadline: Option<Instant>,
-    meta: Arc<TaskMeta>,
+    meta: MetaRef,
     token: CancelToken,
 }
 
@@ -20,7 +19,7 @@ impl TaskContext {
         id: TaskId,
         attempt: u32,
         deadline: Option<Instant>,
-        meta: Arc<TaskMeta>,
+        meta: MetaRef,
         token: CancelToken,
     ) -> Self {
         Self {
@@ -34,7 +33,7 @@ impl TaskContext {
 
     /// A context for running a task body by hand (tests, examples): attempt 1, no deadline.
     pub fn detached(meta: TaskMeta) -> Self {
-        Self::new(TaskId::next(), 1, None, Arc::new(meta), CancelToken::new())
+        Self::new(TaskId::next(), 1, None, meta.into(), CancelToken::new())
     }
 
     /// The task's id.

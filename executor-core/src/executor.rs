@@ -114,8 +114,9 @@ pub fn shutdown_in_background(
     executor: Arc<dyn Executor>,
     mode: ShutdownMode,
 ) -> TaskHandle<ShutdownReport> {
-    let meta = Arc::new(TaskMeta::new("executor.shutdown"));
-    let (job, handle) = Job::once(meta, move |_| Ok(executor.shutdown(mode)));
+    let (job, handle) = Job::once(TaskMeta::new("executor.shutdown"), move |_| {
+        Ok(executor.shutdown(mode))
+    });
     let spawned = std::thread::Builder::new()
         .name("switchyard-shutdown".into())
         .spawn(move || {

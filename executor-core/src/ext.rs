@@ -1,13 +1,13 @@
 //! [`ExecutorExt`]: the generic conveniences every executor gets (`submit`, `run`, `map`, ...).
 
-use crate::{BoxError, Executor, Job, TaskContext, TaskError, TaskHandle, TaskMeta};
+use crate::meta::ANONYMOUS;
+use crate::{BoxError, Executor, Job, MetaRef, TaskContext, TaskError, TaskHandle, TaskMeta};
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 /// The meta of tasks submitted without one.
-fn anonymous() -> Arc<TaskMeta> {
-    static META: OnceLock<Arc<TaskMeta>> = OnceLock::new();
-    META.get_or_init(|| Arc::new(TaskMeta::default())).clone()
+fn anonymous() -> MetaRef {
+    MetaRef::Static(&ANONYMOUS)
 }
 
 /// Generic helpers over any [`Executor`], including `dyn Executor`, `&E`, `Box<E>` and
@@ -57,9 +57,8 @@ pub trait ExecutorExt: Executor {
         E: Into<BoxError>,
         F: Fn(&TaskContext) -> Result<T, E> + Send + Sync + 'static,
     {
-        let (job, handle) = Job::repeatable(Arc::new(meta), move |ctx| {
-            f(ctx).map_err(|e| TaskError::failed(e))
-        });
+        let (job, handle) =
+            Job::repeatable(meta, move |ctx| f(ctx).map_err(|e| TaskError::failed(e)));
         dispatch(self, job);
         handle
     }
@@ -71,9 +70,7 @@ pub trait ExecutorExt: Executor {
         E: Into<BoxError>,
         F: FnOnce(&TaskContext) -> Result<T, E> + Send + 'static,
     {
-        let (job, handle) = Job::once(Arc::new(meta), move |ctx| {
-            f(ctx).map_err(|e| TaskError::failed(e))
-        });
+        let (job, handle) = Job::once(meta, move |ctx| f(ctx).map_err(|e| TaskError::failed(e)));
         dispatch(self, job);
         handle
     }
@@ -87,7 +84,7 @@ pub trait ExecutorExt: Executor {
         F: Fn(TaskContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
-        let (job, handle) = Job::future_repeatable(Arc::new(meta), move |ctx| {
+        let (job, handle) = Job::future_repeatable(meta, move |ctx| {
             let fut = f(ctx);
             async move { fut.await.map_err(|e| TaskError::failed(e)) }
         });
@@ -103,7 +100,7 @@ pub trait ExecutorExt: Executor {
         T: Send + 'static,
         F: Fn(I) -> T + Send + Sync + 'static,
     {
-        self.map_with(TaskMeta::default(), items, f)
+        map_meta(self, anonymous(), items, f)
     }
 
     /// [`map`](Self::map) with every task described by `meta` (so a policy can route them).
@@ -118,31 +115,45 @@ pub trait ExecutorExt: Executor {
         T: Send + 'static,
         F: Fn(I) -> T + Send + Sync + 'static,
     {
-        let meta = Arc::new(meta);
-        let f = Arc::new(f);
-        let handles: Vec<TaskHandle<T>> = items
-            .into_iter()
-            .map(|item| {
-                let f = f.clone();
-                let (job, handle) = Job::once(meta.clone(), move |_| Ok(f(item)));
-                dispatch(self, job);
-                handle
-            })
-            .collect();
-        let mut out = Vec::with_capacity(handles.len());
-        let mut first_err = None;
-        for h in handles {
-            match h.wait() {
-                Ok(v) => out.push(v),
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
+        map_meta(self, meta.into(), items, f)
+    }
+}
+
+fn map_meta<E, I, T, F>(
+    exec: &E,
+    meta: MetaRef,
+    items: impl IntoIterator<Item = I>,
+    f: F,
+) -> Result<Vec<T>, TaskError>
+where
+    E: Executor + ?Sized,
+    I: Send + 'static,
+    T: Send + 'static,
+    F: Fn(I) -> T + Send + Sync + 'static,
+{
+    let f = Arc::new(f);
+    let handles: Vec<TaskHandle<T>> = items
+        .into_iter()
+        .map(|item| {
+            let f = f.clone();
+            let (job, handle) = Job::once(meta.clone(), move |_| Ok(f(item)));
+            dispatch(exec, job);
+            handle
+        })
+        .collect();
+    let mut out = Vec::with_capacity(handles.len());
+    let mut first_err = None;
+    for h in handles {
+        match h.wait() {
+            Ok(v) => out.push(v),
+            Err(e) => {
+                first_err.get_or_insert(e);
             }
         }
-        match first_err {
-            Some(e) => Err(e),
-            None => Ok(out),
-        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(out),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::cancel::{CancelReason, CancelSource};
 use crate::handle::{Observer, Shared};
-use crate::{CancelToken, Status, TaskContext, TaskError, TaskHandle, TaskId, TaskMeta};
+use crate::{CancelToken, MetaRef, Status, TaskContext, TaskError, TaskHandle, TaskId, TaskMeta};
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -208,7 +208,7 @@ impl<T: Send + 'static, B: Body<T>> ErasedTask for Cell<T, B> {
 /// caller waits forever.
 pub struct Job {
     id: TaskId,
-    meta: Arc<TaskMeta>,
+    meta: MetaRef,
     attempt: u32,
     deadline: Option<Instant>,
     task: Box<dyn ErasedTask>,
@@ -218,7 +218,7 @@ pub struct Job {
 }
 
 impl Job {
-    fn new<T: Send + 'static, B: Body<T>>(meta: Arc<TaskMeta>, body: B) -> (Job, TaskHandle<T>) {
+    fn new<T: Send + 'static, B: Body<T>>(meta: MetaRef, body: B) -> (Job, TaskHandle<T>) {
         let id = TaskId::next();
         let shared = Shared::new();
         let handle = TaskHandle::new(id, shared.clone());
@@ -241,40 +241,40 @@ impl Job {
     }
 
     /// A blocking task that runs once.
-    pub fn once<T, F>(meta: Arc<TaskMeta>, f: F) -> (Job, TaskHandle<T>)
+    pub fn once<T, F>(meta: impl Into<MetaRef>, f: F) -> (Job, TaskHandle<T>)
     where
         T: Send + 'static,
         F: FnOnce(&TaskContext) -> Result<T, TaskError> + Send + 'static,
     {
-        Job::new(meta, Once(Some(f)))
+        Job::new(meta.into(), Once(Some(f)))
     }
 
     /// A blocking task that layers may run again after a failure.
-    pub fn repeatable<T, F>(meta: Arc<TaskMeta>, f: F) -> (Job, TaskHandle<T>)
+    pub fn repeatable<T, F>(meta: impl Into<MetaRef>, f: F) -> (Job, TaskHandle<T>)
     where
         T: Send + 'static,
         F: Fn(&TaskContext) -> Result<T, TaskError> + Send + 'static,
     {
-        Job::new(meta, Repeat(f))
+        Job::new(meta.into(), Repeat(f))
     }
 
     /// A future that runs once.
-    pub fn future<T, Fut>(meta: Arc<TaskMeta>, fut: Fut) -> (Job, TaskHandle<T>)
+    pub fn future<T, Fut>(meta: impl Into<MetaRef>, fut: Fut) -> (Job, TaskHandle<T>)
     where
         T: Send + 'static,
         Fut: Future<Output = Result<T, TaskError>> + Send + 'static,
     {
-        Job::new(meta, AsyncOnce(Some(fut)))
+        Job::new(meta.into(), AsyncOnce(Some(fut)))
     }
 
     /// A future factory that layers may call again after a failure.
-    pub fn future_repeatable<T, F, Fut>(meta: Arc<TaskMeta>, f: F) -> (Job, TaskHandle<T>)
+    pub fn future_repeatable<T, F, Fut>(meta: impl Into<MetaRef>, f: F) -> (Job, TaskHandle<T>)
     where
         T: Send + 'static,
         F: Fn(TaskContext) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, TaskError>> + Send + 'static,
     {
-        Job::new(meta, AsyncRepeat(f))
+        Job::new(meta.into(), AsyncRepeat(f))
     }
 
     /// The task's id.

@@ -70,7 +70,7 @@ pub use ext::ExecutorExt;
 pub use handle::TaskHandle;
 pub use inline::InlineExecutor;
 pub use job::{BoxFuture, FailureHook, Job, JobFuture};
-pub use meta::{Outcome, Status, TaskId, TaskMeta};
+pub use meta::{MetaRef, Outcome, Status, TaskId, TaskMeta};
 pub use policy::{Limit, LimitScope, Policy, Rate, RetryPolicy, Route};
 pub use set::TaskSet;
 pub use stats::{ExecutorStats, Latency, StatsRecorder};

@@ -95,6 +95,51 @@ impl Default for TaskMeta {
     }
 }
 
+/// The meta of tasks submitted without one (`submit`, `submit_async`, `map`).
+pub(crate) static ANONYMOUS: TaskMeta = TaskMeta {
+    name: Cow::Borrowed("task"),
+    tags: Vec::new(),
+    key: None,
+};
+
+/// A shared [`TaskMeta`]: a static one for anonymous tasks (no reference counting on the
+/// hot path) or an `Arc` otherwise. Dereferences to the meta.
+#[derive(Clone, Debug)]
+pub enum MetaRef {
+    /// A meta that lives for the whole program.
+    Static(&'static TaskMeta),
+    /// A meta shared by reference counting.
+    Shared(std::sync::Arc<TaskMeta>),
+}
+
+impl std::ops::Deref for MetaRef {
+    type Target = TaskMeta;
+    fn deref(&self) -> &TaskMeta {
+        match self {
+            MetaRef::Static(m) => m,
+            MetaRef::Shared(m) => m,
+        }
+    }
+}
+
+impl From<TaskMeta> for MetaRef {
+    fn from(meta: TaskMeta) -> Self {
+        MetaRef::Shared(std::sync::Arc::new(meta))
+    }
+}
+
+impl From<std::sync::Arc<TaskMeta>> for MetaRef {
+    fn from(meta: std::sync::Arc<TaskMeta>) -> Self {
+        MetaRef::Shared(meta)
+    }
+}
+
+impl From<&'static TaskMeta> for MetaRef {
+    fn from(meta: &'static TaskMeta) -> Self {
+        MetaRef::Static(meta)
+    }
+}
+
 /// How one task (or one attempt of it) ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]

@@ -2,7 +2,7 @@
 //! (the lock-free recorder every backend shares, so all count the same way).
 
 use crate::{Job, Status, TaskRecord};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 /// A snapshot of an executor's counters.
@@ -67,11 +67,12 @@ impl ExecutorStats {
     }
 }
 
-/// Latency figures from a log-linear histogram (about 19% resolution).
+/// Run-time figures from a log-linear histogram (about 19% resolution) over sampled
+/// attempts (see [`StatsRecorder::started`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Latency {
-    /// Samples recorded.
+    /// Attempts sampled.
     pub count: u64,
     /// Mean.
     pub mean: Duration,
@@ -107,27 +108,60 @@ fn bucket_value(index: usize) -> u64 {
     low + width / 2
 }
 
-/// The recorder behind every backend's stats: atomics only, safe to share across workers.
-pub struct StatsRecorder {
-    submitted: AtomicU64,
-    queued: AtomicI64,
-    running: AtomicI64,
+/// Counters written by the threads that share one shard, on cache lines of their own so
+/// workers on different cores do not contend.
+#[repr(align(128))]
+struct Shard {
+    started: AtomicU64,
+    finished: AtomicU64,
+    ended_unstarted: AtomicU64,
     ended: [AtomicU64; 7],
     sum_ns: AtomicU64,
     max_ns: AtomicU64,
-    buckets: Box<[AtomicU64; BUCKETS]>,
+    buckets: [AtomicU64; BUCKETS],
+}
+
+impl Shard {
+    fn new() -> Self {
+        Shard {
+            started: AtomicU64::new(0),
+            finished: AtomicU64::new(0),
+            ended_unstarted: AtomicU64::new(0),
+            ended: Default::default(),
+            sum_ns: AtomicU64::new(0),
+            max_ns: AtomicU64::new(0),
+            buckets: [const { AtomicU64::new(0) }; BUCKETS],
+        }
+    }
+}
+
+const SHARDS: usize = 8;
+
+/// The shard the current thread writes to (threads are spread round-robin).
+fn shard_index() -> usize {
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Relaxed) % SHARDS;
+    }
+    INDEX.with(|i| *i)
+}
+
+#[repr(align(128))]
+struct Padded<T>(T);
+
+/// The recorder behind every backend's stats: sharded atomics, safe to share across
+/// workers without contention. Gauges (queued, running) are derived from the counters.
+pub struct StatsRecorder {
+    submitted: Padded<AtomicU64>,
+    shards: Box<[Shard]>,
 }
 
 impl Default for StatsRecorder {
     fn default() -> Self {
         Self {
-            submitted: AtomicU64::new(0),
-            queued: AtomicI64::new(0),
-            running: AtomicI64::new(0),
-            ended: Default::default(),
-            sum_ns: AtomicU64::new(0),
-            max_ns: AtomicU64::new(0),
-            buckets: Box::new([const { AtomicU64::new(0) }; BUCKETS]),
+            submitted: Padded(AtomicU64::new(0)),
+            shards: (0..SHARDS).map(|_| Shard::new()).collect(),
         }
     }
 }
@@ -142,55 +176,63 @@ impl StatsRecorder {
         Self::default()
     }
 
+    fn shard(&self) -> &Shard {
+        &self.shards[shard_index()]
+    }
+
     /// A job was accepted and queued.
     pub fn accepted(&self) {
-        self.submitted.fetch_add(1, Relaxed);
-        self.queued.fetch_add(1, Relaxed);
+        self.submitted.0.fetch_add(1, Relaxed);
     }
 
     /// A job was refused by `execute`.
     pub fn rejected(&self) {
-        self.submitted.fetch_add(1, Relaxed);
-        self.ended[index(Status::Rejected)].fetch_add(1, Relaxed);
+        self.submitted.0.fetch_add(1, Relaxed);
+        self.ended_unstarted(Status::Rejected);
     }
 
-    /// A queued job is being taken back (run by the caller instead, say): undoes
+    /// A queued job is being taken back (to be refused instead): undoes
     /// [`accepted`](Self::accepted).
     pub fn unqueued(&self) {
-        self.submitted.fetch_sub(1, Relaxed);
-        self.queued.fetch_sub(1, Relaxed);
+        self.submitted.0.fetch_sub(1, Relaxed);
     }
 
     /// Runs a queued job on this thread and records how it ended.
     pub fn run(&self, job: Job) -> Status {
-        self.queued.fetch_sub(1, Relaxed);
-        self.running.fetch_add(1, Relaxed);
-        let start = Instant::now();
+        let start = self.started();
         let status = job.run();
-        self.finished(status, start.elapsed());
+        self.finished(status, start.map(|t| t.elapsed()));
         status
     }
 
     /// Records the start of a queued job that runs elsewhere (an async runtime); pair it
-    /// with [`finished`](Self::finished).
-    pub fn started(&self) {
-        self.queued.fetch_sub(1, Relaxed);
-        self.running.fetch_add(1, Relaxed);
+    /// with [`finished`](Self::finished), passing the run time measured from the instant
+    /// this returns. Reading the clock costs as much as a no-op task, so run time is
+    /// sampled: the first 64 jobs of each shard, then one in eight (`None` otherwise).
+    pub fn started(&self) -> Option<Instant> {
+        let n = self.shard().started.fetch_add(1, Relaxed);
+        (n < 64 || n % 8 == 0).then(Instant::now)
     }
 
-    /// Records the end of a started job.
-    pub fn finished(&self, status: Status, run_time: Duration) {
-        self.running.fetch_sub(1, Relaxed);
-        self.ended[index(status)].fetch_add(1, Relaxed);
-        if matches!(
-            status,
-            Status::Completed | Status::Failed | Status::Panicked
-        ) {
+    /// Records the end of a started job (`run_time` when it was sampled).
+    pub fn finished(&self, status: Status, run_time: Option<Duration>) {
+        let shard = self.shard();
+        shard.ended[index(status)].fetch_add(1, Relaxed);
+        if let Some(run_time) = run_time
+            && matches!(
+                status,
+                Status::Completed | Status::Failed | Status::Panicked
+            )
+        {
             let ns = u64::try_from(run_time.as_nanos()).unwrap_or(u64::MAX);
-            self.sum_ns.fetch_add(ns, Relaxed);
-            self.max_ns.fetch_max(ns, Relaxed);
-            self.buckets[bucket(ns)].fetch_add(1, Relaxed);
+            shard.sum_ns.fetch_add(ns, Relaxed);
+            if ns > shard.max_ns.load(Relaxed) {
+                shard.max_ns.fetch_max(ns, Relaxed);
+            }
+            shard.buckets[bucket(ns)].fetch_add(1, Relaxed);
         }
+        // Last, so a snapshot never sees a job as ended before it stops running.
+        shard.finished.fetch_add(1, Relaxed);
     }
 
     /// Drops a queued job at shutdown: resolves its handle as not started and counts it.
@@ -198,28 +240,43 @@ impl StatsRecorder {
     /// or timed out while queued; counted as such).
     pub fn abandon(&self, job: Job) -> Option<TaskRecord> {
         let record = TaskRecord::of(&job);
-        self.queued.fetch_sub(1, Relaxed);
         let status = job.resolve(crate::TaskError::shutdown());
-        self.ended[index(status)].fetch_add(1, Relaxed);
+        self.ended_unstarted(status);
         (status == Status::NotStarted).then_some(record)
     }
 
     /// Records a queued job that ended without this executor running it (it resolved as
     /// cancelled or timed out while queued, or was dropped by a runtime).
     pub fn ended_unstarted(&self, status: Status) {
-        self.queued.fetch_sub(1, Relaxed);
-        self.ended[index(status)].fetch_add(1, Relaxed);
+        let shard = self.shard();
+        shard.ended[index(status)].fetch_add(1, Relaxed);
+        shard.ended_unstarted.fetch_add(1, Relaxed);
     }
 
     /// A snapshot of the counters.
     pub fn snapshot(&self) -> ExecutorStats {
-        let ended = |s: Status| self.ended[index(s)].load(Relaxed);
+        let mut ended = [0u64; 7];
         let mut counts = [0u64; BUCKETS];
-        let mut count = 0;
-        for (c, b) in counts.iter_mut().zip(self.buckets.iter()) {
-            *c = b.load(Relaxed);
-            count += *c;
+        let (mut started, mut finished, mut unstarted, mut sum, mut max) = (0, 0, 0, 0, 0);
+        // Read the "ended" side first and `submitted` last, so that in-flight work shows
+        // as queued or running rather than as missing.
+        for shard in self.shards.iter() {
+            finished += shard.finished.load(Relaxed);
+            unstarted += shard.ended_unstarted.load(Relaxed);
+            for (e, a) in ended.iter_mut().zip(shard.ended.iter()) {
+                *e += a.load(Relaxed);
+            }
+            sum += shard.sum_ns.load(Relaxed);
+            max = max.max(shard.max_ns.load(Relaxed));
+            for (c, b) in counts.iter_mut().zip(shard.buckets.iter()) {
+                *c += b.load(Relaxed);
+            }
         }
+        for shard in self.shards.iter() {
+            started += shard.started.load(Relaxed);
+        }
+        let submitted = self.submitted.0.load(Relaxed);
+        let count: u64 = counts.iter().sum();
         let quantile = |q: f64| -> Duration {
             if count == 0 {
                 return Duration::ZERO;
@@ -229,29 +286,29 @@ impl StatsRecorder {
             for (i, c) in counts.iter().enumerate() {
                 seen += c;
                 if seen >= rank {
-                    return Duration::from_nanos(bucket_value(i));
+                    return Duration::from_nanos(bucket_value(i).min(max));
                 }
             }
-            Duration::from_nanos(self.max_ns.load(Relaxed))
+            Duration::from_nanos(max)
         };
-        let sum = self.sum_ns.load(Relaxed);
+        let get = |s: Status| ended[index(s)];
         ExecutorStats {
-            submitted: self.submitted.load(Relaxed),
-            queued: self.queued.load(Relaxed).max(0) as u64,
-            running: self.running.load(Relaxed).max(0) as u64,
-            completed: ended(Status::Completed),
-            failed: ended(Status::Failed),
-            panicked: ended(Status::Panicked),
-            cancelled: ended(Status::Cancelled),
-            timed_out: ended(Status::TimedOut),
-            rejected: ended(Status::Rejected),
-            not_started: ended(Status::NotStarted),
+            submitted,
+            queued: submitted.saturating_sub(started + unstarted),
+            running: started.saturating_sub(finished),
+            completed: get(Status::Completed),
+            failed: get(Status::Failed),
+            panicked: get(Status::Panicked),
+            cancelled: get(Status::Cancelled),
+            timed_out: get(Status::TimedOut),
+            rejected: get(Status::Rejected),
+            not_started: get(Status::NotStarted),
             latency: Latency {
                 count,
                 mean: Duration::from_nanos(sum.checked_div(count).unwrap_or(0)),
                 p50: quantile(0.5),
                 p99: quantile(0.99),
-                max: Duration::from_nanos(self.max_ns.load(Relaxed)),
+                max: Duration::from_nanos(max),
             },
         }
     }

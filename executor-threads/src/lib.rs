@@ -160,7 +160,12 @@ struct Inner {
 impl Inner {
     fn work(&self) {
         loop {
-            match self.rx.recv_timeout(IDLE_CHECK) {
+            // `try_recv` first: a busy worker never reads the clock for a timeout.
+            let next = match self.rx.try_recv() {
+                Ok(msg) => Ok(msg),
+                Err(_) => self.rx.recv_timeout(IDLE_CHECK),
+            };
+            match next {
                 Ok(Msg::Run(job)) => self.handle(job),
                 Ok(Msg::Wake) | Err(RecvTimeoutError::Timeout) => {
                     if self.closed.load(Ordering::Acquire) && self.rx.is_empty() {

@@ -115,7 +115,7 @@ impl Inner {
 /// runtime shut down), it still ends its job and counts it.
 struct Runner {
     inner: Arc<Inner>,
-    running: Option<(JobFuture, Instant)>,
+    running: Option<(JobFuture, Option<Instant>)>,
 }
 
 impl Future for Runner {
@@ -131,14 +131,16 @@ impl Future for Runner {
                 this.inner.abandon(job);
                 return Poll::Ready(());
             }
-            this.inner.stats.started();
-            this.running = Some((job.into_future(), Instant::now()));
+            let started = this.inner.stats.started();
+            this.running = Some((job.into_future(), started));
         }
         let (fut, started) = this.running.as_mut().expect("set above");
         match Pin::new(fut).poll(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(status) => {
-                this.inner.stats.finished(status, started.elapsed());
+                this.inner
+                    .stats
+                    .finished(status, started.map(|t| t.elapsed()));
                 this.running = None;
                 Poll::Ready(())
             }
@@ -152,7 +154,9 @@ impl Drop for Runner {
             && let Some(job) = fut.take_job()
         {
             let status = job.resolve(TaskError::cancelled());
-            self.inner.stats.finished(status, started.elapsed());
+            self.inner
+                .stats
+                .finished(status, started.map(|t| t.elapsed()));
         }
     }
 }
