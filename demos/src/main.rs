@@ -11,6 +11,13 @@ fn usage() -> String {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Logs go to stderr; RUST_LOG=info (or debug) shows the supervisor's routing and retries.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
     let mut args = std::env::args().skip(1);
     let Some(name) = args.next() else {
         eprint!("{}", usage());

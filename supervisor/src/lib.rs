@@ -1,1 +1,169 @@
-//! switchyard supervisor (placeholder until implemented).
+//! switchyard supervisor: routes tasks to executors by a TOML policy file, and wraps them
+//! in retries, timeouts and rate and concurrency limits.
+//!
+//! A task says *what* it is — a [`TaskMeta`](executor_core::TaskMeta) with a name, tags
+//! and a key such as a host. The policy file says *where* each kind of task runs (which
+//! executor: a thread pool, a rayon pool, a tokio runtime, or a backend of your own) and
+//! *how* (retries, timeout, limits). Moving work is a TOML edit, never a code edit.
+//!
+//! [`Supervisor`] is itself an [`Executor`](executor_core::Executor): code that takes a
+//! `&dyn Executor` runs on it unchanged, and every
+//! [`ExecutorExt`](executor_core::ExecutorExt) helper (`submit`, `run`, `run_async`,
+//! `map`) works on it.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use executor_core::{ExecutorExt, ShutdownMode, TaskMeta};
+//! use supervisor::Supervisor;
+//!
+//! let sup = Supervisor::from_toml(r#"
+//!     [executors.io]
+//!     backend = "threads"
+//!     workers = 4
+//!
+//!     [executors.cpu]
+//!     backend = "rayon"
+//!     threads = 2
+//!
+//!     [defaults]
+//!     executor = "io"
+//!
+//!     [[route]]
+//!     match = { tags = ["cpu"] }
+//!     executor = "cpu"
+//!     retries = { max = 2, backoff = "10ms" }
+//! "#)?;
+//!
+//! // Where would a task go, and why?
+//! let meta = TaskMeta::new("sum.squares").with_tag("cpu");
+//! assert_eq!(sup.explain(&meta).executor(), "cpu");
+//!
+//! // Run it there; the closure may be re-run by the route's retries.
+//! let sum = sup.run(meta, |ctx| {
+//!     assert!(ctx.attempt() >= 1);
+//!     Ok::<_, std::io::Error>((0..1_000u64).map(|i| i * i).sum::<u64>())
+//! });
+//! assert_eq!(sum.wait().unwrap(), 332_833_500);
+//!
+//! // Untagged work goes to the default executor.
+//! let hello = sup.submit(|| "hello from io");
+//! assert_eq!(hello.wait().unwrap(), "hello from io");
+//!
+//! // Every task is accounted for at shutdown.
+//! let ledger = sup.shutdown_ledger(ShutdownMode::Graceful(Duration::from_secs(5)));
+//! assert!(ledger.is_balanced());
+//! assert_eq!(ledger.counts.completed, 2);
+//! # Ok::<(), supervisor::ConfigError>(())
+//! ```
+//!
+//! # The policy file
+//!
+//! Unknown keys are errors everywhere. Every error names the file, the line and column
+//! and what was expected, and happens before any executor starts:
+//!
+//! ```text
+//! policy.toml:12:12: unknown executor "gpu" in route 2; expected one of: cpu, io, net
+//! ```
+//!
+//! ## `[executors.NAME]` — one table per executor
+//!
+//! | key | type | default | meaning |
+//! |---|---|---|---|
+//! | `backend` | string | required | a registered backend: `"threads"`, `"rayon"`, `"tokio"`, or your own |
+//!
+//! The other keys belong to the backend:
+//!
+//! | backend | key | type | default | meaning |
+//! |---|---|---|---|---|
+//! | `threads` | `workers` | integer ≥ 1 | 4 | OS worker threads |
+//! | `threads` | `queue` | integer ≥ 1 | unbounded | queue capacity |
+//! | `threads` | `on_full` | `"block"` \| `"reject"` \| `"caller-runs"` | `"block"` | what a full queue does |
+//! | `rayon` | `threads` | integer | 0 | pool threads; 0 = one per core |
+//! | `tokio` | `worker_threads` | integer | 0 | runtime workers; 0 = one per core |
+//! | `tokio` | `max_blocking_threads` | integer ≥ 1 | 512 | blocking pool size |
+//!
+//! ## `[defaults]` — the catch-all route
+//!
+//! | key | type | default | meaning |
+//! |---|---|---|---|
+//! | `executor` | string | required | executor for tasks no `[[route]]` matches |
+//! | `timeout` | duration or `"none"` | none | see below |
+//! | `retries` | table | none | see below |
+//! | `limit` | table | none | see below |
+//!
+//! ## `[[route]]` — ordered rules; the first match wins
+//!
+//! | key | type | default | meaning |
+//! |---|---|---|---|
+//! | `match` | table | required | `{ name = "glob", tags = ["a", "b"] }`; both optional, `{}` matches all |
+//! | `match.name` | glob | any name | the task name, e.g. `"scrape.*"`, `"job.{mail,hook}"` |
+//! | `match.tags` | list of strings | `[]` | tags the task must all carry |
+//! | `executor` | string | `[defaults]`'s | where matching tasks run |
+//! | `timeout`, `retries`, `limit` | as in `[defaults]` | `[defaults]`'s | a key left out is inherited |
+//!
+//! Routing is total: a task no rule matches takes `[defaults]`. [`Supervisor::explain`]
+//! says which rule matched and why the earlier ones did not.
+//!
+//! ## Values
+//!
+//! - **duration**: a string such as `"30s"`, `"100ms"`, `"1m 30s"` (humantime).
+//! - **`timeout`**: how long the caller waits at most, counted from submission and across
+//!   retries; at the deadline the handle resolves as timed out and the task's context
+//!   reports it cancelled. `"none"` switches an inherited timeout off.
+//! - **`retries`** = `{ max, backoff, max_backoff, jitter }`: `max` (integer 0–1000,
+//!   required) re-runs after an error or a panic, so at most `max + 1` attempts;
+//!   `backoff` (duration, default `"100ms"`) before the first retry, doubling each time up
+//!   to `max_backoff` (default `"10s"`); `jitter` (bool, default `true`) picks each wait
+//!   uniformly in `[0, wait]`. Only tasks submitted with `run`/`run_async` (whose closure
+//!   can run again) are retried; the attempt number is in
+//!   [`TaskContext::attempt`](executor_core::TaskContext::attempt) and in the log.
+//! - **`limit`** = `{ per, concurrency, rate }`: `per` is `"key"` (default: each task key,
+//!   e.g. each host, has its own budget; tasks without a key share one) or `"route"` (one
+//!   budget for the route); `concurrency` (integer ≥ 1) caps tasks running at once;
+//!   `rate` (`"20/s"`, `"100/min"`, `"5/10s"`; units `ms`, `s`, `m`/`min`, `h`, or any
+//!   duration; zero is an error) spaces task starts evenly. At least one of the two.
+//!   A task waiting for its limit sits in the supervisor, in FIFO order per key: it holds
+//!   no worker thread and the caller of `execute` does not wait.
+//!
+//! # Reload and watch
+//!
+//! [`Supervisor::reload`] (or [`Supervisor::watch`] on the file) swaps the whole policy
+//! atomically while tasks run. Tasks already submitted keep the route they were given,
+//! retries included. Executors whose table did not change keep running; limiter budgets
+//! of unchanged routes carry over. A bad file is rejected with its error, logged, and the
+//! old policy stays.
+//!
+//! # Shutdown ledger
+//!
+//! [`Supervisor::shutdown_ledger`] stops taking tasks, lets the work finish within the
+//! deadline, then drops what never started and reports every task:
+//! `submitted == completed + failed + panicked + cancelled + timed_out + rejected +
+//! not_started (+ still_running)`, listing the tasks that never ran by id and name. Every
+//! handle resolves. [`Executor::shutdown`](executor_core::Executor::shutdown) does the
+//! same and returns the ledger in executor-core's report shape.
+//!
+//! # Backends and features
+//!
+//! Backends come from a [`Registry`] of factories keyed by the `backend` string. The
+//! built-in `threads`, `rayon` and `tokio` backends sit behind Cargo features of the same
+//! names (all on by default); another crate adds its own with [`Registry::register`] and
+//! [`Supervisor::with_registry`].
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod ledger;
+mod limit;
+mod queue;
+mod registry;
+pub mod routing;
+mod supervisor;
+mod timers;
+mod watch;
+
+pub use config::{BackendOptions, ConfigError, PolicyConfig};
+pub use ledger::{LedgerCounts, ShutdownLedger};
+pub use queue::{Finished, Producer, QueueReport, TaskQueue};
+pub use registry::{BackendFactory, ExecutorPlan, Registry};
+pub use supervisor::Supervisor;

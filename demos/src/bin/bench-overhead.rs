@@ -21,12 +21,13 @@ use std::time::{Duration, Instant};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Args {
     noop: usize,
     spin: usize,
     runs: usize,
     width: usize,
+    only: Option<String>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -35,6 +36,7 @@ fn parse_args() -> Result<Args> {
         spin: 100_000,
         runs: 5,
         width: 2,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -48,9 +50,10 @@ fn parse_args() -> Result<Args> {
             "--spin" => args.spin = value()?,
             "--runs" => args.runs = value()?.max(1),
             "--width" => args.width = value()?.max(1),
+            "--only" => args.only = Some(it.next().context("--only needs a backend name")?),
             "-h" | "--help" => {
                 println!(
-                    "usage: bench-overhead [--noop N] [--spin N] [--runs N] [--width THREADS]"
+                    "usage: bench-overhead [--noop N] [--spin N] [--runs N] [--width THREADS] [--only rayon|tokio|threads]"
                 );
                 std::process::exit(0);
             }

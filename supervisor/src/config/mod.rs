@@ -1,0 +1,526 @@
+//! The policy file: parsing, validation, and the checked model the supervisor runs on.
+//!
+//! Two layers, as in ripgrep's `lowargs`/`hiargs`: the private `raw` module holds serde
+//! types that mirror the TOML (with spans), and this module validates them into
+//! [`PolicyConfig`]. Nothing else in the crate sees raw TOML. Backend-specific keys stay as [`BackendOptions`]
+//! until a registered factory reads them.
+
+mod error;
+mod options;
+mod raw;
+mod values;
+
+use std::num::NonZeroU32;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use executor_core::{Limit, LimitScope, Policy, Rate, RetryPolicy, Route, TaskMeta};
+use toml::Spanned;
+
+pub use self::error::ConfigError;
+pub(crate) use self::error::Kind;
+pub use self::options::BackendOptions;
+use self::raw::{RawLimit, RawPolicy, RawRetries};
+use crate::routing::{self, Explanation, Matcher};
+
+/// A validated policy file: executors, defaults and ordered routes.
+///
+/// Building one checks everything that does not depend on which backends are registered;
+/// the backend keys are checked when a [`Registry`](crate::Registry) prepares the
+/// executors. A `PolicyConfig` is itself an [`executor_core::Policy`]: it routes a task to
+/// the [`Route`] of the first matching `[[route]]`, or of `[defaults]`.
+#[derive(Debug, Clone)]
+pub struct PolicyConfig {
+    origin: PathBuf,
+    executors: Vec<ExecutorConfig>,
+    defaults: Arc<Route>,
+    routes: Vec<RouteRule>,
+}
+
+/// One `[executors.NAME]` table.
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    name: String,
+    backend: String,
+    backend_span: Range<usize>,
+    options: BackendOptions,
+}
+
+/// One `[[route]]`: a matcher and the route it leads to.
+///
+/// Keys a `[[route]]` leaves out take their value from `[defaults]`.
+#[derive(Debug, Clone)]
+pub struct RouteRule {
+    matcher: Matcher,
+    route: Arc<Route>,
+}
+
+/// The default `backoff` of `retries`.
+pub const DEFAULT_BACKOFF: Duration = Duration::from_millis(100);
+/// The default `max_backoff` of `retries`.
+pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+impl PolicyConfig {
+    /// Reads and validates the policy file at `path`.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(Kind::Io, path, format!("cannot read policy file: {e}"))
+                .with_source(Arc::new(e))
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Validates a policy given as text; `origin` names it in error messages.
+    pub fn parse(text: &str, origin: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let origin = origin.as_ref();
+        let shared: Arc<str> = Arc::from(text);
+        let table = toml::de::DeTable::parse(text).map_err(|e| {
+            let err = ConfigError::new(Kind::Syntax, origin, e.message().to_owned());
+            match e.span() {
+                Some(span) => err.at(text, span),
+                None => err,
+            }
+        })?;
+        let raw: RawPolicy = serde::Deserialize::deserialize(toml::de::Deserializer::from(table))
+            .map_err(|e| schema_error(&e, text, origin))?;
+        Validator {
+            text: &shared,
+            origin,
+        }
+        .policy(raw)
+    }
+
+    /// Where the policy came from (its path, or the name given to [`PolicyConfig::parse`]).
+    pub fn origin(&self) -> &Path {
+        &self.origin
+    }
+
+    /// The executors, sorted by name.
+    pub fn executors(&self) -> &[ExecutorConfig] {
+        &self.executors
+    }
+
+    /// The `[defaults]` route: where and how a task that matches no `[[route]]` runs.
+    pub fn defaults(&self) -> &Arc<Route> {
+        &self.defaults
+    }
+
+    /// The `[[route]]` rules in file order.
+    pub fn routes(&self) -> &[RouteRule] {
+        &self.routes
+    }
+
+    /// The route for a task with this name and these tags: the first matching rule's, or
+    /// the defaults. Routing is total: every task gets a route.
+    pub fn select<S: AsRef<str>>(&self, name: &str, tags: &[S]) -> &Arc<Route> {
+        match self.select_index(name, |t| tags.iter().any(|x| x.as_ref() == t)) {
+            Some(i) => &self.routes[i].route,
+            None => &self.defaults,
+        }
+    }
+
+    /// The 0-based index of the first rule matching a task with this name and these tags
+    /// (`has_tag` answers whether the task carries a tag); `None` for the defaults.
+    #[inline]
+    pub fn select_index(&self, name: &str, has_tag: impl Fn(&str) -> bool) -> Option<usize> {
+        self.routes
+            .iter()
+            .position(|r| r.matcher.matches(name, &has_tag))
+    }
+
+    /// Which route a task takes, and why.
+    pub fn explain(&self, meta: &TaskMeta) -> Explanation {
+        let tags: Vec<&str> = meta.tags().collect();
+        self.explain_parts(meta.name(), &tags)
+    }
+
+    /// Which route a task with this name and these tags takes, and why.
+    pub fn explain_parts<S: AsRef<str>>(&self, name: &str, tags: &[S]) -> Explanation {
+        routing::explain(
+            self.routes
+                .iter()
+                .map(|r| (&r.matcher, r.route.executor.as_str())),
+            &self.defaults.executor,
+            name,
+            tags,
+        )
+    }
+
+    /// The error for an executor whose backend no factory is registered for.
+    pub(crate) fn unknown_backend(&self, exec: &ExecutorConfig, known: &[&str]) -> ConfigError {
+        let known = if known.is_empty() {
+            "(no backends are registered)".to_owned()
+        } else {
+            known.join(", ")
+        };
+        ConfigError::new(
+            Kind::UnknownBackend,
+            &self.origin,
+            format!(
+                "unknown backend \"{}\" for executor \"{}\"; expected one of: {known}",
+                exec.backend, exec.name
+            ),
+        )
+        .at(exec.options.text(), exec.backend_span.clone())
+    }
+}
+
+impl Policy for PolicyConfig {
+    fn route(&self, meta: &TaskMeta) -> Arc<Route> {
+        match self.select_index(meta.name(), |t| meta.has_tag(t)) {
+            Some(i) => self.routes[i].route.clone(),
+            None => self.defaults.clone(),
+        }
+    }
+}
+
+impl ExecutorConfig {
+    /// The executor's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The `backend` string.
+    pub fn backend(&self) -> &str {
+        &self.backend
+    }
+
+    /// The backend's own keys.
+    pub fn options(&self) -> &BackendOptions {
+        &self.options
+    }
+
+    /// Whether two versions of this table describe the same executor (same backend, same
+    /// keys and values), so a reload can keep the running one.
+    pub fn same_as(&self, other: &ExecutorConfig) -> bool {
+        self.name == other.name
+            && self.backend == other.backend
+            && self.options.values() == other.options.values()
+    }
+}
+
+impl RouteRule {
+    /// What the rule matches.
+    pub fn matcher(&self) -> &Matcher {
+        &self.matcher
+    }
+
+    /// Where and how a matching task runs.
+    pub fn route(&self) -> &Arc<Route> {
+        &self.route
+    }
+}
+
+/// Turns a serde error from the schema layer into a `ConfigError` with a position.
+fn schema_error(e: &toml::de::Error, text: &str, origin: &Path) -> ConfigError {
+    let message = e.message().trim_end().replace('`', "\"");
+    let kind = if message.starts_with("unknown field") {
+        Kind::UnknownKey
+    } else if message.starts_with("missing field") {
+        Kind::MissingKey
+    } else {
+        Kind::InvalidValue
+    };
+    let message = message
+        .replacen("unknown field", "unknown key", 1)
+        .replacen("missing field", "missing key", 1)
+        .replace("i64", "a whole number");
+    // serde lists the expected keys as `"a", "b"` or `"a" or "b"`; say it our one way.
+    let message = match message.split_once(", expected ") {
+        Some((head, expected)) if kind == Kind::UnknownKey => {
+            let list = expected
+                .trim_start_matches("one of ")
+                .replace(" or ", ", ")
+                .replace('"', "");
+            format!("{head}; expected one of: {list}")
+        }
+        Some((head, expected)) => format!("{head}; expected {expected}"),
+        None => message,
+    };
+    let err = ConfigError::new(kind, origin, message);
+    match e.span() {
+        Some(span) => err.at(text, span),
+        None => err,
+    }
+}
+
+struct Validator<'a> {
+    text: &'a Arc<str>,
+    origin: &'a Path,
+}
+
+impl Validator<'_> {
+    fn err(&self, kind: Kind, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        ConfigError::new(kind, self.origin, message).at(self.text, span)
+    }
+
+    fn invalid(&self, span: Range<usize>, message: impl Into<String>) -> ConfigError {
+        self.err(Kind::InvalidValue, span, message)
+    }
+
+    fn policy(&self, raw: RawPolicy) -> Result<PolicyConfig, ConfigError> {
+        let mut executors = Vec::new();
+        for (name, table) in raw.executors.into_inner() {
+            executors.push(self.executor(name, table)?);
+        }
+        let names: Vec<&str> = executors.iter().map(|e| e.name.as_str()).collect();
+
+        let d = raw.defaults.into_inner();
+        let mut defaults = Route::new(
+            self.executor_ref(&d.executor, &names, "[defaults]")?,
+            "defaults",
+        );
+        defaults.timeout = self.timeout(d.timeout.as_ref())?;
+        defaults.retry = d.retries.map(|r| self.retries(r)).transpose()?;
+        defaults.limit = d.limit.map(|l| self.limit(l)).transpose()?;
+
+        let mut routes = Vec::new();
+        for (i, route) in raw.route.into_iter().enumerate() {
+            let number = i + 1;
+            let where_ = format!("route {number}");
+            let r = route.into_inner();
+            let match_span = r.matcher.span();
+            let m = r.matcher.into_inner();
+            let tags = m
+                .tags
+                .unwrap_or_default()
+                .into_iter()
+                .map(Spanned::into_inner)
+                .collect();
+            let glob = m.name.as_ref().map(|g| g.get_ref().as_str());
+            let matcher = Matcher::new(glob, tags).map_err(|e| {
+                let span = m.name.as_ref().map_or(match_span, Spanned::span);
+                self.invalid(
+                    span,
+                    format!(
+                        "invalid name glob \"{}\" in {where_}: {}",
+                        glob.unwrap_or_default(),
+                        e.kind()
+                    ),
+                )
+            })?;
+            let executor = match &r.executor {
+                Some(e) => self.executor_ref(e, &names, &where_)?,
+                None => defaults.executor.clone(),
+            };
+            let mut route = Route::new(executor, format!("route[{number}]"));
+            route.timeout = match &r.timeout {
+                Some(_) => self.timeout(r.timeout.as_ref())?,
+                None => defaults.timeout,
+            };
+            route.retry = match r.retries {
+                Some(x) => Some(self.retries(x)?),
+                None => defaults.retry,
+            };
+            route.limit = match r.limit {
+                Some(x) => Some(self.limit(x)?),
+                None => defaults.limit,
+            };
+            routes.push(RouteRule {
+                matcher,
+                route: Arc::new(route),
+            });
+        }
+
+        Ok(PolicyConfig {
+            origin: self.origin.to_path_buf(),
+            executors,
+            defaults: Arc::new(defaults),
+            routes,
+        })
+    }
+
+    fn executor(
+        &self,
+        name: Spanned<String>,
+        table: Spanned<raw::RawExecutor>,
+    ) -> Result<ExecutorConfig, ConfigError> {
+        let table_span = table.span();
+        let name_span = name.span();
+        let name = name.into_inner();
+        let mut backend = None;
+        let mut options = BackendOptions::new(
+            name.clone(),
+            String::new(),
+            self.origin.to_path_buf(),
+            self.text.clone(),
+            table_span.clone(),
+        );
+        for (key, value) in table.into_inner() {
+            let key_span = key.span();
+            let value_span = value.span();
+            let key = key.into_inner();
+            if key == "backend" {
+                match value.into_inner() {
+                    toml::Value::String(s) => backend = Some((s, value_span)),
+                    other => {
+                        return Err(self.invalid(
+                            value_span,
+                            format!(
+                                "invalid type for backend of executor \"{name}\": expected a string, found {}",
+                                other.type_str()
+                            ),
+                        ));
+                    }
+                }
+            } else {
+                options.insert(key, key_span, value_span, value.into_inner());
+            }
+        }
+        let Some((backend, backend_span)) = backend else {
+            return Err(self.err(
+                Kind::MissingKey,
+                name_span,
+                format!("missing key \"backend\" in [executors.{name}]"),
+            ));
+        };
+        options.set_backend(backend.clone());
+        Ok(ExecutorConfig {
+            name,
+            backend,
+            backend_span,
+            options,
+        })
+    }
+
+    fn executor_ref(
+        &self,
+        name: &Spanned<String>,
+        known: &[&str],
+        where_: &str,
+    ) -> Result<String, ConfigError> {
+        if known.contains(&name.get_ref().as_str()) {
+            return Ok(name.get_ref().clone());
+        }
+        let expected = if known.is_empty() {
+            "(no executors are defined)".to_owned()
+        } else {
+            known.join(", ")
+        };
+        Err(self.err(
+            Kind::UnknownExecutor,
+            name.span(),
+            format!(
+                "unknown executor \"{}\" in {where_}; expected one of: {expected}",
+                name.get_ref()
+            ),
+        ))
+    }
+
+    fn duration(&self, value: &Spanned<String>, key: &str) -> Result<Duration, ConfigError> {
+        values::parse_duration(value.get_ref())
+            .map_err(|m| self.invalid(value.span(), format!("{m} for {key}")))
+    }
+
+    fn timeout(&self, value: Option<&Spanned<String>>) -> Result<Option<Duration>, ConfigError> {
+        match value {
+            None => Ok(None),
+            Some(v) if v.get_ref() == "none" => Ok(None),
+            Some(v) => {
+                let d = self.duration(v, "timeout")?;
+                if d.is_zero() {
+                    return Err(self.invalid(
+                        v.span(),
+                        "timeout must be above zero; write \"none\" for no timeout",
+                    ));
+                }
+                Ok(Some(d))
+            }
+        }
+    }
+
+    fn retries(&self, raw: Spanned<RawRetries>) -> Result<RetryPolicy, ConfigError> {
+        let raw = raw.into_inner();
+        let max = u32::try_from(*raw.max.get_ref())
+            .ok()
+            .filter(|m| *m <= 1000)
+            .ok_or_else(|| {
+                self.invalid(
+                    raw.max.span(),
+                    format!(
+                        "retries.max must be between 0 and 1000, found {}",
+                        raw.max.get_ref()
+                    ),
+                )
+            })?;
+        let backoff = match &raw.backoff {
+            Some(b) => self.duration(b, "retries.backoff")?,
+            None => DEFAULT_BACKOFF,
+        };
+        let max_backoff = match &raw.max_backoff {
+            Some(b) => {
+                let d = self.duration(b, "retries.max_backoff")?;
+                if d < backoff {
+                    return Err(self.invalid(
+                        b.span(),
+                        "retries.max_backoff must not be shorter than retries.backoff",
+                    ));
+                }
+                d
+            }
+            None => DEFAULT_MAX_BACKOFF.max(backoff),
+        };
+        Ok(RetryPolicy::new(
+            max,
+            backoff,
+            max_backoff,
+            raw.jitter.unwrap_or(true),
+        ))
+    }
+
+    fn limit(&self, raw: Spanned<RawLimit>) -> Result<Limit, ConfigError> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let per = match &raw.per {
+            None => LimitScope::Key,
+            Some(p) => {
+                match p.get_ref().as_str() {
+                    "key" => LimitScope::Key,
+                    "route" => LimitScope::Route,
+                    other => {
+                        return Err(self.invalid(
+                        p.span(),
+                        format!("invalid value \"{other}\" for limit.per; expected one of: key, route"),
+                    ));
+                    }
+                }
+            }
+        };
+        let concurrency = match &raw.concurrency {
+            None => None,
+            Some(c) => Some(
+                u32::try_from(*c.get_ref())
+                    .ok()
+                    .and_then(NonZeroU32::new)
+                    .ok_or_else(|| {
+                        self.invalid(
+                            c.span(),
+                            format!(
+                                "limit.concurrency must be at least 1, found {}",
+                                c.get_ref()
+                            ),
+                        )
+                    })?,
+            ),
+        };
+        let rate = match &raw.rate {
+            None => None,
+            Some(r) => {
+                let (count, period) = values::parse_rate(r.get_ref())
+                    .map_err(|m| self.invalid(r.span(), format!("{m} for limit.rate")))?;
+                Some(Rate { count, per: period })
+            }
+        };
+        if concurrency.is_none() && rate.is_none() {
+            return Err(self.err(
+                Kind::MissingKey,
+                span,
+                "limit needs a key \"concurrency\" or \"rate\" (or both)",
+            ));
+        }
+        Ok(Limit::new(per, concurrency, rate))
+    }
+}

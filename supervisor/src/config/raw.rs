@@ -1,0 +1,65 @@
+//! The policy file exactly as written: serde types with spans, no meaning attached yet.
+//!
+//! Like ripgrep's `lowargs`, nothing outside `config` sees these types; `config::validate`
+//! turns them into the checked model.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// An `[executors.NAME]` table: `backend` plus the backend's own keys, each with its span.
+pub(crate) type RawExecutor = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPolicy {
+    pub(crate) executors: Spanned<BTreeMap<Spanned<String>, Spanned<RawExecutor>>>,
+    pub(crate) defaults: Spanned<RawDefaults>,
+    #[serde(default)]
+    pub(crate) route: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDefaults {
+    pub(crate) executor: Spanned<String>,
+    pub(crate) timeout: Option<Spanned<String>>,
+    pub(crate) retries: Option<Spanned<RawRetries>>,
+    pub(crate) limit: Option<Spanned<RawLimit>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    #[serde(rename = "match")]
+    pub(crate) matcher: Spanned<RawMatch>,
+    pub(crate) executor: Option<Spanned<String>>,
+    pub(crate) timeout: Option<Spanned<String>>,
+    pub(crate) retries: Option<Spanned<RawRetries>>,
+    pub(crate) limit: Option<Spanned<RawLimit>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMatch {
+    pub(crate) name: Option<Spanned<String>>,
+    pub(crate) tags: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRetries {
+    pub(crate) max: Spanned<i64>,
+    pub(crate) backoff: Option<Spanned<String>>,
+    pub(crate) max_backoff: Option<Spanned<String>>,
+    pub(crate) jitter: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimit {
+    pub(crate) per: Option<Spanned<String>>,
+    pub(crate) concurrency: Option<Spanned<i64>>,
+    pub(crate) rate: Option<Spanned<String>>,
+}

@@ -1,0 +1,166 @@
+//! The shutdown ledger: every task the supervisor was handed, and how each one ended.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use executor_core::{Job, ShutdownReport, Status, TaskRecord};
+
+/// Counts tasks as they end (through the job's observer) and remembers, by id and name,
+/// those that never ran.
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    submitted: AtomicU64,
+    ended: [AtomicU64; 7],
+    never_ran: Mutex<Vec<TaskRecord>>,
+}
+
+fn index(status: Status) -> usize {
+    Status::ALL.iter().position(|s| *s == status).unwrap_or(0)
+}
+
+impl Ledger {
+    /// Counts `job` as submitted and arranges for its end to be counted.
+    pub(crate) fn track(self: &Arc<Self>, job: &Job) {
+        self.submitted.fetch_add(1, Relaxed);
+        let ledger = self.clone();
+        let id = job.id();
+        let name = job.meta().name().to_owned();
+        job.observe(move |status| {
+            ledger.ended[index(status)].fetch_add(1, Relaxed);
+            if status == Status::NotStarted {
+                ledger
+                    .never_ran
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(TaskRecord { id, name });
+            }
+        });
+    }
+
+    /// Tasks submitted and not yet ended.
+    pub(crate) fn unresolved(&self) -> u64 {
+        let ended: u64 = self.ended.iter().map(|c| c.load(Relaxed)).sum();
+        self.submitted.load(Relaxed).saturating_sub(ended)
+    }
+
+    /// The counts now.
+    pub(crate) fn snapshot(&self) -> LedgerCounts {
+        let e = |s: Status| self.ended[index(s)].load(Relaxed);
+        // Read the ends first: a task counted as ended was counted as submitted before.
+        let counts = LedgerCounts {
+            completed: e(Status::Completed),
+            failed: e(Status::Failed),
+            panicked: e(Status::Panicked),
+            cancelled: e(Status::Cancelled),
+            timed_out: e(Status::TimedOut),
+            rejected: e(Status::Rejected),
+            not_started: e(Status::NotStarted),
+            submitted: 0,
+        };
+        LedgerCounts {
+            submitted: self.submitted.load(Relaxed),
+            ..counts
+        }
+    }
+
+    /// The records of the tasks that never ran, sorted by id.
+    pub(crate) fn never_ran(&self) -> Vec<TaskRecord> {
+        let mut v = self
+            .never_ran
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        v.sort_by_key(|r| r.id);
+        v
+    }
+}
+
+/// How many tasks the supervisor was handed, and how many ended each way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LedgerCounts {
+    /// Tasks handed to the supervisor (`execute`), accepted or not.
+    pub submitted: u64,
+    /// Returned their value.
+    pub completed: u64,
+    /// Returned an error (after any retries).
+    pub failed: u64,
+    /// Panicked (after any retries).
+    pub panicked: u64,
+    /// Were cancelled.
+    pub cancelled: u64,
+    /// Ran past their timeout.
+    pub timed_out: u64,
+    /// Were refused (a full queue set to reject).
+    pub rejected: u64,
+    /// Never started: dropped at shutdown, or refused because the supervisor was shut down.
+    pub not_started: u64,
+}
+
+impl LedgerCounts {
+    /// Tasks that have ended, one way or another.
+    pub fn ended(&self) -> u64 {
+        self.completed
+            + self.failed
+            + self.panicked
+            + self.cancelled
+            + self.timed_out
+            + self.rejected
+            + self.not_started
+    }
+}
+
+/// What [`Supervisor::shutdown_ledger`](crate::Supervisor::shutdown_ledger) returns: the ledger of every
+/// task, the tasks that never ran, and each executor's own report.
+///
+/// It balances: `submitted == completed + failed + panicked + cancelled + timed_out +
+/// rejected + not_started + still_running`, and `still_running` is zero unless a blocking
+/// task ignored the request to stop past the deadline.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct ShutdownLedger {
+    /// The counts at the end of the shutdown.
+    pub counts: LedgerCounts,
+    /// Tasks still running when the report was made (their handles resolve when they return).
+    pub still_running: u64,
+    /// The tasks that never ran, by id and name, sorted by id.
+    pub never_ran: Vec<TaskRecord>,
+    /// True when the deadline passed before all work was done.
+    pub deadline_passed: bool,
+    /// Each executor's report (including executors retired by a reload).
+    pub executors: Vec<ShutdownReport>,
+}
+
+impl ShutdownLedger {
+    /// True when every submitted task is accounted for.
+    pub fn is_balanced(&self) -> bool {
+        self.counts.submitted == self.counts.ended() + self.still_running
+    }
+}
+
+impl fmt::Display for ShutdownLedger {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let c = &self.counts;
+        write!(
+            f,
+            "submitted {} = completed {} + failed {} + panicked {} + cancelled {} + timed out {} \
+             + rejected {} + not started {}",
+            c.submitted,
+            c.completed,
+            c.failed,
+            c.panicked,
+            c.cancelled,
+            c.timed_out,
+            c.rejected,
+            c.not_started
+        )?;
+        if self.still_running > 0 {
+            write!(f, " + still running {}", self.still_running)?;
+        }
+        for r in &self.never_ran {
+            write!(f, "\n  never ran: {} {}", r.id, r.name)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,266 @@
+//! The limit layer's bookkeeping: per-key concurrency slots, a rate schedule and a FIFO
+//! of tasks waiting for either.
+//!
+//! One mutex guards a map from key to state; the rate is a GCRA-style schedule (the
+//! earliest time the next start is allowed), so the rate check, the slot count and the
+//! queue share one lock and one map lookup. Waiting tasks never block a thread: they sit
+//! in the queue until a release or a timer (the scheduler's) lets them go.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How many idle keys may pile up before a sweep removes them.
+const SWEEP_AT: usize = 4096;
+
+/// What [`Limiter::admit`] decided.
+#[derive(Debug)]
+pub(crate) enum Admit<T> {
+    /// A slot was taken: run the item now (and release the slot when it ends).
+    Go(T),
+    /// The item waits in the key's queue. When `wake_at` is set, the caller must arrange a
+    /// call to [`Limiter::drain`] for this key at that time.
+    Queued { wake_at: Option<Instant> },
+}
+
+#[derive(Debug)]
+struct KeyState<T> {
+    running: u32,
+    /// The earliest time the next start may happen (the GCRA "theoretical arrival time").
+    next_start: Option<Instant>,
+    waiting: VecDeque<T>,
+    /// A wake-up already arranged for this key.
+    wake_at: Option<Instant>,
+}
+
+impl<T> Default for KeyState<T> {
+    fn default() -> Self {
+        KeyState {
+            running: 0,
+            next_start: None,
+            waiting: VecDeque::new(),
+            wake_at: None,
+        }
+    }
+}
+
+enum Block {
+    Concurrency,
+    Rate(Instant),
+}
+
+impl<T> KeyState<T> {
+    fn check(&self, concurrency: Option<u32>, now: Instant) -> Result<(), Block> {
+        if concurrency.is_some_and(|c| self.running >= c) {
+            return Err(Block::Concurrency);
+        }
+        match self.next_start {
+            Some(t) if t > now => Err(Block::Rate(t)),
+            _ => Ok(()),
+        }
+    }
+
+    fn take(&mut self, interval: Option<Duration>, now: Instant) {
+        self.running += 1;
+        if let Some(i) = interval {
+            let base = self.next_start.map_or(now, |t| t.max(now));
+            self.next_start = Some(base + i);
+        }
+    }
+
+    fn idle(&self, now: Instant) -> bool {
+        self.running == 0
+            && self.waiting.is_empty()
+            && self.wake_at.is_none()
+            && self.next_start.is_none_or(|t| t <= now)
+    }
+
+    /// Records that a wake-up at `at` is needed; returns it when none that early is set.
+    fn need_wake(&mut self, at: Instant) -> Option<Instant> {
+        match self.wake_at {
+            Some(w) if w <= at => None,
+            _ => {
+                self.wake_at = Some(at);
+                Some(at)
+            }
+        }
+    }
+}
+
+/// Concurrency and rate limits over keys, with the tasks waiting for them.
+#[derive(Debug)]
+pub(crate) struct Limiter<T> {
+    concurrency: Option<u32>,
+    interval: Option<Duration>,
+    keys: Mutex<HashMap<String, KeyState<T>>>,
+}
+
+impl<T> Limiter<T> {
+    /// At most `concurrency` running and one start per `interval`, per key.
+    pub(crate) fn new(concurrency: Option<u32>, interval: Option<Duration>) -> Self {
+        Limiter {
+            concurrency,
+            interval: interval.filter(|i| !i.is_zero()),
+            keys: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, KeyState<T>>> {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes a slot for `item` under `key` if one is free now and nobody is waiting;
+    /// otherwise queues it.
+    pub(crate) fn admit(&self, key: &str, item: T, now: Instant) -> Admit<T> {
+        let mut keys = self.lock();
+        if keys.len() >= SWEEP_AT && !keys.contains_key(key) {
+            keys.retain(|_, s| !s.idle(now));
+        }
+        let state = match keys.get_mut(key) {
+            Some(s) => s,
+            None => keys.entry(key.to_owned()).or_default(),
+        };
+        if state.waiting.is_empty() {
+            match state.check(self.concurrency, now) {
+                Ok(()) => {
+                    state.take(self.interval, now);
+                    return Admit::Go(item);
+                }
+                Err(Block::Rate(at)) => {
+                    state.waiting.push_back(item);
+                    return Admit::Queued {
+                        wake_at: state.need_wake(at),
+                    };
+                }
+                Err(Block::Concurrency) => {}
+            }
+        }
+        state.waiting.push_back(item);
+        Admit::Queued { wake_at: None }
+    }
+
+    /// Gives back the slot of an item that ended; true when items wait under `key` (the
+    /// caller should then arrange a [`drain`](Self::drain)).
+    pub(crate) fn release(&self, key: &str) -> bool {
+        let mut keys = self.lock();
+        match keys.get_mut(key) {
+            Some(state) => {
+                state.running = state.running.saturating_sub(1);
+                !state.waiting.is_empty()
+            }
+            None => false,
+        }
+    }
+
+    /// Takes slots for as many waiting items of `key` as the limits allow now, in FIFO
+    /// order, appending them to `ready`. Items for which `dead` is true are skipped and
+    /// appended to `dropped` instead (they take no slot). `woken` says this call is the
+    /// wake-up arranged earlier. Returns the time of a further wake-up the caller must
+    /// arrange, if the rate holds items back.
+    pub(crate) fn drain(
+        &self,
+        key: &str,
+        now: Instant,
+        woken: bool,
+        dead: impl Fn(&T) -> bool,
+        ready: &mut Vec<T>,
+        dropped: &mut Vec<T>,
+    ) -> Option<Instant> {
+        let mut keys = self.lock();
+        let state = keys.get_mut(key)?;
+        if woken && state.wake_at.is_some_and(|w| w <= now) {
+            state.wake_at = None;
+        }
+        while let Some(front) = state.waiting.front() {
+            if dead(front) {
+                dropped.extend(state.waiting.pop_front());
+                continue;
+            }
+            match state.check(self.concurrency, now) {
+                Ok(()) => {
+                    state.take(self.interval, now);
+                    ready.extend(state.waiting.pop_front());
+                }
+                Err(Block::Rate(at)) => return state.need_wake(at),
+                Err(Block::Concurrency) => return None,
+            }
+        }
+        None
+    }
+
+    /// Removes every waiting item (at shutdown).
+    pub(crate) fn take_all(&self) -> Vec<T> {
+        let mut keys = self.lock();
+        keys.values_mut()
+            .flat_map(|s| s.waiting.drain(..))
+            .collect()
+    }
+
+    /// How many items wait, over all keys.
+    pub(crate) fn waiting(&self) -> usize {
+        self.lock().values().map(|s| s.waiting.len()).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn go<T>(a: Admit<T>) -> bool {
+        matches!(a, Admit::Go(_))
+    }
+
+    #[test]
+    fn concurrency_slots_and_fifo() {
+        let l = Limiter::new(Some(2), None);
+        let t = Instant::now();
+        assert!(go(l.admit("a", 1, t)));
+        assert!(go(l.admit("a", 2, t)));
+        assert!(matches!(
+            l.admit("a", 3, t),
+            Admit::Queued { wake_at: None }
+        ));
+        assert!(matches!(
+            l.admit("a", 4, t),
+            Admit::Queued { wake_at: None }
+        ));
+        // Another key has its own budget.
+        assert!(go(l.admit("b", 5, t)));
+        assert!(l.release("a"));
+        let (mut ready, mut dropped) = (vec![], vec![]);
+        assert_eq!(
+            l.drain("a", t, false, |_| false, &mut ready, &mut dropped),
+            None
+        );
+        assert_eq!(ready, vec![3]);
+        assert_eq!(l.waiting(), 1);
+        // A dead item is skipped without taking a slot.
+        l.release("a");
+        ready.clear();
+        l.drain("a", t, false, |x| *x == 4, &mut ready, &mut dropped);
+        assert_eq!((ready.len(), dropped), (0, vec![4]));
+    }
+
+    #[test]
+    fn rate_spacing() {
+        let i = Duration::from_millis(50);
+        let l = Limiter::new(None, Some(i));
+        let t = Instant::now();
+        assert!(go(l.admit("k", 1, t)));
+        l.release("k");
+        let Admit::Queued { wake_at } = l.admit("k", 2, t) else {
+            panic!("the second start must wait")
+        };
+        assert_eq!(wake_at, Some(t + i));
+        // A third item queues behind without a second wake-up.
+        assert!(matches!(
+            l.admit("k", 3, t),
+            Admit::Queued { wake_at: None }
+        ));
+        let (mut ready, mut dropped) = (vec![], vec![]);
+        let next = l.drain("k", t + i, true, |_| false, &mut ready, &mut dropped);
+        assert_eq!(ready, vec![2]);
+        assert_eq!(next, Some(t + 2 * i));
+        assert_eq!(l.take_all(), vec![3]);
+    }
+}

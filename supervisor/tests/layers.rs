@@ -1,0 +1,510 @@
+//! The supervisor's behaviour end to end on real executors: routing, retries, timeouts,
+//! limits, reload, custom backends.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use executor_core::{Executor, ExecutorExt, ShutdownMode, TaskError, TaskHandle, TaskMeta};
+use supervisor::{PolicyConfig, Registry, Supervisor};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Waits for a handle, failing the test instead of hanging.
+#[track_caller]
+fn wait<T: Send + 'static>(mut h: TaskHandle<T>) -> Result<T, TaskError> {
+    h.wait_timeout(WAIT)
+        .expect("a task handle did not resolve in time")
+}
+
+fn thread_name() -> String {
+    std::thread::current().name().unwrap_or("?").to_owned()
+}
+
+const ROUTING: &str = r#"
+[executors.io]
+backend = "threads"
+workers = 2
+
+[executors.cpu]
+backend = "rayon"
+threads = 2
+
+[executors.net]
+backend = "tokio"
+worker_threads = 1
+
+[defaults]
+executor = "io"
+
+[[route]]
+match = { tags = ["cpu"] }
+executor = "cpu"
+
+[[route]]
+match = { name = "scrape.*" }
+executor = "net"
+"#;
+
+#[test]
+fn tasks_run_on_the_executor_their_route_names() {
+    let sup = Supervisor::from_toml(ROUTING).unwrap();
+    let cases = [
+        (TaskMeta::new("sum").with_tag("cpu"), "cpu"),
+        (TaskMeta::new("scrape.fetch"), "net"),
+        // Tags are checked first: route 1 wins over route 2.
+        (TaskMeta::new("scrape.parse").with_tag("cpu"), "cpu"),
+        (TaskMeta::new("download"), "io"),
+    ];
+    for (meta, executor) in cases {
+        assert_eq!(sup.explain(&meta).executor(), executor);
+        let h = sup.run(meta.clone(), |_| Ok::<_, TaskError>(thread_name()));
+        let ran_on = wait(h).unwrap();
+        assert!(
+            ran_on.starts_with(&format!("{executor}-")),
+            "{} ran on thread {ran_on}, expected executor {executor}",
+            meta.name()
+        );
+    }
+    let why = sup.explain(&TaskMeta::new("scrape.fetch")).to_string();
+    assert!(why.contains("route 2"), "{why}");
+    assert!(why.contains("route 1: no tag \"cpu\""), "{why}");
+    let report = sup.shutdown_ledger(ShutdownMode::Graceful(WAIT));
+    assert!(report.is_balanced(), "{report}");
+    assert_eq!(report.counts.completed, 4);
+}
+
+#[test]
+fn async_tasks_retry_on_the_tokio_route() {
+    let sup = Supervisor::from_toml(&format!(
+        "{ROUTING}retries = {{ max = 2, backoff = \"5ms\" }}\n"
+    ))
+    .unwrap();
+    let h = sup.run_async(TaskMeta::new("scrape.fetch"), |ctx| async move {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        if ctx.attempt() < 3 {
+            Err(format!("attempt {} refused", ctx.attempt()))
+        } else {
+            Ok((ctx.attempt(), thread_name()))
+        }
+    });
+    let (attempt, thread) = wait(h).unwrap();
+    assert_eq!(attempt, 3);
+    assert!(thread.starts_with("net-"), "{thread}");
+    sup.shutdown_ledger(ShutdownMode::Graceful(WAIT));
+}
+
+const RETRY: &str = r#"
+[executors.io]
+backend = "threads"
+workers = 2
+
+[defaults]
+executor = "io"
+retries = { max = 3, backoff = "5ms", max_backoff = "20ms", jitter = true }
+"#;
+
+#[test]
+fn retries_rerun_with_counting_attempts_then_succeed() {
+    let sup = Supervisor::from_toml(RETRY).unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let h = sup.run(TaskMeta::new("flaky"), move |ctx| {
+        s.lock().unwrap().push(ctx.attempt());
+        if ctx.attempt() < 3 {
+            Err(format!("attempt {} failed", ctx.attempt()))
+        } else {
+            Ok(ctx.attempt())
+        }
+    });
+    assert_eq!(wait(h).unwrap(), 3);
+    assert_eq!(*seen.lock().unwrap(), vec![1, 2, 3]);
+    let report = sup.shutdown_ledger(ShutdownMode::Graceful(WAIT));
+    assert_eq!((report.counts.completed, report.counts.failed), (1, 0));
+}
+
+#[test]
+fn retries_give_up_after_max_and_cover_panics() {
+    let sup = Supervisor::from_toml(RETRY).unwrap();
+    let calls = Arc::new(AtomicU32::new(0));
+    let c = calls.clone();
+    let failing = sup.run(TaskMeta::new("always.fails"), move |ctx| {
+        c.fetch_add(1, Ordering::SeqCst);
+        Err::<(), _>(format!("no luck on attempt {}", ctx.attempt()))
+    });
+    let err = wait(failing).unwrap_err();
+    assert!(err.is_failed(), "{err}");
+    assert_eq!(calls.load(Ordering::SeqCst), 4, "1 attempt + max 3 retries");
+
+    let panics = Arc::new(AtomicU32::new(0));
+    let p = panics.clone();
+    let panicky = sup.run(TaskMeta::new("panics"), move |ctx| {
+        p.fetch_add(1, Ordering::SeqCst);
+        if ctx.attempt() <= 4 {
+            panic!("boom {}", ctx.attempt());
+        }
+        Ok::<_, TaskError>(())
+    });
+    let err = wait(panicky).unwrap_err();
+    assert!(err.is_panic());
+    assert_eq!(err.panic_message(), Some("boom 4"));
+    assert_eq!(panics.load(Ordering::SeqCst), 4);
+
+    // A run-once task moves its inputs: it is never retried.
+    let once = Arc::new(AtomicU32::new(0));
+    let o = once.clone();
+    let h = sup.run_once(TaskMeta::new("once"), move |_| {
+        o.fetch_add(1, Ordering::SeqCst);
+        Err::<(), _>("once only")
+    });
+    assert!(wait(h).unwrap_err().is_failed());
+    assert_eq!(once.load(Ordering::SeqCst), 1);
+
+    let report = sup.shutdown_ledger(ShutdownMode::Graceful(WAIT));
+    assert!(report.is_balanced(), "{report}");
+    assert_eq!((report.counts.failed, report.counts.panicked), (2, 1));
+}
+
+#[test]
+fn a_timeout_resolves_the_handle_at_the_deadline() {
+    let sup = Supervisor::from_toml(
+        r#"
+[executors.io]
+backend = "threads"
+workers = 2
+[defaults]
+executor = "io"
+timeout = "100ms"
+"#,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let h = sup.run(TaskMeta::new("slow"), |ctx| {
+        while !ctx.is_cancelled() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok::<_, TaskError>(())
+    });
+    let err = wait(h).unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(100),
+        "resolved early: {took:?}"
+    );
+    // A task that ignores its deadline still resolves on time for the caller.
+    let h = sup.submit(|| std::thread::sleep(Duration::from_millis(600)));
+    let t = Instant::now();
+    assert!(wait(h).unwrap_err().is_timeout());
+    assert!(
+        t.elapsed() < Duration::from_millis(550),
+        "{:?}",
+        t.elapsed()
+    );
+    // A quick task is not affected.
+    assert_eq!(wait(sup.submit(|| 7)).unwrap(), 7);
+    let report = sup.shutdown_ledger(ShutdownMode::Graceful(WAIT));
+    assert!(report.is_balanced(), "{report}");
+    assert_eq!(report.counts.timed_out, 2);
+}
+
+#[test]
+fn per_key_concurrency_is_never_exceeded() {
+    let sup = Supervisor::from_toml(
+        r#"
+[executors.io]
+backend = "threads"
+workers = 8
+[defaults]
+executor = "io"
+limit = { per = "key", concurrency = 2 }
+"#,
+    )
+    .unwrap();
+    let keys = ["a", "b", "c"];
+    let gauges: Arc<HashMap<&str, (AtomicUsize, AtomicUsize)>> = Arc::new(
+        keys.iter()
+            .map(|k| (*k, (AtomicUsize::new(0), AtomicUsize::new(0))))
+            .collect(),
+    );
+    let submit_start = Instant::now();
+    let handles: Vec<_> = (0..36)
+        .map(|i| {
+            let key = keys[i % 3];
+            let g = gauges.clone();
+            sup.run(TaskMeta::new("fetch").with_key(key), move |ctx| {
+                let (now, high) = &g[ctx.meta().key().unwrap()];
+                let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                high.fetch_max(n, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(15));
+                now.fetch_sub(1, Ordering::SeqCst);
+                Ok::<_, TaskError>(())
+            })
+        })
+        .collect();
+    // Waiting for a slot never blocks the caller of execute.
+    assert!(submit_start.elapsed() < Duration::from_millis(100));
+    for h in handles {
+        wait(h).unwrap();
+    }
+    for k in keys {
+        let high = gauges[k].1.load(Ordering::SeqCst);
+        assert!(high <= 2, "key {k} ran {high} at once");
+        assert!(high >= 1);
+    }
+    let report = sup.shutdown_ledger(ShutdownMode::Graceful(WAIT));
+    assert_eq!(report.counts.completed, 36);
+}
+
+#[test]
+fn rate_limits_space_starts_per_key() {
+    let sup = Supervisor::from_toml(
+        r#"
+[executors.io]
+backend = "threads"
+workers = 4
+[defaults]
+executor = "io"
+limit = { rate = "20/s" }
+"#,
+    )
+    .unwrap();
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let handles: Vec<_> = (0..6)
+        .flat_map(|_| ["x", "y"])
+        .map(|key| {
+            let s = starts.clone();
+            sup.run(TaskMeta::new("tick").with_key(key), move |ctx| {
+                s.lock()
+                    .unwrap()
+                    .push((ctx.meta().key().unwrap().to_owned(), Instant::now()));
+                Ok::<_, TaskError>(())
+            })
+        })
+        .collect();
+    for h in handles {
+        wait(h).unwrap();
+    }
+    let starts = starts.lock().unwrap();
+    for key in ["x", "y"] {
+        let times: Vec<Instant> = starts
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, t)| *t)
+            .collect();
+        assert_eq!(times.len(), 6);
+        for pair in times.windows(2) {
+            let gap = pair[1] - pair[0];
+            // 20/s is one start per 50 ms; allow for timer and scheduling jitter.
+            assert!(gap >= Duration::from_millis(40), "key {key}: gap {gap:?}");
+        }
+    }
+    // The two keys run side by side, not one after the other.
+    let first = starts.iter().map(|(_, t)| *t).min().unwrap();
+    let last = starts.iter().map(|(_, t)| *t).max().unwrap();
+    assert!(
+        last - first < Duration::from_millis(500),
+        "{:?}",
+        last - first
+    );
+    sup.shutdown_ledger(ShutdownMode::Graceful(WAIT));
+}
+
+#[test]
+fn a_task_waiting_for_its_limit_does_not_hold_a_worker() {
+    let sup = Supervisor::from_toml(
+        r#"
+[executors.io]
+backend = "threads"
+workers = 1
+[defaults]
+executor = "io"
+[[route]]
+match = { name = "slow.*" }
+limit = { per = "route", rate = "2/s" }
+"#,
+    )
+    .unwrap();
+    let first = sup.run(TaskMeta::new("slow.a"), |_| Ok::<_, TaskError>(()));
+    let second = sup.run(TaskMeta::new("slow.b"), |_| {
+        Ok::<_, TaskError>(Instant::now())
+    });
+    wait(first).unwrap();
+    // The only worker is free while slow.b waits out its rate.
+    let t = Instant::now();
+    let quick = sup.submit(Instant::now);
+    let ran_at = wait(quick).unwrap();
+    let second_at = wait(second).unwrap();
+    assert!(
+        ran_at < second_at,
+        "the quick task waited behind the rate-limited one"
+    );
+    assert!(ran_at - t < Duration::from_millis(300));
+    sup.shutdown_ledger(ShutdownMode::Graceful(WAIT));
+}
+
+#[test]
+fn reload_swaps_routes_and_a_bad_file_keeps_the_old_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.toml");
+    std::fs::write(&path, ROUTING).unwrap();
+    let sup = Supervisor::from_file(&path).unwrap();
+    let meta = TaskMeta::new("scrape.fetch");
+    assert_eq!(sup.explain(&meta).executor(), "net");
+    let io_before = sup.executor("io").unwrap();
+
+    // A task in flight keeps its route across the reload.
+    let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let g = gate.clone();
+    let in_flight = sup.run(meta.clone(), move |_| {
+        let (m, c) = &*g;
+        let mut open = m.lock().unwrap();
+        while !*open {
+            open = c.wait_timeout(open, Duration::from_millis(50)).unwrap().0;
+        }
+        Ok::<_, TaskError>(thread_name())
+    });
+
+    std::fs::write(
+        &path,
+        ROUTING.replace("executor = \"net\"", "executor = \"cpu\""),
+    )
+    .unwrap();
+    sup.reload(&path).unwrap();
+    assert_eq!(sup.explain(&meta).executor(), "cpu");
+    let after = wait(sup.run(meta.clone(), |_| Ok::<_, TaskError>(thread_name()))).unwrap();
+    assert!(after.starts_with("cpu-"), "{after}");
+    // Unchanged executors keep running: the same instance serves the new policy.
+    assert!(Arc::ptr_eq(&io_before, &sup.executor("io").unwrap()));
+
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+    assert!(wait(in_flight).unwrap().starts_with("net-"));
+
+    // A bad file is rejected with its position; the old policy stays.
+    std::fs::write(
+        &path,
+        ROUTING.replace(
+            "executor = \"cpu\"\n\n[[route]]",
+            "executor = \"gpu\"\n\n[[route]]",
+        ),
+    )
+    .unwrap();
+    let err = sup.reload(&path).unwrap_err();
+    assert!(err.is_unknown_executor(), "{err}");
+    assert_eq!(err.line(), Some(19));
+    assert_eq!(
+        sup.explain(&TaskMeta::new("x").with_tag("cpu")).executor(),
+        "cpu"
+    );
+    assert_eq!(sup.explain(&meta).executor(), "cpu");
+    let err = sup
+        .reload_str(
+            "[executors.io]\nbackend = \"threads\"\nworkers = 0\n[defaults]\nexecutor = \"io\"\n",
+            "bad.toml",
+        )
+        .unwrap_err();
+    assert_eq!((err.line(), err.column()), (Some(3), Some(11)), "{err}");
+    assert_eq!(sup.explain(&meta).executor(), "cpu");
+
+    let report = sup.shutdown_ledger(ShutdownMode::Graceful(WAIT));
+    assert!(report.is_balanced(), "{report}");
+    assert_eq!(report.counts.completed, 2);
+}
+
+#[test]
+fn backend_errors_have_positions() {
+    let text = "[executors.io]\nbackend = \"threads\"\non_full = \"drop\"\n[defaults]\nexecutor = \"io\"\n";
+    let err = Supervisor::new(PolicyConfig::parse(text, "p.toml").unwrap()).unwrap_err();
+    assert!(err.is_invalid_value());
+    assert_eq!(
+        err.to_string(),
+        "p.toml:3:11: invalid value \"drop\" for on_full; expected one of: block, reject, caller-runs"
+    );
+    let text = "[executors.io]\nbackend = \"threads\"\nworker = 3\n[defaults]\nexecutor = \"io\"\n";
+    let err = Supervisor::new(PolicyConfig::parse(text, "p.toml").unwrap()).unwrap_err();
+    assert!(err.is_unknown_key());
+    assert_eq!(
+        err.to_string(),
+        "p.toml:3:1: unknown key \"worker\" in [executors.io] for backend \"threads\"; expected one of: backend, on_full, queue, workers"
+    );
+    let text = "[executors.io]\nbackend = \"fibers\"\n[defaults]\nexecutor = \"io\"\n";
+    let err = Supervisor::new(PolicyConfig::parse(text, "p.toml").unwrap()).unwrap_err();
+    assert!(err.is_unknown_backend());
+    assert_eq!((err.line(), err.column()), (Some(2), Some(11)));
+    assert!(
+        err.to_string()
+            .contains("expected one of: rayon, threads, tokio"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_third_party_backend_plugs_in_through_the_registry() {
+    let mut registry = Registry::new();
+    registry.register("inline", |opts: &supervisor::BackendOptions| {
+        let label = opts.string("label")?.unwrap_or("inline").to_owned();
+        let plan: supervisor::ExecutorPlan = Box::new(move || {
+            Ok(Arc::new(executor_core::InlineExecutor::new(label)) as Arc<dyn Executor>)
+        });
+        Ok(plan)
+    });
+    let text = "[executors.here]\nbackend = \"inline\"\nlabel = \"here\"\n[defaults]\nexecutor = \"here\"\n";
+    let sup = Supervisor::with_registry(
+        PolicyConfig::parse(text, "p.toml").unwrap(),
+        registry.clone(),
+    )
+    .unwrap();
+    let caller = thread_name();
+    assert_eq!(wait(sup.submit(thread_name)).unwrap(), caller);
+    sup.shutdown_ledger(ShutdownMode::Now);
+
+    let text =
+        "[executors.here]\nbackend = \"inline\"\nlabell = \"x\"\n[defaults]\nexecutor = \"here\"\n";
+    let err = Supervisor::with_registry(PolicyConfig::parse(text, "p.toml").unwrap(), registry)
+        .unwrap_err();
+    assert!(err.is_unknown_key());
+    assert_eq!((err.line(), err.column()), (Some(3), Some(1)));
+    assert!(
+        err.to_string().ends_with("expected one of: backend, label"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_watched_file_reloads_itself_and_a_bad_edit_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("policy.toml");
+    std::fs::write(&path, ROUTING).unwrap();
+    let sup = Supervisor::from_file(&path).unwrap();
+    sup.watch(&path).unwrap();
+    let meta = TaskMeta::new("scrape.fetch");
+    assert_eq!(sup.explain(&meta).executor(), "net");
+
+    let until = |want: &str| {
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if sup.explain(&meta).executor() == want {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    };
+    std::fs::write(
+        &path,
+        ROUTING.replace("executor = \"net\"", "executor = \"io\""),
+    )
+    .unwrap();
+    assert!(until("io"), "the watch did not pick up the edit");
+
+    // A bad edit is logged and ignored.
+    std::fs::write(&path, "this is not toml [").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(sup.explain(&meta).executor(), "io");
+    // The next good edit is picked up again.
+    std::fs::write(&path, ROUTING).unwrap();
+    assert!(until("net"), "the watch stopped after a bad edit");
+    sup.shutdown_ledger(ShutdownMode::Graceful(WAIT));
+}
