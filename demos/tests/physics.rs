@@ -228,6 +228,10 @@ fn bad_options_give_clear_errors() {
             "box is too small for the cutoff",
         ),
         (&["--bogus"], "unexpected argument '--bogus'"),
+        (
+            &["--policy", "/nonexistent/physics.toml"],
+            "the policy file /nonexistent/physics.toml was rejected",
+        ),
         (&["--particles", "many"], "invalid value 'many'"),
     ];
     for (args, want) in cases {
@@ -308,4 +312,35 @@ fn balanced_borders_minimise_the_heaviest_region() {
         bal.windows(2).all(|w| w[0] < w[1]),
         "empty region in {bal:?}"
     );
+}
+
+#[test]
+fn the_policy_file_moves_the_tasks_without_changing_the_result() {
+    use demos::physics::exec::cpu_executor;
+    let mut cfg = config(300, 20, 0.7, false);
+    cfg.dec.regions = 3;
+    let on = |exec: Arc<dyn Executor>| {
+        let runner = ExecutorRunner::new(exec);
+        simulate(&cfg, &runner, "test", false).unwrap().0.state_hash
+    };
+    // The shipped policy: region tasks go to the rayon executor "cpu".
+    let (shipped, routed) = cpu_executor(&demos::physics::default_policy()).unwrap();
+    assert_eq!(routed, "cpu");
+    let reference = on(shipped);
+    // The same tasks routed to OS threads by a one-line change of backend.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("threads.toml");
+    std::fs::write(
+        &path,
+        "[executors.pool]\nbackend = \"threads\"\nworkers = 3\n\n[defaults]\nexecutor = \"pool\"\n",
+    )
+    .unwrap();
+    let (threads, routed) = cpu_executor(&path).unwrap();
+    assert_eq!(routed, "pool");
+    assert_eq!(on(threads.clone()), reference);
+    // Every task is accounted for once the supervisor has shut down.
+    let report = threads.shutdown(executor_core::ShutdownMode::Graceful(
+        std::time::Duration::from_secs(5),
+    ));
+    assert_eq!(report.stats.completed, 3 * 21);
 }

@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use executor_core::{Executor, ExecutorExt, TaskMeta};
 use std::path::Path;
 use std::sync::Arc;
+use supervisor::Supervisor;
 
 /// The hand-written baseline: the same region jobs, run by `par_iter` on a rayon pool of its
 /// own, with no switchyard in between. Only the benchmark uses it.
@@ -51,7 +52,7 @@ impl ExecutorRunner {
     pub fn new(exec: Arc<dyn Executor>) -> Self {
         Self {
             exec,
-            meta: TaskMeta::new("physics.region").with_tag("cpu"),
+            meta: region_meta(),
         }
     }
 
@@ -75,24 +76,26 @@ impl RegionRunner for ExecutorRunner {
     }
 }
 
-/// The executor the demo submits its region tasks to, from the policy file at `policy`.
-// Interim: until the supervisor lands on main, a rayon executor with one thread per core
-// (what `policies/physics.toml` asks for) stands in; only this function changes when it does.
-pub fn cpu_executor(_policy: &Path) -> Result<Arc<dyn Executor>> {
-    rayon_executor(0)
+/// The meta every region task carries: the policy routes on it.
+pub fn region_meta() -> TaskMeta {
+    TaskMeta::new("physics.region").with_tag("cpu")
 }
 
-/// Our executor with exactly `threads` threads, for the benchmark's 1- and 2-thread figures.
-// Interim, like `cpu_executor`.
+/// The supervisor for the policy file at `policy`, and the name of the executor it routes
+/// region tasks to.
+pub fn cpu_executor(policy: &Path) -> Result<(Arc<dyn Executor>, String)> {
+    let sup = Supervisor::from_file(policy)
+        .with_context(|| format!("the policy file {} was rejected", policy.display()))?;
+    let routed = sup.explain(&region_meta()).executor().to_string();
+    Ok((sup, routed))
+}
+
+/// Our executor with exactly `threads` threads, for the benchmark's 1- and 2-thread figures:
+/// the supervisor over the demo's policy with the rayon pool's size set.
 pub fn bench_executor(threads: usize) -> Result<Arc<dyn Executor>> {
-    rayon_executor(threads)
-}
-
-fn rayon_executor(threads: usize) -> Result<Arc<dyn Executor>> {
-    Ok(Arc::new(
-        executor_rayon::RayonExecutor::builder("cpu")
-            .threads(threads)
-            .build()
-            .context("starting the CPU executor")?,
-    ))
+    let policy = format!(
+        "[executors.cpu]\nbackend = \"rayon\"\nthreads = {threads}\n\n[defaults]\nexecutor = \"cpu\"\n\n\
+         [[route]]\nmatch = {{ tags = [\"cpu\"] }}\nexecutor = \"cpu\"\n"
+    );
+    Ok(Supervisor::from_toml(&policy).context("building the benchmark's supervisor")?)
 }

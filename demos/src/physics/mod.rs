@@ -337,11 +337,12 @@ pub fn main(args: Vec<String>) -> Result<()> {
 
 fn run_demo(args: &RunArgs) -> Result<()> {
     let cfg = args.config()?;
-    let runner = exec::ExecutorRunner::new(exec::cpu_executor(&args.policy)?);
+    let (executor, routed) = exec::cpu_executor(&args.policy)?;
+    let runner = exec::ExecutorRunner::new(executor);
     if !args.json {
         eprintln!(
             "physics: {} particles, {} steps of dt {}, density {}, T {}, seed {}{}, {} regions \
-             ({}), tasks on executor '{}' (policy {})",
+             ({}), tasks on executor '{routed}' (policy {})",
             cfg.setup.particles,
             cfg.steps,
             cfg.dt,
@@ -359,11 +360,10 @@ fn run_demo(args: &RunArgs) -> Result<()> {
             } else {
                 "equal widths".into()
             },
-            runner.name(),
             args.policy.display()
         );
     }
-    let (mut report, res, geom) = simulate(&cfg, &runner, &runner.name(), !args.json)?;
+    let (mut report, res, geom) = simulate(&cfg, &runner, &routed, !args.json)?;
     if !args.no_png {
         let dir = args.out.clone().unwrap_or_else(default_out);
         std::fs::create_dir_all(&dir)
@@ -397,15 +397,13 @@ fn run_demo(args: &RunArgs) -> Result<()> {
     report.tasks_completed = Some(stats.completed);
     if !args.json {
         eprintln!(
-            "executor '{}': {} tasks submitted, {} completed, {} failed, {} panicked; task \
-             latency p50 {:?}, p99 {:?}",
+            "executor '{}' routed {} region tasks to '{routed}': {} completed, {} failed, {} \
+             panicked",
             exec.name(),
             stats.submitted,
             stats.completed,
             stats.failed,
-            stats.panicked,
-            stats.latency.p50,
-            stats.latency.p99
+            stats.panicked
         );
     }
     if args.json {
