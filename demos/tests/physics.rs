@@ -327,14 +327,8 @@ fn the_policy_file_moves_the_tasks_without_changing_the_result() {
     let (shipped, routed) = cpu_executor(&demos::physics::default_policy()).unwrap();
     assert_eq!(routed, "cpu");
     let reference = on(shipped);
-    // The same tasks routed to OS threads by a one-line change of backend.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("threads.toml");
-    std::fs::write(
-        &path,
-        "[executors.pool]\nbackend = \"threads\"\nworkers = 3\n\n[defaults]\nexecutor = \"pool\"\n",
-    )
-    .unwrap();
+    // The same tasks routed to OS threads by the policy shipped next to it.
+    let path = demos::physics::default_policy().with_file_name("physics-threads.toml");
     let (threads, routed) = cpu_executor(&path).unwrap();
     assert_eq!(routed, "pool");
     assert_eq!(on(threads.clone()), reference);
@@ -343,4 +337,30 @@ fn the_policy_file_moves_the_tasks_without_changing_the_result() {
         std::time::Duration::from_secs(5),
     ));
     assert_eq!(report.stats.completed, 3 * 21);
+    assert_eq!(report.stats.failed + report.stats.panicked, 0);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(12))]
+
+    /// Any decomposition of any small system reaches the state a single region reaches.
+    #[test]
+    fn any_decomposition_reaches_the_single_region_state(
+        particles in 100usize..400,
+        seed in 0u64..1000,
+        clustered in proptest::bool::ANY,
+        regions in 2usize..9,
+        rebalance_every in 1usize..6,
+    ) {
+        let exec = executor(2);
+        let density = if clustered { 0.2 } else { 0.7 };
+        let mut cfg = config(particles, 12, density, clustered);
+        cfg.setup.seed = seed;
+        let reference = run(&cfg, &exec).state_hash;
+        let geom = demos::physics::sim::Geometry::new(particles, density).unwrap();
+        cfg.dec.regions = regions.min(geom.nc);
+        cfg.dec.balance = true;
+        cfg.dec.rebalance_every = rebalance_every;
+        proptest::prop_assert_eq!(run(&cfg, &exec).state_hash, reference);
+    }
 }
