@@ -227,6 +227,18 @@ fn bad_options_give_clear_errors() {
             &["--particles", "20", "--no-png"],
             "box is too small for the cutoff",
         ),
+        (
+            &[
+                "--particles",
+                "300",
+                "--temperature",
+                "10000",
+                "--dt",
+                "0.05",
+                "--no-png",
+            ],
+            "use a smaller --dt",
+        ),
         (&["--bogus"], "unexpected argument '--bogus'"),
         (
             &["--policy", "/nonexistent/physics.toml"],

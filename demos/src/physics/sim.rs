@@ -16,7 +16,7 @@
 //! 9 neighbour cells in a fixed order and, within a cell, in canonical order; each particle's
 //! force, velocity and position therefore come out bit for bit the same for any decomposition.
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -771,7 +771,9 @@ pub fn run(
                 advance: round < steps,
             })
             .collect();
-        let outs = runner.run_round(jobs)?;
+        let outs = runner
+            .run_round(jobs)
+            .with_context(|| format!("step {round} of {steps} failed"))?;
         ensure!(
             outs.len() == dec.regions,
             "the runner returned {} results for {} regions",
