@@ -36,6 +36,10 @@ pub const CLUSTER_AREA: f64 = 0.2;
 /// (gathering it into the region's view, integrating it, binning it).
 pub const PARTICLE_COST: u64 = 12;
 
+/// What the load model charges for one cell a region owns, in the same units (walking it,
+/// gathering it, binning into it), whether or not it holds particles.
+pub const CELL_COST: u64 = 3;
+
 /// The physical set-up of a run.
 #[derive(Debug, Clone)]
 pub struct Setup {
@@ -425,7 +429,8 @@ pub struct RegionOut {
     pub px: f64,
     /// Momentum at the round's time.
     pub py: f64,
-    /// Load per own column: pair-distance evaluations + `PARTICLE_COST` per particle.
+    /// Load per own column: pair-distance evaluations + `PARTICLE_COST` per particle +
+    /// `CELL_COST` per cell.
     pub col_work: Vec<u64>,
     /// Particles the region owned.
     pub particles: usize,
@@ -467,6 +472,9 @@ impl RegionJob {
                 cs.push(id.len() as u32);
                 for &(s, sp) in &sources {
                     let r = s.cell(sp, row, nc);
+                    if r.is_empty() {
+                        continue;
+                    }
                     id.extend_from_slice(&s.id[r.clone()]);
                     v.x.extend_from_slice(&s.x[r.clone()]);
                     v.y.extend_from_slice(&s.y[r.clone()]);
@@ -504,6 +512,11 @@ impl RegionJob {
             let cols = [vpos((col + nc - 1) % nc), p, vpos((col + 1) % nc)];
             let mut work = 0u64;
             for row in 0..nc {
+                work += CELL_COST;
+                let own = cell_range(p, row);
+                if own.is_empty() {
+                    continue;
+                }
                 let rows = [(row + nc - 1) % nc, row, (row + 1) % nc];
                 let mut nb = [0..0, 0..0, 0..0, 0..0, 0..0, 0..0, 0..0, 0..0, 0..0];
                 for (k, &c) in cols.iter().enumerate() {
@@ -511,7 +524,7 @@ impl RegionJob {
                         nb[k * 3 + m] = cell_range(c, r);
                     }
                 }
-                for i in cell_range(p, row) {
+                for i in own {
                     let (xi, yi) = (v.x[i], v.y[i]);
                     let mut acc = Pair::default();
                     for (k, r) in nb.iter().enumerate() {
