@@ -77,7 +77,7 @@ pub struct RunArgs {
     /// Keep equal-width regions (no load balancing).
     #[arg(long)]
     pub no_balance: bool,
-    /// Move the region borders by measured load every this many steps.
+    /// Move the region borders by measured load after the first step, then every this many steps.
     #[arg(long, default_value_t = 10)]
     pub rebalance_every: usize,
     /// Policy file naming the executor for `physics.region` tasks.

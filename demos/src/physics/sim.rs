@@ -810,11 +810,9 @@ pub fn run(
         // Compose: the new state is the region buffers, in column order.
         state = Arc::new(outs.into_iter().map(|o| o.buf).collect());
         progress(round);
-        if dec.balance
-            && dec.regions > 1
-            && round < steps
-            && (round + 1) % dec.rebalance_every.max(1) == 0
-        {
+        // Rebalance as soon as the first step has measured the load, then every few steps.
+        let due = round == 0 || (round + 1) % dec.rebalance_every.max(1) == 0;
+        if dec.balance && dec.regions > 1 && round < steps && due {
             borders = balanced_borders(&col_work, dec.regions);
             balanced = true;
         }
