@@ -11,9 +11,11 @@ fn usage() -> String {
 }
 
 fn main() -> anyhow::Result<()> {
-    // Logs go to stderr; RUST_LOG=info (or debug) shows the supervisor's routing and retries.
+    // Logs go to stderr. Demos log their own failures; the supervisor repeats each final
+    // failure at warn, so by default it only speaks up for errors. RUST_LOG=info (or
+    // debug) shows routing, retries and every failure.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,supervisor=error"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -35,6 +35,16 @@ impl CancelFlag {
         }
     }
 
+    /// [`reason`](Self::reason), ordered with every other SeqCst operation (for the
+    /// handshake between a cancel and a task being put back in the queue).
+    pub(crate) fn reason_now(&self) -> Option<CancelReason> {
+        match self.state.load(Ordering::SeqCst) {
+            LIVE => None,
+            CANCELLED => Some(CancelReason::Cancelled),
+            _ => Some(CancelReason::TimedOut),
+        }
+    }
+
     /// Fires the flag; false when it had fired already.
     fn fire(&self, reason: CancelReason) -> bool {
         let to = match reason {
@@ -43,7 +53,7 @@ impl CancelFlag {
         };
         if self
             .state
-            .compare_exchange(LIVE, to, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(LIVE, to, Ordering::SeqCst, Ordering::SeqCst)
             .is_err()
         {
             return false;

@@ -80,7 +80,7 @@ impl<T: Send + 'static> Shared<T> {
             w.wake();
         }
         if let Some(obs) = observer {
-            obs(status);
+            report_observer(obs, status);
         }
         true
     }
@@ -101,11 +101,24 @@ impl<T: Send + 'static> Shared<T> {
             .is_ok()
     }
 
-    /// Puts a task whose attempt failed back to queued, for a retry.
+    /// Puts a task whose attempt failed back to queued, for a retry. A cancel that came
+    /// while the attempt ran (too late to resolve a queued task) resolves it now: the task
+    /// is not running, and its next attempt may be a long backoff away.
     pub(crate) fn requeue(&self) {
-        let _ =
-            self.lifecycle
-                .compare_exchange(RUNNING, QUEUED, Ordering::AcqRel, Ordering::Acquire);
+        // SeqCst here and in `fired` (with the flag's SeqCst): either this sees the cancel
+        // or the canceller sees the task queued, never neither.
+        if self
+            .lifecycle
+            .compare_exchange(RUNNING, QUEUED, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+            && self.cancel.reason_now() == Some(CancelReason::Cancelled)
+            && self
+                .lifecycle
+                .compare_exchange(QUEUED, DONE, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        {
+            self.resolve(Err(TaskError::cancelled()));
+        }
     }
 
     pub(crate) fn flag(&self) -> &CancelFlag {
@@ -119,16 +132,30 @@ impl<T: Send + 'static> Shared<T> {
             let status = slot.status;
             drop(slot);
             // Resolved already: nothing else will call it, so report now.
-            observer(status);
+            report_observer(observer, status);
             return;
         }
         slot.observer = Some(match slot.observer.take() {
             None => observer,
+            // Each guarded on its own: one observer's panic must not starve the next.
             Some(first) => Box::new(move |s| {
-                first(s);
-                observer(s);
+                report_observer(first, s);
+                report_observer(observer, s);
             }),
         });
+    }
+}
+
+/// Calls an observer. Observers are layer code that runs wherever a task resolves (a
+/// worker, a canceller, a timer); a panic in one must not unwind into that thread, where
+/// it would skip the worker's bookkeeping, so it is caught and reported here.
+fn report_observer(observer: Observer, status: Status) {
+    let call = std::panic::AssertUnwindSafe(|| observer(status));
+    if let Err(payload) = std::panic::catch_unwind(call) {
+        eprintln!(
+            "switchyard: a task observer panicked: {}",
+            crate::panic_message(&*payload)
+        );
     }
 }
 
@@ -144,7 +171,7 @@ impl<T: Send + 'static> CancelSource for Shared<T> {
             CancelReason::Cancelled => {
                 if self
                     .lifecycle
-                    .compare_exchange(QUEUED, DONE, Ordering::AcqRel, Ordering::Acquire)
+                    .compare_exchange(QUEUED, DONE, Ordering::SeqCst, Ordering::SeqCst)
                     .is_ok()
                 {
                     self.resolve(Err(TaskError::cancelled()));

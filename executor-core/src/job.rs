@@ -23,14 +23,16 @@ trait ErasedTask: Send {
     fn can_retry(&self) -> bool;
     fn shared(&self) -> &dyn SharedOps;
     fn token(&self) -> CancelToken;
-    /// Runs a blocking body; `Ok` means the value was delivered to the handle.
-    fn run_blocking(&mut self, ctx: &TaskContext) -> Result<(), TaskError>;
-    /// Polls the async body (starting it on the first poll); `Ready(Ok)` means delivered.
+    /// Runs a blocking body; `Ok(delivered)` when it returned its value, `delivered`
+    /// false when the handle had resolved already (timed out while it ran).
+    fn run_blocking(&mut self, ctx: &TaskContext) -> Result<bool, TaskError>;
+    /// Polls the async body (starting it on the first poll); `Ready(Ok(delivered))` as
+    /// for [`run_blocking`](Self::run_blocking).
     fn poll_async(
         &mut self,
         cx: &mut Context<'_>,
         ctx: &TaskContext,
-    ) -> Poll<Result<(), TaskError>>;
+    ) -> Poll<Result<bool, TaskError>>;
     /// Drops a running async body.
     fn stop(&mut self);
 }
@@ -173,24 +175,21 @@ impl<T: Send + 'static, B: Body<T>> ErasedTask for Cell<T, B> {
     fn token(&self) -> CancelToken {
         CancelToken::from_source(self.shared.clone() as Arc<dyn CancelSource>)
     }
-    fn run_blocking(&mut self, ctx: &TaskContext) -> Result<(), TaskError> {
+    fn run_blocking(&mut self, ctx: &TaskContext) -> Result<bool, TaskError> {
         let value = self.body.call(ctx)?;
-        self.shared.resolve(Ok(value));
-        Ok(())
+        Ok(self.shared.resolve(Ok(value)))
     }
     fn poll_async(
         &mut self,
         cx: &mut Context<'_>,
         ctx: &TaskContext,
-    ) -> Poll<Result<(), TaskError>> {
+    ) -> Poll<Result<bool, TaskError>> {
         let fut = self.running.get_or_insert_with(|| self.body.start(ctx));
         match fut.as_mut().poll(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(r) => {
                 self.running = None;
-                Poll::Ready(r.map(|v| {
-                    self.shared.resolve(Ok(v));
-                }))
+                Poll::Ready(r.map(|v| self.shared.resolve(Ok(v))))
             }
         }
     }
@@ -284,6 +283,11 @@ impl Job {
 
     /// The task's name, tags and key.
     pub fn meta(&self) -> &TaskMeta {
+        &self.meta
+    }
+
+    /// The task's meta as a cheap shared reference (keep it without copying the meta).
+    pub fn meta_ref(&self) -> &MetaRef {
         &self.meta
     }
 
@@ -408,12 +412,17 @@ impl Job {
     }
 
     /// Ends the attempt: success is final; a failure goes to the failure hook of a
-    /// retryable job, or ends the task.
-    fn finish(mut self, result: Result<(), TaskError>) -> Status {
+    /// retryable job, or ends the task. The status is how the handle ended: a value that
+    /// came after the handle resolved (timed out) is counted as that, not as completed.
+    fn finish(mut self, result: Result<bool, TaskError>) -> Status {
         let err = match result {
-            Ok(()) => {
+            Ok(delivered) => {
                 self.settled = true;
-                return Status::Completed;
+                return if delivered {
+                    Status::Completed
+                } else {
+                    self.task.shared().status()
+                };
             }
             // A task that stops after it was asked to ends as cancelled (or timed out).
             Err(e) => match self.task.shared().reason() {
@@ -426,9 +435,18 @@ impl Job {
         if retryable && let Some(hook) = self.on_failure.take() {
             // The hook owns the job now: it retries it later or hands it back to end it.
             // Either way this attempt's status is what the backend counts.
+            // A panicking hook must not unwind into the worker (skipping its bookkeeping);
+            // the job it owned was dropped with it, which resolves the handle.
             self.task.stop();
-            if let Some((job, err)) = hook(self, err) {
-                job.resolve(err);
+            match catch_unwind(AssertUnwindSafe(|| hook(self, err))) {
+                Ok(Some((job, err))) => {
+                    job.resolve(err);
+                }
+                Ok(None) => {}
+                Err(payload) => eprintln!(
+                    "switchyard: a task's failure hook panicked: {}",
+                    crate::panic_message(&*payload)
+                ),
             }
             return status;
         }

@@ -198,6 +198,48 @@ pub fn panics_are_contained(make: Factory<'_>) {
     finish(&*exec);
 }
 
+/// A panicking observer or failure hook (layer code, not the task) hurts no worker and
+/// leaves the stats balanced: the handle resolves and the attempt is counted.
+pub fn hook_panics_are_contained(make: Factory<'_>) {
+    let exec = make();
+    let (job, observed) = crate::Job::once(TaskMeta::new("observed"), |_| {
+        Err::<u32, _>(TaskError::failed("planned error"))
+    });
+    job.observe(|_| panic!("planned observer panic"));
+    // A later observer still hears of the end.
+    let heard = Arc::new(AtomicBool::new(false));
+    let flag = heard.clone();
+    job.observe(move |_| flag.store(true, Ordering::SeqCst));
+    drop(exec.execute(job));
+    let (mut job, hooked) = crate::Job::repeatable(TaskMeta::new("hooked"), |_| {
+        Err::<u32, _>(TaskError::failed("planned error"))
+    });
+    job.on_failure(Box::new(|_job, _err| panic!("planned hook panic")));
+    drop(exec.execute(job));
+    let err = wait_bounded(observed, "observed").unwrap_err();
+    assert!(err.is_failed(), "{err}");
+    // Observers run just after the handle resolves.
+    let t0 = std::time::Instant::now();
+    while !heard.load(Ordering::SeqCst) {
+        assert!(
+            t0.elapsed() < BOUND,
+            "an observer after a panicking one was skipped"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(wait_bounded(hooked, "hooked").is_err());
+    let after: Vec<_> = (0..10u32).map(|i| exec.submit(move || i)).collect();
+    for (i, h) in after.into_iter().enumerate() {
+        assert_eq!(wait_bounded(h, "after a hook panic").unwrap(), i as u32);
+    }
+    let stats = settled(&*exec);
+    assert_eq!((stats.submitted, stats.completed), (12, 10), "{stats:?}");
+    // The observed task failed; the hooked one failed (backends count the attempt) or
+    // was cancelled (a ledger that counts handles: the dropped job resolved so).
+    assert!(stats.failed >= 1, "{stats:?}");
+    finish(&*exec);
+}
+
 /// A task's own error comes back as `is_failed`, with its source.
 pub fn errors_are_reported(make: Factory<'_>) {
     let exec = make();
@@ -344,6 +386,37 @@ pub fn shutdown_deadline_names_unstarted(make: Factory<'_>) {
             Ok(()) => {}
             Err(e) => assert!(e.is_cancelled(), "{e}"),
         }
+    }
+}
+
+/// A shutdown `Now` racing the workers over a long queue: the report names exactly the
+/// tasks its stats count as not started, and later stats agree with it.
+pub fn shutdown_now_names_exactly_the_unstarted(make: Factory<'_>) {
+    for round in 0..20 {
+        let exec = make();
+        let handles: Vec<_> = (0..2_000)
+            .map(|_| {
+                exec.run_async(TaskMeta::new("queued"), |_| async {
+                    Ok::<_, TaskError>(())
+                })
+            })
+            .collect();
+        let report = exec.shutdown(ShutdownMode::Now);
+        let mut shut = 0;
+        for h in handles {
+            match wait_bounded(h, "queued at a shutdown") {
+                Ok(()) => {}
+                Err(e) if e.is_shutdown() => shut += 1,
+                Err(e) => panic!("a task ended unexpectedly: {e}"),
+            }
+        }
+        let stats = settled(&*exec);
+        assert_eq!(
+            (report.not_started.len() as u64, report.stats.not_started),
+            (stats.not_started, stats.not_started),
+            "round {round}: the report and the stats disagree on what never ran"
+        );
+        assert_eq!(stats.not_started, shut, "round {round}: {stats:?}");
     }
 }
 
@@ -528,6 +601,10 @@ macro_rules! conformance_tests {
                 $crate::testing::panics_are_contained(&make);
             }
             #[test]
+            fn hook_panics_are_contained() {
+                $crate::testing::hook_panics_are_contained(&make);
+            }
+            #[test]
             fn errors_are_reported() {
                 $crate::testing::errors_are_reported(&make);
             }
@@ -550,6 +627,10 @@ macro_rules! conformance_tests {
             #[test]
             fn shutdown_deadline_names_unstarted() {
                 $crate::testing::shutdown_deadline_names_unstarted(&make);
+            }
+            #[test]
+            fn shutdown_now_names_exactly_the_unstarted() {
+                $crate::testing::shutdown_now_names_exactly_the_unstarted(&make);
             }
             #[test]
             fn task_set_in_completion_order() {

@@ -102,18 +102,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The longest a shutdown waits for jobs a pool thread holds to be started or dropped.
+const SETTLE: Duration = Duration::from_secs(1);
+
 impl Inner {
     /// Takes the oldest queued job and runs it (or drops it, past a shutdown deadline).
     fn run_next(&self) {
         if let Some(job) = self.queue.pop() {
             if self.abandon.load(Ordering::Acquire) {
                 // Past a shutdown deadline: end it unrun and name it in the report.
-                if let Some(record) = self.stats.abandon(job) {
-                    lock(&self.not_started).push(record);
-                }
+                self.abandon(job);
             } else {
                 self.stats.run(job);
             }
+        }
+    }
+
+    /// Ends a job unrun at shutdown, counting it and naming it for the report. Both under
+    /// the report's lock, so a shutdown that sees the job counted also sees its name.
+    fn abandon(&self, job: Job) {
+        let mut not_started = lock(&self.not_started);
+        if let Some(record) = self.stats.abandon(job) {
+            not_started.push(record);
         }
     }
 }
@@ -151,8 +161,10 @@ impl Executor for RayonExecutor {
 
     fn execute(&self, job: Job) -> Result<(), SubmitError> {
         let inner = &self.inner;
-        inner.entering.fetch_add(1, Ordering::AcqRel);
-        let result = if inner.closed.load(Ordering::Acquire) {
+        // SeqCst, with the closed flag's store and the load of `entering` in shutdown:
+        // either this call sees the executor closed, or the shutdown sees it here.
+        inner.entering.fetch_add(1, Ordering::SeqCst);
+        let result = if inner.closed.load(Ordering::SeqCst) {
             inner.stats.rejected();
             Err(SubmitError::shutdown(job))
         } else {
@@ -178,8 +190,8 @@ impl Executor for RayonExecutor {
             return report;
         }
         let deadline = Instant::now() + mode.deadline();
-        inner.closed.store(true, Ordering::Release);
-        while inner.entering.load(Ordering::Acquire) > 0 {
+        inner.closed.store(true, Ordering::SeqCst);
+        while inner.entering.load(Ordering::SeqCst) > 0 {
             std::thread::yield_now();
         }
         loop {
@@ -194,10 +206,18 @@ impl Executor for RayonExecutor {
             std::thread::sleep(Duration::from_millis(1));
         }
         inner.abandon.store(true, Ordering::Release);
-        while let Some(job) = inner.queue.pop() {
-            if let Some(record) = inner.stats.abandon(job) {
-                lock(&inner.not_started).push(record);
+        // Drain, then wait (briefly: it is a matter of instructions) until no job is
+        // between a pool thread's pop and its start or abandonment, so the report misses
+        // none of them.
+        let t0 = Instant::now();
+        loop {
+            while let Some(job) = inner.queue.pop() {
+                inner.abandon(job);
             }
+            if inner.stats.snapshot().queued == 0 || t0.elapsed() >= SETTLE {
+                break;
+            }
+            std::thread::yield_now();
         }
         report.not_started = std::mem::take(&mut *lock(&inner.not_started));
         report.stats = inner.stats.snapshot();

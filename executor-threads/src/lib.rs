@@ -33,6 +33,9 @@ use std::time::{Duration, Instant};
 /// How often an idle worker looks whether it should stop.
 const IDLE_CHECK: Duration = Duration::from_millis(50);
 
+/// The longest a shutdown waits for jobs a worker holds to be started or dropped.
+const SETTLE: Duration = Duration::from_secs(1);
+
 /// Why a [`ThreadsExecutor`] could not be built.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot build threads executor '{name}': {kind}")]
@@ -168,7 +171,12 @@ impl Inner {
             match next {
                 Ok(Msg::Run(job)) => self.handle(job),
                 Ok(Msg::Wake) | Err(RecvTimeoutError::Timeout) => {
-                    if self.closed.load(Ordering::Acquire) && self.rx.is_empty() {
+                    // Not while an `execute` that got past the closed check is still on
+                    // its way to the queue: its job was accepted, and must find a worker.
+                    if self.closed.load(Ordering::SeqCst)
+                        && self.entering.load(Ordering::SeqCst) == 0
+                        && self.rx.is_empty()
+                    {
                         break;
                     }
                 }
@@ -184,12 +192,7 @@ impl Inner {
 
     fn handle(&self, job: Job) {
         if self.abandon.load(Ordering::Acquire) {
-            if let Some(record) = self.stats.abandon(job) {
-                self.not_started
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(record);
-            }
+            self.abandon(job);
             return;
         }
         // Task panics are caught inside `run`; this guard keeps the worker alive even if
@@ -203,22 +206,36 @@ impl Inner {
     }
 
     fn close(&self) {
-        self.closed.store(true, Ordering::Release);
+        self.closed.store(true, Ordering::SeqCst);
         for _ in 0..self.workers {
             let _ = self.tx.try_send(Msg::Wake);
+        }
+    }
+
+    /// Ends a job unrun at shutdown, counting it and naming it for the report. Both under
+    /// the report's lock, so a shutdown that sees the job counted also sees its name.
+    fn abandon(&self, job: Job) {
+        let mut not_started = self.not_started.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(record) = self.stats.abandon(job) {
+            not_started.push(record);
         }
     }
 
     fn drain_abandoned(&self) {
         while let Ok(msg) = self.rx.try_recv() {
             if let Msg::Run(job) = msg {
-                if let Some(record) = self.stats.abandon(job) {
-                    self.not_started
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(record);
-                }
+                self.abandon(job);
             }
+        }
+    }
+
+    /// Waits (briefly: it is a matter of instructions) until no job is between a worker's
+    /// receive and its start or abandonment, so the report misses none of them.
+    fn settle_in_hand(&self) {
+        let t0 = Instant::now();
+        while self.stats.snapshot().queued > 0 && t0.elapsed() < SETTLE {
+            self.drain_abandoned();
+            std::thread::yield_now();
         }
     }
 }
@@ -252,8 +269,10 @@ impl Executor for ThreadsExecutor {
 
     fn execute(&self, job: Job) -> Result<(), SubmitError> {
         let inner = &*self.inner;
-        inner.entering.fetch_add(1, Ordering::AcqRel);
-        let result = if inner.closed.load(Ordering::Acquire) {
+        // SeqCst, with the closed flag's store and the loads of `entering` in shutdown and
+        // in the workers: either this call sees the executor closed, or they see it here.
+        inner.entering.fetch_add(1, Ordering::SeqCst);
+        let result = if inner.closed.load(Ordering::SeqCst) {
             inner.stats.rejected();
             Err(SubmitError::shutdown(job))
         } else {
@@ -299,9 +318,10 @@ impl Executor for ThreadsExecutor {
         }
         let deadline = Instant::now() + mode.deadline();
         inner.close();
-        // Let every `execute` that got past the closed check finish its send.
-        while inner.entering.load(Ordering::Acquire) > 0 {
-            std::thread::yield_now();
+        // Let every `execute` that got past the closed check finish its send, within the
+        // deadline: a caller blocked on a full queue gets in as the workers make room.
+        while inner.entering.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(100));
         }
         let mut live = inner.live.lock().unwrap_or_else(|e| e.into_inner());
         while *live > 0 {
@@ -315,12 +335,22 @@ impl Executor for ThreadsExecutor {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        let finished = *live == 0;
+        let finished = *live == 0 && inner.entering.load(Ordering::SeqCst) == 0;
         drop(live);
         if !finished || !inner.rx.is_empty() {
             report.deadline_passed = !finished;
             inner.abandon.store(true, Ordering::Release);
+            // Draining makes room, so a caller still blocked on a full queue completes its
+            // send (its job is then dropped here too) and no `execute` is left waiting.
+            loop {
+                inner.drain_abandoned();
+                if inner.entering.load(Ordering::SeqCst) == 0 {
+                    break;
+                }
+                std::thread::yield_now();
+            }
             inner.drain_abandoned();
+            inner.settle_in_hand();
         }
         report.not_started =
             std::mem::take(&mut *inner.not_started.lock().unwrap_or_else(|e| e.into_inner()));

@@ -2,7 +2,7 @@
 //!
 //! Futures run natively on the runtime (so they may use tokio sockets and timers);
 //! blocking jobs run on the runtime's blocking pool. The executor owns its runtime, or
-//! wraps the [`Handle`](tokio::runtime::Handle) of one you already have.
+//! wraps the [`Handle`] of one you already have.
 //!
 //! ```
 //! use executor_core::{Executor, ExecutorExt, ShutdownMode, TaskMeta};
@@ -83,11 +83,19 @@ impl Builder {
     }
 }
 
+/// The longest a shutdown waits for jobs a runner holds to be started or dropped.
+const SETTLE: Duration = Duration::from_secs(1);
+
 struct Inner {
     name: String,
     handle: Handle,
     runtime: Mutex<Option<Runtime>>,
+    /// Async jobs waiting for their runner's first poll.
     queue: SegQueue<Job>,
+    /// Blocking jobs waiting for a blocking thread (held here, not only in tokio's
+    /// blocking queue, so a shutdown can drain and name them even when every thread is
+    /// busy).
+    blocking: SegQueue<Job>,
     stats: StatsRecorder,
     closed: AtomicBool,
     shut: AtomicBool,
@@ -101,20 +109,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Inner {
-    /// Ends a job that will not run (past a shutdown deadline, or dropped by the runtime).
+    /// Ends a job that will not run (past a shutdown deadline, or dropped by the runtime),
+    /// counting and naming it under the report's lock, so a shutdown that sees the job
+    /// counted also sees its name.
     fn abandon(&self, job: Job) {
+        let mut not_started = lock(&self.not_started);
         if let Some(record) = self.stats.abandon(job) {
-            lock(&self.not_started).push(record);
+            not_started.push(record);
         }
     }
 }
 
 /// A runtime task that takes the oldest queued async job on its first poll and runs it,
 /// counted in the stats. Jobs wait in the executor's own queue (not only in the runtime's)
-/// so a shutdown can drain and name the ones that never started. Dropped unfinished (the
-/// runtime shut down), it still ends its job and counts it.
+/// so a shutdown can drain and name the ones that never started. Each queued job has one
+/// runner: dropped unfinished (the runtime shut down), a runner still ends a job and
+/// counts it — the one it was running, or, if it was never polled, a queued one.
 struct Runner {
     inner: Arc<Inner>,
+    polled: bool,
     running: Option<(JobFuture, Option<Instant>)>,
 }
 
@@ -124,6 +137,7 @@ impl Future for Runner {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
         if this.running.is_none() {
+            this.polled = true;
             let Some(job) = this.inner.queue.pop() else {
                 return Poll::Ready(());
             };
@@ -150,26 +164,34 @@ impl Future for Runner {
 
 impl Drop for Runner {
     fn drop(&mut self) {
-        if let Some((mut fut, started)) = self.running.take()
-            && let Some(job) = fut.take_job()
-        {
-            let status = job.resolve(TaskError::cancelled());
-            self.inner
-                .stats
-                .finished(status, started.map(|t| t.elapsed()));
+        if let Some((mut fut, started)) = self.running.take() {
+            if let Some(job) = fut.take_job() {
+                let status = job.resolve(TaskError::cancelled());
+                self.inner
+                    .stats
+                    .finished(status, started.map(|t| t.elapsed()));
+            }
+        } else if !self.polled {
+            // The runtime dropped this runner unpolled (it is shutting down): the job it
+            // was spawned for would wait in the queue forever, so end one now.
+            if let Some(job) = self.inner.queue.pop() {
+                self.inner.abandon(job);
+            }
         }
     }
 }
 
-/// A blocking job on the runtime's blocking pool; dropped unrun, it ends its job.
+/// A closure on the runtime's blocking pool that takes the oldest queued blocking job and
+/// runs it. One per blocking job; dropped unrun (the runtime shut down), it ends one.
 struct Blocking {
-    job: Option<Job>,
+    ran: bool,
     inner: Arc<Inner>,
 }
 
 impl Blocking {
     fn run(mut self) {
-        if let Some(job) = self.job.take() {
+        self.ran = true;
+        if let Some(job) = self.inner.blocking.pop() {
             if self.inner.abandon.load(Ordering::Acquire) {
                 self.inner.abandon(job);
             } else {
@@ -181,7 +203,9 @@ impl Blocking {
 
 impl Drop for Blocking {
     fn drop(&mut self) {
-        if let Some(job) = self.job.take() {
+        if !self.ran
+            && let Some(job) = self.inner.blocking.pop()
+        {
             self.inner.abandon(job);
         }
     }
@@ -215,6 +239,7 @@ impl TokioExecutor {
                 handle,
                 runtime: Mutex::new(runtime),
                 queue: SegQueue::new(),
+                blocking: SegQueue::new(),
                 stats: StatsRecorder::new(),
                 closed: AtomicBool::new(false),
                 shut: AtomicBool::new(false),
@@ -238,8 +263,10 @@ impl Executor for TokioExecutor {
 
     fn execute(&self, job: Job) -> Result<(), SubmitError> {
         let inner = &self.inner;
-        inner.entering.fetch_add(1, Ordering::AcqRel);
-        let result = if inner.closed.load(Ordering::Acquire) {
+        // SeqCst, with the closed flag's store and the load of `entering` in shutdown:
+        // either this call sees the executor closed, or the shutdown sees it here.
+        inner.entering.fetch_add(1, Ordering::SeqCst);
+        let result = if inner.closed.load(Ordering::SeqCst) {
             inner.stats.rejected();
             Err(SubmitError::shutdown(job))
         } else {
@@ -248,11 +275,13 @@ impl Executor for TokioExecutor {
                 inner.queue.push(job);
                 drop(inner.handle.spawn(Runner {
                     inner: inner.clone(),
+                    polled: false,
                     running: None,
                 }));
             } else {
+                inner.blocking.push(job);
                 let blocking = Blocking {
-                    job: Some(job),
+                    ran: false,
                     inner: inner.clone(),
                 };
                 drop(inner.handle.spawn_blocking(move || blocking.run()));
@@ -275,8 +304,8 @@ impl Executor for TokioExecutor {
             return report;
         }
         let deadline = Instant::now() + mode.deadline();
-        inner.closed.store(true, Ordering::Release);
-        while inner.entering.load(Ordering::Acquire) > 0 {
+        inner.closed.store(true, Ordering::SeqCst);
+        while inner.entering.load(Ordering::SeqCst) > 0 {
             std::thread::yield_now();
         }
         loop {
@@ -291,8 +320,17 @@ impl Executor for TokioExecutor {
             std::thread::sleep(Duration::from_millis(1));
         }
         inner.abandon.store(true, Ordering::Release);
-        while let Some(job) = inner.queue.pop() {
-            inner.abandon(job);
+        // Drain, then wait (briefly: it is a matter of instructions) until no job is
+        // between a runner's pop and its start or abandonment.
+        let t0 = Instant::now();
+        loop {
+            while let Some(job) = inner.queue.pop().or_else(|| inner.blocking.pop()) {
+                inner.abandon(job);
+            }
+            if inner.stats.snapshot().queued == 0 || t0.elapsed() >= SETTLE {
+                break;
+            }
+            std::thread::yield_now();
         }
         if let Some(rt) = lock(&inner.runtime).take() {
             if Handle::try_current().is_ok() {

@@ -38,6 +38,12 @@ impl Ledger {
         });
     }
 
+    /// Counts a task refused at submission (the supervisor was shut down).
+    pub(crate) fn refused(&self) {
+        self.submitted.fetch_add(1, Relaxed);
+        self.ended[index(Status::Rejected)].fetch_add(1, Relaxed);
+    }
+
     /// Tasks submitted and not yet ended.
     pub(crate) fn unresolved(&self) -> u64 {
         let ended: u64 = self.ended.iter().map(|c| c.load(Relaxed)).sum();
@@ -92,9 +98,9 @@ pub struct LedgerCounts {
     pub cancelled: u64,
     /// Ran past their timeout.
     pub timed_out: u64,
-    /// Were refused (a full queue set to reject).
+    /// Were refused: a full queue set to reject, or submitted after shutdown.
     pub rejected: u64,
-    /// Never started: dropped at shutdown, or refused because the supervisor was shut down.
+    /// Never started: dropped at shutdown.
     pub not_started: u64,
 }
 

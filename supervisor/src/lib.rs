@@ -144,6 +144,21 @@
 //! handle resolves. [`Executor::shutdown`](executor_core::Executor::shutdown) does the
 //! same and returns the ledger in executor-core's report shape.
 //!
+//! # Queue mode
+//!
+//! [`TaskQueue`] is the mini framework's queue: producers push tasks, a supervisor thread
+//! routes each one, records how it ended (failures are logged as they happen), and
+//! [`TaskQueue::close`] drains everything pushed before it into a [`QueueReport`] that
+//! names the executor each task ran on.
+//!
+//! # Observability
+//!
+//! With a `tracing` subscriber installed, every attempt of a task on a route with layers
+//! runs inside a `task` span with its `id`, `name`, `executor`, `rule` and `attempt`, so
+//! the task's own log lines carry them; retries are logged with the attempt number and the
+//! backoff, reloads and rejected reloads with the file. [`Supervisor::executor_stats`]
+//! gives per-executor counters and latency for summary tables.
+//!
 //! # Backends and features
 //!
 //! Backends come from a [`Registry`] of factories keyed by the `backend` string. The

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -13,6 +13,7 @@ use executor_core::{
     CancelToken, Executor, ExecutorStats, Job, LimitScope, Policy, RetryPolicy, Route,
     ShutdownMode, ShutdownReport, SubmitError, TaskError, TaskMeta,
 };
+use tracing::Instrument;
 
 use crate::config::{ConfigError, ExecutorConfig, PolicyConfig};
 use crate::ledger::{Ledger, LedgerCounts, ShutdownLedger};
@@ -52,6 +53,8 @@ struct Core {
     timers: Timers<Timed>,
     /// Set at shutdown: failed attempts are no longer retried.
     closing: AtomicBool,
+    /// Retries waiting out their backoff.
+    retries_pending: AtomicU64,
 }
 
 /// One version of the policy, compiled: what `execute` reads (swapped whole on reload).
@@ -177,6 +180,7 @@ impl Supervisor {
             ledger: Arc::new(Ledger::default()),
             timers: Timers::new(timed_alive),
             closing: AtomicBool::new(false),
+            retries_pending: AtomicU64::new(0),
         });
         let (table, built) = compile(&registry, config, None)?;
         let limiters = table_limiters(&table);
@@ -312,6 +316,9 @@ impl Supervisor {
             return r.clone();
         }
         self.closed.store(true, Ordering::Release);
+        // A reload in progress finishes before the executors are collected below, and
+        // later ones see `closed`.
+        drop(lock(&self.reload_lock));
         drop(lock(&self.watcher).take());
         let deadline = Instant::now() + mode.deadline();
         let ledger = &self.core.ledger;
@@ -331,6 +338,7 @@ impl Supervisor {
         let mut held = Vec::new();
         for t in leftovers {
             if let Timed::Retry(h) = t {
+                self.core.retries_pending.fetch_sub(1, Ordering::AcqRel);
                 held.push(h);
             }
         }
@@ -488,7 +496,15 @@ impl Core {
     fn run_scheduler(self: Arc<Self>) {
         while let Some(batch) = self.timers.next_batch() {
             for item in batch {
-                self.handle(item);
+                // A panic here (in a backend's `execute`, say) must not stop the thread
+                // every pending retry, wake-up and deadline depends on.
+                let run = std::panic::AssertUnwindSafe(|| self.handle(item));
+                if let Err(payload) = std::panic::catch_unwind(run) {
+                    tracing::error!(
+                        panic = executor_core::panic_message(&*payload),
+                        "the supervisor's scheduler caught a panic"
+                    );
+                }
             }
         }
     }
@@ -496,6 +512,7 @@ impl Core {
     fn handle(self: &Arc<Self>, item: Timed) {
         match item {
             Timed::Retry(held) => {
+                self.retries_pending.fetch_sub(1, Ordering::AcqRel);
                 if !held.job.is_resolved() {
                     // A refusal resolves the job's handle when the error drops.
                     let _ = self.admit(held);
@@ -580,7 +597,8 @@ impl Core {
     }
 
     /// Hands one attempt to the route's executor, with the retry hook installed and, under
-    /// a limit, wrapped so the slot is given back when the attempt ends.
+    /// a limit, wrapped so the slot is given back when the attempt ends (and, when tracing
+    /// is on, so the attempt runs inside its span).
     fn launch(
         self: &Arc<Self>,
         held: Held,
@@ -605,23 +623,26 @@ impl Core {
             let r = route.clone();
             job.on_failure(Box::new(move |job, err| core.retry(r, retry, job, err)));
         }
-        tracing::debug!(
-            task = %job.id(),
+        // A span per attempt, entered while it runs, so the task's own log lines carry
+        // its name, id, executor and attempt.
+        let span = tracing::info_span!(
+            "task",
+            id = %job.id(),
             name = job.meta().name(),
             executor = route.executor.name(),
             rule = %route.route.rule,
             attempt = job.attempt(),
-            "dispatch"
         );
-        let Some((limiter, key)) = slot else {
+        tracing::debug!(parent: &span, "dispatch");
+        if slot.is_none() && span.is_disabled() {
             return route.executor.execute(job);
-        };
-        let guard = SlotGuard {
+        }
+        let guard = slot.map(|(limiter, key)| SlotGuard {
             core: self.clone(),
             route: route.clone(),
             limiter,
             key,
-        };
+        });
         let meta = Arc::new(job.meta().clone());
         let is_async = job.is_async();
         let cell = Arc::new(Mutex::new(Some(job)));
@@ -631,7 +652,7 @@ impl Core {
                 let _guard = guard;
                 let job = lock(&inner).take();
                 if let Some(job) = job {
-                    job.into_future().await;
+                    job.into_future().instrument(span).await;
                 }
                 Ok(())
             })
@@ -639,6 +660,7 @@ impl Core {
         } else {
             Job::once(meta, move |_| {
                 let _guard = guard;
+                let _entered = span.enter();
                 let job = lock(&inner).take();
                 if let Some(job) = job {
                     job.run();
@@ -709,9 +731,13 @@ impl Core {
             route,
             last_error: Some(err),
         };
+        self.retries_pending.fetch_add(1, Ordering::AcqRel);
         match self.timers.at(at, Timed::Retry(held)) {
             Ok(()) => None,
-            Err(Timed::Retry(h)) => h.last_error.map(|e| (h.job, e)),
+            Err(Timed::Retry(h)) => {
+                self.retries_pending.fetch_sub(1, Ordering::AcqRel);
+                h.last_error.map(|e| (h.job, e))
+            }
             Err(_) => None,
         }
     }
@@ -723,10 +749,12 @@ impl Executor for Supervisor {
     }
 
     fn execute(&self, mut job: Job) -> Result<(), SubmitError> {
-        self.core.ledger.track(&job);
         if self.closed.load(Ordering::Acquire) {
+            // Counted as refused, as every backend counts a job it will not take.
+            self.core.ledger.refused();
             return Err(SubmitError::shutdown(job));
         }
+        self.core.ledger.track(&job);
         let table = self.table.load();
         let compiled = table.select(job.meta());
         if !compiled.layered {
@@ -755,7 +783,7 @@ impl Executor for Supervisor {
             s.queued += es.queued;
             s.running += es.running;
         }
-        s.queued += self.core.timers.len() as u64;
+        s.queued += self.core.retries_pending.load(Ordering::Acquire);
         s.queued += lock(&self.all_limiters)
             .iter()
             .map(|l| l.waiting() as u64)

@@ -237,14 +237,15 @@ limit = { per = "key", concurrency = 2 }
                 let (now, high) = &g[ctx.meta().key().unwrap()];
                 let n = now.fetch_add(1, Ordering::SeqCst) + 1;
                 high.fetch_max(n, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(15));
+                std::thread::sleep(Duration::from_millis(40));
                 now.fetch_sub(1, Ordering::SeqCst);
                 Ok::<_, TaskError>(())
             })
         })
         .collect();
-    // Waiting for a slot never blocks the caller of execute.
-    assert!(submit_start.elapsed() < Duration::from_millis(100));
+    // Waiting for a slot never blocks the caller of execute (12 tasks per key, 2 at a
+    // time, 40 ms each: a blocking submit would take at least 200 ms).
+    assert!(submit_start.elapsed() < Duration::from_millis(150));
     for h in handles {
         wait(h).unwrap();
     }
@@ -271,6 +272,7 @@ limit = { rate = "20/s" }
     )
     .unwrap();
     let starts = Arc::new(Mutex::new(Vec::new()));
+    let submitted = Instant::now();
     let handles: Vec<_> = (0..6)
         .flat_map(|_| ["x", "y"])
         .map(|key| {
@@ -294,10 +296,17 @@ limit = { rate = "20/s" }
             .map(|(_, t)| *t)
             .collect();
         assert_eq!(times.len(), 6);
+        // 20/s is one start per 50 ms: the sixth start cannot come before 250 ms.
+        let last = *times.iter().max().unwrap();
+        assert!(
+            last - submitted >= Duration::from_millis(249),
+            "key {key}: six starts within {:?}",
+            last - submitted
+        );
+        // Gaps are loosely even (a start may run a little late on a busy machine).
         for pair in times.windows(2) {
-            let gap = pair[1] - pair[0];
-            // 20/s is one start per 50 ms; allow for timer and scheduling jitter.
-            assert!(gap >= Duration::from_millis(40), "key {key}: gap {gap:?}");
+            let gap = pair[1].saturating_duration_since(pair[0]);
+            assert!(gap >= Duration::from_millis(20), "key {key}: gap {gap:?}");
         }
     }
     // The two keys run side by side, not one after the other.
@@ -507,4 +516,150 @@ fn a_watched_file_reloads_itself_and_a_bad_edit_is_ignored() {
     std::fs::write(&path, ROUTING).unwrap();
     assert!(until("net"), "the watch stopped after a bad edit");
     sup.shutdown_ledger(ShutdownMode::Graceful(WAIT));
+}
+
+#[test]
+fn a_retry_waiting_out_its_backoff_does_not_hold_a_worker() {
+    let sup = Supervisor::from_toml(
+        r#"
+[executors.io]
+backend = "threads"
+workers = 1
+[defaults]
+executor = "io"
+[[route]]
+match = { name = "flaky" }
+retries = { max = 1, backoff = "300ms", jitter = false }
+"#,
+    )
+    .unwrap();
+    let flaky = sup.run(TaskMeta::new("flaky"), |ctx| {
+        if ctx.attempt() == 1 {
+            Err("first attempt fails".to_owned())
+        } else {
+            Ok(Instant::now())
+        }
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    // The first attempt has failed; the only worker is free during the backoff.
+    let quick = wait(sup.submit(Instant::now)).unwrap();
+    let retried = wait(flaky).unwrap();
+    assert!(quick < retried, "the quick task waited behind the backoff");
+    sup.shutdown_ledger(ShutdownMode::Graceful(WAIT));
+}
+
+#[test]
+fn shutdown_ends_a_pending_retry_with_its_last_error() {
+    let sup = Supervisor::from_toml(
+        r#"
+[executors.io]
+backend = "threads"
+workers = 1
+[defaults]
+executor = "io"
+retries = { max = 5, backoff = "10s", jitter = false }
+"#,
+    )
+    .unwrap();
+    let h = sup.run(TaskMeta::new("doomed"), |_| {
+        Err::<(), _>("still broken".to_owned())
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    let t = Instant::now();
+    let ledger = sup.shutdown_ledger(ShutdownMode::Graceful(Duration::from_millis(100)));
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let err = wait(h).unwrap_err();
+    assert!(err.is_failed(), "{err}");
+    assert!(ledger.is_balanced(), "{ledger}");
+    assert_eq!(ledger.counts.failed, 1);
+    assert!(ledger.deadline_passed);
+}
+
+#[test]
+fn limits_hold_for_async_tasks_on_tokio() {
+    let sup = Supervisor::from_toml(
+        r#"
+[executors.net]
+backend = "tokio"
+worker_threads = 2
+[defaults]
+executor = "net"
+retries = { max = 1, backoff = "1ms" }
+limit = { per = "key", concurrency = 3, rate = "1000/s" }
+"#,
+    )
+    .unwrap();
+    let now = Arc::new(AtomicUsize::new(0));
+    let high = Arc::new(AtomicUsize::new(0));
+    let handles: Vec<_> = (0..30)
+        .map(|i| {
+            let (now, high) = (now.clone(), high.clone());
+            sup.run_async(TaskMeta::new("fetch").with_key("one-host"), move |ctx| {
+                let (now, high) = (now.clone(), high.clone());
+                async move {
+                    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    high.fetch_max(n, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    // Every fifth task fails once and is retried under the same limit.
+                    if i % 5 == 0 && ctx.attempt() == 1 {
+                        Err("transient")
+                    } else {
+                        Ok(i)
+                    }
+                }
+            })
+        })
+        .collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(wait(h).unwrap(), i);
+    }
+    let high = high.load(Ordering::SeqCst);
+    assert!((1..=3).contains(&high), "ran {high} at once");
+    let report = sup.shutdown_ledger(ShutdownMode::Graceful(WAIT));
+    assert!(report.is_balanced(), "{report}");
+    assert_eq!(report.counts.completed, 30);
+}
+
+#[test]
+fn a_reload_keeps_the_budget_of_an_unchanged_limit_and_rebuilds_changed_executors() {
+    let policy = r#"
+[executors.io]
+backend = "threads"
+workers = 4
+[defaults]
+executor = "io"
+limit = { per = "route", concurrency = 1 }
+"#;
+    let sup = Supervisor::from_toml(policy).unwrap();
+    let io_before = sup.executor("io").unwrap();
+    let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let g = gate.clone();
+    let holder = sup.run(TaskMeta::new("holder"), move |_| {
+        let (m, c) = &*g;
+        let mut open = m.lock().unwrap();
+        while !*open {
+            open = c.wait_timeout(open, Duration::from_millis(20)).unwrap().0;
+        }
+        Ok::<_, TaskError>(())
+    });
+    std::thread::sleep(Duration::from_millis(50));
+    // Same limit, one more worker: the executor is rebuilt, the budget carries over.
+    sup.reload_str(&policy.replace("workers = 4", "workers = 5"), "v2.toml")
+        .unwrap();
+    assert!(!Arc::ptr_eq(&io_before, &sup.executor("io").unwrap()));
+    let mut second = sup.submit(Instant::now);
+    assert!(
+        second.wait_timeout(Duration::from_millis(150)).is_none(),
+        "the second task started while the first held the only slot"
+    );
+    let opened = Instant::now();
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+    wait(holder).unwrap();
+    assert!(wait(second).unwrap() >= opened);
+    let report = sup.shutdown_ledger(ShutdownMode::Graceful(WAIT));
+    assert!(report.is_balanced(), "{report}");
+    // The retired executor was shut down with the rest.
+    assert_eq!(report.executors.len(), 2);
 }

@@ -256,33 +256,68 @@ struct Row {
     tasks: usize,
     raw: Duration,
     ours: Duration,
+    routed: Option<Duration>,
 }
 
-fn print_rows(title: &str, rows: &[Row]) {
-    println!("\n{title}");
+fn print_rows(rows: &[Row]) {
     println!(
-        "{:<44} {:>12} {:>14} {:>14} {:>10}",
-        "case", "tasks", "raw tasks/s", "ours tasks/s", "ours/raw"
+        "\n{:<40} {:>9} {:>12} {:>12} {:>12} {:>9} {:>11}",
+        "case", "tasks", "raw/s", "ours/s", "routed/s", "ours/raw", "routing ns"
     );
     for r in rows {
         let rate = |d: Duration| r.tasks as f64 / d.as_secs_f64();
+        let routed = r
+            .routed
+            .map(|d| format!("{:.0}", rate(d)))
+            .unwrap_or_else(|| "-".into());
+        let extra = r
+            .routed
+            .map(|d| {
+                let ns = (d.as_secs_f64() - r.ours.as_secs_f64()) * 1e9 / r.tasks as f64;
+                format!("{ns:+.0}")
+            })
+            .unwrap_or_else(|| "-".into());
         println!(
-            "{:<44} {:>12} {:>14.0} {:>14.0} {:>10.2}",
+            "{:<40} {:>9} {:>12.0} {:>12.0} {:>12} {:>9.2} {:>11}",
             r.label,
             r.tasks,
             rate(r.raw),
             rate(r.ours),
-            r.ours.as_secs_f64() / r.raw.as_secs_f64()
+            routed,
+            r.ours.as_secs_f64() / r.raw.as_secs_f64(),
+            extra
         );
     }
+}
+
+/// A supervisor whose policy sends every task to one executor of `backend`, after two
+/// rules that do not match (so routing does real matching work).
+fn routed(backend: &str, width: usize) -> Result<std::sync::Arc<supervisor::Supervisor>> {
+    let size = match backend {
+        "threads" => format!("workers = {width}"),
+        "rayon" => format!("threads = {width}"),
+        _ => format!("worker_threads = {width}"),
+    };
+    let policy = format!(
+        "[executors.x]\nbackend = \"{backend}\"\n{size}\n\n[defaults]\nexecutor = \"x\"\n\n\
+         [[route]]\nmatch = {{ name = \"scrape.*\" }}\nexecutor = \"x\"\n\n\
+         [[route]]\nmatch = {{ tags = [\"gpu\"] }}\nexecutor = \"x\"\n"
+    );
+    Ok(supervisor::Supervisor::from_toml(&policy)?)
 }
 
 fn main() -> Result<()> {
     let args = parse_args()?;
     let w = args.width;
     println!(
-        "overhead benchmark: width {w}, {} no-op tasks, {} spin tasks, median of {} runs",
+        "overhead benchmark: width {w}, {} no-op tasks, {} ~1us spin tasks, median of {} runs",
         args.noop, args.spin, args.runs
+    );
+    println!(
+        "raw = the library itself; ours = our backend via ExecutorExt; routed = the supervisor"
+    );
+    println!(
+        "routing to that backend; ratios are ours/raw; 'routing ns' is routed minus ours per task"
     );
     let pool = rayon::ThreadPoolBuilder::new().num_threads(w).build()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -294,67 +329,85 @@ fn main() -> Result<()> {
     let threads = ThreadsExecutor::builder("threads").workers(w).build()?;
     let rayon_exec = RayonExecutor::builder("rayon").threads(w).build()?;
     let tokio_exec = TokioExecutor::builder("tokio").worker_threads(w).build()?;
+    let sup_threads = routed("threads", w)?;
+    let sup_rayon = routed("rayon", w)?;
+    let sup_tokio = routed("tokio", w)?;
 
+    let wants = |backend: &str| args.only.as_deref().is_none_or(|o| o == backend);
     let mut rows = Vec::new();
     for (work, n, wname) in [
         (Work::Noop, args.noop, "no-op"),
         (Work::Spin, args.spin, "1us spin"),
     ] {
-        let raw = time_runs(args.runs, || raw_rayon_each(&pool, n, work));
-        let ours = time_runs(args.runs, || ours_each(&rayon_exec, n, work));
-        rows.push(Row {
-            label: format!("rayon  {wname}, one at a time"),
-            tasks: n,
-            raw,
-            ours,
-        });
-        let raw = time_runs(args.runs, || raw_rayon_batch(&pool, n, work));
-        let ours = time_runs(args.runs, || ours_batch(&rayon_exec, n, work));
-        rows.push(Row {
-            label: format!("rayon  {wname}, batch (scope vs map)"),
-            tasks: n,
-            raw,
-            ours,
-        });
-
-        let raw = time_runs(args.runs, || raw_tokio_each(&rt, n, work));
-        let ours = time_runs(args.runs, || ours_each_async(&tokio_exec, n, work));
-        rows.push(Row {
-            label: format!("tokio  {wname}, one at a time"),
-            tasks: n,
-            raw,
-            ours,
-        });
-        let raw = time_runs(args.runs, || raw_tokio_batch(&rt, n, work));
-        rows.push(Row {
-            label: format!("tokio  {wname}, batch (JoinSet vs ours)"),
-            tasks: n,
-            raw,
-            ours,
-        });
-
-        let raw = time_runs(args.runs, || raw_pool.each(n, work));
-        let ours = time_runs(args.runs, || ours_each(&threads, n, work));
-        rows.push(Row {
-            label: format!("threads {wname}, one at a time"),
-            tasks: n,
-            raw,
-            ours,
-        });
-        let ours = time_runs(args.runs, || ours_batch(&threads, n, work));
-        rows.push(Row {
-            label: format!("threads {wname}, batch (loop vs map)"),
-            tasks: n,
-            raw,
-            ours,
-        });
+        let runs = args.runs;
+        let mut row = |label: String,
+                       raw: &mut dyn FnMut(),
+                       ours: &mut dyn FnMut(),
+                       routed: Option<&mut dyn FnMut()>| {
+            let raw = time_runs(runs, raw);
+            let ours = time_runs(runs, ours);
+            let routed = routed.map(|f| time_runs(runs, f));
+            rows.push(Row {
+                label,
+                tasks: n,
+                raw,
+                ours,
+                routed,
+            });
+        };
+        if wants("rayon") {
+            row(
+                format!("rayon {wname}, one at a time"),
+                &mut || raw_rayon_each(&pool, n, work),
+                &mut || ours_each(&rayon_exec, n, work),
+                Some(&mut || ours_each(&*sup_rayon, n, work)),
+            );
+            row(
+                format!("rayon {wname}, batch (scope vs map)"),
+                &mut || raw_rayon_batch(&pool, n, work),
+                &mut || ours_batch(&rayon_exec, n, work),
+                Some(&mut || ours_batch(&*sup_rayon, n, work)),
+            );
+        }
+        if wants("tokio") {
+            row(
+                format!("tokio {wname}, spawn vs submit_async"),
+                &mut || raw_tokio_each(&rt, n, work),
+                &mut || ours_each_async(&tokio_exec, n, work),
+                Some(&mut || ours_each_async(&*sup_tokio, n, work)),
+            );
+            row(
+                format!("tokio {wname}, JoinSet vs submit_async"),
+                &mut || raw_tokio_batch(&rt, n, work),
+                &mut || ours_each_async(&tokio_exec, n, work),
+                None,
+            );
+        }
+        if wants("threads") {
+            row(
+                format!("threads {wname}, one at a time"),
+                &mut || raw_pool.each(n, work),
+                &mut || ours_each(&threads, n, work),
+                Some(&mut || ours_each(&*sup_threads, n, work)),
+            );
+            row(
+                format!("threads {wname}, batch (loop vs map)"),
+                &mut || raw_pool.each(n, work),
+                &mut || ours_batch(&threads, n, work),
+                Some(&mut || ours_batch(&*sup_threads, n, work)),
+            );
+        }
     }
-    print_rows(
-        "ExecutorExt vs the raw library (tokio: futures via submit_async)",
-        &rows,
-    );
+    print_rows(&rows);
 
-    for e in [&threads as &dyn Executor, &rayon_exec, &tokio_exec] {
+    for e in [
+        &threads as &dyn Executor,
+        &rayon_exec,
+        &tokio_exec,
+        &*sup_threads,
+        &*sup_rayon,
+        &*sup_tokio,
+    ] {
         e.shutdown(ShutdownMode::Graceful(Duration::from_secs(10)));
     }
     Ok(())

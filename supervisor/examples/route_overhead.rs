@@ -1,0 +1,95 @@
+//! What routing through the supervisor adds per task, with the executor's own cost taken
+//! out: both sides run on an inline executor, so the difference is the supervisor's
+//! routing (first-match over the rules) and its ledger bookkeeping.
+//!
+//! `cargo run --release -p supervisor --example route_overhead [TASKS]`
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use executor_core::{Executor, ExecutorExt, InlineExecutor, ShutdownMode, TaskMeta};
+use supervisor::{BackendOptions, ExecutorPlan, PolicyConfig, Registry, Supervisor};
+
+const POLICY: &str = r#"
+[executors.here]
+backend = "inline"
+
+[executors.there]
+backend = "inline"
+
+[defaults]
+executor = "here"
+
+[[route]]
+match = { tags = ["cpu"] }
+executor = "there"
+
+[[route]]
+match = { name = "scrape.*" }
+executor = "there"
+
+[[route]]
+match = { name = "job.{mail,hook}" }
+executor = "there"
+
+[[route]]
+match = { name = "exact.name", tags = ["x"] }
+executor = "there"
+"#;
+
+fn per_task(n: usize, f: impl Fn(usize)) -> f64 {
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let t = Instant::now();
+        for i in 0..n {
+            f(i);
+        }
+        best = best.min(t.elapsed().as_nanos() as f64 / n as f64);
+    }
+    best
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(500_000);
+    let mut registry = Registry::new();
+    registry.register("inline", |o: &BackendOptions| {
+        let name = o.executor().to_owned();
+        let plan: ExecutorPlan =
+            Box::new(move || Ok(Arc::new(InlineExecutor::new(name)) as Arc<dyn Executor>));
+        Ok(plan)
+    });
+    let sup =
+        Supervisor::with_registry(PolicyConfig::parse(POLICY, "bench.toml").unwrap(), registry)
+            .unwrap();
+    let inline = InlineExecutor::new("inline");
+
+    let direct = per_task(n, |i| {
+        std::hint::black_box(inline.submit(move || i).wait().unwrap());
+    });
+    let routed = per_task(n, |i| {
+        std::hint::black_box(sup.submit(move || i).wait().unwrap());
+    });
+    let meta = TaskMeta::new("plain.task").with_key("k");
+    let direct_meta = per_task(n, |i| {
+        let h = inline.run(meta.clone(), move |_| Ok::<_, std::io::Error>(i));
+        std::hint::black_box(h.wait().unwrap());
+    });
+    let routed_meta = per_task(n, |i| {
+        let h = sup.run(meta.clone(), move |_| Ok::<_, std::io::Error>(i));
+        std::hint::black_box(h.wait().unwrap());
+    });
+    println!("tasks per run: {n} (best of 5, ns per task, submit + wait on one thread)");
+    println!(
+        "submit, no meta:   direct {direct:7.1}   supervisor {routed:7.1}   added {:6.1}",
+        routed - direct
+    );
+    println!(
+        "run, meta past 4 rules: direct {direct_meta:7.1}   supervisor {routed_meta:7.1}   added {:6.1}",
+        routed_meta - direct_meta
+    );
+    let ledger = sup.shutdown_ledger(ShutdownMode::Now);
+    assert!(ledger.is_balanced());
+}
