@@ -1,0 +1,378 @@
+//! Tests of the `physics` demo: determinism across decompositions, conservation laws, load
+//! balancing, region crossings, option errors, and the JSON report with its pictures.
+
+use demos::physics::exec::ExecutorRunner;
+use demos::physics::sim::{Decomposition, Setup, equal_borders};
+use demos::physics::{Config, ENERGY_DRIFT_BOUND, Report, simulate};
+use executor_core::Executor;
+use std::process::Command;
+use std::sync::Arc;
+
+/// A CPU executor with exactly `threads` threads, built directly (no policy file).
+fn executor(threads: usize) -> Arc<dyn Executor> {
+    Arc::new(
+        executor_rayon::RayonExecutor::builder(format!("cpu-{threads}"))
+            .threads(threads)
+            .build()
+            .expect("executor starts"),
+    )
+}
+
+fn config(particles: usize, steps: usize, density: f64, clustered: bool) -> Config {
+    Config {
+        setup: Setup {
+            particles,
+            density,
+            temperature: 1.0,
+            seed: 7,
+            clustered,
+        },
+        steps,
+        dt: 0.005,
+        dec: Decomposition {
+            regions: 1,
+            balance: false,
+            rebalance_every: 3,
+        },
+    }
+}
+
+fn run(cfg: &Config, exec: &Arc<dyn Executor>) -> Report {
+    let runner = ExecutorRunner::new(exec.clone());
+    simulate(cfg, &runner, "test", false)
+        .expect("run succeeds")
+        .0
+}
+
+fn hashes_over_decompositions(base: &Config, regions: &[usize]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for threads in [1, 2] {
+        let exec = executor(threads);
+        for &r in regions {
+            for balance in [false, true] {
+                let mut cfg = base.clone();
+                cfg.dec.regions = r;
+                cfg.dec.balance = balance;
+                let rep = run(&cfg, &exec);
+                out.push((
+                    format!("{threads} threads, {r} regions, balance {balance}"),
+                    rep.state_hash,
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn state_hash_is_the_same_for_any_thread_and_region_count() {
+    // Uniform: 300 particles at density 0.7 give 8 cell columns.
+    let uniform = config(300, 30, 0.7, false);
+    let h = hashes_over_decompositions(&uniform, &[1, 2, 3, 8]);
+    for (what, hash) in &h {
+        assert_eq!(hash, &h[0].1, "uniform: {what} differs from {}", h[0].0);
+    }
+    // Clustered: borders move every 3 steps when balancing, and the state must not notice.
+    let clustered = config(400, 30, 0.2, true);
+    let h = hashes_over_decompositions(&clustered, &[1, 2, 5]);
+    for (what, hash) in &h {
+        assert_eq!(hash, &h[0].1, "clustered: {what} differs from {}", h[0].0);
+    }
+}
+
+#[test]
+fn the_hash_sees_the_state() {
+    let exec = executor(2);
+    let a = config(300, 10, 0.7, false);
+    let mut b = a.clone();
+    b.setup.seed += 1;
+    let mut c = a.clone();
+    c.steps += 1;
+    let (ha, hb, hc) = (
+        run(&a, &exec).state_hash,
+        run(&b, &exec).state_hash,
+        run(&c, &exec).state_hash,
+    );
+    assert_eq!(ha.len(), 16);
+    assert_ne!(ha, hb, "another seed must give another state");
+    assert_ne!(ha, hc, "one more step must give another state");
+}
+
+#[test]
+fn momentum_is_conserved_and_energy_drift_stays_bounded() {
+    let exec = executor(2);
+    let mut cfg = config(400, 400, 0.7, false);
+    cfg.dec.regions = 3;
+    let rep = run(&cfg, &exec);
+    assert!(
+        rep.momentum_drift < 1e-14,
+        "momentum drift per particle {:e}",
+        rep.momentum_drift
+    );
+    assert!(
+        rep.energy_drift.abs() < ENERGY_DRIFT_BOUND,
+        "energy drift {:e} is above the stated bound {:e}",
+        rep.energy_drift,
+        ENERGY_DRIFT_BOUND
+    );
+    // The particles did move: kinetic and potential energy exchanged.
+    assert!(rep.energy_initial.is_finite() && rep.energy_initial < 0.0);
+
+    // A clustered start conserves momentum just the same.
+    let mut cfg = config(400, 100, 0.2, true);
+    cfg.dec.regions = 2;
+    cfg.dec.balance = true;
+    let rep = run(&cfg, &exec);
+    assert!(rep.momentum_drift < 1e-14, "{:e}", rep.momentum_drift);
+}
+
+#[test]
+fn balancing_evens_out_a_clustered_box() {
+    let exec = executor(2);
+    let mut cfg = config(600, 30, 0.2, true);
+    cfg.dec.regions = 2;
+    cfg.dec.balance = true;
+    cfg.dec.rebalance_every = 5;
+    let rep = run(&cfg, &exec);
+    assert!(
+        rep.imbalance_before > 1.3,
+        "a clustered box split in equal halves should be imbalanced, got {}",
+        rep.imbalance_before
+    );
+    assert!(
+        rep.imbalance_after < 1.1,
+        "balanced borders should even out the load, got {}",
+        rep.imbalance_after
+    );
+    assert_eq!(rep.imbalance, rep.imbalance_after);
+
+    cfg.dec.balance = false;
+    let rep = run(&cfg, &exec);
+    assert!(rep.imbalance > 1.3, "without balancing: {}", rep.imbalance);
+}
+
+#[test]
+fn particles_move_between_regions_and_none_is_lost() {
+    let exec = executor(2);
+    let mut cfg = config(300, 200, 0.7, false);
+    cfg.setup.temperature = 2.0;
+    cfg.dec.regions = 4;
+    let runner = ExecutorRunner::new(exec);
+    let (_, res, geom) = simulate(&cfg, &runner, "test", false).unwrap();
+    let init = demos::physics::sim::initial_state(&cfg.setup, &geom).unwrap();
+    let borders = equal_borders(geom.nc, cfg.dec.regions);
+    let region_of = |x: f64| {
+        let col = ((x / geom.cs) as usize).min(geom.nc - 1);
+        borders
+            .windows(2)
+            .position(|w| w[0] <= col && col < w[1])
+            .unwrap()
+    };
+    let moved = (0..init.len())
+        .filter(|&i| region_of(init.x[i]) != res.final_region[i])
+        .count();
+    assert!(moved > 0, "no particle changed region in 200 steps");
+    // Every particle sits in the region owning its column (run() also checks none is lost
+    // or doubled).
+    for i in 0..init.len() {
+        assert_eq!(res.final_region[i], region_of(res.final_state.x[i]));
+    }
+}
+
+fn demo_err(args: &[&str]) -> String {
+    let argv: Vec<String> = std::iter::once("physics")
+        .chain(args.iter().copied())
+        .map(String::from)
+        .collect();
+    match demos::physics::main(argv.clone()) {
+        Ok(()) => panic!("{argv:?} should fail"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[test]
+fn bad_options_give_clear_errors() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--particles", "0"], "--particles must be at least 1"),
+        (&["--dt", "-0.1"], "--dt must be a positive time step"),
+        (&["--dt", "0"], "--dt must be a positive time step"),
+        (&["--dt", "1"], "too large"),
+        (&["--steps", "0"], "--steps must be at least 1"),
+        (&["--regions", "0"], "--regions must be at least 1"),
+        (&["--density", "-1"], "--density must be a positive number"),
+        (
+            &["--temperature", "-2"],
+            "--temperature must be zero or positive",
+        ),
+        (
+            &["--particles", "300", "--density", "3", "--no-png"],
+            "too high to place the particles",
+        ),
+        (
+            &[
+                "--particles",
+                "300",
+                "--clustered",
+                "--density",
+                "0.5",
+                "--no-png",
+            ],
+            "too high to place the particles with --clustered",
+        ),
+        (
+            &["--particles", "300", "--regions", "50", "--no-png"],
+            "more than the 8 cell columns",
+        ),
+        (
+            &["--particles", "20", "--no-png"],
+            "box is too small for the cutoff",
+        ),
+        (
+            &[
+                "--particles",
+                "300",
+                "--temperature",
+                "10000",
+                "--dt",
+                "0.05",
+                "--no-png",
+            ],
+            "use a smaller --dt",
+        ),
+        (&["--bogus"], "unexpected argument '--bogus'"),
+        (
+            &["--policy", "/nonexistent/physics.toml"],
+            "the policy file /nonexistent/physics.toml was rejected",
+        ),
+        (&["--particles", "many"], "invalid value 'many'"),
+    ];
+    for (args, want) in cases {
+        let err = demo_err(args);
+        assert!(err.contains(want), "{args:?}: got {err:?}, want {want:?}");
+    }
+}
+
+#[test]
+fn json_report_and_pictures() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_demos"))
+        .args([
+            "physics",
+            "--particles",
+            "300",
+            "--steps",
+            "20",
+            "--clustered",
+            "--regions",
+            "2",
+            "--rebalance-every",
+            "5",
+            "--json",
+            "--out",
+        ])
+        .arg(dir.path())
+        .output()
+        .expect("demos runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is JSON");
+    for field in [
+        "particles",
+        "steps",
+        "regions",
+        "energy_drift",
+        "momentum_drift",
+        "particle_steps_per_s",
+        "imbalance",
+        "imbalance_before",
+        "imbalance_after",
+        "state_hash",
+    ] {
+        assert!(v.get(field).is_some(), "missing {field} in {v}");
+    }
+    assert_eq!(v["particles"], 300);
+    assert_eq!(v["steps"], 20);
+    assert_eq!(v["regions"], 2);
+    assert!(v["particle_steps_per_s"].as_f64().unwrap() > 0.0);
+    // One task per region per step (plus the closing half-kick), all through the executor.
+    assert_eq!(v["tasks"], 2 * 21);
+    assert_eq!(v["tasks_completed"], v["tasks"]);
+    for key in ["state_png", "work_png"] {
+        let path = v[key].as_str().expect("picture path");
+        let bytes = std::fs::read(path).expect("picture written");
+        assert!(bytes.starts_with(b"\x89PNG"), "{path} is not a PNG");
+        assert!(bytes.len() > 2_000, "{path} is suspiciously small");
+    }
+}
+
+#[test]
+fn balanced_borders_minimise_the_heaviest_region() {
+    use demos::physics::sim::{balanced_borders, imbalance, region_work};
+    assert_eq!(balanced_borders(&[1, 1, 1, 10, 1, 1], 2), vec![0, 3, 6]);
+    assert_eq!(balanced_borders(&[5, 5, 5, 5], 4), vec![0, 1, 2, 3, 4]);
+    assert_eq!(balanced_borders(&[0, 0, 0], 1), vec![0, 3]);
+    // A clustered load: most of it in the first quarter of the columns.
+    let cols: Vec<u64> = (0..40).map(|c| if c < 10 { 100 } else { 5 }).collect();
+    let even = equal_borders(40, 4);
+    let bal = balanced_borders(&cols, 4);
+    assert!(imbalance(&region_work(&cols, &even)) > 2.0);
+    assert!(imbalance(&region_work(&cols, &bal)) < 1.15, "{bal:?}");
+    assert!(
+        bal.windows(2).all(|w| w[0] < w[1]),
+        "empty region in {bal:?}"
+    );
+}
+
+#[test]
+fn the_policy_file_moves_the_tasks_without_changing_the_result() {
+    use demos::physics::exec::cpu_executor;
+    let mut cfg = config(300, 20, 0.7, false);
+    cfg.dec.regions = 3;
+    let on = |exec: Arc<dyn Executor>| {
+        let runner = ExecutorRunner::new(exec);
+        simulate(&cfg, &runner, "test", false).unwrap().0.state_hash
+    };
+    // The shipped policy: region tasks go to the rayon executor "cpu".
+    let (shipped, routed) = cpu_executor(&demos::physics::default_policy()).unwrap();
+    assert_eq!(routed, "cpu");
+    let reference = on(shipped);
+    // The same tasks routed to OS threads by the policy shipped next to it.
+    let path = demos::physics::default_policy().with_file_name("physics-threads.toml");
+    let (threads, routed) = cpu_executor(&path).unwrap();
+    assert_eq!(routed, "pool");
+    assert_eq!(on(threads.clone()), reference);
+    // Every task is accounted for once the supervisor has shut down.
+    let report = threads.shutdown(executor_core::ShutdownMode::Graceful(
+        std::time::Duration::from_secs(5),
+    ));
+    assert_eq!(report.stats.completed, 3 * 21);
+    assert_eq!(report.stats.failed + report.stats.panicked, 0);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(12))]
+
+    /// Any decomposition of any small system reaches the state a single region reaches.
+    #[test]
+    fn any_decomposition_reaches_the_single_region_state(
+        particles in 100usize..400,
+        seed in 0u64..1000,
+        clustered in proptest::bool::ANY,
+        regions in 2usize..9,
+        rebalance_every in 1usize..6,
+    ) {
+        let exec = executor(2);
+        let density = if clustered { 0.2 } else { 0.7 };
+        let mut cfg = config(particles, 12, density, clustered);
+        cfg.setup.seed = seed;
+        let reference = run(&cfg, &exec).state_hash;
+        let geom = demos::physics::sim::Geometry::new(particles, density).unwrap();
+        cfg.dec.regions = regions.min(geom.nc);
+        cfg.dec.balance = true;
+        cfg.dec.rebalance_every = rebalance_every;
+        proptest::prop_assert_eq!(run(&cfg, &exec).state_hash, reference);
+    }
+}
