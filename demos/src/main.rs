@@ -26,7 +26,14 @@ fn main() -> anyhow::Result<()> {
         std::process::exit(2);
     };
     match DEMOS.iter().find(|(n, _, _)| *n == name) {
-        Some((_, _, run)) => run(std::iter::once(name).chain(args).collect()),
+        Some((_, _, run)) => {
+            if let Err(e) = run(std::iter::once(name).chain(args).collect()) {
+                // The error and its causes, without a backtrace: bad input is not a bug.
+                eprintln!("error: {e:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         None => {
             eprint!("unknown demo '{name}'\n\n{}", usage());
             std::process::exit(2);

@@ -25,7 +25,10 @@ pub(crate) struct Shared<T> {
 }
 
 struct Slot<T> {
+    /// The first resolution has been decided (its observers may still be running).
     resolved: bool,
+    /// The result was handed to the caller.
+    taken: bool,
     status: Status,
     result: Option<Result<T, TaskError>>,
     waker: Option<Waker>,
@@ -40,6 +43,7 @@ impl<T: Send + 'static> Shared<T> {
             cancel: CancelFlag::default(),
             slot: Mutex::new(Slot {
                 resolved: false,
+                taken: false,
                 status: Status::NotStarted,
                 result: None,
                 waker: None,
@@ -67,22 +71,32 @@ impl<T: Send + 'static> Shared<T> {
         }
         slot.resolved = true;
         slot.status = status;
-        slot.result = Some(result);
-        let waker = slot.waker.take();
         let observer = slot.observer.take();
-        let notify = slot.sync_waiters > 0;
         drop(slot);
         self.lifecycle.store(DONE, Ordering::Release);
+        // Observers (ledgers) run before the result is visible, so whoever the result
+        // wakes sees them updated.
+        if let Some(obs) = observer {
+            report_observer(obs, status);
+        }
+        let mut slot = self.lock();
+        slot.result = Some(result);
+        let waker = slot.waker.take();
+        let notify = slot.sync_waiters > 0;
+        drop(slot);
         if notify {
             self.cond.notify_all();
         }
         if let Some(w) = waker {
             w.wake();
         }
-        if let Some(obs) = observer {
-            report_observer(obs, status);
-        }
         true
+    }
+
+    /// True once the result is there (or was taken).
+    pub(crate) fn is_finished(&self) -> bool {
+        let slot = self.lock();
+        slot.result.is_some() || slot.taken
     }
 
     pub(crate) fn is_resolved(&self) -> bool {
@@ -217,9 +231,10 @@ impl<T: Send + 'static> TaskHandle<T> {
         let mut slot = self.shared.lock();
         loop {
             if let Some(r) = slot.result.take() {
+                slot.taken = true;
                 return r;
             }
-            assert!(!slot.resolved, "the task's result was already taken");
+            assert!(!slot.taken, "the task's result was already taken");
             slot.sync_waiters += 1;
             slot = self
                 .shared
@@ -237,9 +252,10 @@ impl<T: Send + 'static> TaskHandle<T> {
         let mut slot = self.shared.lock();
         loop {
             if let Some(r) = slot.result.take() {
+                slot.taken = true;
                 return Some(r);
             }
-            if slot.resolved {
+            if slot.taken {
                 return None;
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -259,7 +275,7 @@ impl<T: Send + 'static> TaskHandle<T> {
 
     /// True once the task has ended (its result may be taken already).
     pub fn is_finished(&self) -> bool {
-        self.shared.is_resolved()
+        self.shared.is_finished()
     }
 
     /// Asks the task to stop. A task that has not started never runs and resolves as
@@ -284,9 +300,10 @@ impl<T: Send + 'static> Future for TaskHandle<T> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut slot = self.shared.lock();
         if let Some(r) = slot.result.take() {
+            slot.taken = true;
             return Poll::Ready(r);
         }
-        assert!(!slot.resolved, "a TaskHandle was polled after it completed");
+        assert!(!slot.taken, "a TaskHandle was polled after it completed");
         match &slot.waker {
             Some(w) if w.will_wake(cx.waker()) => {}
             _ => slot.waker = Some(cx.waker().clone()),
