@@ -231,6 +231,28 @@ impl<T: Send + 'static> TaskSet<T> {
     }
 }
 
+impl<T: Send + 'static> Default for TaskSet<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Send + 'static> Extend<TaskHandle<T>> for TaskSet<T> {
+    fn extend<I: IntoIterator<Item = TaskHandle<T>>>(&mut self, iter: I) {
+        for h in iter {
+            self.push(h);
+        }
+    }
+}
+
+impl<T: Send + 'static> FromIterator<TaskHandle<T>> for TaskSet<T> {
+    fn from_iter<I: IntoIterator<Item = TaskHandle<T>>>(iter: I) -> Self {
+        let mut set = TaskSet::new();
+        set.extend(iter);
+        set
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,27 +277,5 @@ mod tests {
             "slots grew to {}",
             set.members.len()
         );
-    }
-}
-
-impl<T: Send + 'static> Default for TaskSet<T> {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl<T: Send + 'static> Extend<TaskHandle<T>> for TaskSet<T> {
-    fn extend<I: IntoIterator<Item = TaskHandle<T>>>(&mut self, iter: I) {
-        for h in iter {
-            self.push(h);
-        }
-    }
-}
-
-impl<T: Send + 'static> FromIterator<TaskHandle<T>> for TaskSet<T> {
-    fn from_iter<I: IntoIterator<Item = TaskHandle<T>>>(iter: I) -> Self {
-        let mut set = TaskSet::new();
-        set.extend(iter);
-        set
     }
 }
