@@ -43,6 +43,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+mod admission;
 mod block_on;
 mod cancel;
 mod context;
@@ -59,6 +60,7 @@ mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use admission::{Admission, Entry};
 pub use block_on::block_on;
 pub use cancel::{CancelReason, CancelToken, Cancellation};
 pub use context::TaskContext;

@@ -253,6 +253,20 @@ impl StatsRecorder {
         shard.ended_unstarted.fetch_add(1, Relaxed);
     }
 
+    /// Waits until nothing is queued or running, or until `deadline`; true when idle.
+    pub fn wait_idle(&self, deadline: Instant) -> bool {
+        loop {
+            let stats = self.snapshot();
+            if stats.queued + stats.running == 0 {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// A snapshot of the counters.
     pub fn snapshot(&self) -> ExecutorStats {
         let mut ended = [0u64; 7];

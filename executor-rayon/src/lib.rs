@@ -21,10 +21,10 @@
 
 use crossbeam_queue::SegQueue;
 use executor_core::{
-    Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, StatsRecorder, SubmitError,
-    TaskRecord,
+    Admission, Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, StatsRecorder,
+    SubmitError, TaskRecord,
 };
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -75,10 +75,8 @@ impl Builder {
                 pool,
                 queue: SegQueue::new(),
                 stats: StatsRecorder::new(),
-                closed: AtomicBool::new(false),
-                shut: AtomicBool::new(false),
+                gate: Admission::new(),
                 abandon: AtomicBool::new(false),
-                entering: AtomicUsize::new(0),
                 not_started: Mutex::new(Vec::new()),
             }),
         })
@@ -91,10 +89,8 @@ struct Inner {
     pool: rayon::ThreadPool,
     queue: SegQueue<Job>,
     stats: StatsRecorder,
-    closed: AtomicBool,
-    shut: AtomicBool,
+    gate: Admission,
     abandon: AtomicBool,
-    entering: AtomicUsize,
     not_started: Mutex<Vec<TaskRecord>>,
 }
 
@@ -161,10 +157,8 @@ impl Executor for RayonExecutor {
 
     fn execute(&self, job: Job) -> Result<(), SubmitError> {
         let inner = &self.inner;
-        // SeqCst, with the closed flag's store and the load of `entering` in shutdown:
-        // either this call sees the executor closed, or the shutdown sees it here.
-        inner.entering.fetch_add(1, Ordering::SeqCst);
-        let result = if inner.closed.load(Ordering::SeqCst) {
+        let entry = inner.gate.enter();
+        let result = if !entry.is_open() {
             inner.stats.rejected();
             Err(SubmitError::shutdown(job))
         } else {
@@ -174,7 +168,7 @@ impl Executor for RayonExecutor {
             inner.pool.spawn(move || runner.run_next());
             Ok(())
         };
-        inner.entering.fetch_sub(1, Ordering::AcqRel);
+        drop(entry);
         result
     }
 
@@ -185,26 +179,15 @@ impl Executor for RayonExecutor {
     fn shutdown(&self, mode: ShutdownMode) -> ShutdownReport {
         let inner = &*self.inner;
         let mut report = ShutdownReport::new(&inner.name);
-        if inner.shut.swap(true, Ordering::AcqRel) {
+        if !inner.gate.begin_shutdown() {
             report.stats = inner.stats.snapshot();
             return report;
         }
         let deadline = Instant::now() + mode.deadline();
-        inner.closed.store(true, Ordering::SeqCst);
-        while inner.entering.load(Ordering::SeqCst) > 0 {
-            std::thread::yield_now();
-        }
-        loop {
-            let stats = inner.stats.snapshot();
-            if stats.queued + stats.running == 0 {
-                break;
-            }
-            if Instant::now() >= deadline {
-                report.deadline_passed = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        inner.gate.close();
+        // `execute` never blocks here, so every submission in flight lands in the queue.
+        inner.gate.wait_in_flight(None);
+        report.deadline_passed = !inner.stats.wait_idle(deadline);
         inner.abandon.store(true, Ordering::Release);
         // Drain, then wait (briefly: it is a matter of instructions) until no job is
         // between a pool thread's pop and its start or abandonment, so the report misses
@@ -229,7 +212,7 @@ impl Executor for RayonExecutor {
 impl Drop for RayonExecutor {
     /// Dropping the executor stops it taking work; queued jobs still run.
     fn drop(&mut self) {
-        self.inner.closed.store(true, Ordering::Release);
+        self.inner.gate.close();
     }
 }
 

@@ -22,11 +22,11 @@
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use executor_core::{
-    Executor, ExecutorStats, Job, OnFull, ShutdownMode, ShutdownReport, StatsRecorder, SubmitError,
-    TaskRecord,
+    Admission, Executor, ExecutorStats, Job, OnFull, ShutdownMode, ShutdownReport, StatsRecorder,
+    SubmitError, TaskRecord,
 };
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -110,10 +110,8 @@ impl Builder {
             on_full: self.on_full,
             workers: self.workers,
             stats: StatsRecorder::new(),
-            closed: AtomicBool::new(false),
-            shut: AtomicBool::new(false),
+            gate: Admission::new(),
             abandon: AtomicBool::new(false),
-            entering: AtomicUsize::new(0),
             live: Mutex::new(0),
             all_done: Condvar::new(),
             not_started: Mutex::new(Vec::new()),
@@ -147,14 +145,10 @@ struct Inner {
     on_full: OnFull,
     workers: usize,
     stats: StatsRecorder,
-    /// No new work is taken.
-    closed: AtomicBool,
-    /// `shutdown` has run (or is running).
-    shut: AtomicBool,
+    /// Closed once no new work is taken; counts submissions on their way to the queue.
+    gate: Admission,
     /// Past the deadline: queued jobs are dropped, not run.
     abandon: AtomicBool,
-    /// Calls of `execute` between their `closed` check and their send.
-    entering: AtomicUsize,
     live: Mutex<usize>,
     all_done: Condvar,
     not_started: Mutex<Vec<TaskRecord>>,
@@ -173,10 +167,7 @@ impl Inner {
                 Ok(Msg::Wake) | Err(RecvTimeoutError::Timeout) => {
                     // Not while an `execute` that got past the closed check is still on
                     // its way to the queue: its job was accepted, and must find a worker.
-                    if self.closed.load(Ordering::SeqCst)
-                        && self.entering.load(Ordering::SeqCst) == 0
-                        && self.rx.is_empty()
-                    {
+                    if self.gate.is_closed() && self.gate.in_flight() == 0 && self.rx.is_empty() {
                         break;
                     }
                 }
@@ -206,7 +197,7 @@ impl Inner {
     }
 
     fn close(&self) {
-        self.closed.store(true, Ordering::SeqCst);
+        self.gate.close();
         for _ in 0..self.workers {
             let _ = self.tx.try_send(Msg::Wake);
         }
@@ -269,10 +260,9 @@ impl Executor for ThreadsExecutor {
 
     fn execute(&self, job: Job) -> Result<(), SubmitError> {
         let inner = &*self.inner;
-        // SeqCst, with the closed flag's store and the loads of `entering` in shutdown and
-        // in the workers: either this call sees the executor closed, or they see it here.
-        inner.entering.fetch_add(1, Ordering::SeqCst);
-        let result = if inner.closed.load(Ordering::SeqCst) {
+        // Workers and the shutdown see this submission in flight until it is queued.
+        let entry = inner.gate.enter();
+        let result = if !entry.is_open() {
             inner.stats.rejected();
             Err(SubmitError::shutdown(job))
         } else {
@@ -301,7 +291,7 @@ impl Executor for ThreadsExecutor {
                 },
             }
         };
-        inner.entering.fetch_sub(1, Ordering::AcqRel);
+        drop(entry);
         result
     }
 
@@ -312,7 +302,7 @@ impl Executor for ThreadsExecutor {
     fn shutdown(&self, mode: ShutdownMode) -> ShutdownReport {
         let inner = &*self.inner;
         let mut report = ShutdownReport::new(&inner.name);
-        if inner.shut.swap(true, Ordering::AcqRel) {
+        if !inner.gate.begin_shutdown() {
             report.stats = inner.stats.snapshot();
             return report;
         }
@@ -320,9 +310,7 @@ impl Executor for ThreadsExecutor {
         inner.close();
         // Let every `execute` that got past the closed check finish its send, within the
         // deadline: a caller blocked on a full queue gets in as the workers make room.
-        while inner.entering.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_micros(100));
-        }
+        inner.gate.wait_in_flight(Some(deadline));
         let mut live = inner.live.lock().unwrap_or_else(|e| e.into_inner());
         while *live > 0 {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -335,7 +323,7 @@ impl Executor for ThreadsExecutor {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        let finished = *live == 0 && inner.entering.load(Ordering::SeqCst) == 0;
+        let finished = *live == 0 && inner.gate.in_flight() == 0;
         drop(live);
         if !finished || !inner.rx.is_empty() {
             report.deadline_passed = !finished;
@@ -344,7 +332,7 @@ impl Executor for ThreadsExecutor {
             // send (its job is then dropped here too) and no `execute` is left waiting.
             loop {
                 inner.drain_abandoned();
-                if inner.entering.load(Ordering::SeqCst) == 0 {
+                if inner.gate.in_flight() == 0 {
                     break;
                 }
                 std::thread::yield_now();

@@ -24,12 +24,12 @@
 
 use crossbeam_queue::SegQueue;
 use executor_core::{
-    Executor, ExecutorStats, Job, JobFuture, ShutdownMode, ShutdownReport, StatsRecorder,
-    SubmitError, TaskError, TaskRecord,
+    Admission, Executor, ExecutorStats, Job, JobFuture, ShutdownMode, ShutdownReport,
+    StatsRecorder, SubmitError, TaskError, TaskRecord,
 };
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -97,10 +97,8 @@ struct Inner {
     /// busy).
     blocking: SegQueue<Job>,
     stats: StatsRecorder,
-    closed: AtomicBool,
-    shut: AtomicBool,
+    gate: Admission,
     abandon: AtomicBool,
-    entering: AtomicUsize,
     not_started: Mutex<Vec<TaskRecord>>,
 }
 
@@ -241,10 +239,8 @@ impl TokioExecutor {
                 queue: SegQueue::new(),
                 blocking: SegQueue::new(),
                 stats: StatsRecorder::new(),
-                closed: AtomicBool::new(false),
-                shut: AtomicBool::new(false),
+                gate: Admission::new(),
                 abandon: AtomicBool::new(false),
-                entering: AtomicUsize::new(0),
                 not_started: Mutex::new(Vec::new()),
             }),
         }
@@ -263,10 +259,8 @@ impl Executor for TokioExecutor {
 
     fn execute(&self, job: Job) -> Result<(), SubmitError> {
         let inner = &self.inner;
-        // SeqCst, with the closed flag's store and the load of `entering` in shutdown:
-        // either this call sees the executor closed, or the shutdown sees it here.
-        inner.entering.fetch_add(1, Ordering::SeqCst);
-        let result = if inner.closed.load(Ordering::SeqCst) {
+        let entry = inner.gate.enter();
+        let result = if !entry.is_open() {
             inner.stats.rejected();
             Err(SubmitError::shutdown(job))
         } else {
@@ -288,7 +282,7 @@ impl Executor for TokioExecutor {
             }
             Ok(())
         };
-        inner.entering.fetch_sub(1, Ordering::AcqRel);
+        drop(entry);
         result
     }
 
@@ -299,26 +293,15 @@ impl Executor for TokioExecutor {
     fn shutdown(&self, mode: ShutdownMode) -> ShutdownReport {
         let inner = &*self.inner;
         let mut report = ShutdownReport::new(&inner.name);
-        if inner.shut.swap(true, Ordering::AcqRel) {
+        if !inner.gate.begin_shutdown() {
             report.stats = inner.stats.snapshot();
             return report;
         }
         let deadline = Instant::now() + mode.deadline();
-        inner.closed.store(true, Ordering::SeqCst);
-        while inner.entering.load(Ordering::SeqCst) > 0 {
-            std::thread::yield_now();
-        }
-        loop {
-            let stats = inner.stats.snapshot();
-            if stats.queued + stats.running == 0 {
-                break;
-            }
-            if Instant::now() >= deadline {
-                report.deadline_passed = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        inner.gate.close();
+        // `execute` never blocks here, so every submission in flight lands in the queue.
+        inner.gate.wait_in_flight(None);
+        report.deadline_passed = !inner.stats.wait_idle(deadline);
         inner.abandon.store(true, Ordering::Release);
         // Drain, then wait (briefly: it is a matter of instructions) until no job is
         // between a runner's pop and its start or abandonment.
@@ -352,7 +335,7 @@ impl Drop for TokioExecutor {
     /// Dropping the executor stops it taking work; the runtime (if owned) shuts down in
     /// the background, dropping tasks that have not finished.
     fn drop(&mut self) {
-        self.inner.closed.store(true, Ordering::Release);
+        self.inner.gate.close();
         if let Some(rt) = lock(&self.inner.runtime).take() {
             rt.shutdown_background();
         }

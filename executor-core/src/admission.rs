@@ -1,0 +1,113 @@
+//! [`Admission`]: the gate every backend's `execute` passes, so that a shutdown can close
+//! it and then know when no submission is still on its way into the queue.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Open/closed state plus a count of submissions in flight.
+///
+/// `execute` calls [`enter`](Self::enter) and checks [`Entry::is_open`]; `shutdown` calls
+/// [`close`](Self::close) and then [`wait_in_flight`](Self::wait_in_flight). The flag and
+/// the count use sequentially consistent operations on both sides, so either a submission
+/// sees the gate closed, or the shutdown sees the submission in flight — never neither.
+#[derive(Debug, Default)]
+pub struct Admission {
+    closed: AtomicBool,
+    shut: AtomicBool,
+    in_flight: AtomicUsize,
+}
+
+/// A submission inside the gate; dropping it leaves.
+#[derive(Debug)]
+pub struct Entry<'a> {
+    gate: &'a Admission,
+    open: bool,
+}
+
+impl Entry<'_> {
+    /// True when the gate was open as this submission entered: it may be queued.
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+}
+
+impl Drop for Entry<'_> {
+    fn drop(&mut self) {
+        self.gate.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Admission {
+    /// An open gate.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Enters the gate for one submission.
+    pub fn enter(&self) -> Entry<'_> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let open = !self.closed.load(Ordering::SeqCst);
+        Entry { gate: self, open }
+    }
+
+    /// Closes the gate: later submissions see it closed.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+    }
+
+    /// True once the gate is closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// Marks the start of a shutdown; true only for the first caller (later calls of a
+    /// backend's `shutdown` return an empty report).
+    pub fn begin_shutdown(&self) -> bool {
+        !self.shut.swap(true, Ordering::AcqRel)
+    }
+
+    /// Submissions inside the gate now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no submission is inside the gate, or until `deadline` (`None`: no
+    /// limit, for backends whose `execute` never blocks). True when none is left.
+    pub fn wait_in_flight(&self, deadline: Option<Instant>) -> bool {
+        let mut spins = 0u32;
+        while self.in_flight() > 0 {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
+            if spins < 1000 {
+                spins += 1;
+                std::thread::yield_now();
+            } else {
+                // A submission blocked on a full queue: it gets in as workers make room.
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_gate_refuses_and_the_shutdown_sees_who_is_inside() {
+        let gate = Admission::new();
+        assert!(gate.begin_shutdown());
+        assert!(!gate.begin_shutdown(), "only the first shutdown runs");
+        let inside = gate.enter();
+        assert!(inside.is_open());
+        gate.close();
+        assert!(!gate.enter().is_open());
+        let soon = Instant::now() + Duration::from_millis(20);
+        assert!(!gate.wait_in_flight(Some(soon)), "a submission is still inside");
+        drop(inside);
+        assert!(gate.wait_in_flight(None));
+        assert_eq!(gate.in_flight(), 0);
+    }
+}
