@@ -105,7 +105,10 @@ mod tests {
         gate.close();
         assert!(!gate.enter().is_open());
         let soon = Instant::now() + Duration::from_millis(20);
-        assert!(!gate.wait_in_flight(Some(soon)), "a submission is still inside");
+        assert!(
+            !gate.wait_in_flight(Some(soon)),
+            "a submission is still inside"
+        );
         drop(inside);
         assert!(gate.wait_in_flight(None));
         assert_eq!(gate.in_flight(), 0);

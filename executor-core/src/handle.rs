@@ -13,6 +13,9 @@ pub(crate) const QUEUED: u8 = 0;
 pub(crate) const RUNNING: u8 = 1;
 pub(crate) const DONE: u8 = 2;
 
+/// How often `wait` yields its thread before it sleeps on the condition variable.
+const YIELDS_BEFORE_SLEEP: u32 = 32;
+
 /// Called once with the final status when a task's handle resolves.
 pub(crate) type Observer = Box<dyn FnOnce(Status) + Send>;
 
@@ -229,12 +232,22 @@ impl<T: Send + 'static> TaskHandle<T> {
     /// When the result was already taken by [`wait_timeout`](Self::wait_timeout) or a poll.
     pub fn wait(self) -> Result<T, TaskError> {
         let mut slot = self.shared.lock();
+        let mut polite = 0;
         loop {
             if let Some(r) = slot.result.take() {
                 slot.taken = true;
                 return r;
             }
             assert!(!slot.taken, "the task's result was already taken");
+            // A result that is moments away is cheaper to wait for by yielding a few times
+            // than by sleeping: a sleeping waiter costs the worker a wake-up system call.
+            if polite < YIELDS_BEFORE_SLEEP {
+                polite += 1;
+                drop(slot);
+                std::thread::yield_now();
+                slot = self.shared.lock();
+                continue;
+            }
             slot.sync_waiters += 1;
             slot = self
                 .shared

@@ -75,4 +75,4 @@ pub use job::{BoxFuture, FailureHook, Job, JobFuture};
 pub use meta::{MetaRef, Outcome, Status, TaskId, TaskMeta};
 pub use policy::{Limit, LimitScope, Policy, Rate, RetryPolicy, Route};
 pub use set::TaskSet;
-pub use stats::{ExecutorStats, Latency, StatsRecorder};
+pub use stats::{ExecutorStats, Latency, StatsRecorder, StatusCounters};

@@ -150,6 +150,55 @@ fn shard_index() -> usize {
 #[repr(align(128))]
 struct Padded<T>(T);
 
+/// Per-status counters sharded by thread, for ledgers that count tasks as they end on
+/// many workers at once (one cache line per shard, so workers do not contend).
+pub struct StatusCounters {
+    shards: Box<[Padded<[AtomicU64; 7]>]>,
+}
+
+impl Default for StatusCounters {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Padded(Default::default())).collect(),
+        }
+    }
+}
+
+impl StatusCounters {
+    /// Every count at zero.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counts one task that ended with `status`.
+    pub fn add(&self, status: Status) {
+        self.shards[shard_index()].0[index(status)].fetch_add(1, Relaxed);
+    }
+
+    /// How many ended with `status` so far.
+    pub fn get(&self, status: Status) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.0[index(status)].load(Relaxed))
+            .sum()
+    }
+
+    /// How many ended, whatever the status.
+    pub fn total(&self) -> u64 {
+        Status::ALL.iter().map(|s| self.get(*s)).sum()
+    }
+}
+
+impl std::fmt::Debug for StatusCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut m = f.debug_map();
+        for s in Status::ALL {
+            m.entry(&s.as_str(), &self.get(s));
+        }
+        m.finish()
+    }
+}
+
 /// The recorder behind every backend's stats: sharded atomics, safe to share across
 /// workers without contention. Gauges (queued, running) are derived from the counters.
 pub struct StatsRecorder {

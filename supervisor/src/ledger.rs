@@ -4,19 +4,16 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use executor_core::{Job, ShutdownReport, Status, TaskRecord};
+use executor_core::{Job, ShutdownReport, Status, StatusCounters, TaskRecord};
 
 /// Counts tasks as they end (through the job's observer) and remembers, by id and name,
 /// those that never ran.
 #[derive(Debug, Default)]
 pub(crate) struct Ledger {
     submitted: AtomicU64,
-    ended: [AtomicU64; 7],
+    /// Sharded by thread: tasks end on every worker at once.
+    ended: StatusCounters,
     never_ran: Mutex<Vec<TaskRecord>>,
-}
-
-fn index(status: Status) -> usize {
-    Status::ALL.iter().position(|s| *s == status).unwrap_or(0)
 }
 
 impl Ledger {
@@ -25,15 +22,16 @@ impl Ledger {
         self.submitted.fetch_add(1, Relaxed);
         let ledger = self.clone();
         let id = job.id();
-        let name = job.meta().name().to_owned();
+        // A cheap reference: the name is copied only for a task that never ran.
+        let meta = job.meta_ref().clone();
         job.observe(move |status| {
-            ledger.ended[index(status)].fetch_add(1, Relaxed);
+            ledger.ended.add(status);
             if status == Status::NotStarted {
                 ledger
                     .never_ran
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .push(TaskRecord { id, name });
+                    .push(TaskRecord::new(id, &meta));
             }
         });
     }
@@ -41,18 +39,18 @@ impl Ledger {
     /// Counts a task refused at submission (the supervisor was shut down).
     pub(crate) fn refused(&self) {
         self.submitted.fetch_add(1, Relaxed);
-        self.ended[index(Status::Rejected)].fetch_add(1, Relaxed);
+        self.ended.add(Status::Rejected);
     }
 
     /// Tasks submitted and not yet ended.
     pub(crate) fn unresolved(&self) -> u64 {
-        let ended: u64 = self.ended.iter().map(|c| c.load(Relaxed)).sum();
+        let ended = self.ended.total();
         self.submitted.load(Relaxed).saturating_sub(ended)
     }
 
     /// The counts now.
     pub(crate) fn snapshot(&self) -> LedgerCounts {
-        let e = |s: Status| self.ended[index(s)].load(Relaxed);
+        let e = |s: Status| self.ended.get(s);
         // Read the ends first: a task counted as ended was counted as submitted before.
         let counts = LedgerCounts {
             completed: e(Status::Completed),
