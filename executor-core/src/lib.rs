@@ -59,6 +59,7 @@ mod set;
 mod stats;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod unstarted;
 
 pub use admission::{Admission, Entry};
 pub use block_on::block_on;
@@ -76,3 +77,4 @@ pub use meta::{MetaRef, Outcome, Status, TaskId, TaskMeta};
 pub use policy::{Limit, LimitScope, Policy, Rate, RetryPolicy, Route};
 pub use set::TaskSet;
 pub use stats::{ExecutorStats, Latency, StatsRecorder, StatusCounters};
+pub use unstarted::Unstarted;

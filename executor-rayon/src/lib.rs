@@ -22,11 +22,11 @@
 use crossbeam_queue::SegQueue;
 use executor_core::{
     Admission, Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, StatsRecorder,
-    SubmitError, TaskRecord,
+    SubmitError, Unstarted,
 };
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Why a [`RayonExecutor`] could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +77,7 @@ impl Builder {
                 stats: StatsRecorder::new(),
                 gate: Admission::new(),
                 abandon: AtomicBool::new(false),
-                not_started: Mutex::new(Vec::new()),
+                not_started: Unstarted::new(),
             }),
         })
     }
@@ -91,15 +91,8 @@ struct Inner {
     stats: StatsRecorder,
     gate: Admission,
     abandon: AtomicBool,
-    not_started: Mutex<Vec<TaskRecord>>,
+    not_started: Unstarted,
 }
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// The longest a shutdown waits for jobs a pool thread holds to be started or dropped.
-const SETTLE: Duration = Duration::from_secs(1);
 
 impl Inner {
     /// Takes the oldest queued job and runs it (or drops it, past a shutdown deadline).
@@ -107,19 +100,10 @@ impl Inner {
         if let Some(job) = self.queue.pop() {
             if self.abandon.load(Ordering::Acquire) {
                 // Past a shutdown deadline: end it unrun and name it in the report.
-                self.abandon(job);
+                self.not_started.abandon(&self.stats, job);
             } else {
                 self.stats.run(job);
             }
-        }
-    }
-
-    /// Ends a job unrun at shutdown, counting it and naming it for the report. Both under
-    /// the report's lock, so a shutdown that sees the job counted also sees its name.
-    fn abandon(&self, job: Job) {
-        let mut not_started = lock(&self.not_started);
-        if let Some(record) = self.stats.abandon(job) {
-            not_started.push(record);
         }
     }
 }
@@ -189,20 +173,8 @@ impl Executor for RayonExecutor {
         inner.gate.wait_in_flight(None);
         report.deadline_passed = !inner.stats.wait_idle(deadline);
         inner.abandon.store(true, Ordering::Release);
-        // Drain, then wait (briefly: it is a matter of instructions) until no job is
-        // between a pool thread's pop and its start or abandonment, so the report misses
-        // none of them.
-        let t0 = Instant::now();
-        loop {
-            while let Some(job) = inner.queue.pop() {
-                inner.abandon(job);
-            }
-            if inner.stats.snapshot().queued == 0 || t0.elapsed() >= SETTLE {
-                break;
-            }
-            std::thread::yield_now();
-        }
-        report.not_started = std::mem::take(&mut *lock(&inner.not_started));
+        inner.not_started.drain(&inner.stats, || inner.queue.pop());
+        report.not_started = inner.not_started.take();
         report.stats = inner.stats.snapshot();
         report.still_running = report.stats.running;
         report

@@ -23,7 +23,7 @@
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use executor_core::{
     Admission, Executor, ExecutorStats, Job, OnFull, ShutdownMode, ShutdownReport, StatsRecorder,
-    SubmitError, TaskRecord,
+    SubmitError, Unstarted,
 };
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,9 +32,6 @@ use std::time::{Duration, Instant};
 
 /// How often an idle worker looks whether it should stop.
 const IDLE_CHECK: Duration = Duration::from_millis(50);
-
-/// The longest a shutdown waits for jobs a worker holds to be started or dropped.
-const SETTLE: Duration = Duration::from_secs(1);
 
 /// Why a [`ThreadsExecutor`] could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +111,7 @@ impl Builder {
             abandon: AtomicBool::new(false),
             live: Mutex::new(0),
             all_done: Condvar::new(),
-            not_started: Mutex::new(Vec::new()),
+            not_started: Unstarted::new(),
         });
         for i in 0..self.workers {
             let worker = inner.clone();
@@ -151,7 +148,7 @@ struct Inner {
     abandon: AtomicBool,
     live: Mutex<usize>,
     all_done: Condvar,
-    not_started: Mutex<Vec<TaskRecord>>,
+    not_started: Unstarted,
 }
 
 impl Inner {
@@ -203,30 +200,19 @@ impl Inner {
         }
     }
 
-    /// Ends a job unrun at shutdown, counting it and naming it for the report. Both under
-    /// the report's lock, so a shutdown that sees the job counted also sees its name.
+    /// Ends a job unrun at shutdown, counting it and naming it for the report.
     fn abandon(&self, job: Job) {
-        let mut not_started = self.not_started.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(record) = self.stats.abandon(job) {
-            not_started.push(record);
-        }
+        self.not_started.abandon(&self.stats, job);
     }
 
-    fn drain_abandoned(&self) {
-        while let Ok(msg) = self.rx.try_recv() {
-            if let Msg::Run(job) = msg {
-                self.abandon(job);
+    /// The next queued job, if any (wake-up messages are skipped).
+    fn try_next_job(&self) -> Option<Job> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(Msg::Run(job)) => return Some(job),
+                Ok(Msg::Wake) => continue,
+                Err(_) => return None,
             }
-        }
-    }
-
-    /// Waits (briefly: it is a matter of instructions) until no job is between a worker's
-    /// receive and its start or abandonment, so the report misses none of them.
-    fn settle_in_hand(&self) {
-        let t0 = Instant::now();
-        while self.stats.snapshot().queued > 0 && t0.elapsed() < SETTLE {
-            self.drain_abandoned();
-            std::thread::yield_now();
         }
     }
 }
@@ -331,17 +317,19 @@ impl Executor for ThreadsExecutor {
             // Draining makes room, so a caller still blocked on a full queue completes its
             // send (its job is then dropped here too) and no `execute` is left waiting.
             loop {
-                inner.drain_abandoned();
+                inner
+                    .not_started
+                    .abandon_all(&inner.stats, || inner.try_next_job());
                 if inner.gate.in_flight() == 0 {
                     break;
                 }
                 std::thread::yield_now();
             }
-            inner.drain_abandoned();
-            inner.settle_in_hand();
+            inner
+                .not_started
+                .drain(&inner.stats, || inner.try_next_job());
         }
-        report.not_started =
-            std::mem::take(&mut *inner.not_started.lock().unwrap_or_else(|e| e.into_inner()));
+        report.not_started = inner.not_started.take();
         report.stats = inner.stats.snapshot();
         report.still_running = report.stats.running;
         report

@@ -25,7 +25,7 @@
 use crossbeam_queue::SegQueue;
 use executor_core::{
     Admission, Executor, ExecutorStats, Job, JobFuture, ShutdownMode, ShutdownReport,
-    StatsRecorder, SubmitError, TaskError, TaskRecord,
+    StatsRecorder, SubmitError, TaskError, Unstarted,
 };
 use std::future::Future;
 use std::pin::Pin;
@@ -83,9 +83,6 @@ impl Builder {
     }
 }
 
-/// The longest a shutdown waits for jobs a runner holds to be started or dropped.
-const SETTLE: Duration = Duration::from_secs(1);
-
 struct Inner {
     name: String,
     handle: Handle,
@@ -99,7 +96,7 @@ struct Inner {
     stats: StatsRecorder,
     gate: Admission,
     abandon: AtomicBool,
-    not_started: Mutex<Vec<TaskRecord>>,
+    not_started: Unstarted,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -111,10 +108,7 @@ impl Inner {
     /// counting and naming it under the report's lock, so a shutdown that sees the job
     /// counted also sees its name.
     fn abandon(&self, job: Job) {
-        let mut not_started = lock(&self.not_started);
-        if let Some(record) = self.stats.abandon(job) {
-            not_started.push(record);
-        }
+        self.not_started.abandon(&self.stats, job);
     }
 }
 
@@ -241,7 +235,7 @@ impl TokioExecutor {
                 stats: StatsRecorder::new(),
                 gate: Admission::new(),
                 abandon: AtomicBool::new(false),
-                not_started: Mutex::new(Vec::new()),
+                not_started: Unstarted::new(),
             }),
         }
     }
@@ -303,18 +297,9 @@ impl Executor for TokioExecutor {
         inner.gate.wait_in_flight(None);
         report.deadline_passed = !inner.stats.wait_idle(deadline);
         inner.abandon.store(true, Ordering::Release);
-        // Drain, then wait (briefly: it is a matter of instructions) until no job is
-        // between a runner's pop and its start or abandonment.
-        let t0 = Instant::now();
-        loop {
-            while let Some(job) = inner.queue.pop().or_else(|| inner.blocking.pop()) {
-                inner.abandon(job);
-            }
-            if inner.stats.snapshot().queued == 0 || t0.elapsed() >= SETTLE {
-                break;
-            }
-            std::thread::yield_now();
-        }
+        inner.not_started.drain(&inner.stats, || {
+            inner.queue.pop().or_else(|| inner.blocking.pop())
+        });
         if let Some(rt) = lock(&inner.runtime).take() {
             if Handle::try_current().is_ok() {
                 // Called from inside a runtime, where blocking on a shutdown is not allowed.
@@ -324,7 +309,7 @@ impl Executor for TokioExecutor {
                 rt.shutdown_timeout(Duration::from_millis(10));
             }
         }
-        report.not_started = std::mem::take(&mut *lock(&inner.not_started));
+        report.not_started = inner.not_started.take();
         report.stats = inner.stats.snapshot();
         report.still_running = report.stats.running;
         report
