@@ -35,6 +35,25 @@ pub struct Response {
     pub body: Option<Vec<u8>>,
 }
 
+impl Response {
+    /// Status and the headers the crawler reads, without a body. Both clients (reqwest
+    /// and ureq) expose the same `http` types, so one function serves them.
+    fn head(status: ureq::http::StatusCode, headers: &ureq::http::HeaderMap) -> Response {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        Response {
+            status: status.as_u16(),
+            content_type: header("content-type"),
+            location: header("location"),
+            body: None,
+        }
+    }
+}
+
 /// Why a request failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchError {
@@ -223,18 +242,7 @@ impl Fetcher {
             .send()
             .await
             .map_err(classify)?;
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let mut out = Response {
-            status: resp.status().as_u16(),
-            content_type: header("content-type"),
-            location: header("location"),
-            body: None,
-        };
+        let mut out = Response::head(resp.status(), resp.headers());
         if resp.status().is_success() && want_body(out.content_type.as_deref()) {
             let cap = self.config.max_body as u64;
             if let Some(n) = resp.content_length().filter(|&n| n > cap) {
@@ -270,18 +278,7 @@ impl Fetcher {
             other => FetchError::transient(chain(&other)),
         };
         let mut resp = self.blocking.get(url.as_str()).call().map_err(classify)?;
-        let header = |name: &str| {
-            resp.headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let mut out = Response {
-            status: resp.status().as_u16(),
-            content_type: header("content-type"),
-            location: header("location"),
-            body: None,
-        };
+        let mut out = Response::head(resp.status(), resp.headers());
         if resp.status().is_success() && want_body(out.content_type.as_deref()) {
             let cap = self.config.max_body as u64;
             if let Some(n) = resp.body().content_length().filter(|&n| n > cap) {
