@@ -1,6 +1,7 @@
 //! [`TaskContext`]: what a running task knows about itself.
 
-use crate::{CancelToken, Cancelled, MetaRef, TaskId, TaskMeta};
+use crate::backend::MetaRef;
+use crate::{CancelToken, Cancelled, TaskId, TaskMeta};
 use std::time::{Duration, Instant};
 
 /// Passed to every task run through [`ExecutorExt::run`](crate::ExecutorExt::run) and friends:

@@ -1,7 +1,8 @@
 //! [`ExecutorExt`]: the generic conveniences every executor gets (`submit`, `run`, `map`, ...).
 
+use crate::backend::MetaRef;
 use crate::meta::ANONYMOUS;
-use crate::{BoxError, Executor, Job, MetaRef, TaskContext, TaskError, TaskHandle, TaskMeta};
+use crate::{BoxError, Executor, Job, TaskContext, TaskError, TaskHandle, TaskMeta};
 use std::future::Future;
 use std::sync::Arc;
 

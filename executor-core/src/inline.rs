@@ -1,9 +1,8 @@
 //! [`InlineExecutor`]: runs each job on the caller's thread, at once. For tests, examples,
 //! and as the "caller runs" fallback of a full queue.
 
-use crate::{
-    Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, StatsRecorder, SubmitError,
-};
+use crate::backend::StatsRecorder;
+use crate::{Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, SubmitError};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Runs every job inside `execute`, on the calling thread.

@@ -1,8 +1,9 @@
 //! [`Job`]: a type-erased task as executors receive it, and how a backend runs one.
 
+use crate::backend::MetaRef;
 use crate::cancel::{CancelReason, CancelSource};
 use crate::handle::{Observer, Shared};
-use crate::{CancelToken, MetaRef, Status, TaskContext, TaskError, TaskHandle, TaskId, TaskMeta};
+use crate::{CancelToken, Status, TaskContext, TaskError, TaskHandle, TaskId, TaskMeta};
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;

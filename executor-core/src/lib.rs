@@ -44,6 +44,7 @@
 #![forbid(unsafe_code)]
 
 mod admission;
+pub mod backend;
 mod block_on;
 mod cancel;
 mod context;
@@ -61,7 +62,6 @@ mod stats;
 pub mod testing;
 mod unstarted;
 
-pub use admission::{Admission, Entry};
 pub use block_on::block_on;
 pub use cancel::{CancelReason, CancelToken, Cancellation};
 pub use context::TaskContext;
@@ -72,9 +72,8 @@ pub use executor::{
 pub use ext::ExecutorExt;
 pub use handle::TaskHandle;
 pub use inline::InlineExecutor;
-pub use job::{BoxFuture, FailureHook, Job, JobFuture};
-pub use meta::{MetaRef, Outcome, Status, TaskId, TaskMeta};
+pub use job::{BoxFuture, Job};
+pub use meta::{Outcome, Status, TaskId, TaskMeta};
 pub use policy::{Limit, LimitScope, Policy, Rate, RetryPolicy, Route};
 pub use set::TaskSet;
-pub use stats::{ExecutorStats, Latency, StatsRecorder, StatusCounters};
-pub use unstarted::Unstarted;
+pub use stats::{ExecutorStats, Latency};

@@ -1,7 +1,8 @@
 //! [`Unstarted`]: what a backend's shutdown does with jobs that will never run — end each
 //! one, count it, and name it in the report.
 
-use crate::{Job, StatsRecorder, TaskRecord};
+use crate::backend::StatsRecorder;
+use crate::{Job, TaskRecord};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 

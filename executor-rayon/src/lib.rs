@@ -20,10 +20,8 @@
 #![forbid(unsafe_code)]
 
 use crossbeam_queue::SegQueue;
-use executor_core::{
-    Admission, Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, StatsRecorder,
-    SubmitError, Unstarted,
-};
+use executor_core::backend::{Admission, StatsRecorder, Unstarted};
+use executor_core::{Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, SubmitError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;

@@ -21,9 +21,9 @@
 #![forbid(unsafe_code)]
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use executor_core::backend::{Admission, StatsRecorder, Unstarted};
 use executor_core::{
-    Admission, Executor, ExecutorStats, Job, OnFull, ShutdownMode, ShutdownReport, StatsRecorder,
-    SubmitError, Unstarted,
+    Executor, ExecutorStats, Job, OnFull, ShutdownMode, ShutdownReport, SubmitError,
 };
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -23,9 +23,9 @@
 #![forbid(unsafe_code)]
 
 use crossbeam_queue::SegQueue;
+use executor_core::backend::{Admission, JobFuture, StatsRecorder, Unstarted};
 use executor_core::{
-    Admission, Executor, ExecutorStats, Job, JobFuture, ShutdownMode, ShutdownReport,
-    StatsRecorder, SubmitError, TaskError, Unstarted,
+    Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, SubmitError, TaskError,
 };
 use std::future::Future;
 use std::pin::Pin;

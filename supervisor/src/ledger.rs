@@ -4,7 +4,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use executor_core::{Job, ShutdownReport, Status, StatusCounters, TaskRecord};
+use executor_core::backend::StatusCounters;
+use executor_core::{Job, ShutdownReport, Status, TaskRecord};
 
 /// Counts tasks as they end (through the job's observer) and remembers, by id and name,
 /// those that never ran.

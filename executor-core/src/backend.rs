@@ -1,0 +1,9 @@
+//! The pieces for backend authors: what an [`Executor`](crate::Executor) implementation
+//! uses to admit, count, run and drop jobs with the same semantics as the built-in
+//! backends. Code that only submits work never needs this module.
+
+pub use crate::admission::{Admission, Entry};
+pub use crate::job::{FailureHook, JobFuture};
+pub use crate::meta::MetaRef;
+pub use crate::stats::{StatsRecorder, StatusCounters};
+pub use crate::unstarted::Unstarted;
