@@ -166,12 +166,13 @@ fn generated_log_looks_real() {
     let text = std::fs::read_to_string(&file).unwrap();
     let mut last = String::new();
     for line in text.lines().filter(|l| l.len() > 40) {
-        if let Some(ts) = line.split('[').nth(1).and_then(|r| r.get(..26)) {
-            if ts.ends_with("+0000") && ts.as_bytes()[2] == b'/' {
-                let key = format!("{}{}", &ts[7..11], &ts[12..20]); // same day in this file
-                assert!(key >= last, "{key} after {last}");
-                last = key;
-            }
+        if let Some(ts) = line.split('[').nth(1).and_then(|r| r.get(..26))
+            && ts.ends_with("+0000")
+            && ts.as_bytes()[2] == b'/'
+        {
+            let key = format!("{}{}", &ts[7..11], &ts[12..20]); // same day in this file
+            assert!(key >= last, "{key} after {last}");
+            last = key;
         }
     }
 }

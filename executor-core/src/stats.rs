@@ -260,7 +260,7 @@ impl StatsRecorder {
     /// sampled: the first 64 jobs of each shard, then one in eight (`None` otherwise).
     pub fn started(&self) -> Option<Instant> {
         let n = self.shard().started.fetch_add(1, Relaxed);
-        (n < 64 || n % 8 == 0).then(Instant::now)
+        (n < 64 || n.is_multiple_of(8)).then(Instant::now)
     }
 
     /// Records the end of a started job (`run_time` when it was sampled).

@@ -65,6 +65,11 @@ impl Registry {
 
     /// A registry with the built-in backends this crate was compiled with.
     pub fn with_builtins() -> Self {
+        // Mutable only when a built-in backend is compiled in.
+        #[cfg_attr(
+            not(any(feature = "threads", feature = "rayon", feature = "tokio")),
+            allow(unused_mut)
+        )]
         let mut r = Registry::new();
         #[cfg(feature = "threads")]
         r.register("threads", builtins::threads);

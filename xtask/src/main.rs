@@ -1,5 +1,6 @@
 //! `cargo xtask`: runs the demos, the benchmarks and the CI checks of the workspace.
 
+mod msrv;
 mod tidy;
 
 use anyhow::{Context, Result, bail};
@@ -123,6 +124,8 @@ fn bench(rest: &[String]) -> Result<()> {
 }
 
 fn ci() -> Result<()> {
+    msrv::check(&root())?;
+
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--", "--check"]);
     run(fmt)?;
@@ -137,6 +140,7 @@ fn ci() -> Result<()> {
         "warnings",
     ]);
     run(clippy)?;
+    features()?;
 
     let mut test = cargo();
     test.args(["test", "--workspace"]);
@@ -147,5 +151,20 @@ fn ci() -> Result<()> {
     doc.env("RUSTDOCFLAGS", "-D warnings");
     run(doc)?;
     eprintln!("ci: all checks passed");
+    Ok(())
+}
+
+/// The supervisor builds, lint-clean, with no backend and with each backend alone, so a
+/// user who turns default features off gets a crate that compiles.
+fn features() -> Result<()> {
+    for features in ["", "threads", "rayon", "tokio"] {
+        let mut clippy = cargo();
+        clippy.args(["clippy", "--package", "supervisor", "--no-default-features"]);
+        if !features.is_empty() {
+            clippy.args(["--features", features]);
+        }
+        clippy.args(["--", "-D", "warnings"]);
+        run(clippy)?;
+    }
     Ok(())
 }

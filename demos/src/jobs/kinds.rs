@@ -112,10 +112,11 @@ pub fn validate(kind: &str, payload: &str) -> Result<String> {
         "webhook" => {
             let w: Webhook = serde_json::from_value(v.clone())
                 .context("bad webhook payload (expected {\"event\", \"data\", \"url\"?})")?;
-            if let Some(url) = &w.url {
-                if !url.starts_with("http://") && !url.starts_with("https://") {
-                    bail!("bad webhook url '{url}': must start with http:// or https://");
-                }
+            if let Some(url) = &w.url
+                && !url.starts_with("http://")
+                && !url.starts_with("https://")
+            {
+                bail!("bad webhook url '{url}': must start with http:// or https://");
             }
         }
         "noop" => {

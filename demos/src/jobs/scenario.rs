@@ -62,7 +62,7 @@ pub fn mixed_job(layout: &Layout, i: usize, max_attempts: u32) -> Result<NewJob>
     let key = format!("scenario-{i:06}");
     let (kind, payload) = match i % 20 {
         0..=8 => {
-            let to = if i % 100 == 0 {
+            let to = if i.is_multiple_of(100) {
                 format!("user{i}@{BOUNCE_DOMAIN}")
             } else {
                 format!("user{i}@example.test")

@@ -278,13 +278,13 @@ enum Done {
 
 /// Renders a task error for the report: the fetch's own cause when it has one.
 fn task_cause(e: &TaskError) -> String {
-    if e.is_failed() {
-        if let Some(src) = std::error::Error::source(e) {
-            if let Some(f) = src.downcast_ref::<FetchError>() {
-                return f.cause.clone();
-            }
-            return src.to_string();
+    if e.is_failed()
+        && let Some(src) = std::error::Error::source(e)
+    {
+        if let Some(f) = src.downcast_ref::<FetchError>() {
+            return f.cause.clone();
         }
+        return src.to_string();
     }
     e.to_string()
 }

@@ -99,10 +99,10 @@ impl Frontier {
             Err(why) => return Admit::Unsupported(why),
         };
         let key = host_key(&url);
-        if let Scope::Hosts(hosts) = &self.scope {
-            if !hosts.contains(&key) {
-                return Admit::OutOfScope;
-            }
+        if let Scope::Hosts(hosts) = &self.scope
+            && !hosts.contains(&key)
+        {
+            return Admit::OutOfScope;
         }
         if self.seen.contains(url.as_str()) {
             return Admit::Duplicate;

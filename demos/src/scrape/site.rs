@@ -350,7 +350,11 @@ impl SiteModel {
                         let r = self.hash(host, i, 200 + k as u64);
                         let other = (host + 1 + (r % (h as u64 - 1)) as usize) % h;
                         let j = ((r >> 20) % n as u64) as usize;
-                        let scheme = if (r >> 50) % 4 == 0 { "HTTP" } else { "http" };
+                        let scheme = if (r >> 50).is_multiple_of(4) {
+                            "HTTP"
+                        } else {
+                            "http"
+                        };
                         out.push(Link {
                             href: format!("{scheme}://{}/p/{j}", self.authorities[other]),
                             page: Some((other, format!("/p/{j}"))),
@@ -770,10 +774,10 @@ impl Site {
             }
             e.html_pages.insert((host, path));
             for l in m.links(host, page) {
-                if let Some(t) = l.page {
-                    if seen.insert(t.clone()) {
-                        queue.push_back(t);
-                    }
+                if let Some(t) = l.page
+                    && seen.insert(t.clone())
+                {
+                    queue.push_back(t);
                 }
             }
         }
