@@ -46,7 +46,7 @@ impl CancelFlag {
     }
 
     /// Fires the flag; false when it had fired already.
-    fn fire(&self, reason: CancelReason) -> bool {
+    pub(crate) fn fire(&self, reason: CancelReason) -> bool {
         let to = match reason {
             CancelReason::Cancelled => CANCELLED,
             CancelReason::TimedOut => EXPIRED,

@@ -30,13 +30,10 @@ pub const BOUND: Duration = Duration::from_secs(20);
 pub const CAPACITY: usize = 2;
 
 /// Waits for a handle at most [`BOUND`]; panics (failing the test) if it hangs.
-pub fn wait_bounded<T: Send + 'static>(
-    mut handle: TaskHandle<T>,
-    what: &str,
-) -> Result<T, TaskError> {
+pub fn wait_bounded<T: Send + 'static>(handle: TaskHandle<T>, what: &str) -> Result<T, TaskError> {
     match handle.wait_timeout(BOUND) {
-        Some(r) => r,
-        None => panic!("{what}: the task's handle did not resolve within {BOUND:?}"),
+        Ok(r) => r,
+        Err(_) => panic!("{what}: the task's handle did not resolve within {BOUND:?}"),
     }
 }
 
