@@ -1,11 +1,11 @@
 //! [`TaskHandle`]: one handle for sync and async callers, and the shared slot behind it.
 
 use crate::cancel::{CancelFlag, CancelReason, CancelSource};
+use crate::sync::{AtomicU8, Condvar, Mutex, MutexGuard, Ordering, fence, yield_now};
 use crate::{CancelToken, Status, TaskError, TaskId};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -13,8 +13,9 @@ pub(crate) const QUEUED: u8 = 0;
 pub(crate) const RUNNING: u8 = 1;
 pub(crate) const DONE: u8 = 2;
 
-/// How often `wait` yields its thread before it sleeps on the condition variable.
-const YIELDS_BEFORE_SLEEP: u32 = 32;
+/// How often `wait` yields its thread before it sleeps on the condition variable (not
+/// under loom, where the yields only multiply the interleavings to explore).
+const YIELDS_BEFORE_SLEEP: u32 = if cfg!(loom) { 0 } else { 32 };
 
 /// Called once with the final status when a task's handle resolves.
 pub(crate) type Observer = Box<dyn FnOnce(Status) + Send>;
@@ -122,13 +123,17 @@ impl<T> Shared<T> {
     /// while the attempt ran (too late to resolve a queued task) resolves it now: the task
     /// is not running, and its next attempt may be a long backoff away.
     pub(crate) fn requeue(&self) {
-        // SeqCst here and in `fired` (with the flag's SeqCst): either this sees the cancel
-        // or the canceller sees the task queued, never neither.
+        // A SeqCst fence here and in `on_fired`, each between writing its own variable and
+        // reading the other's: either this sees the cancel or the canceller sees the task
+        // queued, never neither (model-checked in `loom_models`).
         if self
             .lifecycle
             .compare_exchange(RUNNING, QUEUED, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
-            && self.cancel.reason_now() == Some(CancelReason::Cancelled)
+            && {
+                fence(Ordering::SeqCst);
+                self.cancel.reason_now() == Some(CancelReason::Cancelled)
+            }
             && self
                 .lifecycle
                 .compare_exchange(QUEUED, DONE, Ordering::SeqCst, Ordering::SeqCst)
@@ -183,6 +188,8 @@ impl<T> Shared<T> {
             // Cancelling resolves at once only a task that has not started; a running
             // task resolves when it stops.
             CancelReason::Cancelled => {
+                // Pairs with the fence in `requeue` (the flag was set just before).
+                fence(Ordering::SeqCst);
                 if self
                     .lifecycle
                     .compare_exchange(QUEUED, DONE, Ordering::SeqCst, Ordering::SeqCst)
@@ -260,7 +267,7 @@ impl<T: Send + 'static> TaskHandle<T> {
             if polite < YIELDS_BEFORE_SLEEP {
                 polite += 1;
                 drop(slot);
-                std::thread::yield_now();
+                yield_now();
                 slot = self.shared.lock();
                 continue;
             }
