@@ -17,6 +17,9 @@ pub(crate) const DONE: u8 = 2;
 /// under loom, where the yields only multiply the interleavings to explore).
 const YIELDS_BEFORE_SLEEP: u32 = if cfg!(loom) { 0 } else { 32 };
 
+/// How long a helping worker with nothing to run sleeps before it looks at its queue again.
+const HELP_POLL: Duration = Duration::from_millis(1);
+
 /// Called once with the final status when a task's handle resolves.
 pub(crate) type Observer = Box<dyn FnOnce(Status) + Send>;
 
@@ -251,6 +254,15 @@ impl<T: Send + 'static> TaskHandle<T> {
 
     /// Blocks until the task ends and returns its result.
     ///
+    /// # Waiting inside a task
+    /// On a worker of the threads or rayon backends, `wait` does not just sleep: while the
+    /// result is not there it runs jobs queued on the worker's own pool (as rayon's `join`
+    /// does). So a task may wait for a task it submitted to its own pool, even when the
+    /// pool has a single worker, without deadlocking it. Waiting elsewhere blocks the
+    /// thread: from a tokio runtime worker prefer `.await`, and a wait for a task that
+    /// can only run after the waiting one ends (it holds a limit's only slot, say) never
+    /// returns; use [`wait_timeout`](Self::wait_timeout) where that can happen.
+    ///
     /// # Panics
     /// When the handle was polled as a future to completion already.
     pub fn wait(self) -> Result<T, TaskError> {
@@ -271,12 +283,30 @@ impl<T: Send + 'static> TaskHandle<T> {
                 slot = self.shared.lock();
                 continue;
             }
+            // On a pool's worker: run a queued job of the pool (perhaps the awaited one)
+            // instead of sleeping. Without the lock: the job may resolve this very handle.
+            drop(slot);
+            let helped = crate::help::help_once();
+            slot = self.shared.lock();
+            if helped == Some(true) || slot.result.is_some() {
+                continue;
+            }
             slot.sync_waiters += 1;
-            slot = self
-                .shared
-                .cond
-                .wait(slot)
-                .unwrap_or_else(|e| e.into_inner());
+            slot = match helped {
+                None => self
+                    .shared
+                    .cond
+                    .wait(slot)
+                    .unwrap_or_else(|e| e.into_inner()),
+                // Nothing queued yet: look again soon, the awaited job may still come.
+                Some(_) => {
+                    self.shared
+                        .cond
+                        .wait_timeout(slot, HELP_POLL)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
             slot.sync_waiters -= 1;
         }
     }

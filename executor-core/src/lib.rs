@@ -52,6 +52,7 @@ mod error;
 mod executor;
 mod ext;
 mod handle;
+mod help;
 mod inline;
 mod job;
 #[cfg(all(test, loom))]

@@ -23,7 +23,7 @@
 #![forbid(unsafe_code)]
 
 use crossbeam_queue::SegQueue;
-use executor_core::backend::{Admission, StatsRecorder, Unstarted};
+use executor_core::backend::{Admission, StatsRecorder, Unstarted, help_while_waiting};
 use executor_core::{Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, SubmitError};
 use executor_reactor::Reactor;
 use std::sync::Arc;
@@ -93,8 +93,12 @@ impl Builder {
                 }
                 let reactor = reactor.clone();
                 os.spawn(move || {
-                    // For the thread's life: every task it runs has the tokio context.
+                    // For the thread's life: every task it runs has the tokio context,
+                    // and a task waiting on a handle runs the pool's queued work.
                     let _context = reactor.enter();
+                    let _help = help_while_waiting(|| {
+                        matches!(rayon::yield_now(), Some(rayon::Yield::Executed))
+                    });
                     thread.run();
                 })?;
                 Ok(())

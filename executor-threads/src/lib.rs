@@ -23,7 +23,7 @@
 #![forbid(unsafe_code)]
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
-use executor_core::backend::{Admission, StatsRecorder, Unstarted};
+use executor_core::backend::{Admission, StatsRecorder, Unstarted, help_while_waiting};
 use executor_core::{
     Executor, ExecutorStats, Job, OnFull, ShutdownMode, ShutdownReport, SubmitError,
 };
@@ -141,9 +141,12 @@ impl Builder {
             let spawned = std::thread::Builder::new()
                 .name(format!("{}-{i}", self.name))
                 .spawn(move || {
-                    // For the thread's life: every task it runs has the tokio context.
+                    // For the thread's life: every task it runs has the tokio context,
+                    // and a task waiting on a handle runs this pool's queued jobs.
                     let reactor = worker.reactor.clone();
                     let _context = reactor.enter();
+                    let helper = worker.clone();
+                    let _help = help_while_waiting(move || helper.help_one());
                     worker.work();
                 });
             if let Err(e) = spawned {
@@ -232,6 +235,18 @@ impl Inner {
     /// Ends a job unrun at shutdown, counting it and naming it for the report.
     fn abandon(&self, job: Job) {
         self.not_started.abandon(&self.stats, job);
+    }
+
+    /// Runs one queued job for a task of this pool that waits on a handle; false when
+    /// nothing is queued.
+    fn help_one(&self) -> bool {
+        match self.try_next_job() {
+            Some(job) => {
+                self.handle(job);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The next queued job, if any (wake-up messages are skipped).
