@@ -14,8 +14,8 @@ pub(crate) const RUNNING: u8 = 1;
 pub(crate) const DONE: u8 = 2;
 
 /// How often `wait` yields its thread before it sleeps on the condition variable (not
-/// under loom, where the yields only multiply the interleavings to explore).
-const YIELDS_BEFORE_SLEEP: u32 = if cfg!(loom) { 0 } else { 32 };
+/// under loom, where more yields only multiply the interleavings to explore).
+const YIELDS_BEFORE_SLEEP: u32 = if cfg!(loom) { 1 } else { 32 };
 
 /// How long a helping worker with nothing to run sleeps before it looks at its queue again.
 const HELP_POLL: Duration = Duration::from_millis(1);

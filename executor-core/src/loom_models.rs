@@ -18,27 +18,33 @@ use std::sync::Arc;
 fn loom_gate_never_loses_an_accepted_submission() {
     loom::model(|| {
         let gate = Arc::new(Admission::new());
+        // One submitter: the property holds per submission, and a second one takes the
+        // model from a fraction of a second to half a minute.
         // The queue; relaxed, so only the gate's own ordering can make the push visible.
         let queued = Arc::new(AtomicUsize::new(0));
-        let submitter = {
-            let (gate, queued) = (gate.clone(), queued.clone());
-            thread::spawn(move || {
-                let entry = gate.enter();
-                let accepted = entry.is_open();
-                if accepted {
-                    queued.fetch_add(1, Ordering::Relaxed);
-                }
-                drop(entry);
-                accepted
+        let submitters: Vec<_> = (0..1)
+            .map(|_| {
+                let (gate, queued) = (gate.clone(), queued.clone());
+                thread::spawn(move || {
+                    let entry = gate.enter();
+                    let accepted = entry.is_open();
+                    if accepted {
+                        queued.fetch_add(1, Ordering::Relaxed);
+                    }
+                    drop(entry);
+                    accepted
+                })
             })
-        };
+            .collect();
         gate.close();
         assert!(gate.wait_in_flight(None));
         let drained = queued.load(Ordering::Relaxed);
-        let accepted = submitter.join().unwrap();
+        let accepted: usize = submitters
+            .into_iter()
+            .map(|s| usize::from(s.join().unwrap()))
+            .sum();
         assert_eq!(
-            drained,
-            usize::from(accepted),
+            drained, accepted,
             "an accepted submission was not yet queued when the shutdown drained"
         );
         // After the shutdown, the gate refuses.
