@@ -261,7 +261,9 @@ impl<T: Send + 'static> TaskHandle<T> {
     /// pool has a single worker, without deadlocking it. Waiting elsewhere blocks the
     /// thread: from a tokio runtime worker prefer `.await`, and a wait for a task that
     /// can only run after the waiting one ends (it holds a limit's only slot, say) never
-    /// returns; use [`wait_timeout`](Self::wait_timeout) where that can happen.
+    /// returns; use [`wait_timeout`](Self::wait_timeout) where that can happen. Neither
+    /// `wait_timeout` (a helped job could outlast the timeout) nor `.await` inside an
+    /// async task on those backends (its worker parks) helps.
     ///
     /// # Panics
     /// When the handle was polled as a future to completion already.
