@@ -3,6 +3,7 @@
 //! backends. Code that only submits work never needs this module.
 
 pub use crate::admission::{Admission, Entry};
+pub use crate::help::{HelpGuard, help_while_waiting};
 pub use crate::job::{FailureHook, JobFuture};
 pub use crate::meta::MetaRef;
 pub use crate::stats::{StatsRecorder, StatusCounters};

@@ -5,7 +5,9 @@ use crate::backend::StatsRecorder;
 use crate::{Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, SubmitError};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Runs every job inside `execute`, on the calling thread.
+/// Runs every job inside `execute`, on the calling thread. A future is driven there with
+/// whatever tokio context the caller has (core knows no runtime): for tokio timers and
+/// sockets in async tasks, use a backend, or call from inside a runtime's context.
 #[derive(Debug)]
 pub struct InlineExecutor {
     name: String,

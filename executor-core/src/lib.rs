@@ -52,12 +52,16 @@ mod error;
 mod executor;
 mod ext;
 mod handle;
+mod help;
 mod inline;
 mod job;
+#[cfg(all(test, loom))]
+mod loom_models;
 mod meta;
 mod policy;
 mod set;
 mod stats;
+mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod unstarted;
