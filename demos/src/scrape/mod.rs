@@ -34,12 +34,19 @@ pub const POLICY_TOKIO: (&str, &str) = (
     include_str!("../../policies/scrape-tokio.toml"),
 );
 
+/// What the demo logs when `RUST_LOG` is not set: the crawler's own warnings (each URL
+/// given up on, hosts skipped); the supervisor, which repeats each final failure at warn,
+/// only for errors.
+pub const LOG_FILTER: &str = "warn,supervisor=error";
+
+/// Command line of `demos scrape`.
 #[derive(Parser, Debug)]
 #[command(
     name = "demos scrape",
+    bin_name = "demos scrape",
     about = "A polite concurrent crawler against a local multi-host site (or real URLs)"
 )]
-struct Cli {
+pub struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
     #[command(flatten)]
@@ -146,29 +153,19 @@ fn load_policy_arg(path: Option<&Path>) -> Result<(String, Loaded)> {
 
 mod policy;
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+/// Parses `args` (`args[0]` is the demo name) and runs the demo; a usage error is
+/// returned as the error.
+pub fn main(args: Vec<String>) -> Result<()> {
+    Cli::try_parse_from(args)?.run()
 }
 
-/// Runs the demo with `args` (`args[0]` is the demo name).
-pub fn main(args: Vec<String>) -> Result<()> {
-    let cli = match Cli::try_parse_from(&args) {
-        Ok(c) => c,
-        Err(e) if !e.use_stderr() => {
-            print!("{e}");
-            return Ok(());
+impl Cli {
+    /// Runs the demo (or its benchmark).
+    pub fn run(self) -> Result<()> {
+        match self.cmd {
+            Some(Cmd::Bench(b)) => bench::run(&b),
+            None => run(self.run),
         }
-        Err(e) => anyhow::bail!("{e}"),
-    };
-    init_tracing();
-    match cli.cmd {
-        Some(Cmd::Bench(b)) => bench::run(&b),
-        None => run(cli.run),
     }
 }
 
