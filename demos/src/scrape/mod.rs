@@ -14,6 +14,7 @@ pub mod frontier;
 pub mod links;
 pub mod robots;
 pub mod site;
+pub mod tls;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -32,6 +33,11 @@ pub const POLICY_THREADS: (&str, &str) = (
 pub const POLICY_TOKIO: (&str, &str) = (
     "scrape-tokio.toml",
     include_str!("../../policies/scrape-tokio.toml"),
+);
+/// See [`POLICY_THREADS`].
+pub const POLICY_RAYON: (&str, &str) = (
+    "scrape-rayon.toml",
+    include_str!("../../policies/scrape-rayon.toml"),
 );
 
 /// What the demo logs when `RUST_LOG` is not set: the crawler's own warnings (each URL
@@ -55,7 +61,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Throughput against the bound set by per-host limits, for both shipped policies.
+    /// Throughput against the bound set by per-host limits, for each shipped policy.
     Bench(bench::BenchArgs),
 }
 
@@ -91,6 +97,13 @@ struct RunArgs {
     /// No progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Serve the local site over https, with a self-signed certificate made at start
+    /// that the crawler trusts.
+    #[arg(long)]
+    https: bool,
+    /// Trust this PEM certificate (or bundle) as a root for https, besides the system's.
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Vec<PathBuf>,
     #[command(flatten)]
     site: SiteArgs,
 }
@@ -188,6 +201,17 @@ fn run(args: RunArgs) -> Result<()> {
     }
     let own_site = seeds.is_empty() && args.urls.is_none();
     anyhow::ensure!(
+        own_site || !args.https,
+        "--https serves the local site; real URLs say their own scheme"
+    );
+    let mut extra_roots = Vec::new();
+    for f in &args.ca_cert {
+        extra_roots.push(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading certificate {}", f.display()))?,
+        );
+    }
+    anyhow::ensure!(
         own_site || !seeds.is_empty(),
         "no URLs to crawl in {}",
         args.urls.as_deref().unwrap_or(Path::new("")).display()
@@ -203,7 +227,14 @@ fn run(args: RunArgs) -> Result<()> {
             stall: args.timeout * 3,
             ..site::SiteConfig::default()
         };
-        let s = site::Site::start(cfg).context("starting the local test site")?;
+        let s = if args.https {
+            let cert = tls::self_signed(&["127.0.0.1", "localhost"])?;
+            extra_roots.push(cert.cert_pem);
+            site::Site::start_tls(cfg, cert.server)
+        } else {
+            site::Site::start(cfg)
+        }
+        .context("starting the local test site")?;
         seeds = vec![s.roots()[0].clone()];
         Some(s)
     } else {
@@ -228,6 +259,7 @@ fn run(args: RunArgs) -> Result<()> {
             timeout: args.timeout,
             max_body: args.max_body,
             user_agent: format!("{}/0.1", robots::USER_AGENT),
+            extra_roots,
         },
         window_per_host,
         window: 4096,
@@ -311,10 +343,6 @@ pub struct Summary {
     pub robots_disallowed_skipped: u64,
     /// HTTP requests sent.
     pub requests: u64,
-    /// Requests sent by the async client.
-    pub requests_async: u64,
-    /// Requests sent by the blocking client.
-    pub requests_blocking: u64,
     /// The policy file.
     pub policy: String,
     /// The executor fetch tasks were routed to.
@@ -349,8 +377,6 @@ impl Summary {
             redirects: r.redirects,
             robots_disallowed_skipped: r.robots_disallowed_skipped,
             requests: r.requests,
-            requests_async: r.requests_async,
-            requests_blocking: r.requests_blocking,
             policy: policy.to_string(),
             executor: loaded.executor_name.clone(),
             interrupted: r.interrupted,
@@ -390,13 +416,7 @@ impl Summary {
                     r.links_out_of_scope, r.links_duplicate, r.links_over_budget
                 ),
             ),
-            (
-                "requests (async/blocking)",
-                format!(
-                    "{} ({}/{})",
-                    self.requests, self.requests_async, self.requests_blocking
-                ),
-            ),
+            ("requests", self.requests.to_string()),
             ("requests per second", format!("{:.1}", self.requests_per_s)),
             ("per-host limit (policy)", opt(self.per_host_limit)),
             (
