@@ -1,15 +1,17 @@
 //! [`Admission`]: the gate every backend's `execute` passes, so that a shutdown can close
 //! it and then know when no submission is still on its way into the queue.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use crate::sync::{AtomicBool, AtomicUsize, Ordering, back_off, fence};
+use std::time::Instant;
 
 /// Open/closed state plus a count of submissions in flight.
 ///
 /// `execute` calls [`enter`](Self::enter) and checks [`Entry::is_open`]; `shutdown` calls
-/// [`close`](Self::close) and then [`wait_in_flight`](Self::wait_in_flight). The flag and
-/// the count use sequentially consistent operations on both sides, so either a submission
-/// sees the gate closed, or the shutdown sees the submission in flight — never neither.
+/// [`close`](Self::close) and then [`wait_in_flight`](Self::wait_in_flight). Each side
+/// writes its own variable, then a `SeqCst` fence, then reads the other's, so either a
+/// submission sees the gate closed, or the shutdown sees the submission in flight — never
+/// neither. (The fences make it provable by loom, which models `SeqCst` fences but treats
+/// `SeqCst` accesses as acquire/release; `loom_models` checks it.)
 #[derive(Debug, Default)]
 pub struct Admission {
     closed: AtomicBool,
@@ -46,6 +48,7 @@ impl Admission {
     /// Enters the gate for one submission.
     pub fn enter(&self) -> Entry<'_> {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
         let open = !self.closed.load(Ordering::SeqCst);
         Entry { gate: self, open }
     }
@@ -53,6 +56,9 @@ impl Admission {
     /// Closes the gate: later submissions see it closed.
     pub fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
+        // Pairs with the fence in `enter`: the in-flight count read after this sees every
+        // submission that read the gate open.
+        fence(Ordering::SeqCst);
     }
 
     /// True once the gate is closed.
@@ -79,21 +85,19 @@ impl Admission {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return false;
             }
-            if spins < 1000 {
-                spins += 1;
-                std::thread::yield_now();
-            } else {
-                // A submission blocked on a full queue: it gets in as workers make room.
-                std::thread::sleep(Duration::from_micros(100));
-            }
+            // Yields first; then sleeps a little, for a submission blocked on a full queue
+            // (it gets in as workers make room).
+            back_off(spins);
+            spins = spins.saturating_add(1);
         }
         true
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn a_closed_gate_refuses_and_the_shutdown_sees_who_is_inside() {

@@ -20,8 +20,10 @@ impl Wake for Unparker {
 
 /// Polls `fut` on this thread, parking between wake-ups, and returns its output.
 ///
-/// Futures that need a specific runtime's reactor (tokio sockets, timers) must run on
-/// that runtime instead: route them to a tokio executor.
+/// This function brings no reactor of its own: a future that uses tokio sockets or
+/// timers needs a tokio runtime context on this thread. The threads and rayon backends
+/// give their workers one (crate `executor-reactor`); elsewhere, enter a runtime's
+/// context first (`Handle::enter`) or route the task to a backend.
 ///
 /// ```
 /// assert_eq!(executor_core::block_on(async { 1 + 1 }), 2);

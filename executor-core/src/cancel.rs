@@ -1,9 +1,9 @@
 //! Cooperative cancellation: [`CancelToken`], which running tasks poll and futures can await.
 
+use crate::sync::{AtomicU8, Mutex, Ordering};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 const LIVE: u8 = 0;
@@ -46,7 +46,7 @@ impl CancelFlag {
     }
 
     /// Fires the flag; false when it had fired already.
-    fn fire(&self, reason: CancelReason) -> bool {
+    pub(crate) fn fire(&self, reason: CancelReason) -> bool {
         let to = match reason {
             CancelReason::Cancelled => CANCELLED,
             CancelReason::TimedOut => EXPIRED,

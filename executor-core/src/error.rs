@@ -1,7 +1,12 @@
 //! Errors: [`TaskError`] for a task's outcome, [`SubmitError`] for an executor refusing a job.
 
 use crate::job::Job;
+use std::any::Any;
 use std::fmt;
+use std::sync::Mutex;
+
+/// A panic's payload as `catch_unwind` returned it.
+type Payload = Box<dyn Any + Send + 'static>;
 
 /// A boxed error, the glue type for a task's own error.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -16,7 +21,9 @@ pub struct TaskError {
 
 enum Kind {
     Failed(BoxError),
-    Panicked(String),
+    /// The message, read once, and the payload itself behind a mutex, which makes the
+    /// error `Sync` (a payload is only `Send`); it is locked only to take the payload out.
+    Panicked(String, Mutex<Payload>),
     Cancelled,
     TimedOut,
     Rejected(String),
@@ -31,10 +38,12 @@ impl TaskError {
         }
     }
 
-    /// The task panicked with this message.
+    /// The task panicked with this message (the payload is the message as a `String`).
     pub fn panicked(message: impl Into<String>) -> Self {
+        let message = message.into();
+        let payload: Payload = Box::new(message.clone());
         Self {
-            kind: Kind::Panicked(message.into()),
+            kind: Kind::Panicked(message, Mutex::new(payload)),
         }
     }
 
@@ -66,9 +75,12 @@ impl TaskError {
         }
     }
 
-    /// Builds the error from a panic payload as `catch_unwind` returns it.
-    pub fn from_panic(payload: Box<dyn std::any::Any + Send>) -> Self {
-        Self::panicked(panic_message(&*payload))
+    /// Builds the error from a panic payload as `catch_unwind` returns it; the payload is
+    /// kept for [`into_panic`](Self::into_panic).
+    pub fn from_panic(payload: Box<dyn Any + Send>) -> Self {
+        Self {
+            kind: Kind::Panicked(panic_message(&*payload), Mutex::new(payload)),
+        }
     }
 
     /// True when the task returned an error of its own (see [`std::error::Error::source`]).
@@ -78,14 +90,44 @@ impl TaskError {
 
     /// True when the task panicked.
     pub fn is_panic(&self) -> bool {
-        matches!(self.kind, Kind::Panicked(_))
+        matches!(self.kind, Kind::Panicked(..))
     }
 
     /// The panic message, when the task panicked.
     pub fn panic_message(&self) -> Option<&str> {
         match &self.kind {
-            Kind::Panicked(m) => Some(m),
+            Kind::Panicked(m, _) => Some(m),
             _ => None,
+        }
+    }
+
+    /// The panic's payload, to carry the panic on with [`std::panic::resume_unwind`].
+    ///
+    /// # Panics
+    /// When the task did not panic; see [`try_into_panic`](Self::try_into_panic).
+    ///
+    /// ```
+    /// use executor_core::{ExecutorExt, InlineExecutor};
+    /// let exec = InlineExecutor::new("inline");
+    /// let err = exec.submit(|| -> u32 { panic!("bad input") }).wait().unwrap_err();
+    /// let payload = err.into_panic();
+    /// let resume = std::panic::AssertUnwindSafe(|| std::panic::resume_unwind(payload));
+    /// let caught = std::panic::catch_unwind(resume);
+    /// assert_eq!(caught.unwrap_err().downcast_ref::<&str>(), Some(&"bad input"));
+    /// ```
+    #[track_caller]
+    pub fn into_panic(self) -> Box<dyn Any + Send> {
+        self.try_into_panic()
+            .unwrap_or_else(|e| panic!("`into_panic` on a task error that is no panic: {e}"))
+    }
+
+    /// The panic's payload when the task panicked; the error itself otherwise.
+    pub fn try_into_panic(self) -> Result<Box<dyn Any + Send>, TaskError> {
+        match self.kind {
+            Kind::Panicked(_, payload) => {
+                Ok(payload.into_inner().unwrap_or_else(|e| e.into_inner()))
+            }
+            kind => Err(TaskError { kind }),
         }
     }
 
@@ -122,7 +164,7 @@ impl TaskError {
         use crate::Status;
         match self.kind {
             Kind::Failed(_) => Status::Failed,
-            Kind::Panicked(_) => Status::Panicked,
+            Kind::Panicked(..) => Status::Panicked,
             Kind::Cancelled => Status::Cancelled,
             Kind::TimedOut => Status::TimedOut,
             Kind::Rejected(_) => Status::Rejected,
@@ -135,7 +177,7 @@ impl fmt::Display for TaskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             Kind::Failed(e) => write!(f, "task failed: {e}"),
-            Kind::Panicked(m) => write!(f, "task panicked: {m}"),
+            Kind::Panicked(m, _) => write!(f, "task panicked: {m}"),
             Kind::Cancelled => f.write_str("task was cancelled"),
             Kind::TimedOut => f.write_str("task timed out"),
             Kind::Rejected(r) => write!(f, "task was rejected: {r}"),
@@ -148,7 +190,7 @@ impl fmt::Debug for TaskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             Kind::Failed(e) => f.debug_tuple("Failed").field(e).finish(),
-            Kind::Panicked(m) => f.debug_tuple("Panicked").field(m).finish(),
+            Kind::Panicked(m, _) => f.debug_tuple("Panicked").field(m).finish(),
             Kind::Cancelled => f.write_str("Cancelled"),
             Kind::TimedOut => f.write_str("TimedOut"),
             Kind::Rejected(r) => f.debug_tuple("Rejected").field(r).finish(),
@@ -167,7 +209,7 @@ impl std::error::Error for TaskError {
 }
 
 /// The text of a panic payload (`&str` or `String`), or a placeholder.
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+pub fn panic_message(payload: &(dyn Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
         (*s).to_owned()
     } else if let Some(s) = payload.downcast_ref::<String>() {

@@ -1,11 +1,11 @@
 //! [`TaskHandle`]: one handle for sync and async callers, and the shared slot behind it.
 
 use crate::cancel::{CancelFlag, CancelReason, CancelSource};
+use crate::sync::{AtomicU8, Condvar, Mutex, MutexGuard, Ordering, fence, yield_now};
 use crate::{CancelToken, Status, TaskError, TaskId};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -13,8 +13,9 @@ pub(crate) const QUEUED: u8 = 0;
 pub(crate) const RUNNING: u8 = 1;
 pub(crate) const DONE: u8 = 2;
 
-/// How often `wait` yields its thread before it sleeps on the condition variable.
-const YIELDS_BEFORE_SLEEP: u32 = 32;
+/// How often `wait` yields its thread before it sleeps on the condition variable (not
+/// under loom, where the yields only multiply the interleavings to explore).
+const YIELDS_BEFORE_SLEEP: u32 = if cfg!(loom) { 0 } else { 32 };
 
 /// Called once with the final status when a task's handle resolves.
 pub(crate) type Observer = Box<dyn FnOnce(Status) + Send>;
@@ -39,7 +40,7 @@ struct Slot<T> {
     observer: Option<Observer>,
 }
 
-impl<T: Send + 'static> Shared<T> {
+impl<T> Shared<T> {
     pub(crate) fn new() -> Arc<Self> {
         Arc::new(Shared {
             lifecycle: AtomicU8::new(QUEUED),
@@ -122,13 +123,17 @@ impl<T: Send + 'static> Shared<T> {
     /// while the attempt ran (too late to resolve a queued task) resolves it now: the task
     /// is not running, and its next attempt may be a long backoff away.
     pub(crate) fn requeue(&self) {
-        // SeqCst here and in `fired` (with the flag's SeqCst): either this sees the cancel
-        // or the canceller sees the task queued, never neither.
+        // A SeqCst fence here and in `on_fired`, each between writing its own variable and
+        // reading the other's: either this sees the cancel or the canceller sees the task
+        // queued, never neither (model-checked in `loom_models`).
         if self
             .lifecycle
             .compare_exchange(RUNNING, QUEUED, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
-            && self.cancel.reason_now() == Some(CancelReason::Cancelled)
+            && {
+                fence(Ordering::SeqCst);
+                self.cancel.reason_now() == Some(CancelReason::Cancelled)
+            }
             && self
                 .lifecycle
                 .compare_exchange(QUEUED, DONE, Ordering::SeqCst, Ordering::SeqCst)
@@ -176,16 +181,15 @@ fn report_observer(observer: Observer, status: Status) {
     }
 }
 
-impl<T: Send + 'static> CancelSource for Shared<T> {
-    fn flag(&self) -> &CancelFlag {
-        &self.cancel
-    }
-
-    fn fired(&self, reason: CancelReason) {
+impl<T> Shared<T> {
+    /// What a fired token does to the task: see [`CancelSource::fired`].
+    fn on_fired(&self, reason: CancelReason) {
         match reason {
             // Cancelling resolves at once only a task that has not started; a running
             // task resolves when it stops.
             CancelReason::Cancelled => {
+                // Pairs with the fence in `requeue` (the flag was set just before).
+                fence(Ordering::SeqCst);
                 if self
                     .lifecycle
                     .compare_exchange(QUEUED, DONE, Ordering::SeqCst, Ordering::SeqCst)
@@ -199,6 +203,25 @@ impl<T: Send + 'static> CancelSource for Shared<T> {
                 self.resolve(Err(TaskError::timed_out()));
             }
         }
+    }
+
+    /// Fires the task's token as cancelled (what `CancelToken::cancel` does).
+    pub(crate) fn cancel(&self) -> bool {
+        let fired = self.cancel.fire(CancelReason::Cancelled);
+        if fired {
+            self.on_fired(CancelReason::Cancelled);
+        }
+        fired
+    }
+}
+
+impl<T: Send + 'static> CancelSource for Shared<T> {
+    fn flag(&self) -> &CancelFlag {
+        &self.cancel
+    }
+
+    fn fired(&self, reason: CancelReason) {
+        self.on_fired(reason);
     }
 }
 
@@ -229,7 +252,7 @@ impl<T: Send + 'static> TaskHandle<T> {
     /// Blocks until the task ends and returns its result.
     ///
     /// # Panics
-    /// When the result was already taken by [`wait_timeout`](Self::wait_timeout) or a poll.
+    /// When the handle was polled as a future to completion already.
     pub fn wait(self) -> Result<T, TaskError> {
         let mut slot = self.shared.lock();
         let mut polite = 0;
@@ -244,7 +267,7 @@ impl<T: Send + 'static> TaskHandle<T> {
             if polite < YIELDS_BEFORE_SLEEP {
                 polite += 1;
                 drop(slot);
-                std::thread::yield_now();
+                yield_now();
                 slot = self.shared.lock();
                 continue;
             }
@@ -258,22 +281,33 @@ impl<T: Send + 'static> TaskHandle<T> {
         }
     }
 
-    /// Waits at most `timeout`; `Some(result)` when the task ended (the result is taken:
-    /// the handle is spent), `None` when it is still going.
-    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<Result<T, TaskError>> {
+    /// Waits at most `timeout`. `Ok(result)` when the task ended in time; `Err(handle)`
+    /// when it is still going: the same handle comes back, to wait again, cancel or drop.
+    /// The handle is never left spent.
+    ///
+    /// ```
+    /// use executor_core::{ExecutorExt, InlineExecutor};
+    /// use std::time::Duration;
+    /// let exec = InlineExecutor::new("inline");
+    /// let handle = exec.submit(|| 6 * 7);
+    /// match handle.wait_timeout(Duration::from_secs(1)) {
+    ///     Ok(result) => assert_eq!(result.unwrap(), 42),
+    ///     Err(still_running) => drop(still_running.cancel()),
+    /// }
+    /// ```
+    pub fn wait_timeout(self, timeout: Duration) -> Result<Result<T, TaskError>, TaskHandle<T>> {
         let deadline = Instant::now() + timeout;
         let mut slot = self.shared.lock();
         loop {
             if let Some(r) = slot.result.take() {
                 slot.taken = true;
-                return Some(r);
+                return Ok(r);
             }
-            if slot.taken {
-                return None;
-            }
+            assert!(!slot.taken, "the task's result was already taken");
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return None;
+                drop(slot);
+                return Err(self);
             }
             slot.sync_waiters += 1;
             slot = self
@@ -322,6 +356,13 @@ impl<T: Send + 'static> Future for TaskHandle<T> {
             _ => slot.waker = Some(cx.waker().clone()),
         }
         Poll::Pending
+    }
+}
+
+impl<T> TaskHandle<T> {
+    /// Cancels the task without needing `T: Send` bounds (for `TaskSet`'s `Drop`).
+    pub(crate) fn cancel_on_drop(&self) {
+        self.shared.cancel();
     }
 }
 

@@ -54,10 +54,13 @@ mod ext;
 mod handle;
 mod inline;
 mod job;
+#[cfg(all(test, loom))]
+mod loom_models;
 mod meta;
 mod policy;
 mod set;
 mod stats;
+mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod unstarted;

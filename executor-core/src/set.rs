@@ -45,6 +45,14 @@ impl Wake for MemberWaker {
 /// Handles that complete in any order; [`join_next`](Self::join_next) yields each result
 /// as soon as its task ends (like `concurrent.futures.as_completed` or tokio's `JoinSet`).
 ///
+/// **Dropping a set cancels the tasks it still holds**, as dropping a tokio `JoinSet`
+/// aborts its tasks: a set owns its work, so an early return (an error, a `?`) does not
+/// leave orphans running. Cancelling follows [`TaskHandle::cancel`]: a task that has not
+/// started never runs, a running future is dropped at its next poll, a running blocking
+/// task sees its context cancelled. To let the remaining tasks run on unobserved, call
+/// [`detach_all`](Self::detach_all) instead of dropping the set. (Dropping a single
+/// [`TaskHandle`] detaches its task; only the set cancels.)
+///
 /// ```
 /// use executor_core::{ExecutorExt, InlineExecutor, TaskSet};
 /// let exec = InlineExecutor::new("inline");
@@ -223,10 +231,29 @@ impl<T: Send + 'static> TaskSet<T> {
         std::iter::from_fn(move || set.join_next())
     }
 
-    /// Asks every remaining task to stop.
+    /// Asks every remaining task to stop (they stay in the set: their results, mostly
+    /// `is_cancelled()`, are still yielded).
     pub fn cancel_all(&self) {
         for h in self.members.iter().flatten() {
             h.cancel();
+        }
+    }
+
+    /// Lets every remaining task run to its end unobserved and empties the set — the
+    /// alternative to dropping it, which cancels them.
+    pub fn detach_all(mut self) {
+        self.members.clear();
+        self.free.clear();
+        self.live = 0;
+    }
+}
+
+impl<T> Drop for TaskSet<T> {
+    /// Cancels the tasks not yet yielded; see the type's docs and
+    /// [`detach_all`](TaskSet::detach_all).
+    fn drop(&mut self) {
+        for h in self.members.iter().flatten() {
+            h.cancel_on_drop();
         }
     }
 }

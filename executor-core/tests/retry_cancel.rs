@@ -10,7 +10,7 @@ use std::time::Duration;
 fn cancel_between_attempts_resolves_at_once() {
     let runs = Arc::new(AtomicU32::new(0));
     let counter = runs.clone();
-    let (mut job, mut handle) = Job::repeatable(TaskMeta::new("flaky"), move |_| {
+    let (mut job, handle) = Job::repeatable(TaskMeta::new("flaky"), move |_| {
         counter.fetch_add(1, Ordering::SeqCst);
         Err::<(), _>(TaskError::failed("not yet"))
     });
@@ -25,9 +25,9 @@ fn cancel_between_attempts_resolves_at_once() {
         None
     }));
     assert_eq!(job.run(), Status::Failed);
-    let result = handle
-        .wait_timeout(Duration::ZERO)
-        .expect("a task cancelled between attempts resolves at once, not after its backoff");
+    let result = handle.wait_timeout(Duration::ZERO).unwrap_or_else(|_| {
+        panic!("a task cancelled between attempts resolves at once, not after its backoff")
+    });
     assert!(result.unwrap_err().is_cancelled());
     // When the backoff ends, the next attempt does not run.
     let next = retry.lock().unwrap().take().expect("the hook kept the job");
@@ -37,7 +37,7 @@ fn cancel_between_attempts_resolves_at_once() {
 
 #[test]
 fn cancel_after_requeue_resolves_at_once() {
-    let (mut job, mut handle) = Job::repeatable(TaskMeta::new("flaky"), |_| {
+    let (mut job, handle) = Job::repeatable(TaskMeta::new("flaky"), |_| {
         Err::<(), _>(TaskError::failed("not yet"))
     });
     let retry: Arc<Mutex<Option<Job>>> = Arc::default();
@@ -47,7 +47,9 @@ fn cancel_after_requeue_resolves_at_once() {
         None
     }));
     assert_eq!(job.run(), Status::Failed);
-    assert!(handle.wait_timeout(Duration::ZERO).is_none());
+    let handle = handle
+        .wait_timeout(Duration::ZERO)
+        .expect_err("a task waiting for its retry has not ended");
     assert!(
         handle.cancel(),
         "a task waiting for its retry is not running"

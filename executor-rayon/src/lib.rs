@@ -4,7 +4,10 @@
 //! inside and it runs on the same threads. Jobs wait in the executor's own FIFO queue
 //! until a pool thread takes them, so a shutdown can name the jobs that never ran.
 //! Panics are caught per task and never abort the process. Futures are driven to
-//! completion on the pool thread.
+//! completion on the pool thread, inside a tokio runtime context (`executor-reactor`):
+//! tokio timers and sockets work in them as on a tokio runtime. The context is the
+//! process-wide `switchyard-reactor` runtime unless [`Builder::runtime`] names the
+//! application's own.
 //!
 //! ```
 //! use executor_core::{Executor, ExecutorExt, ShutdownMode};
@@ -22,16 +25,25 @@
 use crossbeam_queue::SegQueue;
 use executor_core::backend::{Admission, StatsRecorder, Unstarted};
 use executor_core::{Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, SubmitError};
+use executor_reactor::Reactor;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// Why a [`RayonExecutor`] could not be built.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot build rayon executor '{name}': {source}")]
+#[error("cannot build rayon executor '{name}': {kind}")]
 pub struct BuildError {
     name: String,
-    source: rayon::ThreadPoolBuildError,
+    kind: BuildErrorKind,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum BuildErrorKind {
+    #[error("{0}")]
+    Pool(rayon::ThreadPoolBuildError),
+    #[error("could not start the tokio reactor: {0}")]
+    Reactor(std::io::Error),
 }
 
 /// Settings for a [`RayonExecutor`].
@@ -39,6 +51,7 @@ pub struct BuildError {
 pub struct Builder {
     name: String,
     threads: usize,
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Builder {
@@ -48,12 +61,44 @@ impl Builder {
         self
     }
 
+    /// The tokio runtime whose context async tasks run in (timers, sockets,
+    /// `tokio::spawn`); default: the shared `switchyard-reactor` runtime. Pass a
+    /// multi-thread runtime's handle (see `executor_reactor::Reactor::from_handle`).
+    pub fn runtime(mut self, handle: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(handle);
+        self
+    }
+
     /// Starts the pool.
     pub fn build(self) -> Result<RayonExecutor, BuildError> {
+        let err = |kind| BuildError {
+            name: self.name.clone(),
+            kind,
+        };
+        let reactor = match self.runtime.clone() {
+            Some(handle) => Reactor::from_handle(handle),
+            None => Reactor::shared().map_err(|e| err(BuildErrorKind::Reactor(e)))?,
+        };
         let name = self.name.clone();
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(self.threads)
             .thread_name(move |i| format!("{name}-{i}"))
+            .spawn_handler(move |thread| {
+                let mut os = std::thread::Builder::new();
+                if let Some(name) = thread.name() {
+                    os = os.name(name.to_owned());
+                }
+                if let Some(size) = thread.stack_size() {
+                    os = os.stack_size(size);
+                }
+                let reactor = reactor.clone();
+                os.spawn(move || {
+                    // For the thread's life: every task it runs has the tokio context.
+                    let _context = reactor.enter();
+                    thread.run();
+                })?;
+                Ok(())
+            })
             .panic_handler(|payload| {
                 // Task panics are caught inside each job; this only guards our own code.
                 eprintln!(
@@ -62,10 +107,7 @@ impl Builder {
                 );
             })
             .build()
-            .map_err(|source| BuildError {
-                name: self.name.clone(),
-                source,
-            })?;
+            .map_err(|e| err(BuildErrorKind::Pool(e)))?;
         Ok(RayonExecutor {
             inner: Arc::new(Inner {
                 threads: pool.current_num_threads(),
@@ -117,6 +159,7 @@ impl RayonExecutor {
         Builder {
             name: name.into(),
             threads: 0,
+            runtime: None,
         }
     }
 

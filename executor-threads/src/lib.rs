@@ -3,7 +3,9 @@
 //! For blocking I/O and anything that must not share a CPU pool. The queue is bounded or
 //! unbounded; a full bounded queue blocks the caller, rejects the task, or runs it on the
 //! caller, as configured ([`OnFull`]). Futures submitted here are driven to completion on
-//! the worker (they must not need a tokio reactor).
+//! the worker, inside a tokio runtime context (`executor-reactor`): tokio timers and
+//! sockets work in them as on a tokio runtime. The context is the process-wide
+//! `switchyard-reactor` runtime unless [`Builder::runtime`] names the application's own.
 //!
 //! ```
 //! use executor_core::{Executor, ExecutorExt, OnFull, ShutdownMode};
@@ -25,6 +27,7 @@ use executor_core::backend::{Admission, StatsRecorder, Unstarted};
 use executor_core::{
     Executor, ExecutorStats, Job, OnFull, ShutdownMode, ShutdownReport, SubmitError,
 };
+use executor_reactor::Reactor;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -49,12 +52,17 @@ enum BuildErrorKind {
     EmptyQueue,
     #[error("could not start a worker thread: {0}")]
     Spawn(std::io::Error),
+    #[error("could not start the tokio reactor: {0}")]
+    Reactor(std::io::Error),
 }
 
 impl BuildError {
     /// True when the configuration was invalid (as opposed to the OS refusing threads).
     pub fn is_config(&self) -> bool {
-        !matches!(self.kind, BuildErrorKind::Spawn(_))
+        !matches!(
+            self.kind,
+            BuildErrorKind::Spawn(_) | BuildErrorKind::Reactor(_)
+        )
     }
 }
 
@@ -65,6 +73,7 @@ pub struct Builder {
     workers: usize,
     queue: Option<usize>,
     on_full: OnFull,
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl Builder {
@@ -86,6 +95,14 @@ impl Builder {
         self
     }
 
+    /// The tokio runtime whose context async tasks run in (timers, sockets,
+    /// `tokio::spawn`); default: the shared `switchyard-reactor` runtime. Pass a
+    /// multi-thread runtime's handle (see `executor_reactor::Reactor::from_handle`).
+    pub fn runtime(mut self, handle: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(handle);
+        self
+    }
+
     /// Starts the workers.
     pub fn build(self) -> Result<ThreadsExecutor, BuildError> {
         let err = |kind| BuildError {
@@ -100,7 +117,12 @@ impl Builder {
             Some(n) => crossbeam_channel::bounded(n),
             None => crossbeam_channel::unbounded(),
         };
+        let reactor = match self.runtime.clone() {
+            Some(handle) => Reactor::from_handle(handle),
+            None => Reactor::shared().map_err(|e| err(BuildErrorKind::Reactor(e)))?,
+        };
         let inner = Arc::new(Inner {
+            reactor,
             name: self.name.clone(),
             tx,
             rx,
@@ -118,7 +140,12 @@ impl Builder {
             *inner.live.lock().unwrap_or_else(|e| e.into_inner()) += 1;
             let spawned = std::thread::Builder::new()
                 .name(format!("{}-{i}", self.name))
-                .spawn(move || worker.work());
+                .spawn(move || {
+                    // For the thread's life: every task it runs has the tokio context.
+                    let reactor = worker.reactor.clone();
+                    let _context = reactor.enter();
+                    worker.work();
+                });
             if let Err(e) = spawned {
                 *inner.live.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
                 inner.close();
@@ -136,6 +163,8 @@ enum Msg {
 }
 
 struct Inner {
+    /// The tokio context workers (and callers running a task) poll futures in.
+    reactor: Reactor,
     name: String,
     tx: Sender<Msg>,
     rx: Receiver<Msg>,
@@ -230,6 +259,7 @@ impl ThreadsExecutor {
             workers: 4,
             queue: None,
             on_full: OnFull::Block,
+            runtime: None,
         }
     }
 
@@ -265,7 +295,7 @@ impl Executor for ThreadsExecutor {
                         | TrySendError::Disconnected(Msg::Run(job)),
                     ) => {
                         if inner.on_full == OnFull::CallerRuns {
-                            inner.stats.run(job);
+                            inner.reactor.run_blocking(|| inner.stats.run(job));
                             Ok(())
                         } else {
                             inner.stats.unqueued();

@@ -18,16 +18,18 @@ fn graceful_shutdown_runs_what_it_accepted() {
                 std::thread::spawn(move || {
                     let mut handles = Vec::new();
                     loop {
-                        let mut h = exec.submit(|| 1u8);
+                        let h = exec.submit(|| 1u8);
                         if h.is_finished() {
                             match h.wait_timeout(Duration::ZERO) {
-                                Some(Ok(_)) => continue,
+                                Ok(Ok(_)) => continue,
                                 // Refused: the shutdown has begun.
-                                Some(Err(e)) if e.is_shutdown() => return handles,
-                                other => panic!("unexpected end: {other:?}"),
+                                Ok(Err(e)) if e.is_shutdown() => return handles,
+                                Ok(Err(e)) => panic!("unexpected end: {e}"),
+                                Err(h) => handles.push(h),
                             }
+                        } else {
+                            handles.push(h);
                         }
-                        handles.push(h);
                     }
                 })
             })

@@ -1,0 +1,121 @@
+//! Loom models of the hand-made synchronisation: every interleaving (and every weak
+//! memory outcome loom knows) of the submit/shutdown gate and of a handle's
+//! resolve/cancel/observe/requeue handshake. Run with
+//! `RUSTFLAGS="--cfg loom" cargo test -p executor-core --lib loom --release`
+//! (`cargo xtask ci` does).
+
+use crate::admission::Admission;
+use crate::cancel::{CancelSource, CancelToken};
+use crate::handle::Shared;
+use crate::sync::{AtomicUsize, Mutex, Ordering};
+use crate::{Status, TaskHandle, TaskId};
+use loom::thread;
+use std::sync::Arc;
+
+/// A submission that saw the gate open is in the queue by the time the shutdown sees
+/// nobody in flight, so the shutdown drains (or the workers run) every accepted job.
+#[test]
+fn loom_gate_never_loses_an_accepted_submission() {
+    loom::model(|| {
+        let gate = Arc::new(Admission::new());
+        // The queue; relaxed, so only the gate's own ordering can make the push visible.
+        let queued = Arc::new(AtomicUsize::new(0));
+        let submitter = {
+            let (gate, queued) = (gate.clone(), queued.clone());
+            thread::spawn(move || {
+                let entry = gate.enter();
+                let accepted = entry.is_open();
+                if accepted {
+                    queued.fetch_add(1, Ordering::Relaxed);
+                }
+                drop(entry);
+                accepted
+            })
+        };
+        gate.close();
+        assert!(gate.wait_in_flight(None));
+        let drained = queued.load(Ordering::Relaxed);
+        let accepted = submitter.join().unwrap();
+        assert_eq!(
+            drained,
+            usize::from(accepted),
+            "an accepted submission was not yet queued when the shutdown drained"
+        );
+        // After the shutdown, the gate refuses.
+        assert!(!gate.enter().is_open());
+    });
+}
+
+/// A worker finishing, a cancel and an observer arriving at once: the handle resolves
+/// exactly once, the waiter wakes, and every observer hears the status the waiter gets —
+/// one set beforehand (a ledger) already when the waiter wakes.
+#[test]
+fn loom_handle_resolves_once_and_observers_agree() {
+    loom::model(|| {
+        let shared = Shared::<u32>::new();
+        let handle = TaskHandle::new(TaskId::next(), shared.clone());
+        let ledger = Arc::new(Mutex::new(Vec::new()));
+        let sink = ledger.clone();
+        shared.observe(Box::new(move |status| sink.lock().unwrap().push(status)));
+        let worker = {
+            let shared = shared.clone();
+            thread::spawn(move || {
+                if shared.try_start() {
+                    shared.resolve(Ok(7));
+                }
+            })
+        };
+        let canceller = {
+            let token = CancelToken::from_source(shared.clone() as Arc<dyn CancelSource>);
+            thread::spawn(move || {
+                token.cancel();
+            })
+        };
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let sink = heard.clone();
+        shared.observe(Box::new(move |status| sink.lock().unwrap().push(status)));
+        let result = handle.wait();
+        let in_ledger = ledger.lock().unwrap().clone();
+        worker.join().unwrap();
+        canceller.join().unwrap();
+        let heard = heard.lock().unwrap().clone();
+        let expected = match &result {
+            Ok(7) => Status::Completed,
+            Err(e) if e.is_cancelled() => Status::Cancelled,
+            other => panic!("unexpected result {other:?}"),
+        };
+        assert_eq!(
+            heard,
+            [expected],
+            "the observer must hear the one resolution"
+        );
+        assert_eq!(
+            in_ledger,
+            [expected],
+            "the ledger was not current when the waiter woke"
+        );
+    });
+}
+
+/// A cancel racing a failed attempt being put back for a retry: the task ends as
+/// cancelled at once (not after its backoff) and its next attempt never starts.
+#[test]
+fn loom_cancel_between_attempts_is_never_lost() {
+    loom::model(|| {
+        let shared = Shared::<u32>::new();
+        assert!(shared.try_start(), "the first attempt starts");
+        let worker = {
+            let shared = shared.clone();
+            // The attempt failed; the retry layer puts the task back in the queue.
+            thread::spawn(move || shared.requeue())
+        };
+        CancelToken::from_source(shared.clone() as Arc<dyn CancelSource>).cancel();
+        worker.join().unwrap();
+        assert!(shared.is_resolved(), "a cancel between attempts was lost");
+        assert_eq!(shared.status(), Status::Cancelled);
+        assert!(
+            !shared.try_start(),
+            "a cancelled task's next attempt started"
+        );
+    });
+}
