@@ -3,8 +3,10 @@
 //!
 //! `demos scrape` starts the test site ([`site`]), crawls it from host 0's root with the
 //! crawler ([`crawl`]) on the executor the policy file describes, and prints a summary
-//! next to what the site's referee counted. `--seeds URL...` or `--urls FILE` crawl those
-//! instead, through the same code. `demos scrape bench` measures throughput against the
+//! next to what the site's referee counted. `--https` serves the site over https with a
+//! certificate made at start ([`tls`]), which the crawler trusts. `--seeds URL...` or
+//! `--urls FILE` crawl those instead, through the same code (`--ca-cert FILE` trusts more
+//! roots). `demos scrape bench` measures throughput against the
 //! bound set by the per-host limits ([`bench`](mod@bench)).
 
 pub mod bench;
