@@ -1,42 +1,22 @@
-//! `demos <name>`: one binary for every switchyard demo, a module per demo.
+//! `demos <name>`: one binary for every switchyard demo, a subcommand per demo.
+//!
+//! One error path: a usage error exits 2 with clap's message (`--help` and `--version`
+//! exit 0); a failed run prints one `error: ` line with the cause chain and exits 1.
 
-use demos::DEMOS;
+use clap::Parser;
+use std::process::ExitCode;
 
-fn usage() -> String {
-    let mut s = String::from("usage: demos <name> [args...]\n\ndemos:\n");
-    for (name, summary, _) in DEMOS {
-        s.push_str(&format!("  {name:<10} {summary}\n"));
-    }
-    s
-}
-
-fn main() -> anyhow::Result<()> {
-    // Logs go to stderr. Demos log their own failures; the supervisor repeats each final
-    // failure at warn, so by default it only speaks up for errors. RUST_LOG=info (or
-    // debug) shows routing, retries and every failure.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,supervisor=error"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
-    let mut args = std::env::args().skip(1);
-    let Some(name) = args.next() else {
-        eprint!("{}", usage());
-        std::process::exit(2);
-    };
-    match DEMOS.iter().find(|(n, _, _)| *n == name) {
-        Some((_, _, run)) => {
-            if let Err(e) = run(std::iter::once(name).chain(args).collect()) {
-                // The error and its causes, without a backtrace: bad input is not a bug.
-                eprintln!("error: {e:#}");
-                std::process::exit(1);
-            }
-            Ok(())
-        }
-        None => {
-            eprint!("unknown demo '{name}'\n\n{}", usage());
-            std::process::exit(2);
+fn main() -> ExitCode {
+    let cli = demos::Cli::parse();
+    // The one subscriber of the process, with the chosen demo's default level.
+    demos::init_tracing(cli.demo.default_log_filter());
+    match cli.demo.run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The error and its causes on one line, without a backtrace: bad input is
+            // not a bug.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,10 +1,13 @@
 //! Integration tests of demo `scrape`: crawl a small local site under each shipped policy
-//! and check the crawl against the site's own referee.
+//! (threads, rayon, tokio: one async fetch path, unchanged) and over https, and check the
+//! crawl against the site's own referee.
 
 use demos::scrape::crawl::{self, CrawlConfig, CrawlReport};
 use demos::scrape::fetch::FetchConfig;
 use demos::scrape::site::{Site, SiteConfig};
-use demos::scrape::{Loaded, POLICY_THREADS, POLICY_TOKIO, load_policy, window_for};
+use demos::scrape::{
+    Loaded, POLICY_RAYON, POLICY_THREADS, POLICY_TOKIO, load_policy, tls, window_for,
+};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
@@ -42,6 +45,7 @@ fn config(seeds: Vec<String>, extra_hosts: Option<Vec<String>>, loaded: &Loaded)
             timeout: Duration::from_secs(1),
             max_body: 1024 * 1024,
             user_agent: "switchyard-scrape-test".into(),
+            extra_roots: Vec::new(),
         },
         window_per_host: window_for(loaded.per_host_limit),
         window: 1024,
@@ -70,8 +74,9 @@ fn failure_cause<'a>(r: &'a CrawlReport, url: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no failure reported for {url}: {:#?}", r.failures))
 }
 
-fn check_policy(policy: (&str, &str), want_async: bool) {
-    let site = Site::start(small_site()).unwrap();
+/// Crawls `site` from host 0's root under `policy`, trusting `roots` for https, and checks
+/// the crawl is complete, polite and honest about every failure.
+fn check_crawl(site: &Site, policy: (&str, &str), roots: Vec<String>) {
     let exp = site.expectation();
     assert!(
         !exp.flaky.is_empty() && !exp.stalled.is_empty() && !exp.broken.is_empty(),
@@ -83,10 +88,9 @@ fn check_policy(policy: (&str, &str), want_async: bool) {
         .expect("the policy sets a per-host limit") as usize;
     let mut extra = site.authorities().to_vec();
     extra.push(site.dead_authority().to_string());
-    let r = crawl_bounded(
-        &loaded,
-        config(vec![site.roots()[0].clone()], Some(extra), &loaded),
-    );
+    let mut cfg = config(vec![site.roots()[0].clone()], Some(extra), &loaded);
+    cfg.fetch.extra_roots = roots;
+    let r = crawl_bounded(&loaded, cfg);
     let referee = site.referee();
     let roots = site.roots();
     let url = |h: usize, p: &str| format!("{}{}", roots[h], &p[1..]);
@@ -147,7 +151,8 @@ fn check_policy(policy: (&str, &str), want_async: bool) {
     assert!(failure_cause(&r, &url(0, "/trap/missing")).contains("404"));
     assert!(failure_cause(&r, &url(0, "/trap/huge")).contains("cap"));
     assert!(failure_cause(&r, &url(0, "/trap/chain/5")).contains("redirect chain"));
-    let dead = format!("http://{}/", site.dead_authority());
+    let scheme = roots[0].split_once("://").unwrap().0; // the site's, http or https
+    let dead = format!("{scheme}://{}/", site.dead_authority());
     assert!(failure_cause(&r, &dead).contains("robots.txt unavailable"));
     assert_eq!(r.pages_skipped, 1, "the binary trap is skipped, not parsed");
     assert!(r.links_malformed >= 3 && r.links_unsupported >= 3, "{r:?}");
@@ -157,23 +162,66 @@ fn check_policy(policy: (&str, &str), want_async: bool) {
         "{:#?}",
         r.failures
     );
+}
 
-    // The fetch picked the client that suits the executor the policy chose.
-    if want_async {
-        assert!(r.requests_async > 0 && r.requests_blocking == 0, "{r:?}");
-    } else {
-        assert!(r.requests_blocking > 0 && r.requests_async == 0, "{r:?}");
-    }
+fn check_policy(policy: (&str, &str)) {
+    let site = Site::start(small_site()).unwrap();
+    check_crawl(&site, policy, Vec::new());
 }
 
 #[test]
 fn threads_policy_crawls_politely_and_completely() {
-    check_policy(POLICY_THREADS, false);
+    check_policy(POLICY_THREADS);
+}
+
+#[test]
+fn rayon_policy_crawls_politely_and_completely() {
+    check_policy(POLICY_RAYON);
 }
 
 #[test]
 fn tokio_policy_crawls_politely_and_completely() {
-    check_policy(POLICY_TOKIO, true);
+    check_policy(POLICY_TOKIO);
+}
+
+#[test]
+fn https_site_with_a_certificate_made_at_test_time_is_crawled_completely() {
+    // A fresh key and self-signed certificate (rcgen), served by rustls on ring; the
+    // crawler trusts exactly that certificate as a root.
+    let cert = tls::self_signed(&["127.0.0.1"]).unwrap();
+    let site = Site::start_tls(small_site(), cert.server.clone()).unwrap();
+    assert!(site.roots()[0].starts_with("https://127.0.0.1:"));
+    check_crawl(&site, POLICY_TOKIO, vec![cert.cert_pem]);
+}
+
+#[test]
+fn an_untrusted_certificate_skips_the_host_without_retrying() {
+    let cert = tls::self_signed(&["127.0.0.1"]).unwrap();
+    let site = Site::start_tls(
+        SiteConfig {
+            hosts: 1,
+            ..small_site()
+        },
+        cert.server,
+    )
+    .unwrap();
+    // Another certificate for the same name: trusted, but not the one the site presents.
+    let other = tls::self_signed(&["127.0.0.1"]).unwrap();
+    let loaded = load_policy(POLICY_TOKIO.0, POLICY_TOKIO.1).unwrap();
+    let mut cfg = config(vec![site.roots()[0].clone()], None, &loaded);
+    cfg.fetch.extra_roots = vec![other.cert_pem];
+    let r = crawl_bounded(&loaded, cfg);
+    assert_eq!(r.pages_fetched, 0);
+    let cause = failure_cause(&r, &site.roots()[0]);
+    assert!(
+        cause.contains("robots.txt unavailable")
+            && cause.contains("TLS")
+            && cause.contains("certificate"),
+        "{cause}"
+    );
+    // A certificate problem is permanent: one attempt, and no request reached the site.
+    assert_eq!((r.requests, r.retries), (1, 0), "{r:?}");
+    assert_eq!(site.referee().requests(), 0);
 }
 
 #[test]

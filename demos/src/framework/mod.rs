@@ -17,12 +17,19 @@ use supervisor::{Finished, Supervisor, TaskQueue};
 /// The default policy, built in so the demo needs no files.
 pub const DEFAULT_POLICY: &str = include_str!("../../policies/framework.toml");
 
+/// What the demo logs when `RUST_LOG` is not set: the demo prints its own failures and
+/// the supervisor repeats each final failure at warn, so the supervisor speaks up only for
+/// errors. `RUST_LOG=info` shows routing, retries and every failure.
+pub const LOG_FILTER: &str = "warn,supervisor=error";
+
+/// Command line of `demos framework`.
 #[derive(Parser, Debug)]
 #[command(
     name = "demos framework",
-    about = "the mini framework: a routed task queue"
+    bin_name = "demos framework",
+    about = "The mini framework: a routed task queue"
 )]
-struct Args {
+pub struct Cli {
     /// Policy file to route by (default: demos/policies/framework.toml, built in).
     #[arg(long)]
     policy: Option<PathBuf>,
@@ -141,9 +148,20 @@ pub fn run(sup: Arc<Supervisor>, download: Duration, print: bool) -> Result<Repo
     Ok(Report { lines, ledger })
 }
 
-/// Runs the demo with `args` (`args[0]` is the demo name).
+/// Parses `args` (`args[0]` is the demo name) and runs the demo; a usage error is
+/// returned as the error.
 pub fn main(args: Vec<String>) -> Result<()> {
-    let args = Args::parse_from(args);
+    Cli::try_parse_from(args)?.run()
+}
+
+impl Cli {
+    /// Runs the demo.
+    pub fn run(self) -> Result<()> {
+        run_demo(self)
+    }
+}
+
+fn run_demo(args: Cli) -> Result<()> {
     let (sup, origin) = match &args.policy {
         Some(path) => (
             Supervisor::from_file(path).with_context(|| "the policy file was rejected")?,

@@ -96,13 +96,14 @@ fn print_executor_table(sup: &supervisor::Supervisor) {
     }
 }
 
+/// Command line of `demos jobs`.
 #[derive(Parser, Debug)]
 #[command(
     name = "demos jobs",
     bin_name = "demos jobs",
     about = "Durable background jobs that survive a kill"
 )]
-struct Cli {
+pub struct Cli {
     /// State directory (queue, mail spool, webhook record, temp files).
     #[arg(long, global = true)]
     dir: Option<PathBuf>,
@@ -258,19 +259,30 @@ struct BenchArgs {
     policy: Option<PathBuf>,
 }
 
-fn init_tracing(default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+/// Parses `args` (`args[0]` is the demo name) and runs the demo; a usage error is
+/// returned as the error.
+pub fn main(args: Vec<String>) -> Result<()> {
+    Cli::try_parse_from(args)?.run()
 }
 
-/// Runs the demo with `args` (`args[0]` is the demo name).
-pub fn main(args: Vec<String>) -> Result<()> {
-    let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| e.exit());
+impl Cli {
+    /// What the command logs when `RUST_LOG` is not set: a worker (`run`) and the
+    /// receivers (`serve`) log their progress at info; the other commands report through
+    /// their own output and log only warnings.
+    pub fn log_filter(&self) -> &'static str {
+        match self.cmd {
+            Some(Cmd::Run(_) | Cmd::Serve(_)) => "info",
+            _ => "warn",
+        }
+    }
+
+    /// Runs the command.
+    pub fn run(self) -> Result<()> {
+        run_cli(self)
+    }
+}
+
+fn run_cli(cli: Cli) -> Result<()> {
     let dir = cli.dir.clone().unwrap_or_else(default_dir);
     match cli.cmd {
         None => scenario_cmd(&dir, &cli.scenario),
@@ -295,7 +307,6 @@ fn open_store(dir: &Path, busy: Duration) -> Result<Store> {
 }
 
 fn scenario_cmd(dir: &Path, a: &ScenarioArgs) -> Result<()> {
-    init_tracing("warn");
     if !(0.0..1.0).contains(&a.kill_at) {
         bail!("--kill-at must be in [0, 1), got {}", a.kill_at);
     }
@@ -363,7 +374,6 @@ fn enqueue_cmd(dir: &Path, a: &EnqueueArgs) -> Result<()> {
 }
 
 fn run_cmd(dir: &Path, a: &RunArgs) -> Result<()> {
-    init_tracing("info");
     let layout = Layout::new(dir);
     let stop = Arc::new(AtomicBool::new(false));
     worker::install_signal_handlers(&stop)?;
@@ -507,7 +517,6 @@ fn mail_cmd(dir: &Path) -> Result<()> {
 }
 
 fn serve_cmd(dir: &Path, a: &ServeArgs) -> Result<()> {
-    init_tracing("info");
     let layout = Layout::new(dir);
     let stop = Arc::new(AtomicBool::new(false));
     worker::install_signal_handlers(&stop)?;
@@ -541,7 +550,6 @@ fn serve_cmd(dir: &Path, a: &ServeArgs) -> Result<()> {
 }
 
 fn bench_cmd(dir: &Path, a: &BenchArgs) -> Result<()> {
-    init_tracing("warn");
     let sup = load_executor(&a.policy.clone().unwrap_or_else(default_policy))?;
     let exec: Arc<dyn Executor> = sup;
     let r = bench::run(

@@ -95,8 +95,11 @@ pub(crate) enum Input {
     Stream(Box<dyn Read + Send>),
 }
 
-/// Opens `path`, decompressing `.gz` files.
+/// Opens `path`, decompressing `.gz` files; `-` is standard input, read as a stream.
 pub(crate) fn open(path: &Path) -> Result<Input> {
+    if path == Path::new("-") {
+        return Ok(Input::Stream(Box::new(std::io::stdin())));
+    }
     let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
     if path.extension().is_some_and(|e| e == "gz") {
         return Ok(Input::Stream(Box::new(flate2::read::MultiGzDecoder::new(

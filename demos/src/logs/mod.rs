@@ -30,7 +30,7 @@ pub use engine::Options;
 pub use metrics::{MalformedExample, PerMinute, RequestTimes, Summary, TopEntry};
 pub use report::Report;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use executor_core::{Executor, ShutdownMode};
 use std::path::{Path, PathBuf};
@@ -41,6 +41,11 @@ use std::time::{Duration, Instant};
 const DEFAULT_SIZE: u64 = 1_000_000_000;
 const DEFAULT_SEED: u64 = 42;
 
+/// What the demo logs when `RUST_LOG` is not set: it reports through its own output,
+/// so only warnings, and from the supervisor only errors.
+pub const LOG_FILTER: &str = "warn,supervisor=error";
+
+/// Command line of `demos logs`.
 #[derive(Parser, Debug)]
 #[command(
     name = "demos logs",
@@ -48,7 +53,7 @@ const DEFAULT_SEED: u64 = 42;
     about = "Map-reduce over access logs: chunked, parallel, flat memory",
     args_conflicts_with_subcommands = true
 )]
-struct Cli {
+pub struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
     #[command(flatten)]
@@ -89,8 +94,9 @@ pub enum Engine {
 
 #[derive(Args, Debug, Clone)]
 struct RunArgs {
-    /// Log files (combined format, optional trailing request time; `.gz` accepted).
-    /// Without files, a generated 1 GB log is used (made once, then cached).
+    /// Log files (combined format, optional trailing request time; `.gz` accepted;
+    /// `-` is standard input). Without files, a generated 1 GB log is used (made once,
+    /// then cached).
     files: Vec<PathBuf>,
     /// Bytes per chunk (cut at the next line end).
     #[arg(long, default_value = "4MiB", value_parser = parse_size)]
@@ -268,16 +274,20 @@ fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs the demo with `args` (`args[0]` is the demo name).
+/// Parses `args` (`args[0]` is the demo name) and runs the demo; a usage error is
+/// returned as the error.
 pub fn main(args: Vec<String>) -> Result<()> {
-    let cli = match Cli::try_parse_from(&args) {
-        Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => {
-            print!("{e}");
-            return Ok(());
-        }
-        Err(e) => bail!("{e}"),
-    };
+    Cli::try_parse_from(args)?.run()
+}
+
+impl Cli {
+    /// Runs the demo (or `gen`, or its benchmark).
+    pub fn run(self) -> Result<()> {
+        run_cli(self)
+    }
+}
+
+fn run_cli(cli: Cli) -> Result<()> {
     match cli.cmd {
         Some(Cmd::Gen(g)) => {
             let t = Instant::now();

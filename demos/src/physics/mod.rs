@@ -7,7 +7,7 @@ pub mod exec;
 pub mod plot;
 pub mod sim;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use clap::Parser;
 use executor_core::ShutdownMode;
 use serde::Serialize;
@@ -25,6 +25,10 @@ pub const ENERGY_DRIFT_BOUND: f64 = 1e-3;
 const DEFAULT_DENSITY: f64 = 0.7;
 const DEFAULT_CLUSTERED_DENSITY: f64 = 0.2;
 
+/// What the demo logs when `RUST_LOG` is not set: warnings, and from the supervisor
+/// only errors.
+pub const LOG_FILTER: &str = "warn,supervisor=error";
+
 /// Command line of `demos physics`.
 #[derive(Debug, Parser)]
 #[command(
@@ -34,7 +38,7 @@ const DEFAULT_CLUSTERED_DENSITY: f64 = 0.2;
     allow_negative_numbers = true,
     args_conflicts_with_subcommands = true
 )]
-struct Cli {
+pub struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
     #[command(flatten)]
@@ -315,23 +319,19 @@ pub fn simulate(
     Ok((report, res, geom))
 }
 
-/// Runs the demo with `args` (`args[0]` is the demo name).
+/// Parses `args` (`args[0]` is the demo name) and runs the demo; a usage error is
+/// returned as the error.
 pub fn main(args: Vec<String>) -> Result<()> {
-    let cli = match Cli::try_parse_from(&args) {
-        Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => {
-            // --help / --version
-            print!("{e}");
-            return Ok(());
+    Cli::try_parse_from(args)?.run()
+}
+
+impl Cli {
+    /// Runs the demo (or its benchmark).
+    pub fn run(self) -> Result<()> {
+        match self.cmd {
+            Some(Cmd::Bench(b)) => bench::run(&b),
+            None => run_demo(&self.run),
         }
-        Err(e) => {
-            let msg = e.render().to_string();
-            bail!("{}", msg.trim_start_matches("error: ").trim_end())
-        }
-    };
-    match cli.cmd {
-        Some(Cmd::Bench(b)) => bench::run(&b),
-        None => run_demo(&cli.run),
     }
 }
 

@@ -10,7 +10,7 @@
 use super::crawl::{self, CrawlConfig};
 use super::fetch::FetchConfig;
 use super::site::{Site, SiteConfig};
-use super::{POLICY_THREADS, POLICY_TOKIO, load_policy, policy, window_for};
+use super::{POLICY_RAYON, POLICY_THREADS, POLICY_TOKIO, load_policy, policy, window_for};
 use anyhow::{Context, Result};
 use clap::Args;
 use std::time::Duration;
@@ -101,6 +101,7 @@ pub fn measure(site: &Site, origin: &str, policy_text: &str) -> Result<Measureme
             timeout: Duration::from_secs(5),
             max_body: 4 * 1024 * 1024,
             user_agent: "switchyard-scrape-bench".into(),
+            extra_roots: Vec::new(),
         },
         window_per_host: window_for(loaded.per_host_limit),
         window: 1 << 16,
@@ -157,7 +158,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let big = site(args, args.pages).context("starting the benchmark site")?;
     let small = site(args, args.rate_pages).context("starting the benchmark site")?;
     let mut violations = 0;
-    for (name, (origin, text)) in [("threads", POLICY_THREADS), ("tokio", POLICY_TOKIO)] {
+    for (name, (origin, text)) in [
+        ("threads", POLICY_THREADS),
+        ("rayon", POLICY_RAYON),
+        ("tokio", POLICY_TOKIO),
+    ] {
         let rows = [
             (
                 &big,

@@ -8,7 +8,7 @@
 //! not fill the executor's queues, and spaces requests to a host that asks for a
 //! `Crawl-delay`.
 
-use super::fetch::{FetchConfig, FetchError, Fetcher, Response, any_type, is_html, pause};
+use super::fetch::{FetchConfig, FetchError, Fetcher, Response, any_type, is_html};
 use super::frontier::{Admit, Entry, Frontier, Scope, host_key};
 use super::links;
 use super::robots::Rules;
@@ -91,10 +91,6 @@ pub struct CrawlReport {
     pub links_over_budget: u64,
     /// HTTP requests sent (every attempt, robots.txt included).
     pub requests: u64,
-    /// Requests made with the async client (the task ran on a tokio runtime).
-    pub requests_async: u64,
-    /// Requests made with the blocking client.
-    pub requests_blocking: u64,
     /// Wall time of the crawl.
     pub elapsed_s: f64,
     /// Whether the crawl was stopped early (Ctrl-C).
@@ -370,9 +366,7 @@ pub fn crawl(exec: Arc<dyn Executor>, config: CrawlConfig) -> anyhow::Result<Cra
     let mut r = c.report;
     r.not_fetched = not_fetched;
     r.retries = c.attempts_beyond_first.load(Ordering::SeqCst);
-    r.requests_async = fetcher.async_calls();
-    r.requests_blocking = fetcher.blocking_calls();
-    r.requests = r.requests_async + r.requests_blocking;
+    r.requests = fetcher.requests();
     r.elapsed_s = start.elapsed().as_secs_f64();
     Ok(r)
 }
@@ -585,7 +579,7 @@ impl Crawler {
                 if ctx.attempt() > 1 {
                     retries.fetch_add(1, Ordering::SeqCst);
                     if let Some(d) = crawl_delay {
-                        pause(d).await;
+                        tokio::time::sleep(d).await;
                     }
                 }
                 fetch_page(&fetcher, &url).await

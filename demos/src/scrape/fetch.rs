@@ -1,18 +1,19 @@
-//! One HTTP GET, two clients behind one interface: `reqwest` (async) when the task runs on
-//! a tokio runtime, `ureq` (blocking) everywhere else.
+//! One HTTP GET with one client: async `reqwest`, on every executor the policy names.
 //!
-//! The choice is made per call from where the task is running, not from any setting:
-//! the policy file routes `scrape.*` tasks to an executor, and the fetch adapts to it.
-//! Redirects are never followed by the clients; the crawler sees each 3xx and feeds its
-//! `Location` back through the frontier, so redirect targets are de-duplicated like any link.
+//! The fetch is an ordinary async function that uses tokio I/O and timers. It runs
+//! unchanged on the threads, rayon and tokio backends, because every backend polls async
+//! tasks inside a tokio runtime context (core's portable async). https goes through rustls
+//! on the ring provider ([`tls`](super::tls)). Redirects are never followed by the client;
+//! the crawler sees each 3xx and feeds its `Location` back through the frontier, so
+//! redirect targets are de-duplicated like any link.
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use url::Url;
 
-/// Client settings shared by both clients.
-#[derive(Debug, Clone)]
+/// Client settings.
+#[derive(Debug, Clone, Default)]
 pub struct FetchConfig {
     /// Deadline for one request, from connect to the last body byte.
     pub timeout: Duration,
@@ -20,6 +21,8 @@ pub struct FetchConfig {
     pub max_body: usize,
     /// The `User-Agent` header.
     pub user_agent: String,
+    /// PEM certificates trusted as roots for https, besides the system's.
+    pub extra_roots: Vec<String>,
 }
 
 /// A response as the crawler needs it.
@@ -36,9 +39,8 @@ pub struct Response {
 }
 
 impl Response {
-    /// Status and the headers the crawler reads, without a body. Both clients (reqwest
-    /// and ureq) expose the same `http` types, so one function serves them.
-    fn head(status: ureq::http::StatusCode, headers: &ureq::http::HeaderMap) -> Response {
+    /// Status and the headers the crawler reads, without a body.
+    fn head(status: reqwest::StatusCode, headers: &reqwest::header::HeaderMap) -> Response {
         let header = |name: &str| {
             headers
                 .get(name)
@@ -101,13 +103,11 @@ impl FetchError {
 /// How long a task keeps its slot after abandoning a request at its timeout.
 const ABANDON_PAUSE: Duration = Duration::from_millis(20);
 
-/// Both clients, built once and shared by every task.
+/// The client, built once and shared by every task.
 pub struct Fetcher {
     config: FetchConfig,
-    blocking: ureq::Agent,
-    async_client: reqwest::Client,
-    blocking_calls: AtomicU64,
-    async_calls: AtomicU64,
+    client: reqwest::Client,
+    calls: AtomicU64,
 }
 
 impl fmt::Debug for Fetcher {
@@ -142,73 +142,76 @@ fn root_cause(e: &dyn std::error::Error) -> String {
     cur.to_string()
 }
 
+/// The TLS failure in an error chain, if any: a certificate or handshake problem that no
+/// retry will fix. (rustls errors reach us inside `io::Error`s, whose `source` skips them.)
+fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<rustls::Error>() {
+            return Some(t.to_string());
+        }
+        // An `io::Error` wrapping another error (perhaps another `io::Error`) reports the
+        // wrapped error's source, not the wrapped error: step into it instead.
+        cur = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
+}
+
 impl Fetcher {
-    /// Builds both clients.
+    /// Builds the client: rustls on ring for https, trusting the system's roots and
+    /// `config.extra_roots`.
     pub fn new(config: FetchConfig) -> anyhow::Result<Self> {
-        let blocking: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_global(Some(config.timeout))
-            .max_redirects(0)
-            .http_status_as_error(false)
-            .user_agent(config.user_agent.as_str())
-            .max_idle_connections(512)
-            .max_idle_connections_per_host(128)
-            .build()
-            .into();
-        let async_client = reqwest::Client::builder()
+        super::tls::install_ring_provider();
+        let mut roots = Vec::new();
+        for pem in &config.extra_roots {
+            roots.extend(
+                reqwest::Certificate::from_pem_bundle(pem.as_bytes())
+                    .map_err(|e| anyhow::anyhow!("reading a PEM certificate: {e}"))?,
+            );
+        }
+        let mut builder = reqwest::Client::builder()
             .timeout(config.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(config.user_agent.as_str())
-            .pool_max_idle_per_host(128)
-            .build()?;
+            .pool_max_idle_per_host(128);
+        if !roots.is_empty() {
+            builder = builder.tls_certs_merge(roots);
+        }
+        let client = builder.build()?;
         Ok(Self {
             config,
-            blocking,
-            async_client,
-            blocking_calls: AtomicU64::new(0),
-            async_calls: AtomicU64::new(0),
+            client,
+            calls: AtomicU64::new(0),
         })
     }
 
-    /// Requests made with the blocking client so far.
-    pub fn blocking_calls(&self) -> u64 {
-        self.blocking_calls.load(Ordering::Relaxed)
-    }
-
-    /// Requests made with the async client so far.
-    pub fn async_calls(&self) -> u64 {
-        self.async_calls.load(Ordering::Relaxed)
+    /// Requests sent so far.
+    pub fn requests(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
     }
 
     /// GETs `url`; reads the body of a 2xx answer when `want_body(content_type)` says so.
-    ///
-    /// Uses the async client when called on a tokio runtime, the blocking client otherwise
-    /// (threads and rayon workers drive futures to completion on the worker thread, where
-    /// blocking is what the worker is for).
     pub async fn get(
         &self,
         url: &Url,
         want_body: fn(Option<&str>) -> bool,
     ) -> Result<Response, FetchError> {
         match url.scheme() {
-            "http" => {}
-            "https" => {
-                return Err(FetchError::permanent(
-                    "https is not supported: this build of the demo has no TLS",
-                ));
-            }
+            "http" | "https" => {}
             s => return Err(FetchError::permanent(format!("unsupported scheme '{s}'"))),
         }
-        let r = if tokio::runtime::Handle::try_current().is_ok() {
-            self.async_calls.fetch_add(1, Ordering::Relaxed);
-            self.get_async(url, want_body).await
-        } else {
-            self.blocking_calls.fetch_add(1, Ordering::Relaxed);
-            self.get_blocking(url, want_body)
-        };
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        let r = self.get_inner(url, want_body).await;
         if matches!(&r, Err(e) if e.timed_out) {
             // The abandoned connection is closing; let the server see it go before this
             // task's slot (and so the host's concurrency) goes to the next request.
-            pause(ABANDON_PAUSE).await;
+            tokio::time::sleep(ABANDON_PAUSE).await;
         }
         r
     }
@@ -220,13 +223,15 @@ impl Fetcher {
         ))
     }
 
-    async fn get_async(
+    async fn get_inner(
         &self,
         url: &Url,
         want_body: fn(Option<&str>) -> bool,
     ) -> Result<Response, FetchError> {
         let classify = |e: reqwest::Error| {
-            if e.is_timeout() {
+            if let Some(tls) = tls_failure(&e) {
+                FetchError::permanent(format!("TLS: {tls}"))
+            } else if e.is_timeout() {
                 FetchError::timeout(self.config.timeout)
             } else if e.is_connect() {
                 FetchError::transient(format!("connect failed: {}", root_cause(&e)))
@@ -237,7 +242,7 @@ impl Fetcher {
             }
         };
         let mut resp = self
-            .async_client
+            .client
             .get(url.as_str())
             .send()
             .await
@@ -258,51 +263,6 @@ impl Fetcher {
             out.body = Some(body);
         }
         Ok(out)
-    }
-
-    fn get_blocking(
-        &self,
-        url: &Url,
-        want_body: fn(Option<&str>) -> bool,
-    ) -> Result<Response, FetchError> {
-        let classify = |e: ureq::Error| match e {
-            ureq::Error::Timeout(_) => FetchError::timeout(self.config.timeout),
-            ureq::Error::BodyExceedsLimit(n) => self.too_big(n),
-            ureq::Error::Io(io) => FetchError::transient(format!("I/O error: {io}")),
-            ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
-                FetchError::transient(format!("connect failed: {e}"))
-            }
-            ureq::Error::BadUri(_) | ureq::Error::Http(_) => {
-                FetchError::permanent(format!("bad request: {}", chain(&e)))
-            }
-            other => FetchError::transient(chain(&other)),
-        };
-        let mut resp = self.blocking.get(url.as_str()).call().map_err(classify)?;
-        let mut out = Response::head(resp.status(), resp.headers());
-        if resp.status().is_success() && want_body(out.content_type.as_deref()) {
-            let cap = self.config.max_body as u64;
-            if let Some(n) = resp.body().content_length().filter(|&n| n > cap) {
-                return Err(self.too_big(n));
-            }
-            let body = resp
-                .body_mut()
-                .with_config()
-                .limit(cap)
-                .read_to_vec()
-                .map_err(classify)?;
-            out.body = Some(body);
-        }
-        Ok(out)
-    }
-}
-
-/// Waits `d`: on a tokio runtime without blocking it, elsewhere by sleeping the thread
-/// (a threads or rayon worker driving this task's future).
-pub async fn pause(d: Duration) {
-    if tokio::runtime::Handle::try_current().is_ok() {
-        tokio::time::sleep(d).await;
-    } else {
-        std::thread::sleep(d);
     }
 }
 

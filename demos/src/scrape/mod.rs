@@ -3,8 +3,10 @@
 //!
 //! `demos scrape` starts the test site ([`site`]), crawls it from host 0's root with the
 //! crawler ([`crawl`]) on the executor the policy file describes, and prints a summary
-//! next to what the site's referee counted. `--seeds URL...` or `--urls FILE` crawl those
-//! instead, through the same code. `demos scrape bench` measures throughput against the
+//! next to what the site's referee counted. `--https` serves the site over https with a
+//! certificate made at start ([`tls`]), which the crawler trusts. `--seeds URL...` or
+//! `--urls FILE` crawl those instead, through the same code (`--ca-cert FILE` trusts more
+//! roots). `demos scrape bench` measures throughput against the
 //! bound set by the per-host limits ([`bench`](mod@bench)).
 
 pub mod bench;
@@ -14,6 +16,7 @@ pub mod frontier;
 pub mod links;
 pub mod robots;
 pub mod site;
+pub mod tls;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -33,13 +36,25 @@ pub const POLICY_TOKIO: (&str, &str) = (
     "scrape-tokio.toml",
     include_str!("../../policies/scrape-tokio.toml"),
 );
+/// See [`POLICY_THREADS`].
+pub const POLICY_RAYON: (&str, &str) = (
+    "scrape-rayon.toml",
+    include_str!("../../policies/scrape-rayon.toml"),
+);
 
+/// What the demo logs when `RUST_LOG` is not set: the crawler's own warnings (each URL
+/// given up on, hosts skipped); the supervisor, which repeats each final failure at warn,
+/// only for errors.
+pub const LOG_FILTER: &str = "warn,supervisor=error";
+
+/// Command line of `demos scrape`.
 #[derive(Parser, Debug)]
 #[command(
     name = "demos scrape",
+    bin_name = "demos scrape",
     about = "A polite concurrent crawler against a local multi-host site (or real URLs)"
 )]
-struct Cli {
+pub struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
     #[command(flatten)]
@@ -48,7 +63,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Throughput against the bound set by per-host limits, for both shipped policies.
+    /// Throughput against the bound set by per-host limits, for each shipped policy.
     Bench(bench::BenchArgs),
 }
 
@@ -84,6 +99,13 @@ struct RunArgs {
     /// No progress bar.
     #[arg(long)]
     no_progress: bool,
+    /// Serve the local site over https, with a self-signed certificate made at start
+    /// that the crawler trusts.
+    #[arg(long)]
+    https: bool,
+    /// Trust this PEM certificate (or bundle) as a root for https, besides the system's.
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Vec<PathBuf>,
     #[command(flatten)]
     site: SiteArgs,
 }
@@ -146,29 +168,19 @@ fn load_policy_arg(path: Option<&Path>) -> Result<(String, Loaded)> {
 
 mod policy;
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+/// Parses `args` (`args[0]` is the demo name) and runs the demo; a usage error is
+/// returned as the error.
+pub fn main(args: Vec<String>) -> Result<()> {
+    Cli::try_parse_from(args)?.run()
 }
 
-/// Runs the demo with `args` (`args[0]` is the demo name).
-pub fn main(args: Vec<String>) -> Result<()> {
-    let cli = match Cli::try_parse_from(&args) {
-        Ok(c) => c,
-        Err(e) if !e.use_stderr() => {
-            print!("{e}");
-            return Ok(());
+impl Cli {
+    /// Runs the demo (or its benchmark).
+    pub fn run(self) -> Result<()> {
+        match self.cmd {
+            Some(Cmd::Bench(b)) => bench::run(&b),
+            None => run(self.run),
         }
-        Err(e) => anyhow::bail!("{e}"),
-    };
-    init_tracing();
-    match cli.cmd {
-        Some(Cmd::Bench(b)) => bench::run(&b),
-        None => run(cli.run),
     }
 }
 
@@ -191,6 +203,17 @@ fn run(args: RunArgs) -> Result<()> {
     }
     let own_site = seeds.is_empty() && args.urls.is_none();
     anyhow::ensure!(
+        own_site || !args.https,
+        "--https serves the local site; real URLs say their own scheme"
+    );
+    let mut extra_roots = Vec::new();
+    for f in &args.ca_cert {
+        extra_roots.push(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading certificate {}", f.display()))?,
+        );
+    }
+    anyhow::ensure!(
         own_site || !seeds.is_empty(),
         "no URLs to crawl in {}",
         args.urls.as_deref().unwrap_or(Path::new("")).display()
@@ -206,7 +229,14 @@ fn run(args: RunArgs) -> Result<()> {
             stall: args.timeout * 3,
             ..site::SiteConfig::default()
         };
-        let s = site::Site::start(cfg).context("starting the local test site")?;
+        let s = if args.https {
+            let cert = tls::self_signed(&["127.0.0.1", "localhost"])?;
+            extra_roots.push(cert.cert_pem);
+            site::Site::start_tls(cfg, cert.server)
+        } else {
+            site::Site::start(cfg)
+        }
+        .context("starting the local test site")?;
         seeds = vec![s.roots()[0].clone()];
         Some(s)
     } else {
@@ -231,6 +261,7 @@ fn run(args: RunArgs) -> Result<()> {
             timeout: args.timeout,
             max_body: args.max_body,
             user_agent: format!("{}/0.1", robots::USER_AGENT),
+            extra_roots,
         },
         window_per_host,
         window: 4096,
@@ -314,10 +345,6 @@ pub struct Summary {
     pub robots_disallowed_skipped: u64,
     /// HTTP requests sent.
     pub requests: u64,
-    /// Requests sent by the async client.
-    pub requests_async: u64,
-    /// Requests sent by the blocking client.
-    pub requests_blocking: u64,
     /// The policy file.
     pub policy: String,
     /// The executor fetch tasks were routed to.
@@ -352,8 +379,6 @@ impl Summary {
             redirects: r.redirects,
             robots_disallowed_skipped: r.robots_disallowed_skipped,
             requests: r.requests,
-            requests_async: r.requests_async,
-            requests_blocking: r.requests_blocking,
             policy: policy.to_string(),
             executor: loaded.executor_name.clone(),
             interrupted: r.interrupted,
@@ -393,13 +418,7 @@ impl Summary {
                     r.links_out_of_scope, r.links_duplicate, r.links_over_budget
                 ),
             ),
-            (
-                "requests (async/blocking)",
-                format!(
-                    "{} ({}/{})",
-                    self.requests, self.requests_async, self.requests_blocking
-                ),
-            ),
+            ("requests", self.requests.to_string()),
             ("requests per second", format!("{:.1}", self.requests_per_s)),
             ("per-host limit (policy)", opt(self.per_host_limit)),
             (

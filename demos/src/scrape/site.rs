@@ -14,9 +14,12 @@ use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
 
 /// How the generated site looks and misbehaves.
 #[derive(Debug, Clone)]
@@ -189,6 +192,8 @@ struct GapTracker {
 /// The immutable description of the site, shared by every host.
 struct SiteModel {
     config: SiteConfig,
+    /// `http`, or `https` when the site serves TLS.
+    scheme: &'static str,
     /// `127.0.0.1:PORT` of every host, in host order.
     authorities: Vec<String>,
     /// `127.0.0.1:PORT` where nothing listens.
@@ -291,7 +296,7 @@ impl SiteModel {
                 if h > 1 {
                     let next = (host + 1) % h;
                     out.push(Link {
-                        href: format!("http://{}/", self.authorities[next]),
+                        href: format!("{}://{}/", self.scheme, self.authorities[next]),
                         page: Some((next, "/".into())),
                     });
                 }
@@ -315,7 +320,7 @@ impl SiteModel {
                         });
                     }
                     out.push(Link {
-                        href: format!("http://{}/", self.dead),
+                        href: format!("{}://{}/", self.scheme, self.dead),
                         page: None,
                     });
                 }
@@ -337,7 +342,7 @@ impl SiteModel {
                         0 => format!("/p/{j}#section-{k}"),
                         1 => format!("/p/./{j}"),
                         2 => format!("../p/{j}"),
-                        3 => format!("http://{}/p/{j}", self.authorities[host]),
+                        3 => format!("{}://{}/p/{j}", self.scheme, self.authorities[host]),
                         _ => path.clone(),
                     };
                     out.push(Link {
@@ -350,10 +355,11 @@ impl SiteModel {
                         let r = self.hash(host, i, 200 + k as u64);
                         let other = (host + 1 + (r % (h as u64 - 1)) as usize) % h;
                         let j = ((r >> 20) % n as u64) as usize;
+                        // Some schemes upper-cased, which a normaliser must fold.
                         let scheme = if (r >> 50).is_multiple_of(4) {
-                            "HTTP"
+                            self.scheme.to_ascii_uppercase()
                         } else {
-                            "http"
+                            self.scheme.to_string()
                         };
                         out.push(Link {
                             href: format!("{scheme}://{}/p/{j}", self.authorities[other]),
@@ -587,9 +593,80 @@ async fn route(st: &HostState, path: &str, nth: u64) -> Response {
     html_response(StatusCode::NOT_FOUND, model.html("not found", &[]))
 }
 
+/// A listener that hands axum TLS streams: a task accepts TCP connections and runs each
+/// handshake on its own task, so a slow or failed handshake holds up no other client.
+struct TlsListener {
+    incoming: tokio::sync::mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+}
+
+/// How long a client may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl TlsListener {
+    /// Starts accepting on `tcp` (call on the site's runtime).
+    fn new(tcp: TcpListener, config: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
+        let local = tcp.local_addr()?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let (tx, incoming) = tokio::sync::mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = match tcp.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of descriptors and the like: wait, then try again.
+                        tracing::debug!("test site accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send((tls, peer)).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        });
+        Ok(Self { incoming, local })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.incoming.recv().await {
+            Some(c) => c,
+            // The accepting task is gone (the runtime is shutting down): no more clients.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
 impl Site {
-    /// Starts every host on its own loopback port, served by a small runtime the site owns.
+    /// Starts every host on its own loopback port, served over plain HTTP by a small
+    /// runtime the site owns.
     pub fn start(config: SiteConfig) -> Result<Site> {
+        Self::start_with(config, None)
+    }
+
+    /// Like [`start`](Self::start), but every host serves https with `tls` (whose
+    /// certificate must name `127.0.0.1`), and the site's links say `https://`.
+    pub fn start_tls(config: SiteConfig, tls: Arc<rustls::ServerConfig>) -> Result<Site> {
+        Self::start_with(config, Some(tls))
+    }
+
+    fn start_with(config: SiteConfig, tls: Option<Arc<rustls::ServerConfig>>) -> Result<Site> {
         anyhow::ensure!(config.hosts >= 1, "the site needs at least one host");
         anyhow::ensure!(
             config.pages_per_host >= 1,
@@ -626,6 +703,7 @@ impl Site {
             .collect();
         let model = Arc::new(SiteModel {
             config,
+            scheme: if tls.is_some() { "https" } else { "http" },
             authorities,
             dead,
             huge: Bytes::from(huge),
@@ -646,11 +724,26 @@ impl Site {
                 gaps: Mutex::new(GapTracker::default()),
             });
             let app = axum::Router::new().fallback(handle).with_state(st.clone());
-            runtime.spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    tracing::error!("test site host {index} stopped: {e}");
+            match &tls {
+                None => {
+                    runtime.spawn(async move {
+                        if let Err(e) = axum::serve(listener, app).await {
+                            tracing::error!("test site host {index} stopped: {e}");
+                        }
+                    });
                 }
-            });
+                Some(config) => {
+                    let listener = {
+                        let _entered = runtime.enter();
+                        TlsListener::new(listener, config.clone())?
+                    };
+                    runtime.spawn(async move {
+                        if let Err(e) = axum::serve(listener, app).await {
+                            tracing::error!("test site host {index} stopped: {e}");
+                        }
+                    });
+                }
+            }
             hosts.push(st);
         }
         Ok(Site {
@@ -660,12 +753,12 @@ impl Site {
         })
     }
 
-    /// `http://127.0.0.1:PORT/` of every host, in host order.
+    /// `http://127.0.0.1:PORT/` (or `https://`) of every host, in host order.
     pub fn roots(&self) -> Vec<String> {
         self.model
             .authorities
             .iter()
-            .map(|a| format!("http://{a}/"))
+            .map(|a| format!("{}://{a}/", self.model.scheme))
             .collect()
     }
 
