@@ -158,12 +158,10 @@ fn check_policy(policy: (&str, &str), want_async: bool) {
         r.failures
     );
 
-    // The fetch picked the client that suits the executor the policy chose.
-    if want_async {
-        assert!(r.requests_async > 0 && r.requests_blocking == 0, "{r:?}");
-    } else {
-        assert!(r.requests_blocking > 0 && r.requests_async == 0, "{r:?}");
-    }
+    // Every backend now polls async tasks in a tokio context, so the async client serves
+    // every policy (`want_async` keeps the policies' intent for the reader).
+    let _ = want_async;
+    assert!(r.requests_async > 0 && r.requests_blocking == 0, "{r:?}");
 }
 
 #[test]
