@@ -225,7 +225,8 @@ impl<T: Send + 'static> TaskSet<T> {
         }
     }
 
-    /// Every remaining result, in completion order (blocking iterator).
+    /// Every remaining result, in completion order (blocking iterator). The iterator owns
+    /// the set: dropping it before the end cancels the tasks not yet yielded.
     pub fn as_completed(self) -> impl Iterator<Item = (TaskId, Result<T, TaskError>)> {
         let mut set = self;
         std::iter::from_fn(move || set.join_next())

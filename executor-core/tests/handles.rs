@@ -33,6 +33,9 @@ fn a_panic_payload_survives_for_resume_unwind() {
         .wait()
         .unwrap_err();
     assert!(err.is_panic());
+    // Keeping the payload (only `Send`) does not cost the error its `Sync`.
+    fn shareable<E: Send + Sync + 'static>(_: &E) {}
+    shareable(&err);
     let payload = err.into_panic();
     let resume = std::panic::AssertUnwindSafe(|| std::panic::resume_unwind(payload));
     let caught = std::panic::catch_unwind(resume).unwrap_err();

@@ -1,9 +1,11 @@
 //! A task that waits for a task it submitted to its own pool: the waiting worker runs the
-//! queued job itself instead of deadlocking the pool, even with a single worker.
+//! queued job itself instead of deadlocking the pool, even with a single worker, and
+//! trees of such waits of any shape finish on pools of any size.
 
 use executor_core::testing::{BOUND, wait_bounded};
-use executor_core::{Executor, ExecutorExt, ShutdownMode};
+use executor_core::{Executor, ExecutorExt, ShutdownMode, TaskHandle};
 use executor_threads::ThreadsExecutor;
+use proptest::prelude::*;
 use std::sync::{Arc, Weak};
 
 #[test]
@@ -28,4 +30,44 @@ fn a_task_waiting_on_its_own_single_worker_pool_helps_instead_of_deadlocking() {
     assert_eq!(answer, 42);
     let report = exec.shutdown(ShutdownMode::Graceful(BOUND));
     assert_eq!(report.stats.completed, 3, "{:?}", report.stats);
+}
+
+/// A task that counts the leaves of a tree by submitting one task per child to its own
+/// pool and waiting for each; leaves alternate between closures and futures.
+fn count_leaves(
+    pool: &Arc<ThreadsExecutor>,
+    fanout: Arc<Vec<usize>>,
+    depth: usize,
+) -> TaskHandle<u64> {
+    if depth == fanout.len() {
+        return if depth % 2 == 0 {
+            pool.submit(|| 1)
+        } else {
+            pool.submit_async(async { 1 })
+        };
+    }
+    let own = pool.clone();
+    pool.submit(move || {
+        let children: Vec<_> = (0..fanout[depth])
+            .map(|_| count_leaves(&own, fanout.clone(), depth + 1))
+            .collect();
+        children.into_iter().map(|h| h.wait().unwrap()).sum()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    /// Nested waits of any shape on a pool of any size finish: every waiting worker helps.
+    #[test]
+    fn nested_waits_on_a_small_pool_always_finish(
+        workers in 1usize..=3,
+        fanout in proptest::collection::vec(1usize..=4, 0..=3),
+    ) {
+        let exec = Arc::new(ThreadsExecutor::builder("tree").workers(workers).build().unwrap());
+        let expected: u64 = fanout.iter().map(|&f| f as u64).product();
+        let root = count_leaves(&exec, Arc::new(fanout), 0);
+        prop_assert_eq!(wait_bounded(root, "a tree of nested waits").unwrap(), expected);
+        let report = exec.shutdown(ShutdownMode::Graceful(BOUND));
+        prop_assert!(report.stats.is_balanced(), "{:?}", report.stats);
+    }
 }
