@@ -69,7 +69,7 @@
 //!
 //! # Policy
 //!
-//! With the `supervisor` feature, [`register`] adds `backend = "process"` to a
+//! With the `supervisor` feature, `register` adds `backend = "process"` to a
 //! supervisor's registry, with the keys `workers`, `max_tasks_per_child`,
 //! `memory_limit`, `start_timeout` and `codec`.
 #![deny(unsafe_code)]
