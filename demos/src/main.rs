@@ -11,6 +11,8 @@ fn usage() -> String {
 }
 
 fn main() -> anyhow::Result<()> {
+    // In a worker process of a `backend = "process"` pool: serve named tasks, never return.
+    executor_process::worker_hook(demos::worker_tasks);
     // Logs go to stderr. Demos log their own failures; the supervisor repeats each final
     // failure at warn, so by default it only speaks up for errors. RUST_LOG=info (or
     // debug) shows routing, retries and every failure.

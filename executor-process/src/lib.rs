@@ -83,4 +83,4 @@ mod worker;
 pub use pool::{BuildError, Builder, ProcessExecutor};
 #[cfg(feature = "supervisor")]
 pub use registry::register;
-pub use worker::{is_worker, worker_hook};
+pub use worker::{is_worker, worker_hook, worker_pool_name};

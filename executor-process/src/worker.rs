@@ -12,6 +12,11 @@ pub fn is_worker() -> bool {
     std::env::var_os(WORKER_ENV).is_some()
 }
 
+/// In a worker, the name of the pool (its executor name in the policy) that started it.
+pub fn worker_pool_name() -> Option<String> {
+    std::env::var(WORKER_ENV).ok()
+}
+
 /// The worker hook: call it first thing in `main`.
 ///
 /// In a process the pool started, it runs the worker loop with the tasks `tasks` returns
