@@ -51,6 +51,19 @@ static HOG: Task<usize, usize> = Task::new("t.hog", |_ctx, mib: usize| {
 static BAD_RESULT: Task<u8, BTreeMap<(u8, u8), u8>> = Task::new("t.bad_result", |_ctx, x: u8| {
     Ok(BTreeMap::from([((x, x), x)]))
 });
+/// Fails the first time it sees `path` (leaving the file behind), succeeds after: a task
+/// that needs a retry, across processes (each attempt may run in another worker).
+static FLAKY: Task<String, u32> = Task::new("t.flaky", |_ctx, path: String| {
+    if std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .is_ok()
+    {
+        return Err("first attempt fails".into());
+    }
+    Ok(std::process::id())
+});
 /// Declared here but not registered in the workers.
 static UNKNOWN: Task<(), ()> = Task::new("t.unknown", |_ctx, ()| Ok(()));
 /// The caller sends a string; the worker's task of this name takes a number.
@@ -71,6 +84,7 @@ fn worker_tasks() -> Tasks {
         .with(&HOG)
         .with(&BAD_RESULT)
         .with(&MISMATCH_WORKER)
+        .with(&FLAKY)
 }
 
 fn wait<T: Send + 'static>(mut h: TaskHandle<T>) -> Result<T, TaskError> {
@@ -289,6 +303,10 @@ fn timeout_and_cancel_end_the_worker_running_the_task() {
         [[route]]
         match = { name = "t.spin" }
         timeout = "300ms"
+
+        [[route]]
+        match = { name = "t.{flaky,fail}" }
+        retries = { max = 2, backoff = "1ms", jitter = false }
         "#,
         "test-policy.toml",
     )
@@ -310,10 +328,29 @@ fn timeout_and_cancel_end_the_worker_running_the_task() {
     assert!(wait(h).unwrap_err().is_cancelled());
     assert_all_gone(&[fresh]);
     assert_eq!(wait(sup.call(&ECHO, 9)).unwrap(), 9);
+
+    // The route's retries apply to named tasks as to closures: each attempt goes back
+    // to a worker.
+    let marker = std::env::temp_dir().join(format!("switchyard-flaky-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let pid = wait(sup.call(&FLAKY, marker.display().to_string())).unwrap();
+    assert_ne!(pid, std::process::id());
+    std::fs::remove_file(&marker).unwrap();
+    let err = call_error(wait(sup.call(&FAIL, 1)).unwrap_err());
+    assert!(err.is_failed(), "{err}");
     let ledger = sup.shutdown_ledger(ShutdownMode::Graceful(BOUND));
     assert!(ledger.is_balanced(), "{ledger:?}");
     assert_eq!(ledger.counts.timed_out, 1, "{ledger:?}");
     assert_eq!(ledger.counts.cancelled, 1, "{ledger:?}");
+    assert_eq!(ledger.counts.failed, 1, "{ledger:?}");
+    let proc = &ledger
+        .executors
+        .iter()
+        .find(|e| e.executor == "proc")
+        .unwrap()
+        .stats;
+    // Attempts: flaky 2 (1 failed), fail 3 (all failed).
+    assert_eq!(proc.failed, 4, "{proc:?}");
 }
 
 fn no_worker_outlives_a_shutdown() {
