@@ -118,6 +118,15 @@ impl TaskMeta {
     /// call (name, arguments, result slot) here, so a backend that runs tasks elsewhere
     /// (another process, a queue) can find it in an erased [`Job`](crate::Job). Core
     /// never looks at it, and it takes no part in equality, hashing or routing.
+    ///
+    /// ```
+    /// use executor_core::TaskMeta;
+    /// use std::sync::Arc;
+    /// let meta = TaskMeta::new("img.resize").with_extension(Arc::new(7u32));
+    /// let ext = meta.extension().and_then(|e| e.downcast_ref::<u32>());
+    /// assert_eq!(ext, Some(&7));
+    /// assert_eq!(meta, TaskMeta::new("img.resize"));
+    /// ```
     pub fn with_extension(
         mut self,
         value: std::sync::Arc<dyn std::any::Any + Send + Sync>,
