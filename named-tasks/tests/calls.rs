@@ -134,8 +134,14 @@ fn a_loopback_remote_encodes_and_answers_in_both_codecs() {
         assert!(err.to_string().contains("map.tuple"), "{err}");
         // Counts are final once the executor has shut down (a worker records an end just
         // after the handle resolves).
-        let stats = exec.shutdown(ShutdownMode::Graceful(Duration::from_secs(5))).stats;
-        assert_eq!((stats.completed, stats.failed, stats.panicked), (2, 2, 1), "{stats:?}");
+        let stats = exec
+            .shutdown(ShutdownMode::Graceful(Duration::from_secs(5)))
+            .stats;
+        assert_eq!(
+            (stats.completed, stats.failed, stats.panicked),
+            (2, 2, 1),
+            "{stats:?}"
+        );
     }
 }
 
