@@ -461,10 +461,27 @@ fn main() {
             no_worker_outlives_a_killed_parent,
         ),
     ];
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
+    // libtest's command line, as far as it matters here: name filters, `--list`, and
+    // flags (some with a value, e.g. `--test-threads 2`) that do not apply.
+    let mut filter = Vec::new();
+    let mut list = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--list" => list = true,
+            "--test-threads" | "--skip" | "--format" | "--color" | "--logfile" | "-Z" => {
+                args.next();
+            }
+            a if a.starts_with('-') => {}
+            _ => filter.push(arg),
+        }
+    }
+    if list {
+        for (name, _) in tests {
+            println!("{name}: test");
+        }
+        return;
+    }
     let mut failed = 0;
     for (name, test) in tests {
         if !filter.is_empty() && !filter.iter().any(|f| name.contains(f.as_str())) {
