@@ -18,7 +18,7 @@ pub struct CallError {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Kind {
-    /// The worker answered with an error.
+    /// A protocol error kind: the worker's answer, or a payload check on this side.
     Worker(ErrorKind),
     /// The process running the task died: a signal or an exit code.
     Crashed {
@@ -30,7 +30,8 @@ enum Kind {
 }
 
 impl CallError {
-    /// The worker answered `kind` with `message` for the task called `task`.
+    /// An error of protocol kind `kind` for the task called `task`: a worker's answer, or
+    /// a payload that would not encode or decode on this side (`BadArgs`, `BadResult`).
     pub fn worker(task: impl Into<String>, kind: ErrorKind, message: impl Into<String>) -> Self {
         Self {
             task: task.into(),
@@ -74,7 +75,7 @@ impl CallError {
         &self.message
     }
 
-    /// The worker's error kind, when the worker answered.
+    /// The protocol error kind (not for crashes and lost workers).
     pub fn kind(&self) -> Option<ErrorKind> {
         match self.kind {
             Kind::Worker(k) => Some(k),
