@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 const BOUND: Duration = Duration::from_secs(30);
 
 static ECHO: Task<u64, u64> = Task::new("t.echo", |_ctx, x: u64| Ok(x));
+static ASYNC_DOUBLE: Task<u64, u64> = Task::new_async("t.async_double", |_ctx, x: u64| {
+    Box::pin(async move { Ok(x * 2) })
+});
 static PID: Task<(), u32> = Task::new("t.pid", |_ctx, ()| Ok(std::process::id()));
 static SLEEP: Task<u64, u32> = Task::new("t.sleep", |_ctx, ms: u64| {
     std::thread::sleep(Duration::from_millis(ms));
@@ -85,6 +88,7 @@ fn worker_tasks() -> Tasks {
         .with(&BAD_RESULT)
         .with(&MISMATCH_WORKER)
         .with(&FLAKY)
+        .with(&ASYNC_DOUBLE)
 }
 
 fn wait<T: Send + 'static>(mut h: TaskHandle<T>) -> Result<T, TaskError> {
@@ -265,12 +269,14 @@ fn bad_input_gets_a_clear_error_and_is_counted() {
             5,
             "the worker still serves"
         );
+        let doubled = wait(exec.call(&ASYNC_DOUBLE, 21)).unwrap();
+        assert_eq!(doubled, 42, "async tasks travel");
         let report = exec.shutdown(ShutdownMode::Graceful(BOUND));
         let s = report.stats;
         assert!(s.is_balanced(), "{s:?}");
         assert_eq!(s.rejected, 1, "{s:?}");
         let bad = if codec == Codec::Json { 3 } else { 2 };
-        assert_eq!((s.failed, s.completed), (bad, 4 - bad), "{codec}: {s:?}");
+        assert_eq!((s.failed, s.completed), (bad, 5 - bad), "{codec}: {s:?}");
     }
 }
 
