@@ -385,11 +385,16 @@ fn no_worker_outlives_a_shutdown() {
             assert!(e.is_cancelled() || e.is_shutdown(), "{e}");
         }
     }
-    // An idle pool shut down gracefully ends its workers too.
-    let exec = pool(2).build().unwrap();
+    // Within its deadline a graceful shutdown runs what is queued, then ends the workers.
+    let exec = pool(1).build().unwrap();
     let pids = exec.worker_pids();
-    assert_eq!(wait(exec.call(&ECHO, 1)).unwrap(), 1);
-    exec.shutdown(ShutdownMode::Graceful(BOUND));
+    let handles: Vec<_> = (0..3).map(|_| exec.call(&SLEEP, 50)).collect();
+    let report = exec.shutdown(ShutdownMode::Graceful(BOUND));
+    assert!(report.not_started.is_empty() && !report.deadline_passed);
+    assert_eq!(report.stats.completed, 3, "{:?}", report.stats);
+    for h in handles {
+        assert_eq!(wait(h).unwrap(), pids[0]);
+    }
     assert_all_gone(&pids);
 }
 
