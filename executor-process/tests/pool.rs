@@ -280,6 +280,24 @@ fn bad_input_gets_a_clear_error_and_is_counted() {
     }
 }
 
+fn a_binary_without_the_hook_fails_to_start_with_a_hint() {
+    // Exits at once: no hello.
+    let err = ProcessExecutor::builder("proc")
+        .program("true")
+        .build()
+        .unwrap_err();
+    assert!(err.is_worker_start(), "{err}");
+    assert!(err.to_string().contains("worker_hook"), "{err}");
+    // Waits for input forever: killed at the start timeout.
+    let err = ProcessExecutor::builder("proc")
+        .program("cat")
+        .start_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("SIGKILL"), "{err}");
+    println!("  {err}");
+}
+
 fn max_tasks_per_child_recycles_workers() {
     let exec = pool(1).max_tasks_per_child(Some(2)).build().unwrap();
     let pids: Vec<u32> = (0..6).map(|_| wait(exec.call(&PID, ())).unwrap()).collect();
@@ -454,6 +472,10 @@ fn main() {
         (
             "bad_input_gets_a_clear_error_and_is_counted",
             bad_input_gets_a_clear_error_and_is_counted,
+        ),
+        (
+            "a_binary_without_the_hook_fails_to_start_with_a_hint",
+            a_binary_without_the_hook_fails_to_start_with_a_hint,
         ),
         (
             "max_tasks_per_child_recycles_workers",
