@@ -13,6 +13,19 @@ pub mod scrape;
 
 use clap::{Parser, Subcommand};
 
+/// The named tasks the demos may send to worker processes: the `demos` binary's worker
+/// hook (`executor_process::worker_hook`) serves these.
+pub fn worker_tasks() -> named_tasks::Tasks {
+    named_tasks::Tasks::new().with(&framework::SQUARES)
+}
+
+/// The backends a demo's policy may name: the supervisor's built-ins and `process`.
+pub fn registry() -> supervisor::Registry {
+    let mut registry = supervisor::Registry::with_builtins();
+    executor_process::register(&mut registry);
+    registry
+}
+
 /// The `demos` command line.
 #[derive(Parser, Debug)]
 #[command(

@@ -7,6 +7,8 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    // In a worker process of a `backend = "process"` pool: serve named tasks, never return.
+    executor_process::worker_hook(demos::worker_tasks);
     let cli = demos::Cli::parse();
     // The one subscriber of the process, with the chosen demo's default level.
     demos::init_tracing(cli.demo.default_log_filter());

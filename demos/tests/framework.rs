@@ -64,3 +64,48 @@ fn another_policy_moves_every_task_with_no_code_change() {
     );
     assert_eq!(report.ledger.counts.failed, 1);
 }
+
+#[test]
+fn the_process_policy_runs_the_sums_in_worker_processes() {
+    // The demos binary itself: its main starts with the worker hook, which a test
+    // binary's main cannot.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_demos"))
+        .args(["framework", "--download-ms", "5", "--policy"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/policies/framework-process.toml"
+        ))
+        .output()
+        .expect("the demos binary runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (name, sum) in [
+        ("compute.squares5000000", SUM_5M),
+        ("compute.squares6000000", SUM_6M),
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.contains(name) && l.contains("ok:"))
+            .unwrap_or_else(|| panic!("no line for {name} in:\n{stdout}"));
+        assert!(line.contains("[proc ]"), "{line}");
+        assert!(line.contains(&format!("ok: {sum}")), "{line}");
+        // "(worker pid W, parent P)" with W != P.
+        let pids: Vec<u32> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|s| !s.is_empty())
+            .map(|s| s.parse().unwrap())
+            .rev()
+            .take(2)
+            .collect();
+        assert_eq!(pids.len(), 2, "{line}");
+        assert_ne!(pids[0], pids[1], "{line}");
+    }
+    assert!(
+        stdout.contains("submitted 8 = completed 7 + failed 1"),
+        "{stdout}"
+    );
+}

@@ -44,6 +44,31 @@ pub struct TaskMeta {
     name: Cow<'static, str>,
     tags: Vec<Cow<'static, str>>,
     key: Option<String>,
+    extension: Extension,
+}
+
+/// An opaque value a crate above core attaches to a task's meta (see
+/// [`TaskMeta::with_extension`]). Not part of the task's identity: metas that differ only
+/// in it compare equal and hash alike.
+#[derive(Clone, Default)]
+struct Extension(Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>);
+
+impl PartialEq for Extension {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Extension {}
+
+impl std::hash::Hash for Extension {
+    fn hash<H: std::hash::Hasher>(&self, _: &mut H) {}
+}
+
+impl fmt::Debug for Extension {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
 }
 
 impl TaskMeta {
@@ -53,6 +78,7 @@ impl TaskMeta {
             name: name.into(),
             tags: Vec::new(),
             key: None,
+            extension: Extension(None),
         }
     }
 
@@ -87,6 +113,32 @@ impl TaskMeta {
     pub fn key(&self) -> Option<&str> {
         self.key.as_deref()
     }
+
+    /// Attaches a type-erased value for crates above core: the named-task crate puts the
+    /// call (name, arguments, result slot) here, so a backend that runs tasks elsewhere
+    /// (another process, a queue) can find it in an erased [`Job`](crate::Job). Core
+    /// never looks at it, and it takes no part in equality, hashing or routing.
+    ///
+    /// ```
+    /// use executor_core::TaskMeta;
+    /// use std::sync::Arc;
+    /// let meta = TaskMeta::new("img.resize").with_extension(Arc::new(7u32));
+    /// let ext = meta.extension().and_then(|e| e.downcast_ref::<u32>());
+    /// assert_eq!(ext, Some(&7));
+    /// assert_eq!(meta, TaskMeta::new("img.resize"));
+    /// ```
+    pub fn with_extension(
+        mut self,
+        value: std::sync::Arc<dyn std::any::Any + Send + Sync>,
+    ) -> Self {
+        self.extension = Extension(Some(value));
+        self
+    }
+
+    /// The value attached with [`with_extension`](Self::with_extension), if any.
+    pub fn extension(&self) -> Option<&std::sync::Arc<dyn std::any::Any + Send + Sync>> {
+        self.extension.0.as_ref()
+    }
 }
 
 impl Default for TaskMeta {
@@ -100,6 +152,7 @@ pub(crate) static ANONYMOUS: TaskMeta = TaskMeta {
     name: Cow::Borrowed("task"),
     tags: Vec::new(),
     key: None,
+    extension: Extension(None),
 };
 
 /// A shared [`TaskMeta`]: a static one for anonymous tasks (no reference counting on the

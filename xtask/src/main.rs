@@ -11,7 +11,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   demo [NAME] [-- ARGS]   run one demo (or every demo, one after another, on defaults)
-  bench NAME [-- ARGS]    run a benchmark (release build); names: overhead, scrape, logs, physics, jobs
+  bench NAME [-- ARGS]    run a benchmark (release build); names: overhead, scrape, logs, physics, jobs, process
   ci                      fmt check, clippy -D warnings, tests, docs with warnings denied
 ";
 
@@ -106,9 +106,24 @@ fn demo(rest: &[String]) -> Result<()> {
 fn bench(rest: &[String]) -> Result<()> {
     let (name, args) = name_and_args(rest);
     let Some(name) = name else {
-        bail!("bench needs a name: overhead, scrape, logs, physics, jobs");
+        bail!("bench needs a name: overhead, scrape, logs, physics, jobs, process");
     };
     let mut cmd = cargo();
+    if name == "process" {
+        // The worker-process pool: its own binary, which is also its workers'.
+        cmd.args([
+            "run",
+            "--release",
+            "--quiet",
+            "--package",
+            "executor-process",
+            "--example",
+            "bench",
+            "--",
+        ]);
+        cmd.args(args);
+        return run(cmd).context("bench process");
+    }
     cmd.args(["run", "--release", "--quiet", "--package", "demos", "--bin"]);
     cmd.arg(if name == "overhead" {
         "bench-overhead"

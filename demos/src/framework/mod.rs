@@ -4,15 +4,31 @@
 //!
 //! `cargo xtask demo framework` runs it on `demos/policies/framework.toml` (built in);
 //! `cargo xtask demo framework -- --policy FILE` runs the same tasks under another policy
-//! with no rebuild.
+//! with no rebuild. The CPU sums are a named task ([`SQUARES`]), so a policy can also send
+//! them to worker processes (`demos/policies/framework-process.toml`); their lines then
+//! show the worker's pid next to the parent's.
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use executor_core::{ShutdownMode, TaskContext, TaskError, TaskMeta};
+use named_tasks::Task;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use supervisor::{Finished, Supervisor, TaskQueue};
+use supervisor::{Finished, PolicyConfig, Supervisor, TaskQueue};
+
+/// The CPU step as a named task, so it can leave the process: the sum of `i * i` for `i`
+/// in `0..n`, with where it ran (executor, process id). Tagged `cpu` for routing.
+pub static SQUARES: Task<u64, (String, u32, String)> =
+    Task::new("compute.squares", |ctx, n: u64| {
+        let sum = sum_of_squares(n, ctx)?;
+        Ok((
+            executor_of_current_thread(),
+            std::process::id(),
+            sum.to_string(),
+        ))
+    })
+    .with_tags(&["cpu"]);
 
 /// The default policy, built in so the demo needs no files.
 pub const DEFAULT_POLICY: &str = include_str!("../../policies/framework.toml");
@@ -48,6 +64,8 @@ pub struct TaskLine {
     pub executor: String,
     /// The task's value, or the error it ended with.
     pub outcome: Result<String, String>,
+    /// The process that ran it (the demo's own, unless a worker process did).
+    pub pid: u32,
 }
 
 /// What a run of the demo produced.
@@ -67,8 +85,11 @@ impl Report {
 }
 
 /// The executor a worker thread belongs to: backends name their threads after the
-/// executor (`io-3`, `cpu-0`, `net-worker`).
+/// executor (`io-3`, `cpu-0`, `net-worker`); a worker process knows its pool's name.
 pub fn executor_of_current_thread() -> String {
+    if let Some(pool) = executor_process::worker_pool_name() {
+        return pool;
+    }
     let name = std::thread::current().name().unwrap_or("").to_owned();
     let base = name.strip_suffix("-worker").unwrap_or(&name);
     match base.rsplit_once('-') {
@@ -101,7 +122,50 @@ pub fn run(sup: Arc<Supervisor>, download: Duration, print: bool) -> Result<Repo
         }
     });
 
-    // A producer thread feeds the queue: five downloads, two CPU jobs and one that fails.
+    // A producer thread feeds the queue: five downloads and one that fails. The two CPU
+    // sums are named tasks, called on the supervisor directly (the queue takes closures,
+    // which cannot leave the process); a thread per sum reports it as it ends.
+    let me = std::process::id();
+    let sums: Vec<_> = [5_000_000u64, 6_000_000]
+        .into_iter()
+        .map(|n| {
+            let label = format!("compute.squares{n}");
+            let routed = sup.explain(&SQUARES.meta()).executor().to_owned();
+            let handle = SQUARES.call(&*sup, n);
+            std::thread::spawn(move || {
+                let line = match handle.wait() {
+                    Ok((executor, pid, sum)) => TaskLine {
+                        task: label,
+                        executor,
+                        outcome: Ok(sum),
+                        pid,
+                    },
+                    Err(e) => TaskLine {
+                        task: label,
+                        executor: routed,
+                        outcome: Err(e.to_string()),
+                        pid: me,
+                    },
+                };
+                if print {
+                    let pid = if line.pid == me {
+                        String::new()
+                    } else {
+                        format!("  (worker pid {}, parent {me})", line.pid)
+                    };
+                    match &line.outcome {
+                        Ok(v) => {
+                            println!("  [{:<5}] {:<24} ok: {v}{pid}", line.executor, line.task)
+                        }
+                        Err(e) => {
+                            println!("  [{:<5}] {:<24} FAILED: {e}", line.executor, line.task)
+                        }
+                    }
+                }
+                line
+            })
+        })
+        .collect();
     let producer = queue.producer();
     let feeder = std::thread::spawn(move || {
         for i in 1..=5u32 {
@@ -113,13 +177,6 @@ pub fn run(sup: Arc<Supervisor>, download: Duration, print: bool) -> Result<Repo
                 Ok::<_, TaskError>((executor_of_current_thread(), format!("{url} -> 200 OK")))
             });
         }
-        for n in [5_000_000u64, 6_000_000] {
-            let meta = TaskMeta::new(format!("compute.squares{n}")).with_tag("cpu");
-            producer.push(meta, move |ctx| {
-                let sum = sum_of_squares(n, ctx)?;
-                Ok::<_, executor_core::Cancelled>((executor_of_current_thread(), sum.to_string()))
-            });
-        }
         producer.push(TaskMeta::new("validate.report"), |_ctx| {
             Err::<(String, String), _>(std::io::Error::other("checksum mismatch in item 3"))
         });
@@ -129,21 +186,29 @@ pub fn run(sup: Arc<Supervisor>, download: Duration, print: bool) -> Result<Repo
         .map_err(|_| anyhow::anyhow!("the producer thread panicked"))?;
 
     let finished = queue.close().finished;
-    let lines = finished
+    let mut lines: Vec<TaskLine> = finished
         .into_iter()
         .map(|f| match f.result {
             Ok((executor, value)) => TaskLine {
                 task: f.name,
                 executor,
                 outcome: Ok(value),
+                pid: me,
             },
             Err(e) => TaskLine {
                 task: f.name,
                 executor: f.executor,
                 outcome: Err(e.to_string()),
+                pid: me,
             },
         })
         .collect();
+    for sum in sums {
+        lines.push(
+            sum.join()
+                .map_err(|_| anyhow::anyhow!("a reporting thread panicked"))?,
+        );
+    }
     let ledger = sup.shutdown_ledger(ShutdownMode::Graceful(Duration::from_secs(10)));
     Ok(Report { lines, ledger })
 }
@@ -162,13 +227,18 @@ impl Cli {
 }
 
 fn run_demo(args: Cli) -> Result<()> {
+    // The registry adds `backend = "process"` to the built-in backends.
     let (sup, origin) = match &args.policy {
         Some(path) => (
-            Supervisor::from_file(path).with_context(|| "the policy file was rejected")?,
+            PolicyConfig::from_file(path)
+                .and_then(|config| Supervisor::with_registry(config, crate::registry()))
+                .with_context(|| "the policy file was rejected")?,
             path.display().to_string(),
         ),
         None => (
-            Supervisor::from_toml(DEFAULT_POLICY).context("the built-in policy was rejected")?,
+            PolicyConfig::parse(DEFAULT_POLICY, "demos/policies/framework.toml")
+                .and_then(|config| Supervisor::with_registry(config, crate::registry()))
+                .context("the built-in policy was rejected")?,
             "demos/policies/framework.toml (built in)".to_owned(),
         ),
     };
