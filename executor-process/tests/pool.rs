@@ -91,8 +91,9 @@ fn worker_tasks() -> Tasks {
         .with(&ASYNC_DOUBLE)
 }
 
-fn wait<T: Send + 'static>(mut h: TaskHandle<T>) -> Result<T, TaskError> {
-    h.wait_timeout(BOUND).expect("the task did not end in time")
+fn wait<T: Send + 'static>(h: TaskHandle<T>) -> Result<T, TaskError> {
+    h.wait_timeout(BOUND)
+        .unwrap_or_else(|_| panic!("the task did not end in time"))
 }
 
 fn call_error(e: TaskError) -> CallError {

@@ -40,7 +40,7 @@ fn count_leaves(
     depth: usize,
 ) -> TaskHandle<u64> {
     if depth == fanout.len() {
-        return if depth % 2 == 0 {
+        return if depth.is_multiple_of(2) {
             pool.submit(|| 1)
         } else {
             pool.submit_async(async { 1 })
