@@ -512,6 +512,10 @@ fn forward_stderr(
         let Ok(line) = line else { break };
         let line = String::from_utf8_lossy(&line).into_owned();
         eprintln!("[worker {pid}] {line}");
+        if is_backtrace(&line) {
+            // With RUST_BACKTRACE set, frames would push the cause out of the tail.
+            continue;
+        }
         let mut t = lock(tail);
         if t.len() == TAIL_LINES {
             t.pop_front();
@@ -519,6 +523,16 @@ fn forward_stderr(
         t.push_back(line);
     }
     let _ = done.send(());
+}
+
+/// True for the lines of a printed backtrace (its header, frames and their locations).
+fn is_backtrace(line: &str) -> bool {
+    let t = line.trim_start();
+    t.starts_with("stack backtrace:")
+        || t.starts_with("at ")
+        || t.starts_with("note: Some details are omitted")
+        || t.split_once(": ")
+            .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn last_line(tail: &Mutex<VecDeque<String>>) -> Option<String> {
