@@ -3,7 +3,7 @@
 //! backends. Code that only submits work never needs this module.
 
 pub use crate::admission::{Admission, Entry};
-pub use crate::job::{FailureHook, JobFuture};
+pub use crate::job::{AttemptHook, FailureHook, JobFuture, RunHook};
 pub use crate::meta::MetaRef;
 pub use crate::stats::{StatsRecorder, StatusCounters};
 pub use crate::unstarted::Unstarted;

@@ -165,20 +165,23 @@
 //! built-in `threads`, `rayon` and `tokio` backends sit behind Cargo features of the same
 //! names (all on by default); another crate adds its own with [`Registry::register`] and
 //! [`Supervisor::with_registry`].
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // One exception: reading the thread CPU clock (`outcome.rs`).
 
 pub mod config;
+pub mod layer;
 mod ledger;
-mod limit;
+mod outcome;
 mod queue;
 mod registry;
 pub mod routing;
+mod scheduler;
 mod supervisor;
 mod timers;
 mod watch;
 
-pub use config::{BackendOptions, ConfigError, PolicyConfig};
+pub use config::{BackendOptions, ConfigError, PolicyConfig, RouteSpec};
+pub use layer::{Layer, LayerContext, Limit, LimitScope, Rate, RetryPolicy, Service, Timeout};
 pub use ledger::{LedgerCounts, ShutdownLedger};
 pub use queue::{Finished, Producer, QueueReport, TaskQueue};
 pub use registry::{BackendFactory, ExecutorPlan, Registry};
-pub use supervisor::Supervisor;
+pub use supervisor::{Supervisor, SupervisorBuilder};
