@@ -68,7 +68,16 @@ impl Core {
 
     /// True once the supervisor is shutting down.
     pub(crate) fn is_closing(&self) -> bool {
-        self.closing.load(Ordering::Acquire)
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    /// Called by a layer right after it queued a job: true when a shutdown may already
+    /// have swept the queues, so the layer must end what it queued itself. With the fence
+    /// here and the one in [`close`](Self::close), either the shutdown's sweep sees the
+    /// job, or this sees the shutdown (the store-buffering case cannot happen).
+    pub(crate) fn closed_after_queueing(&self) -> bool {
+        std::sync::atomic::fence(Ordering::SeqCst);
+        self.is_closing()
     }
 
     /// Remembers a limiter so its queue is swept at shutdown (once per limiter).
@@ -96,7 +105,8 @@ impl Core {
     /// Stops retries and the timers; ends what the timers held. The scheduler thread
     /// returns after its current batch.
     pub(crate) fn close(&self) {
-        self.closing.store(true, Ordering::Release);
+        self.closing.store(true, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
         for item in self.timers.close() {
             item.abandon();
         }

@@ -107,6 +107,12 @@ impl Service for LimitService {
         match s.limiter.admit(&key, job, Instant::now()) {
             Admit::Go(job) => launch(s, job, key),
             Admit::Queued { wake_at } => {
+                if s.core.closed_after_queueing() {
+                    // A shutdown swept (or is sweeping) the queues: whatever waits now
+                    // would wait forever. Dropping ends it as not started.
+                    drop(s.limiter.take_all());
+                    return Ok(());
+                }
                 if let Some(at) = wake_at {
                     tracing::trace!(key = %key, "task waits for its rate");
                     // Refused only while the supervisor shuts down; the shutdown sweeps
