@@ -95,16 +95,20 @@ trait ErasedTask: Send {
     fn can_retry(&self) -> bool;
     fn shared(&self) -> &dyn SharedOps;
     fn token(&self) -> CancelToken;
-    /// Runs a blocking body; `Ok(delivered)` when it returned its value, `delivered`
-    /// false when the handle had resolved already (timed out while it ran).
-    fn run_blocking(&mut self, ctx: &TaskContext) -> Result<bool, TaskError>;
-    /// Polls the async body (starting it on the first poll); `Ready(Ok(delivered))` as
-    /// for [`run_blocking`](Self::run_blocking).
+    /// Runs a blocking body; `Ok` when it returned its value, which waits for
+    /// [`deliver`](Self::deliver).
+    fn run_blocking(&mut self, ctx: &TaskContext) -> Result<(), TaskError>;
+    /// Polls the async body (starting it on the first poll); `Ready(Ok)` as for
+    /// [`run_blocking`](Self::run_blocking).
     fn poll_async(
         &mut self,
         cx: &mut Context<'_>,
         ctx: &TaskContext,
-    ) -> Poll<Result<bool, TaskError>>;
+    ) -> Poll<Result<(), TaskError>>;
+    /// Resolves the handle with the value the body returned (after the run hooks have
+    /// finished, so what they measured is in place when observers run); false when the
+    /// handle had resolved already (timed out while it ran).
+    fn deliver(&mut self) -> bool;
     /// Drops a running async body.
     fn stop(&mut self);
 }
@@ -232,6 +236,8 @@ struct Cell<T, B> {
     body: B,
     shared: Arc<Shared<T>>,
     running: Option<BoxFuture<Result<T, TaskError>>>,
+    /// The value the body returned, until it is delivered.
+    value: Option<T>,
 }
 
 impl<T: Send + 'static, B: Body<T>> ErasedTask for Cell<T, B> {
@@ -247,22 +253,28 @@ impl<T: Send + 'static, B: Body<T>> ErasedTask for Cell<T, B> {
     fn token(&self) -> CancelToken {
         CancelToken::from_source(self.shared.clone() as Arc<dyn CancelSource>)
     }
-    fn run_blocking(&mut self, ctx: &TaskContext) -> Result<bool, TaskError> {
-        let value = self.body.call(ctx)?;
-        Ok(self.shared.resolve(Ok(value)))
+    fn run_blocking(&mut self, ctx: &TaskContext) -> Result<(), TaskError> {
+        self.value = Some(self.body.call(ctx)?);
+        Ok(())
     }
     fn poll_async(
         &mut self,
         cx: &mut Context<'_>,
         ctx: &TaskContext,
-    ) -> Poll<Result<bool, TaskError>> {
+    ) -> Poll<Result<(), TaskError>> {
         let fut = self.running.get_or_insert_with(|| self.body.start(ctx));
         match fut.as_mut().poll(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(r) => {
                 self.running = None;
-                Poll::Ready(r.map(|v| self.shared.resolve(Ok(v))))
+                Poll::Ready(r.map(|v| self.value = Some(v)))
             }
+        }
+    }
+    fn deliver(&mut self) -> bool {
+        match self.value.take() {
+            Some(v) => self.shared.resolve(Ok(v)),
+            None => false,
         }
     }
     fn stop(&mut self) {
@@ -297,6 +309,7 @@ impl Job {
             body,
             shared,
             running: None,
+            value: None,
         });
         let job = Job {
             id,
@@ -503,6 +516,7 @@ impl Job {
             Some(h) => run_hooked(h, self.attempt, body)
                 .unwrap_or_else(|| Err(TaskError::panicked(SKIPPED))),
         };
+        let result = result.map(|()| self.task.deliver());
         self.finish(result)
     }
 
@@ -696,6 +710,7 @@ impl Future for JobFuture {
                 Some(h) => run_hooked(h, attempt, body)
                     .unwrap_or_else(|| Err(TaskError::panicked(SKIPPED))),
             };
+            let result = result.map(|()| task.deliver());
             let job = this.job.take().expect("job present");
             return Poll::Ready(job.finish(result));
         }
@@ -719,6 +734,7 @@ impl Future for JobFuture {
                 Poll::Pending
             }
             Ok(Poll::Ready(result)) => {
+                let result = result.map(|()| task.deliver());
                 let job = this.job.take().expect("job present");
                 Poll::Ready(job.finish(result))
             }
