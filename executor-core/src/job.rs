@@ -37,11 +37,11 @@ pub trait RunHook: Send {
 /// nothing for them.
 #[derive(Default)]
 struct Hooks {
-    failure: Vec<FailureHook>,
-    run: Vec<Box<dyn RunHook>>,
+    failure: List<FailureHook>,
+    run: List<Box<dyn RunHook>>,
     /// Run hooks kept for every attempt (outside the per-attempt ones).
-    run_always: Vec<Box<dyn RunHook>>,
-    end: Vec<AttemptHook>,
+    run_always: List<Box<dyn RunHook>>,
+    end: List<AttemptHook>,
     /// The error of the previous attempt: a job dropped before its next attempt starts
     /// ends with it, not as "not started".
     last_error: Option<TaskError>,
@@ -53,11 +53,54 @@ impl Hooks {
     }
 }
 
+/// Hooks in the order they were added. Most jobs carry one hook of a kind, which is kept
+/// inline: no allocation beyond the hook itself on the layered hot path.
+struct List<T> {
+    first: Option<T>,
+    rest: Vec<T>,
+}
+
+impl<T> Default for List<T> {
+    fn default() -> Self {
+        List {
+            first: None,
+            rest: Vec::new(),
+        }
+    }
+}
+
+impl<T> List<T> {
+    fn push(&mut self, item: T) {
+        if self.first.is_none() {
+            self.first = Some(item);
+        } else {
+            self.rest.push(item);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    /// Takes every item out, in order.
+    fn take(&mut self) -> impl Iterator<Item = T> + use<T> {
+        let first = self.first.take();
+        first.into_iter().chain(std::mem::take(&mut self.rest))
+    }
+}
+
 /// Calls `run` inside every hook of `hooks`, the first outermost.
-fn nest(hooks: &mut [Box<dyn RunHook>], attempt: u32, run: &mut dyn FnMut()) {
+fn nest(hooks: &mut List<Box<dyn RunHook>>, attempt: u32, run: &mut dyn FnMut()) {
+    match &mut hooks.first {
+        None => run(),
+        Some(first) => first.around(attempt, &mut || nest_slice(&mut hooks.rest, attempt, run)),
+    }
+}
+
+fn nest_slice(hooks: &mut [Box<dyn RunHook>], attempt: u32, run: &mut dyn FnMut()) {
     match hooks.split_first_mut() {
         None => run(),
-        Some((hook, rest)) => hook.around(attempt, &mut || nest(rest, attempt, run)),
+        Some((hook, rest)) => hook.around(attempt, &mut || nest_slice(rest, attempt, run)),
     }
 }
 
@@ -469,9 +512,8 @@ impl Job {
         let Some(hooks) = self.hooks.as_mut() else {
             return;
         };
-        hooks.run.clear();
-        let end = std::mem::take(&mut hooks.end);
-        for hook in end {
+        drop(hooks.run.take());
+        for hook in hooks.end.take() {
             if let Err(payload) = catch_unwind(AssertUnwindSafe(|| hook(status))) {
                 eprintln!(
                     "switchyard: a task's attempt hook panicked: {}",
@@ -586,12 +628,9 @@ impl Job {
         let status = err.status();
         let retryable = matches!(status, Status::Failed | Status::Panicked) && self.can_retry();
         let failure = match self.hooks.as_mut() {
-            Some(h) if retryable => std::mem::take(&mut h.failure),
-            _ => Vec::new(),
+            Some(h) if retryable && !h.failure.is_empty() => h.failure.take(),
+            _ => return self.resolve(err),
         };
-        if failure.is_empty() {
-            return self.resolve(err);
-        }
         // The hooks own the job now: one retries it later, or the last hands it back to
         // end it. Either way this attempt's status is what the backend counts.
         // A panicking hook must not unwind into the worker (skipping its bookkeeping);
