@@ -65,6 +65,8 @@ impl Registry {
 
     /// A registry with the built-in backends this crate was compiled with.
     pub fn with_builtins() -> Self {
+        // Not mutated when every backend feature is off.
+        #[allow(unused_mut)]
         let mut r = Registry::new();
         #[cfg(feature = "threads")]
         r.register("threads", builtins::threads);
