@@ -147,9 +147,9 @@ impl Supervisor {
         self.table.load().explain(meta)
     }
 
-    /// The route a task submitted now would take.
-    pub fn route(&self, meta: &TaskMeta) -> Option<Route> {
-        self.table.load().select(meta).ok().map(|c| c.route.clone())
+    /// The route the policy now in force gives a task.
+    pub fn route(&self, meta: &TaskMeta) -> Route {
+        self.table.load().route(meta).clone()
     }
 
     /// The executor called `name` now in force.

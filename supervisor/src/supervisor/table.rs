@@ -78,6 +78,11 @@ impl Table {
             .ok_or(route.executor())
     }
 
+    /// The route the policy gives a task.
+    pub(crate) fn route(&self, meta: &TaskMeta) -> &Route {
+        self.policy.route(meta)
+    }
+
     /// The running executor that `exec` describes, if this table has one just like it.
     fn reusable(&self, exec: &ExecutorConfig) -> Option<Arc<dyn Executor>> {
         let old = self
