@@ -4,7 +4,7 @@
 
 pub use crate::admission::{Admission, Entry};
 pub use crate::help::{HelpGuard, help_while_waiting};
-pub use crate::job::{FailureHook, JobFuture};
+pub use crate::job::{AttemptHook, FailureHook, JobFuture, RunHook};
 pub use crate::meta::MetaRef;
 pub use crate::stats::{StatsRecorder, StatusCounters};
 pub use crate::unstarted::Unstarted;

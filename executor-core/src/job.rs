@@ -15,8 +15,122 @@ use std::time::Instant;
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// What a layer does with a failed attempt: take the job (to retry it later) and return
-/// `None`, or give the job and error back to end the task with that error.
+/// `None`, or give the job and error back (to the next hook, or to end the task with that
+/// error).
 pub type FailureHook = Box<dyn FnOnce(Job, TaskError) -> Option<(Job, TaskError)> + Send>;
+
+/// Called once when an attempt ends, with how it ended (see [`Job::on_attempt_end`]).
+pub type AttemptHook = Box<dyn FnOnce(Status) + Send>;
+
+/// Runs around each run of an attempt's body: the call of a blocking body, or one poll of
+/// a future. A layer uses it to enter a span, or to measure the CPU time the attempt uses
+/// on its thread. See [`Job::on_run`].
+pub trait RunHook: Send {
+    /// Calls `run` exactly once, doing its own work before and after; `attempt` is the
+    /// attempt being run (1-based). A hook that does not call `run` ends the attempt as
+    /// panicked.
+    fn around(&mut self, attempt: u32, run: &mut dyn FnMut());
+}
+
+/// The hooks layers installed for the current attempt, and the error of the previous one.
+/// Boxed behind an `Option` so a job that no layer touched stays small and allocates
+/// nothing for them.
+#[derive(Default)]
+struct Hooks {
+    failure: List<FailureHook>,
+    run: List<Box<dyn RunHook>>,
+    /// Run hooks kept for every attempt (outside the per-attempt ones).
+    run_always: List<Box<dyn RunHook>>,
+    end: List<AttemptHook>,
+    /// The error of the previous attempt: a job dropped before its next attempt starts
+    /// ends with it, not as "not started".
+    last_error: Option<TaskError>,
+}
+
+impl Hooks {
+    fn runs(&self) -> bool {
+        !self.run.is_empty() || !self.run_always.is_empty()
+    }
+}
+
+/// Hooks in the order they were added. Most jobs carry one hook of a kind, which is kept
+/// inline: no allocation beyond the hook itself on the layered hot path.
+struct List<T> {
+    first: Option<T>,
+    rest: Vec<T>,
+}
+
+impl<T> Default for List<T> {
+    fn default() -> Self {
+        List {
+            first: None,
+            rest: Vec::new(),
+        }
+    }
+}
+
+impl<T> List<T> {
+    fn push(&mut self, item: T) {
+        if self.first.is_none() {
+            self.first = Some(item);
+        } else {
+            self.rest.push(item);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    /// Takes every item out, in order.
+    fn take(&mut self) -> impl Iterator<Item = T> + use<T> {
+        let first = self.first.take();
+        first.into_iter().chain(std::mem::take(&mut self.rest))
+    }
+}
+
+/// Calls `run` inside every hook of `hooks`, the first outermost.
+fn nest(hooks: &mut List<Box<dyn RunHook>>, attempt: u32, run: &mut dyn FnMut()) {
+    match &mut hooks.first {
+        None => run(),
+        Some(first) => first.around(attempt, &mut || nest_slice(&mut hooks.rest, attempt, run)),
+    }
+}
+
+fn nest_slice(hooks: &mut [Box<dyn RunHook>], attempt: u32, run: &mut dyn FnMut()) {
+    match hooks.split_first_mut() {
+        None => run(),
+        Some((hook, rest)) => hook.around(attempt, &mut || nest_slice(rest, attempt, run)),
+    }
+}
+
+/// Runs `body` inside the run hooks; `None` when a hook skipped it. A panicking hook is
+/// reported and does not unwind into the worker.
+fn run_hooked<R>(hooks: &mut Hooks, attempt: u32, body: impl FnOnce() -> R) -> Option<R> {
+    let mut body = Some(body);
+    let mut out = None;
+    let Hooks {
+        run, run_always, ..
+    } = hooks;
+    let nested = catch_unwind(AssertUnwindSafe(|| {
+        nest(run_always, attempt, &mut || {
+            nest(run, attempt, &mut || {
+                if let Some(body) = body.take() {
+                    out = Some(body());
+                }
+            })
+        })
+    }));
+    if let Err(payload) = nested {
+        eprintln!(
+            "switchyard: a task's run hook panicked: {}",
+            crate::panic_message(&*payload)
+        );
+    }
+    out
+}
+
+const SKIPPED: &str = "a layer's run hook did not run the task";
 
 /// The typed task behind a job's erasure.
 trait ErasedTask: Send {
@@ -24,16 +138,20 @@ trait ErasedTask: Send {
     fn can_retry(&self) -> bool;
     fn shared(&self) -> &dyn SharedOps;
     fn token(&self) -> CancelToken;
-    /// Runs a blocking body; `Ok(delivered)` when it returned its value, `delivered`
-    /// false when the handle had resolved already (timed out while it ran).
-    fn run_blocking(&mut self, ctx: &TaskContext) -> Result<bool, TaskError>;
-    /// Polls the async body (starting it on the first poll); `Ready(Ok(delivered))` as
-    /// for [`run_blocking`](Self::run_blocking).
+    /// Runs a blocking body; `Ok` when it returned its value, which waits for
+    /// [`deliver`](Self::deliver).
+    fn run_blocking(&mut self, ctx: &TaskContext) -> Result<(), TaskError>;
+    /// Polls the async body (starting it on the first poll); `Ready(Ok)` as for
+    /// [`run_blocking`](Self::run_blocking).
     fn poll_async(
         &mut self,
         cx: &mut Context<'_>,
         ctx: &TaskContext,
-    ) -> Poll<Result<bool, TaskError>>;
+    ) -> Poll<Result<(), TaskError>>;
+    /// Resolves the handle with the value the body returned (after the run hooks have
+    /// finished, so what they measured is in place when observers run); false when the
+    /// handle had resolved already (timed out while it ran).
+    fn deliver(&mut self) -> bool;
     /// Drops a running async body.
     fn stop(&mut self);
 }
@@ -161,6 +279,8 @@ struct Cell<T, B> {
     body: B,
     shared: Arc<Shared<T>>,
     running: Option<BoxFuture<Result<T, TaskError>>>,
+    /// The value the body returned, until it is delivered.
+    value: Option<T>,
 }
 
 impl<T: Send + 'static, B: Body<T>> ErasedTask for Cell<T, B> {
@@ -176,22 +296,28 @@ impl<T: Send + 'static, B: Body<T>> ErasedTask for Cell<T, B> {
     fn token(&self) -> CancelToken {
         CancelToken::from_source(self.shared.clone() as Arc<dyn CancelSource>)
     }
-    fn run_blocking(&mut self, ctx: &TaskContext) -> Result<bool, TaskError> {
-        let value = self.body.call(ctx)?;
-        Ok(self.shared.resolve(Ok(value)))
+    fn run_blocking(&mut self, ctx: &TaskContext) -> Result<(), TaskError> {
+        self.value = Some(self.body.call(ctx)?);
+        Ok(())
     }
     fn poll_async(
         &mut self,
         cx: &mut Context<'_>,
         ctx: &TaskContext,
-    ) -> Poll<Result<bool, TaskError>> {
+    ) -> Poll<Result<(), TaskError>> {
         let fut = self.running.get_or_insert_with(|| self.body.start(ctx));
         match fut.as_mut().poll(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(r) => {
                 self.running = None;
-                Poll::Ready(r.map(|v| self.shared.resolve(Ok(v))))
+                Poll::Ready(r.map(|v| self.value = Some(v)))
             }
+        }
+    }
+    fn deliver(&mut self) -> bool {
+        match self.value.take() {
+            Some(v) => self.shared.resolve(Ok(v)),
+            None => false,
         }
     }
     fn stop(&mut self) {
@@ -212,7 +338,7 @@ pub struct Job {
     attempt: u32,
     deadline: Option<Instant>,
     task: Box<dyn ErasedTask>,
-    on_failure: Option<FailureHook>,
+    hooks: Option<Box<Hooks>>,
     started: bool,
     settled: bool,
 }
@@ -226,6 +352,7 @@ impl Job {
             body,
             shared,
             running: None,
+            value: None,
         });
         let job = Job {
             id,
@@ -233,7 +360,7 @@ impl Job {
             attempt: 1,
             deadline: None,
             task,
-            on_failure: None,
+            hooks: None,
             started: false,
             settled: false,
         };
@@ -333,10 +460,35 @@ impl Job {
         self.task.shared().observe(Box::new(observer));
     }
 
-    /// Installs the hook a failed attempt (an error or a panic) of a retryable job is
-    /// handed to, for this attempt only.
+    fn hooks(&mut self) -> &mut Hooks {
+        self.hooks.get_or_insert_with(Default::default)
+    }
+
+    /// Adds a hook a failed attempt (an error or a panic) of a retryable job is handed to,
+    /// for this attempt only. Hooks compose: they run in the order they were added, each
+    /// handing the job and error on to the next, until one takes the job (a retry) or
+    /// none is left (the task ends with the error).
     pub fn on_failure(&mut self, hook: FailureHook) {
-        self.on_failure = Some(hook);
+        self.hooks().failure.push(hook);
+    }
+
+    /// Adds a hook called once when this attempt ends, however it ends: with its status
+    /// after it ran, or when the job is resolved or dropped without running. Called before
+    /// any failure hook, so a slot it gives back is free for a retry.
+    pub fn on_attempt_end(&mut self, hook: impl FnOnce(Status) + Send + 'static) {
+        self.hooks().end.push(Box::new(hook));
+    }
+
+    /// Adds a hook that runs around each run of this attempt's body (see [`RunHook`]).
+    /// Hooks nest: the first added is outermost.
+    pub fn on_run(&mut self, hook: Box<dyn RunHook>) {
+        self.hooks().run.push(hook);
+    }
+
+    /// Adds a run hook kept for every attempt of this job, not only this one (e.g. to sum
+    /// the CPU time of all attempts). These nest outside the per-attempt hooks.
+    pub fn on_every_run(&mut self, hook: Box<dyn RunHook>) {
+        self.hooks().run_always.push(hook);
     }
 
     /// Prepares a job whose attempt failed for its next attempt.
@@ -347,17 +499,43 @@ impl Job {
         self
     }
 
+    /// [`next_attempt`](Self::next_attempt), remembering the failed attempt's error: if
+    /// the job is dropped before the next attempt starts (a shutdown during the backoff),
+    /// the task ends with `err` rather than as not started.
+    pub fn next_attempt_after(mut self, err: TaskError) -> Job {
+        self.hooks().last_error = Some(err);
+        self.next_attempt()
+    }
+
+    /// Calls the attempt-end hooks (once) and forgets this attempt's other hooks.
+    fn end_attempt(&mut self, status: Status) {
+        let Some(hooks) = self.hooks.as_mut() else {
+            return;
+        };
+        drop(hooks.run.take());
+        for hook in hooks.end.take() {
+            if let Err(payload) = catch_unwind(AssertUnwindSafe(|| hook(status))) {
+                eprintln!(
+                    "switchyard: a task's attempt hook panicked: {}",
+                    crate::panic_message(&*payload)
+                );
+            }
+        }
+    }
+
     /// Ends the task without running it: its handle resolves with `err`, unless it had
     /// resolved already (cancelled or timed out while queued). Returns the status the
     /// handle ended with.
     pub fn resolve(mut self, err: TaskError) -> Status {
         self.settled = true;
         let status = err.status();
-        if self.task.shared().resolve_err(err) {
+        let status = if self.task.shared().resolve_err(err) {
             status
         } else {
             self.task.shared().status()
-        }
+        };
+        self.end_attempt(status);
+        status
     }
 
     /// Runs this attempt on the current thread and returns how it ended. A future is
@@ -371,8 +549,16 @@ impl Job {
             Err(status) => return status,
         };
         let task = &mut self.task;
-        let result = catch_unwind(AssertUnwindSafe(|| task.run_blocking(&ctx)))
-            .unwrap_or_else(|payload| Err(TaskError::from_panic(payload)));
+        let mut body = || {
+            catch_unwind(AssertUnwindSafe(|| task.run_blocking(&ctx)))
+                .unwrap_or_else(|payload| Err(TaskError::from_panic(payload)))
+        };
+        let result = match self.hooks.as_deref_mut().filter(|h| h.runs()) {
+            None => body(),
+            Some(h) => run_hooked(h, self.attempt, body)
+                .unwrap_or_else(|| Err(TaskError::panicked(SKIPPED))),
+        };
+        let result = result.map(|()| self.task.deliver());
         self.finish(result)
     }
 
@@ -390,19 +576,25 @@ impl Job {
         let shared = self.task.shared();
         if !shared.try_start() {
             self.settled = true;
-            return Err(match shared.reason() {
+            let status = match shared.reason() {
                 Some(CancelReason::TimedOut) => Status::TimedOut,
                 _ => Status::Cancelled,
-            });
+            };
+            self.end_attempt(status);
+            return Err(status);
         }
         if let Some(reason) = shared.reason() {
             let err = reason_error(reason);
             let status = err.status();
             shared.resolve_err(err);
             self.settled = true;
+            self.end_attempt(status);
             return Err(status);
         }
         self.started = true;
+        if let Some(h) = self.hooks.as_mut() {
+            h.last_error = None;
+        }
         Ok(TaskContext::new(
             self.id,
             self.attempt,
@@ -419,11 +611,13 @@ impl Job {
         let err = match result {
             Ok(delivered) => {
                 self.settled = true;
-                return if delivered {
+                let status = if delivered {
                     Status::Completed
                 } else {
                     self.task.shared().status()
                 };
+                self.end_attempt(status);
+                return status;
             }
             // A task that stops after it was asked to ends as cancelled (or timed out).
             Err(e) => match self.task.shared().reason() {
@@ -433,25 +627,31 @@ impl Job {
         };
         let status = err.status();
         let retryable = matches!(status, Status::Failed | Status::Panicked) && self.can_retry();
-        if retryable && let Some(hook) = self.on_failure.take() {
-            // The hook owns the job now: it retries it later or hands it back to end it.
-            // Either way this attempt's status is what the backend counts.
-            // A panicking hook must not unwind into the worker (skipping its bookkeeping);
-            // the job it owned was dropped with it, which resolves the handle.
-            self.task.stop();
-            match catch_unwind(AssertUnwindSafe(|| hook(self, err))) {
-                Ok(Some((job, err))) => {
-                    job.resolve(err);
-                }
-                Ok(None) => {}
+        let failure = match self.hooks.as_mut() {
+            Some(h) if retryable && !h.failure.is_empty() => h.failure.take(),
+            _ => return self.resolve(err),
+        };
+        // The hooks own the job now: one retries it later, or the last hands it back to
+        // end it. Either way this attempt's status is what the backend counts.
+        // A panicking hook must not unwind into the worker (skipping its bookkeeping);
+        // the job it owned was dropped with it, which resolves the handle.
+        self.task.stop();
+        self.end_attempt(status);
+        let mut held = Some((self, err));
+        for hook in failure {
+            let Some((job, err)) = held.take() else { break };
+            match catch_unwind(AssertUnwindSafe(|| hook(job, err))) {
+                Ok(next) => held = next,
                 Err(payload) => eprintln!(
                     "switchyard: a task's failure hook panicked: {}",
                     crate::panic_message(&*payload)
                 ),
             }
-            return status;
         }
-        self.resolve(err)
+        if let Some((job, err)) = held {
+            job.resolve(err);
+        }
+        status
     }
 }
 
@@ -465,12 +665,17 @@ fn reason_error(reason: CancelReason) -> TaskError {
 impl Drop for Job {
     fn drop(&mut self) {
         if !self.settled {
-            let err = if self.started {
-                TaskError::cancelled()
-            } else {
-                TaskError::shutdown()
+            let last = self.hooks.as_mut().and_then(|h| h.last_error.take());
+            let err = match last {
+                _ if self.started => TaskError::cancelled(),
+                Some(err) => err,
+                None => TaskError::shutdown(),
             };
             self.task.shared().resolve_err(err);
+        }
+        if self.hooks.is_some() {
+            let status = self.task.shared().status();
+            self.end_attempt(status);
         }
     }
 }
@@ -532,9 +737,19 @@ impl Future for JobFuture {
         }
         let ctx = this.ctx.as_ref().expect("context set above");
         let task = &mut job.task;
+        let attempt = job.attempt;
+        let hooks = job.hooks.as_deref_mut().filter(|h| h.runs());
         if !task.is_async() {
-            let result = catch_unwind(AssertUnwindSafe(|| task.run_blocking(ctx)))
-                .unwrap_or_else(|payload| Err(TaskError::from_panic(payload)));
+            let mut body = || {
+                catch_unwind(AssertUnwindSafe(|| task.run_blocking(ctx)))
+                    .unwrap_or_else(|payload| Err(TaskError::from_panic(payload)))
+            };
+            let result = match hooks {
+                None => body(),
+                Some(h) => run_hooked(h, attempt, body)
+                    .unwrap_or_else(|| Err(TaskError::panicked(SKIPPED))),
+            };
+            let result = result.map(|()| task.deliver());
             let job = this.job.take().expect("job present");
             return Poll::Ready(job.finish(result));
         }
@@ -543,7 +758,13 @@ impl Future for JobFuture {
             let job = this.job.take().expect("job present");
             return Poll::Ready(job.finish(Err(reason_error(reason))));
         }
-        match catch_unwind(AssertUnwindSafe(|| task.poll_async(cx, ctx))) {
+        let mut poll = || catch_unwind(AssertUnwindSafe(|| task.poll_async(cx, ctx)));
+        let polled = match hooks {
+            None => poll(),
+            Some(h) => run_hooked(h, attempt, poll)
+                .unwrap_or_else(|| Ok(Poll::Ready(Err(TaskError::panicked(SKIPPED))))),
+        };
+        match polled {
             Ok(Poll::Pending) => {
                 // Wake up when the token fires, so cancellation and deadlines take effect.
                 if ctx.cancel_token().flag().register(cx.waker()) {
@@ -552,6 +773,7 @@ impl Future for JobFuture {
                 Poll::Pending
             }
             Ok(Poll::Ready(result)) => {
+                let result = result.map(|()| task.deliver());
                 let job = this.job.take().expect("job present");
                 Poll::Ready(job.finish(result))
             }

@@ -78,6 +78,6 @@ pub use handle::TaskHandle;
 pub use inline::InlineExecutor;
 pub use job::{BoxFuture, Job};
 pub use meta::{Outcome, Status, TaskId, TaskMeta};
-pub use policy::{Limit, LimitScope, Policy, Rate, RetryPolicy, Route};
+pub use policy::{Policy, Route};
 pub use set::TaskSet;
 pub use stats::{ExecutorStats, Latency};

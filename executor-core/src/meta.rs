@@ -256,6 +256,7 @@ pub struct Outcome {
     status: Status,
     attempts: u32,
     elapsed: Duration,
+    cpu_time: Option<Duration>,
 }
 
 impl Outcome {
@@ -265,7 +266,14 @@ impl Outcome {
             status,
             attempts,
             elapsed,
+            cpu_time: None,
         }
+    }
+
+    /// With the CPU time its attempts used on their threads.
+    pub fn with_cpu_time(mut self, cpu_time: Duration) -> Self {
+        self.cpu_time = Some(cpu_time);
+        self
     }
 
     /// How it ended.
@@ -281,5 +289,15 @@ impl Outcome {
     /// Time from submission to the end.
     pub fn elapsed(&self) -> Duration {
         self.elapsed
+    }
+
+    /// The CPU time the task's attempts used on the threads that ran them (the thread CPU
+    /// clock, summed over every run of a blocking body and every poll of a future);
+    /// `None` when it was not measured (see
+    /// [`Policy::wants_cpu_time`](crate::Policy::wants_cpu_time)). Time spent blocked or
+    /// waiting for I/O is not CPU time, so `cpu_time / elapsed` tells CPU-bound work from
+    /// I/O-bound work.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        self.cpu_time
     }
 }

@@ -1,150 +1,84 @@
-//! [`Policy`]: where a task runs and how (retries, timeout, limits), as a [`Route`].
+//! [`Policy`]: where each task runs, as a [`Route`], and what it learns from how tasks end.
 
 use crate::{Outcome, TaskMeta};
-use std::num::NonZeroU32;
-use std::sync::Arc;
-use std::time::Duration;
 
-/// Decides where each task runs. Object safe; the supervisor's policy file compiles to one,
-/// and adaptive policies can learn from [`observe`](Self::observe).
+/// Decides where each task runs. Object safe, so a supervisor holds any policy as
+/// `Arc<dyn Policy>`: the supervisor's policy file compiles to one, and a user's own type
+/// (an adaptive placement, a lookup table) can be another.
+///
+/// How a route runs — its retries, timeout, limits, or a layer of the user's own — is the
+/// business of whoever runs the route (the supervisor composes layers per route by the
+/// route's [`rule`](Route::rule) name), so a route here only names the executor and the
+/// rule.
+///
+/// ```
+/// use executor_core::{Outcome, Policy, Route, Status, TaskMeta};
+/// use std::sync::atomic::{AtomicU64, Ordering};
+///
+/// /// CPU work goes to "cpu", the rest to "io"; counts failures as it goes.
+/// struct ByTag { cpu: Route, io: Route, failures: AtomicU64 }
+///
+/// impl Policy for ByTag {
+///     fn route(&self, meta: &TaskMeta) -> &Route {
+///         if meta.has_tag("cpu") { &self.cpu } else { &self.io }
+///     }
+///     fn observe(&self, _meta: &TaskMeta, outcome: &Outcome) {
+///         if !outcome.status().is_success() {
+///             self.failures.fetch_add(1, Ordering::Relaxed);
+///         }
+///     }
+/// }
+///
+/// let p = ByTag {
+///     cpu: Route::new("cpu", "cpu-work"),
+///     io: Route::new("io", "default"),
+///     failures: AtomicU64::new(0),
+/// };
+/// assert_eq!(p.route(&TaskMeta::new("sum").with_tag("cpu")).executor(), "cpu");
+/// p.observe(&TaskMeta::new("x"), &Outcome::new(Status::Failed, 1, Default::default()));
+/// assert_eq!(p.failures.load(Ordering::Relaxed), 1);
+/// ```
 pub trait Policy: Send + Sync {
-    /// The route for a task. Total: every task gets one.
-    fn route(&self, meta: &TaskMeta) -> Arc<Route>;
+    /// The route for a task. Total: every task gets one. Returning a reference keeps
+    /// routing free of allocation and reference counting; a policy keeps its routes.
+    fn route(&self, meta: &TaskMeta) -> &Route;
 
-    /// Called once per task with how it ended.
+    /// Called once for every task that ends, with how it ended.
     fn observe(&self, _meta: &TaskMeta, _outcome: &Outcome) {}
+
+    /// True when [`observe`](Self::observe) wants the CPU time of each task
+    /// ([`Outcome::cpu_time`]). Measuring it reads the thread's CPU clock around every
+    /// run of the task's body, which costs a system call or two per task, so only a
+    /// policy that asks pays for it.
+    fn wants_cpu_time(&self) -> bool {
+        false
+    }
 }
 
-/// Where a task runs and how.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
+/// Where a task runs: an executor's name, and the name of the rule that chose it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Route {
-    /// The executor's name.
-    pub executor: String,
-    /// Which rule chose this route (for `explain` and logs), e.g. `route[2]` or `defaults`.
-    pub rule: String,
-    /// Retries after an error or a panic.
-    pub retry: Option<RetryPolicy>,
-    /// How long the caller waits at most, from submission.
-    pub timeout: Option<Duration>,
-    /// Concurrency and rate limits.
-    pub limit: Option<Limit>,
+    executor: String,
+    rule: String,
 }
 
 impl Route {
-    /// A route to `executor` chosen by `rule`, with no retries, timeout or limits.
+    /// A route to `executor` chosen by `rule`.
     pub fn new(executor: impl Into<String>, rule: impl Into<String>) -> Self {
         Self {
             executor: executor.into(),
             rule: rule.into(),
-            retry: None,
-            timeout: None,
-            limit: None,
         }
     }
 
-    /// With retries.
-    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
-        self.retry = Some(retry);
-        self
+    /// The executor's name.
+    pub fn executor(&self) -> &str {
+        &self.executor
     }
 
-    /// With a timeout.
-    pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
-    }
-
-    /// With limits.
-    pub fn with_limit(mut self, limit: Limit) -> Self {
-        self.limit = Some(limit);
-        self
-    }
-}
-
-/// Exponential backoff: attempt `n` (from 2) waits `backoff * 2^(n-2)`, capped at
-/// `max_backoff`, with jitter drawing uniformly from `[0, delay]` ("full jitter").
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct RetryPolicy {
-    /// Retries after the first attempt (so at most `max + 1` attempts).
-    pub max: u32,
-    /// The first delay.
-    pub backoff: Duration,
-    /// The longest delay.
-    pub max_backoff: Duration,
-    /// Randomise delays so retries do not arrive in waves.
-    pub jitter: bool,
-}
-
-impl RetryPolicy {
-    /// `max` retries starting at `backoff`, capped at `max_backoff`, with jitter.
-    pub fn new(max: u32, backoff: Duration, max_backoff: Duration, jitter: bool) -> Self {
-        Self {
-            max,
-            backoff,
-            max_backoff,
-            jitter,
-        }
-    }
-
-    /// The delay before attempt `next_attempt` (2 for the first retry), given a uniform
-    /// random number in `[0, 1)` for the jitter.
-    pub fn delay(&self, next_attempt: u32, unit_random: f64) -> Duration {
-        let exp = next_attempt.saturating_sub(2).min(30);
-        let base = self.backoff.saturating_mul(1 << exp).min(self.max_backoff);
-        if self.jitter {
-            base.mul_f64(unit_random.clamp(0.0, 1.0))
-        } else {
-            base
-        }
-    }
-}
-
-/// Concurrency and rate limits for the tasks of a route.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct Limit {
-    /// What the limit counts over.
-    pub scope: LimitScope,
-    /// At most this many running at once.
-    pub concurrency: Option<NonZeroU32>,
-    /// At most this many starts per period.
-    pub rate: Option<Rate>,
-}
-
-impl Limit {
-    /// A limit over `scope`.
-    pub fn new(scope: LimitScope, concurrency: Option<NonZeroU32>, rate: Option<Rate>) -> Self {
-        Self {
-            scope,
-            concurrency,
-            rate,
-        }
-    }
-}
-
-/// What a [`Limit`] counts over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum LimitScope {
-    /// Each task key (e.g. each host) separately; tasks without a key share one bucket.
-    Key,
-    /// All tasks of the route together.
-    Route,
-}
-
-/// A rate: `count` per `per`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rate {
-    /// How many.
-    pub count: NonZeroU32,
-    /// Per how long.
-    pub per: Duration,
-}
-
-impl Rate {
-    /// The time between two starts at this rate.
-    pub fn interval(&self) -> Duration {
-        self.per / self.count.get()
+    /// Which rule chose this route (for `explain`, logs, and per-route layers), e.g.
+    /// `route[2]` or `defaults`.
+    pub fn rule(&self) -> &str {
+        &self.rule
     }
 }

@@ -1,6 +1,7 @@
 //! What routing through the supervisor adds per task, with the executor's own cost taken
 //! out: both sides run on an inline executor, so the difference is the supervisor's
-//! routing (first-match over the rules) and its ledger bookkeeping.
+//! routing (first-match over the rules) and its ledger bookkeeping — and, on a route with
+//! a timeout and retries, its layers (a deadline timer per task, a retry hook).
 //!
 //! `cargo run --release -p supervisor --example route_overhead [TASKS]`
 
@@ -35,6 +36,12 @@ executor = "there"
 [[route]]
 match = { name = "exact.name", tags = ["x"] }
 executor = "there"
+
+[[route]]
+match = { name = "layered.*" }
+executor = "there"
+timeout = "30s"
+retries = { max = 2, backoff = "1ms" }
 "#;
 
 fn per_task(n: usize, f: impl Fn(usize)) -> f64 {
@@ -81,14 +88,27 @@ fn main() {
         let h = sup.run(meta.clone(), move |_| Ok::<_, std::io::Error>(i));
         std::hint::black_box(h.wait().unwrap());
     });
+    let layered_meta = TaskMeta::new("layered.task");
+    let direct_layered = per_task(n, |i| {
+        let h = inline.run(layered_meta.clone(), move |_| Ok::<_, std::io::Error>(i));
+        std::hint::black_box(h.wait().unwrap());
+    });
+    let routed_layered = per_task(n, |i| {
+        let h = sup.run(layered_meta.clone(), move |_| Ok::<_, std::io::Error>(i));
+        std::hint::black_box(h.wait().unwrap());
+    });
     println!("tasks per run: {n} (best of 5, ns per task, submit + wait on one thread)");
     println!(
         "submit, no meta:   direct {direct:7.1}   supervisor {routed:7.1}   added {:6.1}",
         routed - direct
     );
     println!(
-        "run, meta past 4 rules: direct {direct_meta:7.1}   supervisor {routed_meta:7.1}   added {:6.1}",
+        "run, meta past 5 rules: direct {direct_meta:7.1}   supervisor {routed_meta:7.1}   added {:6.1}",
         routed_meta - direct_meta
+    );
+    println!(
+        "run, layered route (timeout + retries): direct {direct_layered:7.1}   supervisor {routed_layered:7.1}   added {:6.1}",
+        routed_layered - direct_layered
     );
     let ledger = sup.shutdown_ledger(ShutdownMode::Now);
     assert!(ledger.is_balanced());

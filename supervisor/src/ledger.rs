@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use executor_core::backend::StatusCounters;
-use executor_core::{Job, ShutdownReport, Status, TaskRecord};
+use executor_core::{Job, Policy, ShutdownReport, Status, TaskRecord};
+
+use crate::outcome::Track;
 
 /// Counts tasks as they end (through the job's observer) and remembers, by id and name,
 /// those that never ran.
@@ -18,14 +20,32 @@ pub(crate) struct Ledger {
 }
 
 impl Ledger {
-    /// Counts `job` as submitted and arranges for its end to be counted.
-    pub(crate) fn track(self: &Arc<Self>, job: &Job) {
+    /// Counts `job` as submitted and arranges for its end to be counted and, when given a
+    /// policy, observed by it.
+    pub(crate) fn track(self: &Arc<Self>, job: &mut Job, observer: Option<&Arc<dyn Policy>>) {
         self.submitted.fetch_add(1, Relaxed);
         let ledger = self.clone();
         let id = job.id();
         // A cheap reference: the name is copied only for a task that never ran.
         let meta = job.meta_ref().clone();
+        let observer = observer.map(|policy| {
+            let track = Track::new(policy.wants_cpu_time());
+            job.on_every_run(track.hook());
+            (policy.clone(), track)
+        });
         job.observe(move |status| {
+            // The policy hears of the end before the ledger counts it, so a caller that
+            // waits for the count sees what the policy learnt.
+            if let Some((policy, track)) = observer {
+                let outcome = track.outcome(status);
+                let run = std::panic::AssertUnwindSafe(|| policy.observe(&meta, &outcome));
+                if let Err(payload) = std::panic::catch_unwind(run) {
+                    tracing::error!(
+                        panic = executor_core::panic_message(&*payload),
+                        "the policy's observe panicked"
+                    );
+                }
+            }
             ledger.ended.add(status);
             if status == Status::NotStarted {
                 ledger

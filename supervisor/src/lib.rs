@@ -1,5 +1,6 @@
-//! switchyard supervisor: routes tasks to executors by a TOML policy file, and wraps them
-//! in retries, timeouts and rate and concurrency limits.
+//! switchyard supervisor: routes tasks to executors by a policy — a TOML policy file, or a
+//! [`Policy`](executor_core::Policy) written in code — and runs them through each route's
+//! layers: retries, timeouts, rate and concurrency limits, and layers of your own.
 //!
 //! A task says *what* it is — a [`TaskMeta`](executor_core::TaskMeta) with a name, tags
 //! and a key such as a host. The policy file says *where* each kind of task runs (which
@@ -58,6 +59,71 @@
 //! # Ok::<(), supervisor::ConfigError>(())
 //! ```
 //!
+//! # A policy and layers in code
+//!
+//! The policy file is one [`Policy`](executor_core::Policy); [`Supervisor::builder`] takes
+//! any other, with named executors (any `Arc<dyn Executor>`, e.g. a `TokioExecutor` over
+//! your application's runtime) and [`Layer`]s. The policy routes each task to a
+//! [`Route`](executor_core::Route) (an executor and a rule name) and
+//! [observes](executor_core::Policy::observe) how each one ended — status, attempts, wall
+//! time and, when it [asks](executor_core::Policy::wants_cpu_time), the CPU time its
+//! attempts used. A layer wraps a route's [`Service`] stack: [`layer`](SupervisorBuilder::layer)
+//! puts it on every route, [`route_layer`](SupervisorBuilder::route_layer) on the routes of
+//! one rule name. See `examples/custom_policy.rs` and `examples/circuit_breaker.rs`.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//! use executor_core::{ExecutorExt, InlineExecutor, Job, Outcome, Policy, Route, TaskMeta};
+//! use supervisor::{Layer, LayerContext, Service, Supervisor};
+//!
+//! /// Everything to one executor; counts failures.
+//! struct OnePlace { route: Route, failed: AtomicU64 }
+//! impl Policy for OnePlace {
+//!     fn route(&self, _meta: &TaskMeta) -> &Route { &self.route }
+//!     fn observe(&self, _meta: &TaskMeta, outcome: &Outcome) {
+//!         if !outcome.status().is_success() { self.failed.fetch_add(1, Ordering::Relaxed); }
+//!     }
+//! }
+//!
+//! /// A layer that counts the attempts it passes on.
+//! struct Count(Arc<AtomicU64>);
+//! impl Layer for Count {
+//!     fn layer(&self, inner: Arc<dyn Service>, _cx: &LayerContext<'_>) -> Arc<dyn Service> {
+//!         let n = self.0.clone();
+//!         Arc::new(move |job: Job| {
+//!             n.fetch_add(1, Ordering::Relaxed);
+//!             inner.dispatch(job)
+//!         })
+//!     }
+//! }
+//!
+//! let policy = Arc::new(OnePlace { route: Route::new("here", "all"), failed: AtomicU64::new(0) });
+//! let attempts = Arc::new(AtomicU64::new(0));
+//! let sup = Supervisor::builder()
+//!     .executor("here", Arc::new(InlineExecutor::new("here")))
+//!     .shared_policy(policy.clone())
+//!     .layer(Count(attempts.clone()))
+//!     .build()?;
+//! assert_eq!(sup.submit(|| 1 + 1).wait().unwrap(), 2);
+//! let bad = sup.run_once(TaskMeta::new("bad"), |_| Err::<(), _>("no"));
+//! assert!(bad.wait().is_err());
+//! assert_eq!(policy.failed.load(Ordering::Relaxed), 1);
+//! assert_eq!(attempts.load(Ordering::Relaxed), 2);
+//! # Ok::<(), supervisor::ConfigError>(())
+//! ```
+//!
+//! # The path of a task
+//!
+//! `execute` passes the supervisor's admission gate (closed at shutdown), counts the task
+//! in the ledger, asks the policy for its route, and hands the job to that route's service
+//! stack: the layers added in code, then the file's timeout, retries and limit, then the
+//! executor. A route without layers is a table lookup and a direct `execute`. Each layer
+//! may install hooks on the job for one attempt (a failure hook to retry, an attempt-end
+//! hook to give back a limit slot, a run hook to enter the task's span); hooks compose, so
+//! every layer sees every attempt. The task's handle resolves when the executor finishes
+//! it (or a layer ends it), and the ledger and the policy's `observe` hear of it first.
+//!
 //! # The policy file
 //!
 //! Unknown keys are errors everywhere. Every error names the file, the line and column
@@ -104,7 +170,8 @@
 //! | `timeout`, `retries`, `limit` | as in `[defaults]` | `[defaults]`'s | a key left out is inherited |
 //!
 //! Routing is total: a task no rule matches takes `[defaults]`. [`Supervisor::explain`]
-//! says which rule matched and why the earlier ones did not.
+//! says which rule matched and why the earlier ones did not. Rules are named `defaults`
+//! and `route[N]` (1-based), the names [`SupervisorBuilder::route_layer`] takes.
 //!
 //! ## Values
 //!
@@ -154,7 +221,8 @@
 //! # Observability
 //!
 //! With a `tracing` subscriber installed, every attempt of a task on a route with layers
-//! runs inside a `task` span with its `id`, `name`, `executor`, `rule` and `attempt`, so
+//! runs inside a `task` span (entered by a run hook on the job: whether a subscriber is
+//! installed changes nothing else, counts included) with its `id`, `name`, `executor`, `rule` and `attempt`, so
 //! the task's own log lines carry them; retries are logged with the attempt number and the
 //! backoff, reloads and rejected reloads with the file. [`Supervisor::executor_stats`]
 //! gives per-executor counters and latency for summary tables.
@@ -165,20 +233,23 @@
 //! built-in `threads`, `rayon` and `tokio` backends sit behind Cargo features of the same
 //! names (all on by default); another crate adds its own with [`Registry::register`] and
 //! [`Supervisor::with_registry`].
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // One exception: reading the thread CPU clock (`outcome.rs`).
 
 pub mod config;
+pub mod layer;
 mod ledger;
-mod limit;
+mod outcome;
 mod queue;
 mod registry;
 pub mod routing;
+mod scheduler;
 mod supervisor;
 mod timers;
 mod watch;
 
-pub use config::{BackendOptions, ConfigError, PolicyConfig};
+pub use config::{BackendOptions, ConfigError, PolicyConfig, RouteSpec};
+pub use layer::{Layer, LayerContext, Limit, LimitScope, Rate, RetryPolicy, Service, Timeout};
 pub use ledger::{LedgerCounts, ShutdownLedger};
 pub use queue::{Finished, Producer, QueueReport, TaskQueue};
 pub use registry::{BackendFactory, ExecutorPlan, Registry};
-pub use supervisor::Supervisor;
+pub use supervisor::{Supervisor, SupervisorBuilder};

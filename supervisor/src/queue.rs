@@ -9,9 +9,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use executor_core::{
-    BoxError, Executor, Job, Policy, TaskContext, TaskError, TaskHandle, TaskId, TaskMeta, TaskSet,
-};
+use executor_core::{BoxError, Job, TaskContext, TaskError, TaskHandle, TaskId, TaskMeta, TaskSet};
 
 use crate::Supervisor;
 
@@ -248,16 +246,12 @@ fn run_queue<T: Send + 'static>(
     loop {
         match rx.recv_timeout(POLL) {
             Ok(Message::Task(job, handle)) if !closing => {
-                let route = sup.route(job.meta());
-                records.insert(
-                    job.id(),
-                    Record {
-                        name: job.meta().name().to_owned(),
-                        executor: route.executor.clone(),
-                    },
-                );
-                // A refusal resolves the handle, which the set then reports.
-                let _ = sup.execute(job);
+                let (id, name) = (job.id(), job.meta().name().to_owned());
+                // The executor the supervisor handed the task to, read from the same
+                // routing decision (a reload between asking and submitting cannot make
+                // the record lie). A refusal resolves the handle, which the set reports.
+                let (executor, _) = sup.execute_on(job);
+                records.insert(id, Record { name, executor });
                 set.push(handle);
             }
             Ok(Message::Task(job, handle)) => {

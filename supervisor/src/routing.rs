@@ -148,6 +148,8 @@ pub struct Explanation {
     /// (route number, verdict) for the routes tried before the match.
     pub(crate) rejected: Vec<(usize, Verdict)>,
     pub(crate) unreached: usize,
+    /// The rule a policy written in code chose (no policy-file rules were tried).
+    pub(crate) code_rule: Option<String>,
 }
 
 impl Explanation {
@@ -173,6 +175,13 @@ impl fmt::Display for Explanation {
         write!(f, "task \"{}\"", self.task)?;
         if !self.tags.is_empty() {
             write!(f, " [{}]", self.tags.join(", "))?;
+        }
+        if let Some(rule) = &self.code_rule {
+            return writeln!(
+                f,
+                " -> executor \"{}\" by the policy in code (rule \"{rule}\")",
+                self.executor
+            );
         }
         match self.route {
             Some(n) => writeln!(
@@ -202,6 +211,23 @@ impl fmt::Display for Explanation {
     }
 }
 
+/// The explanation for a route a policy written in code chose.
+pub(crate) fn explain_code(
+    meta: &executor_core::TaskMeta,
+    route: &executor_core::Route,
+) -> Explanation {
+    Explanation {
+        task: meta.name().to_owned(),
+        tags: meta.tags().map(str::to_owned).collect(),
+        route: None,
+        executor: route.executor().to_owned(),
+        reason: String::new(),
+        rejected: Vec::new(),
+        unreached: 0,
+        code_rule: Some(route.rule().to_owned()),
+    }
+}
+
 /// Walks `rules` in order and explains the first match (or the fall-through to defaults).
 pub(crate) fn explain<'a, S: AsRef<str>>(
     rules: impl ExactSizeIterator<Item = (&'a Matcher, &'a str)>,
@@ -222,6 +248,7 @@ pub(crate) fn explain<'a, S: AsRef<str>>(
                     reason: matcher.describe_match(name),
                     rejected,
                     unreached: total - i - 1,
+                    code_rule: None,
                 };
             }
             other => rejected.push((i + 1, other)),
@@ -235,6 +262,7 @@ pub(crate) fn explain<'a, S: AsRef<str>>(
         reason: String::new(),
         rejected,
         unreached: 0,
+        code_rule: None,
     }
 }
 

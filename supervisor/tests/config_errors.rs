@@ -43,7 +43,7 @@ fn check(extra: &str, kind: fn(&ConfigError) -> bool, line: usize, column: usize
 fn the_base_policy_is_valid() {
     let p = PolicyConfig::parse(BASE, "policy.toml").unwrap();
     assert_eq!(p.executors().len(), 3);
-    assert_eq!(p.defaults().executor, "io");
+    assert_eq!(p.defaults().executor(), "io");
     assert!(p.routes().is_empty());
 }
 
@@ -346,7 +346,7 @@ fn routes_inherit_unset_keys_from_defaults() {
     let cpu = p.routes()[0].route();
     assert_eq!(cpu.timeout, None);
     assert_eq!(cpu.retry.unwrap().max, 2);
-    assert_eq!(cpu.rule, "route[1]");
+    assert_eq!(cpu.route.rule(), "route[1]");
     let net = p.routes()[1].route();
     assert_eq!(net.timeout, Some(Duration::from_secs(30)));
     let r = net.retry.unwrap();
@@ -357,10 +357,10 @@ fn routes_inherit_unset_keys_from_defaults() {
     let l = net.limit.unwrap();
     assert_eq!(l.concurrency.unwrap().get(), 4);
     assert_eq!(l.rate.unwrap().interval(), Duration::from_millis(50));
-    assert_eq!(p.select("scrape.fetch", &["cpu"]).executor, "cpu");
-    assert_eq!(p.select("scrape.fetch", &[] as &[&str]).executor, "net");
-    assert_eq!(p.select("other", &[] as &[&str]).executor, "io");
-    assert_eq!(p.defaults().rule, "defaults");
+    assert_eq!(p.select("scrape.fetch", &["cpu"]).executor(), "cpu");
+    assert_eq!(p.select("scrape.fetch", &[] as &[&str]).executor(), "net");
+    assert_eq!(p.select("other", &[] as &[&str]).executor(), "io");
+    assert_eq!(p.defaults().route.rule(), "defaults");
     let why = p.explain_parts("scrape.fetch", &["net"]);
     assert_eq!(why.route(), Some(2));
     let shown = why.to_string();

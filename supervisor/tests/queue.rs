@@ -90,3 +90,58 @@ fn producers_push_the_queue_routes_records_and_drains() {
     assert_eq!(ledger.counts.submitted, 19);
     assert!(ledger.never_ran.iter().all(|r| r.id != late));
 }
+
+/// Each task reports the executor it ran on (from its thread's name); the queue's record
+/// must name the same one, even while reloads flip the route between two executors.
+#[test]
+fn the_queue_names_the_executor_a_task_ran_on_across_reloads() {
+    let policy = |exec: &str| {
+        format!(
+            "[executors.alpha]\nbackend = \"threads\"\nworkers = 1\n\n\
+             [executors.beta]\nbackend = \"threads\"\nworkers = 1\n\n\
+             [defaults]\nexecutor = \"{exec}\"\n"
+        )
+    };
+    let sup = Supervisor::from_toml(&policy("alpha")).unwrap();
+    let queue = TaskQueue::new(sup.clone());
+    let producer = queue.producer();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flipper = {
+        let (sup, done) = (sup.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let exec = if i.is_multiple_of(2) { "beta" } else { "alpha" };
+                sup.reload_str(&policy(exec), "flip.toml").unwrap();
+                i += 1;
+                std::thread::yield_now();
+            }
+        })
+    };
+    for _ in 0..3000 {
+        producer.push(TaskMeta::new("where"), |_| {
+            let name = std::thread::current().name().unwrap_or("?").to_owned();
+            Ok::<_, String>(
+                name.rsplit_once('-')
+                    .map_or(name.clone(), |(e, _)| e.to_owned()),
+            )
+        });
+    }
+    let report = queue.close();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    flipper.join().unwrap();
+    assert_eq!(report.finished.len(), 3000);
+    let wrong: Vec<_> = report
+        .finished
+        .iter()
+        .filter(|f| f.result.as_deref().ok() != Some(f.executor.as_str()))
+        .map(|f| (f.executor.clone(), f.result.as_ref().ok().cloned()))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of 3000 records name the wrong executor, e.g. {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(3)]
+    );
+    sup.shutdown_ledger(ShutdownMode::Graceful(Duration::from_secs(10)));
+}

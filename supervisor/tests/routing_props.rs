@@ -88,7 +88,7 @@ proptest! {
             let got = policy.select_index(name, |t| tags.contains(&t));
             prop_assert_eq!(got, expected, "task {:?} {:?}", name, tags);
             // Total: every task lands on a defined executor.
-            let executor = policy.select(name, tags).executor.as_str();
+            let executor = policy.select(name, tags).executor();
             let expected_executor = expected.map_or("io", |i| rules[i].executor);
             prop_assert_eq!(executor, expected_executor);
             // explain agrees, and lists every earlier rule as not matching.

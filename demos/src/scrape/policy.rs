@@ -6,23 +6,24 @@
 use super::Loaded;
 use super::crawl::FETCH_TASK;
 use anyhow::{Context, Result};
-use executor_core::{Executor, LimitScope, Policy, ShutdownMode, TaskMeta};
+use executor_core::{Executor, ShutdownMode};
 use std::time::Duration;
+use supervisor::LimitScope;
 
 /// Starts a supervisor for the policy `text` (`origin` names it in errors).
 pub(super) fn load(origin: &str, text: &str) -> Result<Loaded> {
     // The error names the file, line and column already.
     let config = supervisor::PolicyConfig::parse(text, origin)?;
+    let route = config.select(FETCH_TASK, &[] as &[&str]).clone();
     let sup = supervisor::Supervisor::new(config)
         .with_context(|| format!("starting the executors of policy {origin}"))?;
-    let route = sup.route(&TaskMeta::new(FETCH_TASK).with_key("example.com:80"));
     let per_key = route.limit.filter(|l| l.scope == LimitScope::Key);
     Ok(Loaded {
         per_host_limit: per_key.and_then(|l| l.concurrency).map(|c| c.get()),
         per_host_rate: per_key
             .and_then(|l| l.rate)
             .map(|r| f64::from(r.count.get()) / r.per.as_secs_f64()),
-        executor_name: route.executor.clone(),
+        executor_name: route.executor().to_owned(),
         exec: sup,
     })
 }

@@ -16,13 +16,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use executor_core::{Limit, LimitScope, Policy, Rate, RetryPolicy, Route, TaskMeta};
+use executor_core::{Policy, Route, TaskMeta};
 use toml::Spanned;
 
 pub use self::error::ConfigError;
 pub(crate) use self::error::Kind;
 pub use self::options::BackendOptions;
 use self::raw::{RawLimit, RawPolicy, RawRetries};
+use crate::layer::{Limit, LimitScope, Rate, RetryPolicy};
 use crate::routing::{self, Explanation, Matcher};
 
 /// A validated policy file: executors, defaults and ordered routes.
@@ -30,13 +31,50 @@ use crate::routing::{self, Explanation, Matcher};
 /// Building one checks everything that does not depend on which backends are registered;
 /// the backend keys are checked when a [`Registry`](crate::Registry) prepares the
 /// executors. A `PolicyConfig` is itself an [`executor_core::Policy`]: it routes a task to
-/// the [`Route`] of the first matching `[[route]]`, or of `[defaults]`.
+/// the [`Route`] of the first matching `[[route]]`, or of `[defaults]`; the supervisor
+/// builds each route's layers from its [`RouteSpec`].
 #[derive(Debug, Clone)]
 pub struct PolicyConfig {
     origin: PathBuf,
     executors: Vec<ExecutorConfig>,
-    defaults: Arc<Route>,
+    defaults: RouteSpec,
     routes: Vec<RouteRule>,
+}
+
+/// A route of the policy file and how it runs: where (the [`Route`]) and the settings of
+/// its layers (timeout, retries, limits).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RouteSpec {
+    /// The executor and the rule's name (`defaults` or `route[N]`).
+    pub route: Route,
+    /// Retries after an error or a panic.
+    pub retry: Option<RetryPolicy>,
+    /// How long the caller waits at most, from submission.
+    pub timeout: Option<Duration>,
+    /// Concurrency and rate limits.
+    pub limit: Option<Limit>,
+}
+
+impl RouteSpec {
+    fn new(executor: String, rule: impl Into<String>) -> Self {
+        RouteSpec {
+            route: Route::new(executor, rule),
+            retry: None,
+            timeout: None,
+            limit: None,
+        }
+    }
+
+    /// The executor's name.
+    pub fn executor(&self) -> &str {
+        self.route.executor()
+    }
+
+    /// True when the route has a timeout, retries or limits.
+    pub fn has_layers(&self) -> bool {
+        self.retry.is_some() || self.timeout.is_some() || self.limit.is_some()
+    }
 }
 
 /// One `[executors.NAME]` table.
@@ -54,7 +92,7 @@ pub struct ExecutorConfig {
 #[derive(Debug, Clone)]
 pub struct RouteRule {
     matcher: Matcher,
-    route: Arc<Route>,
+    route: RouteSpec,
 }
 
 /// The default `backoff` of `retries`.
@@ -104,7 +142,7 @@ impl PolicyConfig {
     }
 
     /// The `[defaults]` route: where and how a task that matches no `[[route]]` runs.
-    pub fn defaults(&self) -> &Arc<Route> {
+    pub fn defaults(&self) -> &RouteSpec {
         &self.defaults
     }
 
@@ -115,7 +153,7 @@ impl PolicyConfig {
 
     /// The route for a task with this name and these tags: the first matching rule's, or
     /// the defaults. Routing is total: every task gets a route.
-    pub fn select<S: AsRef<str>>(&self, name: &str, tags: &[S]) -> &Arc<Route> {
+    pub fn select<S: AsRef<str>>(&self, name: &str, tags: &[S]) -> &RouteSpec {
         match self.select_index(name, |t| tags.iter().any(|x| x.as_ref() == t)) {
             Some(i) => &self.routes[i].route,
             None => &self.defaults,
@@ -140,10 +178,8 @@ impl PolicyConfig {
     /// Which route a task with this name and these tags takes, and why.
     pub fn explain_parts<S: AsRef<str>>(&self, name: &str, tags: &[S]) -> Explanation {
         routing::explain(
-            self.routes
-                .iter()
-                .map(|r| (&r.matcher, r.route.executor.as_str())),
-            &self.defaults.executor,
+            self.routes.iter().map(|r| (&r.matcher, r.route.executor())),
+            self.defaults.executor(),
             name,
             tags,
         )
@@ -169,10 +205,11 @@ impl PolicyConfig {
 }
 
 impl Policy for PolicyConfig {
-    fn route(&self, meta: &TaskMeta) -> Arc<Route> {
+    #[inline]
+    fn route(&self, meta: &TaskMeta) -> &Route {
         match self.select_index(meta.name(), |t| meta.has_tag(t)) {
-            Some(i) => self.routes[i].route.clone(),
-            None => self.defaults.clone(),
+            Some(i) => &self.routes[i].route.route,
+            None => &self.defaults.route,
         }
     }
 }
@@ -209,7 +246,7 @@ impl RouteRule {
     }
 
     /// Where and how a matching task runs.
-    pub fn route(&self) -> &Arc<Route> {
+    pub fn route(&self) -> &RouteSpec {
         &self.route
     }
 }
@@ -269,7 +306,7 @@ impl Validator<'_> {
         let names: Vec<&str> = executors.iter().map(|e| e.name.as_str()).collect();
 
         let d = raw.defaults.into_inner();
-        let mut defaults = Route::new(
+        let mut defaults = RouteSpec::new(
             self.executor_ref(&d.executor, &names, "[defaults]")?,
             "defaults",
         );
@@ -304,9 +341,9 @@ impl Validator<'_> {
             })?;
             let executor = match &r.executor {
                 Some(e) => self.executor_ref(e, &names, &where_)?,
-                None => defaults.executor.clone(),
+                None => defaults.executor().to_owned(),
             };
-            let mut route = Route::new(executor, format!("route[{number}]"));
+            let mut route = RouteSpec::new(executor, format!("route[{number}]"));
             route.timeout = match &r.timeout {
                 Some(_) => self.timeout(r.timeout.as_ref())?,
                 None => defaults.timeout,
@@ -319,16 +356,13 @@ impl Validator<'_> {
                 Some(x) => Some(self.limit(x)?),
                 None => defaults.limit,
             };
-            routes.push(RouteRule {
-                matcher,
-                route: Arc::new(route),
-            });
+            routes.push(RouteRule { matcher, route });
         }
 
         Ok(PolicyConfig {
             origin: self.origin.to_path_buf(),
             executors,
-            defaults: Arc::new(defaults),
+            defaults,
             routes,
         })
     }

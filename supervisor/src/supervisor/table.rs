@@ -1,0 +1,284 @@
+//! One version of the routes, compiled: for each route its executor and the stack of
+//! layers in front of it. `execute` reads it; a reload swaps it whole.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use executor_core::{Executor, Job, Policy, Route, ShutdownMode, TaskMeta};
+
+use crate::config::{ConfigError, ExecutorConfig, Kind, PolicyConfig, RouteSpec};
+use crate::layer::limiter::Limiter;
+use crate::layer::{Base, Layer, LayerContext, Limit, Service};
+use crate::registry::{ExecutorPlan, Registry};
+use crate::scheduler::Core;
+
+/// What the supervisor was given in code, kept for every reload.
+#[derive(Clone, Default)]
+pub(crate) struct CodeParts {
+    /// A policy written in code; without one, the policy file routes.
+    pub(crate) policy: Option<Arc<dyn Policy>>,
+    /// Executors given in code, by name.
+    pub(crate) executors: BTreeMap<String, Arc<dyn Executor>>,
+    /// Layers for every route, outermost first.
+    pub(crate) layers: Vec<Arc<dyn Layer>>,
+    /// Layers for the routes of one rule, by the rule's name, outermost first.
+    pub(crate) route_layers: Vec<(String, Arc<dyn Layer>)>,
+}
+
+/// The compiled routes.
+pub(crate) struct Table {
+    pub(crate) config: Option<Arc<PolicyConfig>>,
+    /// What routes: the code policy, or the policy file.
+    policy: Arc<dyn Policy>,
+    /// The policy again when its `observe` must hear of every task (a code policy; the
+    /// policy file learns nothing, so its tasks skip the measuring).
+    pub(crate) observer: Option<Arc<dyn Policy>>,
+    pub(crate) executors: BTreeMap<String, Arc<dyn Executor>>,
+    /// For the policy file: its rules in order, then the defaults. For a code policy: a
+    /// route per executor and rule name that has layers, then one per executor for any
+    /// other rule name.
+    routes: Vec<Compiled>,
+}
+
+/// A route with its executor and layers resolved. A task keeps the stack it was routed
+/// to for its whole life, retries included, even across reloads.
+pub(crate) struct Compiled {
+    /// The route as the policy gives it (its address, for a fast match).
+    addr: usize,
+    pub(crate) route: Route,
+    /// True when this entry serves any rule name (a code policy's plain route).
+    any_rule: bool,
+    pub(crate) executor: Arc<dyn Executor>,
+    /// The layers in front of the executor; `None` when there are none, so the job goes
+    /// straight to the executor.
+    pub(crate) service: Option<Arc<dyn Service>>,
+    /// The limit of the policy file's settings and its budget (kept by a reload when the
+    /// limit did not change).
+    limiter: Option<(Limit, Arc<Limiter<Job>>)>,
+}
+
+impl Table {
+    /// The compiled route for a task, through the policy; `Err` with the executor's name
+    /// when the policy names an executor this supervisor does not have.
+    #[inline]
+    pub(crate) fn select(&self, meta: &TaskMeta) -> Result<&Compiled, &str> {
+        let route = self.policy.route(meta);
+        let addr = route as *const Route as usize;
+        if let Some(c) = self.routes.iter().find(|c| c.addr == addr) {
+            return Ok(c);
+        }
+        self.routes
+            .iter()
+            .find(|c| !c.any_rule && c.route == *route)
+            .or_else(|| {
+                self.routes
+                    .iter()
+                    .find(|c| c.any_rule && c.route.executor() == route.executor())
+            })
+            .ok_or(route.executor())
+    }
+
+    /// The route the policy gives a task.
+    pub(crate) fn route(&self, meta: &TaskMeta) -> &Route {
+        self.policy.route(meta)
+    }
+
+    /// The running executor that `exec` describes, if this table has one just like it.
+    fn reusable(&self, exec: &ExecutorConfig) -> Option<Arc<dyn Executor>> {
+        let old = self
+            .config
+            .as_ref()?
+            .executors()
+            .iter()
+            .find(|e| e.name() == exec.name())?;
+        if old.same_as(exec) {
+            self.executors.get(exec.name()).cloned()
+        } else {
+            None
+        }
+    }
+
+    /// The budget a route of `old` kept for this rule, executor and limit.
+    fn limiter_for(&self, route: &Route, limit: &Limit) -> Option<Arc<Limiter<Job>>> {
+        self.routes
+            .iter()
+            .filter(|c| c.route == *route)
+            .find_map(|c| match &c.limiter {
+                Some((l, limiter)) if l == limit => Some(limiter.clone()),
+                _ => None,
+            })
+    }
+
+    /// Which route a task takes and why.
+    pub(crate) fn explain(&self, meta: &TaskMeta) -> crate::routing::Explanation {
+        match (&self.observer, &self.config) {
+            (None, Some(config)) => config.explain(meta),
+            _ => crate::routing::explain_code(meta, self.policy.route(meta)),
+        }
+    }
+
+    /// How many routes the policy file has (0 for a code policy).
+    pub(crate) fn rules(&self) -> usize {
+        self.config.as_ref().map_or(0, |c| c.routes().len())
+    }
+}
+
+enum Plan {
+    Reuse(Arc<dyn Executor>),
+    Build(ExecutorPlan),
+}
+
+/// Builds a table, reusing executors (and the budgets of unchanged limits) from `old`.
+/// Checks every executor's options before building any; returns the table and the
+/// executors it built.
+pub(crate) fn compile(
+    registry: &Registry,
+    config: Option<PolicyConfig>,
+    code: &CodeParts,
+    core: &Arc<Core>,
+    old: Option<&Table>,
+) -> Result<(Table, Vec<Arc<dyn Executor>>), ConfigError> {
+    let origin = config
+        .as_ref()
+        .map_or(std::path::Path::new("<code>"), |c| c.origin())
+        .to_path_buf();
+    let mut plans = Vec::new();
+    for exec in config.iter().flat_map(|c| c.executors()) {
+        if code.executors.contains_key(exec.name()) {
+            return Err(ConfigError::new(
+                Kind::Build,
+                &origin,
+                format!(
+                    "executor \"{}\" is given both in code and in the policy file",
+                    exec.name()
+                ),
+            ));
+        }
+        match old.and_then(|o| o.reusable(exec)) {
+            Some(running) => plans.push(Plan::Reuse(running)),
+            None => plans.push(Plan::Build(
+                registry.prepare_one(config.as_ref().expect("has executors"), exec)?,
+            )),
+        }
+    }
+    let mut executors = code.executors.clone();
+    let mut built: Vec<Arc<dyn Executor>> = Vec::new();
+    for (exec, plan) in config.iter().flat_map(|c| c.executors()).zip(plans) {
+        let e = match plan {
+            Plan::Reuse(e) => e,
+            Plan::Build(p) => match p() {
+                Ok(e) => {
+                    built.push(e.clone());
+                    e
+                }
+                Err(err) => {
+                    for b in &built {
+                        b.shutdown(ShutdownMode::Now);
+                    }
+                    return Err(exec.options().build_error(err));
+                }
+            },
+        };
+        executors.insert(exec.name().to_owned(), e);
+    }
+    let config = config.map(Arc::new);
+    let compile_one = |route: &Route, spec: Option<&RouteSpec>, addr: usize, any_rule: bool| {
+        let executor = executors
+            .get(route.executor())
+            .cloned()
+            .expect("every route names a known executor");
+        let cx = LayerContext::new(route, core);
+        let mut stack: Option<Arc<dyn Service>> = None;
+        let base = || -> Arc<dyn Service> {
+            Arc::new(Base {
+                executor: executor.clone(),
+                rule: route.rule().to_owned(),
+            })
+        };
+        let mut limiter = None;
+        if let Some(spec) = spec {
+            if let Some(limit) = &spec.limit {
+                let budget = old
+                    .and_then(|o| o.limiter_for(route, limit))
+                    .unwrap_or_else(|| limit.limiter());
+                stack = Some(limit.service(base(), budget.clone(), core));
+                limiter = Some((*limit, budget));
+            }
+            if let Some(retry) = &spec.retry {
+                stack = Some(retry.layer(stack.unwrap_or_else(base), &cx));
+            }
+            if let Some(after) = spec.timeout {
+                let timeout = crate::layer::Timeout::new(after);
+                stack = Some(timeout.layer(stack.unwrap_or_else(base), &cx));
+            }
+        }
+        let own = code
+            .route_layers
+            .iter()
+            .filter(|(rule, _)| !any_rule && rule == route.rule())
+            .map(|(_, l)| l);
+        let layers: Vec<&Arc<dyn Layer>> = code.layers.iter().chain(own).collect();
+        for layer in layers.into_iter().rev() {
+            stack = Some(layer.layer(stack.unwrap_or_else(base), &cx));
+        }
+        Compiled {
+            addr,
+            route: route.clone(),
+            any_rule,
+            executor,
+            service: stack,
+            limiter,
+        }
+    };
+    let mut routes = Vec::new();
+    let policy: Arc<dyn Policy>;
+    let observer;
+    match (&code.policy, &config) {
+        (Some(p), _) => {
+            policy = p.clone();
+            observer = Some(p.clone());
+            // Every rule name that has layers, with every executor; then any other rule.
+            let specs: Vec<&RouteSpec> = config
+                .iter()
+                .flat_map(|c| c.routes().iter().map(|r| r.route()).chain([c.defaults()]))
+                .collect();
+            let mut rules: Vec<&str> = specs.iter().map(|s| s.route.rule()).collect();
+            rules.extend(code.route_layers.iter().map(|(r, _)| r.as_str()));
+            rules.sort_unstable();
+            rules.dedup();
+            for name in executors.keys() {
+                for rule in &rules {
+                    let route = Route::new(name.clone(), *rule);
+                    let spec = specs.iter().find(|s| s.route.rule() == *rule).copied();
+                    routes.push(compile_one(&route, spec, 0, false));
+                }
+                routes.push(compile_one(&Route::new(name.clone(), "*"), None, 0, true));
+            }
+        }
+        (None, Some(c)) => {
+            policy = c.clone();
+            observer = None;
+            for spec in c.routes().iter().map(|r| r.route()).chain([c.defaults()]) {
+                let addr = &spec.route as *const Route as usize;
+                routes.push(compile_one(&spec.route, Some(spec), addr, false));
+            }
+        }
+        (None, None) => {
+            return Err(ConfigError::new(
+                Kind::Build,
+                &origin,
+                "a supervisor needs a policy: a policy file, or a policy in code",
+            ));
+        }
+    }
+    Ok((
+        Table {
+            config,
+            policy,
+            observer,
+            executors,
+            routes,
+        },
+        built,
+    ))
+}
