@@ -193,15 +193,22 @@ timeout = "100ms"
         took >= Duration::from_millis(100),
         "resolved early: {took:?}"
     );
-    // A task that ignores its deadline still resolves on time for the caller.
-    let h = sup.submit(|| std::thread::sleep(Duration::from_millis(600)));
-    let t = Instant::now();
+    // A task that ignores its deadline still resolves for the caller at the deadline:
+    // its body is held until the handle has resolved, so a handle that waited for the
+    // body would never resolve (and `wait` would fail at its bound).
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let (ended_tx, ended) = std::sync::mpsc::channel::<()>();
+    let h = sup.submit(move || {
+        let _ = held.recv();
+        let _ = ended_tx.send(());
+    });
     assert!(wait(h).unwrap_err().is_timeout());
     assert!(
-        t.elapsed() < Duration::from_millis(550),
-        "{:?}",
-        t.elapsed()
+        ended.try_recv().is_err(),
+        "the handle resolved only after the body ended"
     );
+    release.send(()).unwrap();
+    ended.recv_timeout(WAIT).expect("the held body ends once released");
     // A quick task is not affected.
     assert_eq!(wait(sup.submit(|| 7)).unwrap(), 7);
     let report = sup.shutdown_ledger(ShutdownMode::Graceful(WAIT));
@@ -228,24 +235,45 @@ limit = { per = "key", concurrency = 2 }
             .map(|k| (*k, (AtomicUsize::new(0), AtomicUsize::new(0))))
             .collect(),
     );
-    let submit_start = Instant::now();
-    let handles: Vec<_> = (0..36)
-        .map(|i| {
-            let key = keys[i % 3];
-            let g = gauges.clone();
-            sup.run(TaskMeta::new("fetch").with_key(key), move |ctx| {
-                let (now, high) = &g[ctx.meta().key().unwrap()];
-                let n = now.fetch_add(1, Ordering::SeqCst) + 1;
-                high.fetch_max(n, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(40));
-                now.fetch_sub(1, Ordering::SeqCst);
-                Ok::<_, TaskError>(())
-            })
+    // Every task is held at a gate until all 36 are submitted: if waiting for a slot
+    // blocked the caller of execute, the submissions could never finish.
+    let gate = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let submitter = {
+        let sup = sup.clone();
+        let gate = gate.clone();
+        let gauges = gauges.clone();
+        std::thread::spawn(move || {
+            (0..36)
+                .map(|i| {
+                    let key = keys[i % 3];
+                    let g = gauges.clone();
+                    let gate = gate.clone();
+                    sup.run(TaskMeta::new("fetch").with_key(key), move |ctx| {
+                        let (open, cv) = &*gate;
+                        let mut open = open.lock().unwrap();
+                        while !*open {
+                            open = cv.wait(open).unwrap();
+                        }
+                        drop(open);
+                        let (now, high) = &g[ctx.meta().key().unwrap()];
+                        let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                        high.fetch_max(n, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(10));
+                        now.fetch_sub(1, Ordering::SeqCst);
+                        Ok::<_, TaskError>(())
+                    })
+                })
+                .collect::<Vec<_>>()
         })
-        .collect();
-    // Waiting for a slot never blocks the caller of execute (12 tasks per key, 2 at a
-    // time, 40 ms each: a blocking submit would take at least 200 ms).
-    assert!(submit_start.elapsed() < Duration::from_millis(150));
+    };
+    let t = Instant::now();
+    while !submitter.is_finished() {
+        assert!(t.elapsed() < WAIT, "submitting blocked on the limit");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let handles = submitter.join().unwrap();
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
     for h in handles {
         wait(h).unwrap();
     }
