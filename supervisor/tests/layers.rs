@@ -208,7 +208,9 @@ timeout = "100ms"
         "the handle resolved only after the body ended"
     );
     release.send(()).unwrap();
-    ended.recv_timeout(WAIT).expect("the held body ends once released");
+    ended
+        .recv_timeout(WAIT)
+        .expect("the held body ends once released");
     // A quick task is not affected.
     assert_eq!(wait(sup.submit(|| 7)).unwrap(), 7);
     let report = sup.shutdown_ledger(ShutdownMode::Graceful(WAIT));
