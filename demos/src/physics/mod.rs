@@ -256,7 +256,8 @@ pub struct Report {
     pub energy_final: f64,
     /// `(E(end) - E(0)) / |E(0)|`.
     pub energy_drift: f64,
-    /// Largest `|E(t) - E(0)| / |E(0)|` over the run.
+    /// Largest `|E(t) - E(0)| / |E(0)|` over the run, sampled every
+    /// [`ENERGY_EVERY`](sim::ENERGY_EVERY) steps.
     pub energy_drift_max: f64,
     /// Largest `|P(t) - P(0)|` over the run, per particle (mass 1, so a velocity).
     pub momentum_drift: f64,
@@ -354,6 +355,7 @@ pub fn simulate(
         energy_drift_max: res
             .rounds
             .iter()
+            .filter(|r| r.energy)
             .map(|r| (energy(r) - e0).abs() / scale)
             .fold(0.0, f64::max),
         momentum_drift: res

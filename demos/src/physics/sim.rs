@@ -35,6 +35,10 @@ pub const CUTOFF: f64 = 2.5;
 /// The default neighbour-list skin (as in LAMMPS's `bench/in.lj`).
 pub const DEFAULT_SKIN: f64 = 0.3;
 
+/// The potential energy is computed every this many steps (and at the last), like LAMMPS's
+/// `thermo`: forces alone are cheaper.
+pub const ENERGY_EVERY: usize = 10;
+
 /// The closest lattice spacing at which the set-up still places particles.
 pub const MIN_SPACING: f64 = 0.95;
 
@@ -504,6 +508,8 @@ pub struct RoundRecord {
     pub balanced: bool,
     /// Whether the neighbour lists were built in this round.
     pub rebuilt: bool,
+    /// Whether this round computed the potential energy (`pe` is zero otherwise).
+    pub energy: bool,
     /// Pairs in all neighbour lists.
     pub pairs: usize,
 }
@@ -700,6 +706,7 @@ pub fn run(
                 rebuild,
                 finish_kick: round > 0,
                 advance: round < steps,
+                energy: round % ENERGY_EVERY == 0 || round == steps,
             })
             .collect();
         let outs = runner
@@ -730,6 +737,7 @@ pub fn run(
             nanos: outs.iter().map(|o| o.nanos).collect(),
             balanced,
             rebuilt: rebuild,
+            energy: round % ENERGY_EVERY == 0 || round == steps,
             pairs: outs.iter().map(|o| o.pairs).sum(),
         });
         rebuilds += usize::from(rebuild);
