@@ -215,9 +215,10 @@ impl RegionJob {
             state.weight.clear();
             state.weight.resize(n, 1.0);
             state.weight.resize(total, 0.5);
-            let (list, col_work) = build::<D>(&geom, &state, n)?;
+            // The old list's buffers are reused: fresh ones cost page faults at every build.
+            let mut list = std::mem::take(&mut state.list);
+            state.col_work = build::<D>(&geom, &state, n, &mut list)?;
             state.list = list;
-            state.col_work = col_work;
         }
         state.force.clear();
         state.force.resize(total, [0; 3]);
@@ -413,34 +414,38 @@ fn build<const D: usize>(
     geom: &Geometry,
     st: &RegionState,
     n_own: usize,
-) -> Result<(NeighbourList, Vec<u64>)> {
+    nl: &mut NeighbourList,
+) -> Result<Vec<u64>> {
     let nc = geom.nc;
     let pos = &st.pos;
     let (ws, wl) = window(st.a, st.b, nc);
-    let per_col = nc.pow(D as u32 - 1);
-    // Local cells over the window's columns: a counting sort of the local particles.
-    let cell_of = |p: &[f64; 3]| -> Option<usize> {
-        let c = geom.cell_coords(p);
-        let wpos = (c[0] + nc - ws) % nc;
-        (wpos < wl).then(|| {
+    // Local bins (half a cell per side) over the window's columns, two bin columns per cell
+    // column: a counting sort of the local particles.
+    let nb = geom.bins();
+    let (bs, bl) = (2 * ws, 2 * wl);
+    let per_bcol = nb.pow(D as u32 - 1);
+    let bin_of = |p: &[f64; 3]| -> Option<usize> {
+        let c = geom.bin_coords(p);
+        let wpos = (c[0] + nb - bs) % nb;
+        (wpos < bl).then(|| {
             let mut idx = wpos;
             for &cd in &c[1..D] {
-                idx = idx * nc + cd;
+                idx = idx * nb + cd;
             }
             idx
         })
     };
-    let ncells = wl * per_col;
+    let nbins = bl * per_bcol;
     let mut cell = Vec::with_capacity(pos.len());
-    let mut cstart = vec![0u32; ncells + 1];
+    let mut cstart = vec![0u32; nbins + 1];
     for (k, p) in pos.iter().enumerate() {
-        let Some(c) = cell_of(p) else {
+        let Some(c) = bin_of(p) else {
             bail!("particle {k} of a region's view lies outside its window (internal error)");
         };
         cell.push(c as u32);
         cstart[c + 1] += 1;
     }
-    for c in 0..ncells {
+    for c in 0..nbins {
         cstart[c + 1] += cstart[c];
     }
     let mut next = cstart.clone();
@@ -453,62 +458,50 @@ fn build<const D: usize>(
     let list_r = geom.rc + geom.skin;
     let list_r2 = list_r * list_r;
     let (l, half_l) = (geom.l, 0.5 * geom.l);
-    let mut nl = NeighbourList {
-        start: Vec::with_capacity(n_own + 1),
-        sstart: Vec::with_capacity(n_own + 1),
-        ..Default::default()
-    };
+    nl.start.clear();
+    nl.sstart.clear();
+    nl.j.clear();
+    nl.sj.clear();
+    nl.shift.clear();
+    let per_col = nc.pow(D as u32 - 1);
     let mut col_work = vec![CELL_COST * per_col as u64; st.b - st.a];
     let offsets: Vec<[isize; 3]> = neighbour_offsets(D);
-    // The neighbour cells of the current cell (own particles come in cell order).
+    // The neighbour bins of the current bin (own particles come in bin order).
     let mut near: Vec<(usize, usize)> = Vec::with_capacity(offsets.len());
     let mut near_of = usize::MAX;
-    let wrap = |c: usize, o: isize| (c as isize + o).rem_euclid(nc as isize) as usize;
-    // Own particles are numbered in local cell order, so a cell of an own column that comes
+    let wrap = |c: usize, o: isize| (c as isize + o).rem_euclid(nb as isize) as usize;
+    // Own particles are numbered in local bin order, so a bin of an own column that comes
     // before the current one holds only particles numbered below `i`: those pairs were
     // listed from the other side (half the stencil, as LAMMPS's "newton on" lists).
-    let own_col = |wpos: usize| (st.a..st.b).contains(&((ws + wpos) % nc));
+    let own_col = |wpos: usize| (st.a..st.b).contains(&((ws + wpos / 2) % nc));
     for i in 0..n_own {
         nl.start.push(nl.j.len() as u32);
         nl.sstart.push(nl.sj.len() as u32);
         if cell[i] as usize != near_of {
             near_of = cell[i] as usize;
             near.clear();
-            // Decode the local cell into (window position, row[, layer]).
+            // Decode the local bin into (window position, row[, layer]).
             let mut rest = near_of;
             let mut c = [0usize; 3];
             for d in (1..D).rev() {
-                c[d] = rest % nc;
-                rest /= nc;
+                c[d] = rest % nb;
+                rest /= nb;
             }
             let wpos = rest;
-            let mut wraps = false;
+            let whole = bl == nb;
             for off in &offsets {
-                let p = (wpos as isize + off[0]) as usize;
-                if p >= wl {
-                    wraps = true; // only when the window is the whole box
-                    break;
-                }
+                let p = if whole {
+                    wrap(wpos, off[0])
+                } else {
+                    // Own bin columns sit at least 2 from either end of a partial window.
+                    (wpos as isize + off[0]) as usize
+                };
                 let mut idx = p;
                 for d in 1..D {
-                    idx = idx * nc + wrap(c[d], off[d]);
+                    idx = idx * nb + wrap(c[d], off[d]);
                 }
                 if !(idx < near_of && own_col(p)) {
                     near.push((cstart[idx] as usize, cstart[idx + 1] as usize));
-                }
-            }
-            if wraps {
-                // A whole-box window: neighbour columns wrap around.
-                near.clear();
-                for off in &offsets {
-                    let p = wrap(wpos, off[0]);
-                    let mut idx = p;
-                    for d in 1..D {
-                        idx = idx * nc + wrap(c[d], off[d]);
-                    }
-                    if !(idx < near_of && own_col(p)) {
-                        near.push((cstart[idx] as usize, cstart[idx + 1] as usize));
-                    }
                 }
             }
         }
@@ -552,13 +545,13 @@ fn build<const D: usize>(
     }
     nl.start.push(nl.j.len() as u32);
     nl.sstart.push(nl.sj.len() as u32);
-    Ok((nl, col_work))
+    Ok(col_work)
 }
 
-/// The 9 (2D) or 27 (3D) cell offsets around a cell.
+/// The 25 (2D) or 125 (3D) bin offsets around a bin (bins are half a cell: 2 each way).
 fn neighbour_offsets(dim: usize) -> Vec<[isize; 3]> {
     let mut v = Vec::new();
-    let r = |d: usize| if d < dim { -1..=1isize } else { 0..=0 };
+    let r = |d: usize| if d < dim { -2..=2isize } else { 0..=0 };
     for a in r(0) {
         for b in r(1) {
             for c in r(2) {

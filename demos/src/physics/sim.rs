@@ -138,6 +138,22 @@ impl Geometry {
         if w >= self.l || w < 0.0 { 0.0 } else { w }
     }
 
+    /// Bins per side: the list build sorts particles into bins of half a cell, so its
+    /// stencil (5 bins per axis) covers less volume than 3 whole cells.
+    pub(crate) fn bins(&self) -> usize {
+        2 * self.nc
+    }
+
+    /// The bin (per axis) holding an unwrapped position; bin / 2 is the cell.
+    pub(crate) fn bin_coords(&self, p: &[f64; 3]) -> [usize; 3] {
+        let (nb, h) = (self.bins(), 0.5 * self.cs);
+        let mut c = [0; 3];
+        for d in 0..self.dim {
+            c[d] = ((self.wrap(p[d]) / h) as usize).min(nb - 1);
+        }
+        c
+    }
+
     /// The cell (per axis) holding an unwrapped position.
     pub(crate) fn cell_coords(&self, p: &[f64; 3]) -> [usize; 3] {
         let mut c = [0; 3];
@@ -563,16 +579,19 @@ fn distribute(
     mut old: Vec<RegionState>,
 ) -> (Vec<RegionState>, Snapshot) {
     let (nc, dim) = (geom.nc, geom.dim);
-    let per_col = geom.cells_per_column();
+    // Sorted by half-cell bin, column-major: each cell column is two bin columns, so a
+    // region's particles are still one contiguous range.
+    let nb = geom.bins();
+    let per_col = 2 * nb.pow(dim as u32 - 1);
     let n = flat.id.len();
     let mut cell = Vec::with_capacity(n);
     let mut cstart = vec![0u32; nc * per_col + 1];
     for i in 0..n {
         let p = std::array::from_fn(|d| if d < dim { flat.x[d][i] } else { 0.0 });
-        let c = geom.cell_coords(&p);
+        let c = geom.bin_coords(&p);
         let mut idx = 0;
         for &cd in &c[..dim] {
-            idx = idx * nc + cd;
+            idx = idx * nb + cd;
         }
         cell.push(idx as u32);
         cstart[idx + 1] += 1;
