@@ -369,8 +369,8 @@ pub(super) fn run(reps: usize, rebuild_every: usize, json: bool) -> Result<()> {
     println!(
         "targets: ours/LMP >= 1.0 (aim 1.3) on both systems at 1 and 2 workers; our 2-thread \
          speedup >= 1.8; our 2D energy drift no worse than LAMMPS's. 'builds' = neighbour-list \
-         builds, LAMMPS/ours (LAMMPS rebuilds every 20 steps unchecked; we rebuild when a \
-         particle has moved half the skin, unless --rebuild-every)."
+         builds, LAMMPS/ours (the LAMMPS inputs rebuild every 20 steps unchecked, and so do we \
+         unless --rebuild-every 0: then when a particle has moved half the skin)."
     );
     Ok(())
 }
