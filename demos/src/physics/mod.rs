@@ -263,8 +263,10 @@ pub struct Report {
     pub momentum_drift: f64,
     /// Particles x steps / wall time of the step loop.
     pub particle_steps_per_s: f64,
-    /// Wall time of the step loop, seconds.
+    /// Wall time of the step loop (steps 1 to `steps`, like LAMMPS's "Loop time"), seconds.
     pub seconds: f64,
+    /// Wall time of the set-up round before it (first list build, forces at time 0).
+    pub setup_seconds: f64,
     /// Load imbalance (slowest / mean region load) of the decomposition used, after the
     /// first rebalance when balancing (the same as `imbalance_after`).
     pub imbalance: f64,
@@ -371,6 +373,7 @@ pub fn simulate(
             .fold(0.0, f64::max),
         particle_steps_per_s: n * cfg.steps as f64 / res.seconds,
         seconds: res.seconds,
+        setup_seconds: res.setup_seconds,
         imbalance: imbalance_after,
         imbalance_before: mean(res.rounds.iter().map(|r| sim::imbalance(&r.work_equal))),
         imbalance_after,
@@ -505,8 +508,8 @@ fn print_report(r: &Report) {
         r.momentum_drift
     );
     println!(
-        "  throughput  {:.3e} particle-steps/s ({:.2} s for the step loop)",
-        r.particle_steps_per_s, r.seconds
+        "  throughput  {:.3e} particle-steps/s ({:.2} s for the step loop, {:.3} s set-up)",
+        r.particle_steps_per_s, r.seconds, r.setup_seconds
     );
     println!(
         "  imbalance   slowest/mean region load: equal widths {:.3}, {} {:.3} (task time {:.3})",
