@@ -300,8 +300,8 @@ impl RegionJob {
     }
 }
 
-/// One pair inside the cutoff: adds its force (fixed point) to `fi` and subtracts it from
-/// `fj`; returns the pair's potential energy when `E`.
+/// One pair from the list: adds its force (fixed point; zero beyond the cutoff) to `fi` and
+/// subtracts it from `fj`; returns the pair's potential energy when `E`.
 #[inline(always)]
 fn pair<const D: usize, const E: bool>(
     geom: &Geometry,
@@ -313,12 +313,14 @@ fn pair<const D: usize, const E: bool>(
     let inv2 = 1.0 / r2;
     let inv6 = inv2 * inv2 * inv2;
     let ff = (24.0 * inv2 * inv6 * (2.0 * inv6 - 1.0) - geom.fshift) * FIX_SCALE;
+    let inside = r2 < geom.rc2;
+    let ff = if inside { ff } else { 0.0 };
     for d in 0..D {
         let c = fix(ff * dx[d]);
         fi[d] = fi[d].wrapping_add(c);
         fj[d] = fj[d].wrapping_sub(c);
     }
-    if E {
+    if E && inside {
         4.0 * inv6 * (inv6 - 1.0) - geom.ushift + 0.5 * (r2 - geom.rc2) * geom.fshift
     } else {
         0.0
@@ -328,8 +330,10 @@ fn pair<const D: usize, const E: bool>(
 /// Adds the pair forces of the list to `force` (fixed point) and returns the potential energy
 /// (when `E`, else 0) and whether any pair was closer than the blow-up bound.
 ///
-/// Pairs beyond the cutoff (about a fifth in 2D and 30% in 3D, the skin's share) are skipped
-/// by a branch, as in LAMMPS's kernel: cheaper here than computing them masked.
+/// Pairs beyond the cutoff (about a fifth in 2D and 30% in 3D, the skin's share) are computed
+/// and masked to zero rather than skipped by a branch as LAMMPS's kernel does: the branch
+/// mispredicts so often that it cost 40% more time in 3D (measured: 1.63 s against 1.15 s on
+/// the 3D benchmark at 1 thread; the same in 2D within noise).
 #[inline(never)]
 fn forces<const D: usize, const E: bool>(
     geom: &Geometry,
@@ -341,7 +345,6 @@ fn forces<const D: usize, const E: bool>(
 ) -> (f64, bool) {
     let len = pos.len();
     let (weight, force) = (&weight[..len], &mut force[..len]);
-    let rc2 = geom.rc2;
     let mut pe = 0.0;
     let mut bad = false;
     for i in 0..n_own {
@@ -358,12 +361,10 @@ fn forces<const D: usize, const E: bool>(
                 dx[d] = xi[d] - xj[d];
                 r2 += dx[d] * dx[d];
             }
-            if r2 < rc2 {
-                bad |= r2 < MIN_R2;
-                let u = pair::<D, E>(geom, &dx, r2, &mut fi, &mut force[j]);
-                if E {
-                    ui += u * weight[j];
-                }
+            bad |= r2 < MIN_R2;
+            let u = pair::<D, E>(geom, &dx, r2, &mut fi, &mut force[j]);
+            if E {
+                ui += u * weight[j];
             }
         }
         let (s0, s1) = (nl.sstart[i] as usize, nl.sstart[i + 1] as usize);
@@ -376,12 +377,10 @@ fn forces<const D: usize, const E: bool>(
                 dx[d] = (xi[d] - xj[d]) + shift[d];
                 r2 += dx[d] * dx[d];
             }
-            if r2 < rc2 {
-                bad |= r2 < MIN_R2;
-                let u = pair::<D, E>(geom, &dx, r2, &mut fi, &mut force[j]);
-                if E {
-                    ui += u * weight[j];
-                }
+            bad |= r2 < MIN_R2;
+            let u = pair::<D, E>(geom, &dx, r2, &mut fi, &mut force[j]);
+            if E {
+                ui += u * weight[j];
             }
         }
         for d in 0..D {
