@@ -96,6 +96,7 @@ pub struct RegionState {
     pub(crate) pos: Vec<[f64; 3]>,
     pub(crate) force: Vec<[i64; 3]>,
     pub(crate) weight: Vec<f64>,
+    disp: Vec<f64>,
 }
 
 impl RegionState {
@@ -248,42 +249,48 @@ impl RegionJob {
             );
         }
 
-        // Integrate the own particles.
+        // Integrate the own particles, one axis at a time (plain loops over contiguous
+        // arrays; the squared displacements add up across axes in `disp`).
         let half_dt = 0.5 * dt;
-        let (mut ke, mut p, mut max_disp2) = (0.0, [0.0; 3], 0.0f64);
+        let (mut ke, mut p) = (0.0, [0.0; 3]);
+        state.disp.clear();
+        state.disp.resize(n, 0.0);
         for (d, o) in out.iter_mut().enumerate() {
             o.clear();
-            if d < D {
-                o.reserve(n);
+            if d >= D {
+                continue;
             }
-        }
-        for i in 0..n {
-            let mut disp2 = 0.0;
-            for d in 0..D {
-                let f = state.force[i][d] as f64 * FIX_INV;
-                let mut v = state.v[d][i];
+            o.resize(n, 0.0);
+            let (v, x0) = (&mut state.v[d][..n], &state.x0[d][..n]);
+            let (force, pos, disp) = (&state.force[..n], &state.pos[..n], &mut state.disp[..n]);
+            let (mut ke_d, mut p_d) = (0.0, 0.0);
+            for i in 0..n {
+                let f = force[i][d] as f64 * FIX_INV;
+                let mut vi = v[i];
                 if finish_kick {
-                    v += f * half_dt;
+                    vi += f * half_dt;
                 }
-                ke += 0.5 * v * v;
-                p[d] += v;
-                let mut x = state.pos[i][d];
+                ke_d += 0.5 * vi * vi;
+                p_d += vi;
+                let mut xi = pos[i][d];
                 if advance {
-                    v += f * half_dt;
-                    x += v * dt;
+                    vi += f * half_dt;
+                    xi += vi * dt;
                 }
-                state.v[d][i] = v;
-                out[d].push(x);
-                let s = x - state.x0[d][i];
-                disp2 += s * s;
+                v[i] = vi;
+                o[i] = xi;
+                let s = xi - x0[i];
+                disp[i] += s * s;
             }
-            if !disp2.is_finite() {
-                bail!(
-                    "the simulation blew up (particle {} has a non-finite position); use a smaller --dt",
-                    state.id[i]
-                );
-            }
-            max_disp2 = max_disp2.max(disp2);
+            ke += ke_d;
+            p[d] = p_d;
+        }
+        let max_disp2 = state.disp.iter().copied().fold(0.0, f64::max);
+        if let Some(i) = state.disp.iter().position(|d| !d.is_finite()) {
+            bail!(
+                "the simulation blew up (particle {} has a non-finite position); use a smaller --dt",
+                state.id[i]
+            );
         }
         Ok(RegionOut {
             col_work: state.col_work.clone(),
