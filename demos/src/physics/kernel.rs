@@ -341,7 +341,7 @@ fn pair<const D: usize, const E: bool>(
 /// and masked to zero rather than skipped by a branch as LAMMPS's kernel does: the branch
 /// mispredicts so often that it cost 40% more time in 3D (measured: 1.63 s against 1.15 s on
 /// the 3D benchmark at 1 thread; the same in 2D within noise).
-#[inline(never)]
+#[inline(never)] // keeps its own symbol in profiles (all figures were taken so)
 fn forces<const D: usize, const E: bool>(
     geom: &Geometry,
     nl: &NeighbourList,
@@ -415,7 +415,7 @@ fn image_shift(raw: f64, l: f64) -> f64 {
 
 /// Builds the half neighbour list of a region's own particles (`pos[..n_own]`) against its own
 /// particles and its halo (`pos[n_own..]`), and the load per own column.
-#[inline(never)]
+#[inline(never)] // keeps its own symbol in profiles (all figures were taken so)
 fn build<const D: usize>(
     geom: &Geometry,
     st: &RegionState,
