@@ -2,7 +2,7 @@
 //! balancing, region crossings, option errors, and the JSON report with its pictures.
 
 use demos::physics::exec::ExecutorRunner;
-use demos::physics::sim::{Decomposition, Setup, equal_borders};
+use demos::physics::sim::{DEFAULT_SKIN, Decomposition, Rebuild, Setup, equal_borders};
 use demos::physics::{Config, ENERGY_DRIFT_BOUND, Report, simulate};
 use executor_core::Executor;
 use std::process::Command;
@@ -21,6 +21,7 @@ fn executor(threads: usize) -> Arc<dyn Executor> {
 fn config(particles: usize, steps: usize, density: f64, clustered: bool) -> Config {
     Config {
         setup: Setup {
+            dim: 2,
             particles,
             density,
             temperature: 1.0,
@@ -34,6 +35,8 @@ fn config(particles: usize, steps: usize, density: f64, clustered: bool) -> Conf
             balance: false,
             rebalance_every: 3,
         },
+        skin: DEFAULT_SKIN,
+        rebuild: Rebuild::OnDisplacement,
     }
 }
 
@@ -66,9 +69,9 @@ fn hashes_over_decompositions(base: &Config, regions: &[usize]) -> Vec<(String, 
 
 #[test]
 fn state_hash_is_the_same_for_any_thread_and_region_count() {
-    // Uniform: 300 particles at density 0.7 give 8 cell columns.
+    // Uniform: 300 particles at density 0.7 give 7 cell columns (of side >= cutoff + skin).
     let uniform = config(300, 30, 0.7, false);
-    let h = hashes_over_decompositions(&uniform, &[1, 2, 3, 8]);
+    let h = hashes_over_decompositions(&uniform, &[1, 2, 3, 7]);
     for (what, hash) in &h {
         assert_eq!(hash, &h[0].1, "uniform: {what} differs from {}", h[0].0);
     }
@@ -221,7 +224,7 @@ fn bad_options_give_clear_errors() {
         ),
         (
             &["--particles", "300", "--regions", "50", "--no-png"],
-            "more than the 8 cell columns",
+            "more than the 7 cell columns",
         ),
         (
             &["--particles", "20", "--no-png"],
@@ -369,10 +372,150 @@ proptest::proptest! {
         let mut cfg = config(particles, 12, density, clustered);
         cfg.setup.seed = seed;
         let reference = run(&cfg, &exec).state_hash;
-        let geom = demos::physics::sim::Geometry::new(particles, density).unwrap();
+        let geom = demos::physics::sim::Geometry::new(2, particles, density, DEFAULT_SKIN).unwrap();
         cfg.dec.regions = regions.min(geom.nc);
         cfg.dec.balance = true;
         cfg.dec.rebalance_every = rebalance_every;
         proptest::prop_assert_eq!(run(&cfg, &exec).state_hash, reference);
+    }
+}
+
+fn config_3d(particles: usize, steps: usize) -> Config {
+    let mut cfg = config(particles, steps, 0.8442, false);
+    cfg.setup.dim = 3;
+    cfg.setup.temperature = 1.44;
+    cfg
+}
+
+#[test]
+fn three_d_state_hash_is_the_same_for_any_thread_and_region_count() {
+    // 864 particles = a 6 x 6 x 6 fcc box at density 0.8442: 3 cell columns.
+    let cfg = config_3d(864, 15);
+    let h = hashes_over_decompositions(&cfg, &[1, 2, 3]);
+    for (what, hash) in &h {
+        assert_eq!(hash, &h[0].1, "3D: {what} differs from {}", h[0].0);
+    }
+    // A clustered 3D start, where balancing moves the borders.
+    let mut clustered = config(2000, 15, 0.2, true);
+    clustered.setup.dim = 3;
+    let h = hashes_over_decompositions(&clustered, &[1, 2, 3]);
+    for (what, hash) in &h {
+        assert_eq!(
+            hash, &h[0].1,
+            "3D clustered: {what} differs from {}",
+            h[0].0
+        );
+    }
+}
+
+/// Forces from the neighbour lists (for several decompositions) equal brute force over all
+/// pairs, bit for bit, on a state a short run has disordered.
+fn check_lists_against_brute_force(cfg: &Config) {
+    use demos::physics::kernel::reference_forces;
+    use demos::physics::sim::{Geometry, list_forces};
+    let exec = executor(1);
+    let runner = ExecutorRunner::new(exec);
+    let (_, res, geom) = simulate(cfg, &runner, "test", false).unwrap();
+    let geom = Arc::new(geom);
+    let state = &res.final_state;
+    let want = reference_forces(&geom, &state.positions());
+    assert!(want.iter().any(|f| f[0] != 0), "no forces at all");
+    // The total force is exactly zero: every pair's two contributions cancel.
+    for d in 0..geom.dim {
+        assert_eq!(want.iter().map(|f| i128::from(f[d])).sum::<i128>(), 0);
+    }
+    for regions in 1..=geom.nc.min(4) {
+        let borders = equal_borders(geom.nc, regions);
+        let got = list_forces(&geom, state, &borders).unwrap();
+        assert_eq!(
+            got, want,
+            "{regions} regions: list forces differ from brute force"
+        );
+    }
+    let _ = Geometry::new(geom.dim, state.len(), cfg.setup.density, geom.skin).unwrap();
+}
+
+#[test]
+fn neighbour_lists_give_the_brute_force_forces() {
+    check_lists_against_brute_force(&config(300, 20, 0.7, false));
+    check_lists_against_brute_force(&config(400, 20, 0.2, true));
+    check_lists_against_brute_force(&config_3d(864, 10));
+}
+
+#[test]
+fn the_rebuild_schedule_does_not_change_the_trajectory() {
+    // Lists rebuilt every step (never stale), every 4 steps, and when a particle has moved
+    // half the skin reach the same state: stale lists still hold every pair within the cutoff.
+    for base in [config(300, 40, 0.7, false), config_3d(864, 12)] {
+        let exec = executor(2);
+        let mut hashes = Vec::new();
+        let mut rebuilds = Vec::new();
+        for rule in [
+            Rebuild::Every(1),
+            Rebuild::Every(4),
+            Rebuild::OnDisplacement,
+        ] {
+            let mut cfg = base.clone();
+            cfg.rebuild = rule;
+            cfg.dec.regions = 2;
+            let rep = run(&cfg, &exec);
+            hashes.push(rep.state_hash);
+            rebuilds.push(rep.rebuilds);
+        }
+        assert!(hashes.iter().all(|h| *h == hashes[0]), "{hashes:?}");
+        assert_eq!(
+            rebuilds[0],
+            base.steps + 1,
+            "every step, plus the first build"
+        );
+        assert!(
+            rebuilds[2] < rebuilds[0] && rebuilds[2] >= 2,
+            "rebuilds on displacement: {rebuilds:?}"
+        );
+    }
+}
+
+#[test]
+fn three_d_conserves_energy_and_momentum() {
+    let exec = executor(2);
+    let mut cfg = config_3d(864, 60);
+    cfg.dec.regions = 3;
+    let rep = run(&cfg, &exec);
+    assert!(rep.momentum_drift < 1e-14, "{:e}", rep.momentum_drift);
+    assert!(
+        rep.energy_drift.abs() < ENERGY_DRIFT_BOUND,
+        "3D energy drift {:e} is above the bound {:e}",
+        rep.energy_drift,
+        ENERGY_DRIFT_BOUND
+    );
+    // The fcc start at density 0.8442 is bound: negative potential energy dominates.
+    assert!(rep.energy_initial < 0.0, "{}", rep.energy_initial);
+    // About 38 pairs per particle within cutoff + skin (LAMMPS reports 37.6 on bench/in.lj).
+    assert!(
+        (30.0..50.0).contains(&rep.neighbours_per_particle),
+        "{}",
+        rep.neighbours_per_particle
+    );
+}
+
+#[test]
+fn bad_dimension_and_skin_give_clear_errors() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--dim", "4"], "--dim must be 2 or 3 (got 4)"),
+        (&["--dim", "1"], "--dim must be 2 or 3 (got 1)"),
+        (
+            &["--skin", "-0.1"],
+            "--skin must be zero or positive (got -0.1)",
+        ),
+        (&["--skin", "NaN"], "--skin must be zero or positive"),
+        (&["--skin", "3"], "is larger than the cutoff"),
+        (
+            &["--dim", "3", "--particles", "300", "--no-png"],
+            "box is too small for the cutoff",
+        ),
+    ];
+    for (args, want) in cases {
+        let err = demo_err(args);
+        assert!(err.contains(want), "{args:?}: got {err:?}, want {want:?}");
     }
 }

@@ -2,7 +2,7 @@
 //! and without balancing), our executor against a hand-written rayon version of the step.
 
 use super::exec::{ExecutorRunner, PoolRunner, bench_executor};
-use super::sim::{Decomposition, RegionRunner, Setup};
+use super::sim::{DEFAULT_SKIN, Decomposition, Rebuild, RegionRunner, Setup};
 use super::{Config, Report, simulate};
 use anyhow::{Result, ensure};
 use serde::Serialize;
@@ -17,15 +17,24 @@ pub(super) struct BenchArgs {
     /// Steps per run.
     #[arg(long, default_value_t = 100)]
     steps: usize,
-    /// Runs per figure (the median is reported).
-    #[arg(long, default_value_t = 3)]
-    reps: usize,
+    /// Runs per figure (the median is reported) [default: 3, or 5 with --vs-lammps].
+    #[arg(long)]
+    reps: Option<usize>,
     /// Regions (tasks per step); 2 = one per thread at 2 threads.
     #[arg(long, default_value_t = 2)]
     regions: usize,
     /// Print the results as JSON on stdout.
     #[arg(long)]
     json: bool,
+    /// Compare with LAMMPS (`lmp` on PATH) on its 2D and 3D Lennard-Jones benchmarks instead:
+    /// 1 thread vs 1 rank and 2 threads vs 2 ranks, runs interleaved.
+    #[arg(long)]
+    vs_lammps: bool,
+    /// With --vs-lammps: rebuild our lists every this many steps, unchecked, as the LAMMPS
+    /// inputs do (`neigh_modify every 20 check no`); 0 = when a particle has moved half the
+    /// skin (our default elsewhere, safer and slower).
+    #[arg(long, default_value_t = 20)]
+    rebuild_every: usize,
 }
 
 struct Scenario {
@@ -98,7 +107,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub(super) fn run(args: &BenchArgs) -> Result<()> {
-    ensure!(args.reps >= 1, "--reps must be at least 1 (got 0)");
+    if args.vs_lammps {
+        return super::lammps::run(args.reps.unwrap_or(5), args.rebuild_every, args.json);
+    }
+    let reps = args.reps.unwrap_or(3);
+    ensure!(reps >= 1, "--reps must be at least 1 (got 0)");
     let runners: Vec<(&'static str, usize, Box<dyn RegionRunner>)> = vec![
         ("ours", 1, Box::new(ExecutorRunner::new(bench_executor(1)?))),
         ("ours", 2, Box::new(ExecutorRunner::new(bench_executor(2)?))),
@@ -108,16 +121,17 @@ pub(super) fn run(args: &BenchArgs) -> Result<()> {
     if !args.json {
         eprintln!(
             "physics bench: {} particles, {} steps, {} regions, median of {} runs each",
-            args.particles, args.steps, args.regions, args.reps
+            args.particles, args.steps, args.regions, reps
         );
     }
     // rates[(scenario, runner, threads)] = particle-steps/s of each run.
     let mut rates: BTreeMap<(usize, &str, usize), Vec<f64>> = BTreeMap::new();
     let mut last: BTreeMap<(usize, &str, usize), Report> = BTreeMap::new();
-    for rep in 0..args.reps {
+    for rep in 0..reps {
         for (si, sc) in SCENARIOS.iter().enumerate() {
             let cfg = Config {
                 setup: Setup {
+                    dim: 2,
                     particles: args.particles,
                     density: sc.density,
                     temperature: 1.0,
@@ -131,6 +145,8 @@ pub(super) fn run(args: &BenchArgs) -> Result<()> {
                     balance: sc.balance,
                     rebalance_every: 10,
                 },
+                skin: DEFAULT_SKIN,
+                rebuild: Rebuild::OnDisplacement,
             };
             let mut hash = None;
             for (rn, threads, runner) in &runners {
@@ -147,7 +163,7 @@ pub(super) fn run(args: &BenchArgs) -> Result<()> {
                     eprintln!(
                         "  run {}/{}  {:<24} {:<5} {} thread(s): {:.3e} particle-steps/s",
                         rep + 1,
-                        args.reps,
+                        reps,
                         sc.name,
                         rn,
                         threads,
@@ -191,7 +207,7 @@ pub(super) fn run(args: &BenchArgs) -> Result<()> {
         particles: args.particles,
         steps: args.steps,
         regions: args.regions,
-        reps: args.reps,
+        reps,
         lines,
         ours_over_rayon_1,
         ours_over_rayon_2,

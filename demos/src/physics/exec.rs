@@ -1,6 +1,7 @@
 //! Where the region tasks run: a switchyard executor, or a bare rayon pool for the baseline.
 
-use super::sim::{RegionJob, RegionOut, RegionRunner};
+use super::kernel::{RegionJob, RegionOut};
+use super::sim::RegionRunner;
 use anyhow::{Context, Result};
 use executor_core::{Executor, ExecutorExt, TaskMeta};
 use std::path::Path;

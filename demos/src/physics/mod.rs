@@ -1,9 +1,11 @@
-//! Demo `physics`: a 2D Lennard-Jones system split into load-balanced regions.
+//! Demo `physics`: a 2D or 3D Lennard-Jones system split into load-balanced regions.
 //!
 #![doc = include_str!("README.md")]
 
 mod bench;
 pub mod exec;
+pub mod kernel;
+mod lammps;
 pub mod plot;
 pub mod sim;
 
@@ -11,7 +13,7 @@ use anyhow::{Context, Result, ensure};
 use clap::Parser;
 use executor_core::ShutdownMode;
 use serde::Serialize;
-use sim::{Decomposition, Geometry, RegionRunner, RunResult, Setup};
+use sim::{Decomposition, Geometry, Rebuild, RegionRunner, RunResult, Setup};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,9 +22,10 @@ use std::time::Duration;
 /// the tests check it.
 pub const ENERGY_DRIFT_BOUND: f64 = 1e-3;
 
-/// Default mean density, and the one `--clustered` uses when none is given (its cluster is
-/// four times denser than the mean).
+/// Default mean density in 2D and 3D (LAMMPS's `bench/in.lj`), and the one `--clustered` uses
+/// when none is given (its cluster is four times denser than the mean).
 const DEFAULT_DENSITY: f64 = 0.7;
+const DEFAULT_DENSITY_3D: f64 = 0.8442;
 const DEFAULT_CLUSTERED_DENSITY: f64 = 0.2;
 
 /// What the demo logs when `RUST_LOG` is not set: warnings, and from the supervisor
@@ -34,7 +37,7 @@ pub const LOG_FILTER: &str = "warn,supervisor=error";
 #[command(
     name = "demos physics",
     bin_name = "demos physics",
-    about = "A 2D Lennard-Jones system split into load-balanced regions",
+    about = "A 2D or 3D Lennard-Jones system split into load-balanced regions",
     allow_negative_numbers = true,
     args_conflicts_with_subcommands = true
 )]
@@ -57,6 +60,9 @@ pub struct RunArgs {
     /// Number of particles.
     #[arg(long, default_value_t = 10_000)]
     pub particles: usize,
+    /// Dimensions: 2 (square lattice start) or 3 (fcc lattice start, as LAMMPS's bench/in.lj).
+    #[arg(long, default_value_t = 2)]
+    pub dim: usize,
     /// Number of velocity-Verlet steps.
     #[arg(long, default_value_t = 400)]
     pub steps: usize,
@@ -66,7 +72,7 @@ pub struct RunArgs {
     /// Time step (Lennard-Jones time units).
     #[arg(long, default_value_t = 0.005)]
     pub dt: f64,
-    /// Mean number density [default: 0.7, or 0.2 with --clustered].
+    /// Mean number density [default: 0.7 in 2D, 0.8442 in 3D, 0.2 with --clustered].
     #[arg(long)]
     pub density: Option<f64>,
     /// Initial temperature.
@@ -84,6 +90,13 @@ pub struct RunArgs {
     /// Move the region borders by measured load after the first step, then every this many steps.
     #[arg(long, default_value_t = 10)]
     pub rebalance_every: usize,
+    /// Neighbour-list skin: lists hold pairs within the cutoff plus this.
+    #[arg(long, default_value_t = sim::DEFAULT_SKIN)]
+    pub skin: f64,
+    /// Rebuild the neighbour lists every this many steps, unchecked; 0 = when any particle
+    /// has moved more than half the skin.
+    #[arg(long, default_value_t = 0)]
+    pub rebuild_every: usize,
     /// Policy file naming the executor for `physics.region` tasks.
     #[arg(long, default_value_os_t = default_policy())]
     pub policy: PathBuf,
@@ -118,6 +131,10 @@ pub struct Config {
     pub dt: f64,
     /// Regions and balancing.
     pub dec: Decomposition,
+    /// Neighbour-list skin.
+    pub skin: f64,
+    /// When the neighbour lists are rebuilt.
+    pub rebuild: Rebuild,
 }
 
 impl RunArgs {
@@ -135,6 +152,24 @@ impl RunArgs {
         ensure!(self.steps >= 1, "--steps must be at least 1 (got 0)");
         ensure!(self.regions >= 1, "--regions must be at least 1 (got 0)");
         ensure!(
+            self.dim == 2 || self.dim == 3,
+            "--dim must be 2 or 3 (got {})",
+            self.dim
+        );
+        ensure!(
+            self.skin.is_finite() && self.skin >= 0.0,
+            "--skin must be zero or positive (got {})",
+            self.skin
+        );
+        ensure!(
+            self.skin <= sim::CUTOFF,
+            "--skin {} is larger than the cutoff {}; use at most {} (default {})",
+            self.skin,
+            sim::CUTOFF,
+            sim::CUTOFF,
+            sim::DEFAULT_SKIN
+        );
+        ensure!(
             self.dt.is_finite() && self.dt > 0.0,
             "--dt must be a positive time step (got {})",
             self.dt
@@ -146,6 +181,8 @@ impl RunArgs {
         );
         let density = self.density.unwrap_or(if self.clustered {
             DEFAULT_CLUSTERED_DENSITY
+        } else if self.dim == 3 {
+            DEFAULT_DENSITY_3D
         } else {
             DEFAULT_DENSITY
         });
@@ -164,6 +201,7 @@ impl RunArgs {
         );
         Ok(Config {
             setup: Setup {
+                dim: self.dim,
                 particles: self.particles,
                 density,
                 temperature: self.temperature,
@@ -177,6 +215,11 @@ impl RunArgs {
                 balance: !self.no_balance,
                 rebalance_every: self.rebalance_every,
             },
+            skin: self.skin,
+            rebuild: match self.rebuild_every {
+                0 => Rebuild::OnDisplacement,
+                n => Rebuild::Every(n),
+            },
         })
     }
 }
@@ -184,6 +227,8 @@ impl RunArgs {
 /// The figures a run reports (`--json` prints exactly this).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    /// Dimensions.
+    pub dim: usize,
     /// Number of particles.
     pub particles: usize,
     /// Number of steps.
@@ -202,20 +247,30 @@ pub struct Report {
     pub clustered: bool,
     /// Whether the borders moved by load.
     pub balance: bool,
+    /// Neighbour-list skin.
+    pub skin: f64,
+    /// Neighbour-list builds over the run (the first included).
+    pub rebuilds: usize,
+    /// Mean pairs in the neighbour lists per particle (pairs across a region border count
+    /// on both sides).
+    pub neighbours_per_particle: f64,
     /// Total energy at time 0.
     pub energy_initial: f64,
     /// Total energy at the end.
     pub energy_final: f64,
     /// `(E(end) - E(0)) / |E(0)|`.
     pub energy_drift: f64,
-    /// Largest `|E(t) - E(0)| / |E(0)|` over the run.
+    /// Largest `|E(t) - E(0)| / |E(0)|` over the run, sampled every
+    /// [`ENERGY_EVERY`](sim::ENERGY_EVERY) steps.
     pub energy_drift_max: f64,
     /// Largest `|P(t) - P(0)|` over the run, per particle (mass 1, so a velocity).
     pub momentum_drift: f64,
     /// Particles x steps / wall time of the step loop.
     pub particle_steps_per_s: f64,
-    /// Wall time of the step loop, seconds.
+    /// Wall time of the step loop (steps 1 to `steps`, like LAMMPS's "Loop time"), seconds.
     pub seconds: f64,
+    /// Wall time of the set-up round before it (first list build, forces at time 0).
+    pub setup_seconds: f64,
     /// Load imbalance (slowest / mean region load) of the decomposition used, after the
     /// first rebalance when balancing (the same as `imbalance_after`).
     pub imbalance: f64,
@@ -251,7 +306,12 @@ pub fn simulate(
     executor: &str,
     progress: bool,
 ) -> Result<(Report, RunResult, Geometry)> {
-    let geom = Geometry::new(cfg.setup.particles, cfg.setup.density)?;
+    let geom = Geometry::new(
+        cfg.setup.dim,
+        cfg.setup.particles,
+        cfg.setup.density,
+        cfg.skin,
+    )?;
     let init = sim::initial_state(&cfg.setup, &geom)?;
     let every = (cfg.steps / 10).max(1);
     let steps = cfg.steps;
@@ -261,6 +321,7 @@ pub fn simulate(
         cfg.steps,
         cfg.dt,
         &cfg.dec,
+        cfg.rebuild,
         runner,
         |round| {
             if progress && round > 0 && (round % every == 0 || round == steps) {
@@ -281,6 +342,7 @@ pub fn simulate(
     };
     let imbalance_after = mean(after.iter().map(|r| sim::imbalance(&r.work)));
     let report = Report {
+        dim: cfg.setup.dim,
         particles: cfg.setup.particles,
         steps: cfg.steps,
         regions: cfg.dec.regions,
@@ -290,21 +352,32 @@ pub fn simulate(
         seed: cfg.setup.seed,
         clustered: cfg.setup.clustered,
         balance: cfg.dec.balance,
+        skin: cfg.skin,
+        rebuilds: res.rebuilds,
+        neighbours_per_particle: mean(res.rounds.iter().map(|r| r.pairs as f64)) / n,
         energy_initial: e0,
         energy_final: e1,
         energy_drift: (e1 - e0) / scale,
         energy_drift_max: res
             .rounds
             .iter()
+            .filter(|r| r.energy)
             .map(|r| (energy(r) - e0).abs() / scale)
             .fold(0.0, f64::max),
         momentum_drift: res
             .rounds
             .iter()
-            .map(|r| (r.p.0 - first.p.0).hypot(r.p.1 - first.p.1) / n)
+            .map(|r| {
+                (0..3)
+                    .map(|d| (r.p[d] - first.p[d]).powi(2))
+                    .sum::<f64>()
+                    .sqrt()
+                    / n
+            })
             .fold(0.0, f64::max),
         particle_steps_per_s: n * cfg.steps as f64 / res.seconds,
         seconds: res.seconds,
+        setup_seconds: res.setup_seconds,
         imbalance: imbalance_after,
         imbalance_before: mean(res.rounds.iter().map(|r| sim::imbalance(&r.work_equal))),
         imbalance_after,
@@ -341,8 +414,9 @@ fn run_demo(args: &RunArgs) -> Result<()> {
     let runner = exec::ExecutorRunner::new(executor);
     if !args.json {
         eprintln!(
-            "physics: {} particles, {} steps of dt {}, density {}, T {}, seed {}{}, {} regions \
-             ({}), tasks on executor '{routed}' (policy {})",
+            "physics: {}D, {} particles, {} steps of dt {}, density {}, T {}, seed {}{}, skin {} \
+             (lists rebuilt {}), {} regions ({}), tasks on executor '{routed}' (policy {})",
+            cfg.setup.dim,
             cfg.setup.particles,
             cfg.steps,
             cfg.dt,
@@ -353,6 +427,11 @@ fn run_demo(args: &RunArgs) -> Result<()> {
                 ", clustered"
             } else {
                 ""
+            },
+            cfg.skin,
+            match cfg.rebuild {
+                Rebuild::OnDisplacement => "when a particle moved half the skin".to_string(),
+                Rebuild::Every(n) => format!("every {n} steps"),
             },
             cfg.dec.regions,
             if cfg.dec.balance {
@@ -429,8 +508,8 @@ fn print_report(r: &Report) {
         r.momentum_drift
     );
     println!(
-        "  throughput  {:.3e} particle-steps/s ({:.2} s for the step loop)",
-        r.particle_steps_per_s, r.seconds
+        "  throughput  {:.3e} particle-steps/s ({:.2} s for the step loop, {:.3} s set-up)",
+        r.particle_steps_per_s, r.seconds, r.setup_seconds
     );
     println!(
         "  imbalance   slowest/mean region load: equal widths {:.3}, {} {:.3} (task time {:.3})",
@@ -442,6 +521,10 @@ fn print_report(r: &Report) {
         },
         r.imbalance_after,
         r.imbalance_time
+    );
+    println!(
+        "  neighbours  {:.1} list pairs per particle, skin {}, {} list builds",
+        r.neighbours_per_particle, r.skin, r.rebuilds
     );
     println!("  state_hash  {}", r.state_hash);
     if let (Some(s), Some(w)) = (&r.state_png, &r.work_png) {

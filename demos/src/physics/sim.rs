@@ -1,21 +1,30 @@
-//! The Lennard-Jones system: set-up, the region task and the step loop.
+//! The Lennard-Jones system: set-up, the step loop, and the split of the box into regions.
 //!
 //! Units are reduced Lennard-Jones units (sigma = epsilon = mass = 1); the potential is cut at
 //! [`CUTOFF`] and shifted in r² so that energy and force both vanish there. The box is a periodic
-//! square of side `L = sqrt(particles / density)`, cut into `nc x nc` cells of side
-//! `L / nc >= rc`, so every neighbour within the cutoff sits in one of the 9 cells around a
-//! particle. A region is a contiguous range of cell columns.
+//! square (2D) or cube (3D) of side `L = (particles / density)^(1/dim)`, cut into `nc` cells per
+//! side of side `L / nc >= CUTOFF + skin`, so every particle within the list radius of another
+//! sits in one of the 9 (27) cells around it. A region is a contiguous range of cell columns
+//! (slabs along x); it owns the particles whose cell is in its columns at the last list build.
+//!
+//! # The step loop
+//!
+//! Every step runs one task per region (see [`RegionJob`]). Between list builds each region
+//! keeps its particles; the tasks read every region's positions at `t` from a shared, read-only
+//! snapshot and each writes its own positions at `t + dt` into a buffer of its own. When any
+//! particle has moved more than half the skin since the last build (or every
+//! `rebuild_every` steps), the loop gathers all particles, sorts them by cell (a stable
+//! counting sort, so the order is canonical), cuts them into regions at the current borders
+//! and names each region's halo (the particles in the columns next to it); the next tasks
+//! build their lists. Region borders move (load balancing) only at such a rebuild.
 //!
 //! # Determinism
 //!
-//! The state after a step is a list of region buffers; each holds its particles sorted by the
-//! cell they now occupy, in a *canonical* order per cell: by the global index of the cell they
-//! came from (column-major), then by their canonical order in that cell. A region task
-//! processes its cells in column-major order and regions are ordered by column, so this order
-//! never depends on the number of regions or threads. Forces on a particle are summed over the
-//! 9 neighbour cells in a fixed order and, within a cell, in canonical order; each particle's
-//! force, velocity and position therefore come out bit for bit the same for any decomposition.
+//! Forces are summed in fixed point (see the `kernel` module), so the force on a particle is
+//! bit for bit the same for any decomposition, and positions are never rewritten (no
+//! wrapping), so neither the build schedule nor the borders touch the trajectory.
 
+use super::kernel::{Axes, RegionJob, RegionOut, RegionState, Snapshot, window};
 use anyhow::{Context, Result, bail, ensure};
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,106 +32,165 @@ use std::time::Instant;
 /// The Lennard-Jones cutoff radius (reduced units).
 pub const CUTOFF: f64 = 2.5;
 
+/// The default neighbour-list skin (as in LAMMPS's `bench/in.lj`).
+pub const DEFAULT_SKIN: f64 = 0.3;
+
+/// The potential energy is computed every this many steps (and at the last), like LAMMPS's
+/// `thermo`: forces alone are cheaper.
+pub const ENERGY_EVERY: usize = 10;
+
 /// The closest lattice spacing at which the set-up still places particles.
 pub const MIN_SPACING: f64 = 0.95;
 
 /// Share of the particles that `--clustered` puts into the cluster.
 pub const CLUSTER_SHARE: f64 = 0.8;
 
-/// Share of the box area the cluster covers.
+/// Share of the box area (volume) the cluster covers.
 pub const CLUSTER_AREA: f64 = 0.2;
 
-/// What the load model charges for one particle, in units of one pair-distance evaluation
-/// (gathering it into the region's view, integrating it, binning it).
+/// What the load model charges for one particle, in units of one neighbour pair
+/// (gathering it, integrating it, sorting it).
 pub const PARTICLE_COST: u64 = 12;
 
-/// What the load model charges for one cell a region owns, in the same units (walking it,
-/// gathering it, binning into it), whether or not it holds particles.
+/// What the load model charges for one cell a region owns, in the same units.
 pub const CELL_COST: u64 = 3;
 
 /// The physical set-up of a run.
 #[derive(Debug, Clone)]
 pub struct Setup {
+    /// 2 or 3.
+    pub dim: usize,
     /// Number of particles.
     pub particles: usize,
-    /// Number density (particles per unit area).
+    /// Number density (particles per unit area or volume).
     pub density: f64,
-    /// Initial temperature (kinetic energy per particle, k_B = 1, 2D).
+    /// Initial temperature (k_B = 1).
     pub temperature: f64,
     /// Seed for the initial velocities.
     pub seed: u64,
-    /// Put 80% of the particles into 20% of the box (a square in one corner).
+    /// Put 80% of the particles into 20% of the box (a square or cube in one corner).
     pub clustered: bool,
 }
 
-/// The box geometry derived from a [`Setup`].
+/// The box geometry and the potential's constants.
 #[derive(Debug, Clone)]
 pub struct Geometry {
-    /// Side of the periodic square box.
+    /// 2 or 3.
+    pub dim: usize,
+    /// Side of the periodic box.
     pub l: f64,
-    half_l: f64,
     /// Cells per side.
     pub nc: usize,
-    /// Side of a cell (`>= CUTOFF`).
+    /// Side of a cell (`>= CUTOFF + skin`).
     pub cs: f64,
-    rc2: f64,
+    /// The cutoff.
+    pub rc: f64,
+    /// The neighbour-list skin.
+    pub skin: f64,
+    pub(crate) rc2: f64,
     /// Potential at the cutoff, subtracted so the energy is continuous there.
-    ushift: f64,
-    /// `2 du/d(r^2)` at the cutoff: subtracted from the pair force so it too is continuous.
-    fshift: f64,
+    pub(crate) ushift: f64,
+    /// Force over distance at the cutoff, subtracted so the force is continuous there.
+    pub(crate) fshift: f64,
 }
 
 impl Geometry {
-    /// The geometry for `particles` at `density`; errors if the box is too small for the cutoff.
-    pub fn new(particles: usize, density: f64) -> Result<Self> {
-        let l = (particles as f64 / density).sqrt();
-        let nc = (l / CUTOFF).floor() as usize;
+    /// The geometry for `particles` at `density` in `dim` dimensions with neighbour-list skin
+    /// `skin`; errors if the box is too small for the cutoff.
+    pub fn new(dim: usize, particles: usize, density: f64, skin: f64) -> Result<Self> {
+        ensure!(dim == 2 || dim == 3, "--dim must be 2 or 3 (got {dim})");
+        let l = (particles as f64 / density).powf(1.0 / dim as f64);
+        let reach = CUTOFF + skin;
+        let nc = (l / reach).floor() as usize;
         ensure!(
             nc >= 3,
             "the box is too small for the cutoff: {particles} particles at density {density} give a \
-             box of side {l:.2}, but it must be at least {:.1} (3 x the cutoff {CUTOFF}); use more \
-             particles or a lower density",
-            3.0 * CUTOFF
+             box of side {l:.2}, but it must be at least {:.1} (3 x the cutoff {CUTOFF} plus the \
+             skin {skin}); use more particles, a lower density or a smaller --skin",
+            3.0 * reach
         );
         let rc2 = CUTOFF * CUTOFF;
         let inv6 = CUTOFF.powi(-6);
         Ok(Self {
+            dim,
             l,
-            half_l: l / 2.0,
             nc,
             cs: l / nc as f64,
+            rc: CUTOFF,
+            skin,
             rc2,
             ushift: 4.0 * inv6 * (inv6 - 1.0),
             fshift: 24.0 / rc2 * inv6 * (2.0 * inv6 - 1.0),
         })
     }
 
-    /// Column (or row) of the cell holding coordinate `x` in `[0, l)`.
-    fn cell_of(&self, x: f64) -> usize {
-        ((x / self.cs) as usize).min(self.nc - 1)
+    /// Cells per column (`nc^(dim-1)`).
+    pub fn cells_per_column(&self) -> usize {
+        self.nc.pow(self.dim as u32 - 1)
+    }
+
+    /// `x` mapped into `[0, l)`.
+    pub fn wrap(&self, x: f64) -> f64 {
+        if (0.0..self.l).contains(&x) {
+            return x;
+        }
+        let w = x - self.l * (x / self.l).floor();
+        if w >= self.l || w < 0.0 { 0.0 } else { w }
+    }
+
+    /// Bins per side: the list build sorts particles into bins of half a cell, so its
+    /// stencil (5 bins per axis) covers less volume than 3 whole cells.
+    pub(crate) fn bins(&self) -> usize {
+        2 * self.nc
+    }
+
+    /// The bin (per axis) holding an unwrapped position; bin / 2 is the cell.
+    pub(crate) fn bin_coords(&self, p: &[f64; 3]) -> [usize; 3] {
+        let (nb, h) = (self.bins(), 0.5 * self.cs);
+        let mut c = [0; 3];
+        for d in 0..self.dim {
+            c[d] = ((self.wrap(p[d]) / h) as usize).min(nb - 1);
+        }
+        c
+    }
+
+    /// The cell (per axis) holding an unwrapped position.
+    pub(crate) fn cell_coords(&self, p: &[f64; 3]) -> [usize; 3] {
+        let mut c = [0; 3];
+        for d in 0..self.dim {
+            c[d] = ((self.wrap(p[d]) / self.cs) as usize).min(self.nc - 1);
+        }
+        c
     }
 }
 
-/// Particles and their velocities, indexed by particle id.
+/// Particles and their velocities, indexed by particle id (`z` and `vz` empty in 2D).
 #[derive(Debug, Clone, Default)]
 pub struct Particles {
     /// x positions.
     pub x: Vec<f64>,
     /// y positions.
     pub y: Vec<f64>,
+    /// z positions (empty in 2D).
+    pub z: Vec<f64>,
     /// x velocities.
     pub vx: Vec<f64>,
     /// y velocities.
     pub vy: Vec<f64>,
+    /// z velocities (empty in 2D).
+    pub vz: Vec<f64>,
 }
 
 impl Particles {
-    fn with_len(n: usize) -> Self {
+    fn with_len(n: usize, dim: usize) -> Self {
+        let z = if dim == 3 { n } else { 0 };
         Self {
             x: vec![0.0; n],
             y: vec![0.0; n],
+            z: vec![0.0; z],
             vx: vec![0.0; n],
             vy: vec![0.0; n],
+            vz: vec![0.0; z],
         }
     }
 
@@ -136,13 +204,35 @@ impl Particles {
         self.x.is_empty()
     }
 
+    /// Number of dimensions (2 or 3).
+    pub fn dim(&self) -> usize {
+        if self.z.len() == self.x.len() && !self.x.is_empty() {
+            3
+        } else {
+            2
+        }
+    }
+
+    /// The positions, one vector per axis (`z` empty in 2D).
+    pub fn positions(&self) -> Axes {
+        [self.x.clone(), self.y.clone(), self.z.clone()]
+    }
+
     /// A hash of every position and velocity bit, in particle-id order (16 hex digits).
     pub fn state_hash(&self) -> String {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         for i in 0..self.len() {
-            for v in [self.x[i], self.y[i], self.vx[i], self.vy[i]] {
-                h.update(v.to_bits().to_le_bytes());
+            let mut put = |v: f64| h.update(v.to_bits().to_le_bytes());
+            put(self.x[i]);
+            put(self.y[i]);
+            if let Some(&z) = self.z.get(i) {
+                put(z);
+            }
+            put(self.vx[i]);
+            put(self.vy[i]);
+            if let Some(&vz) = self.vz.get(i) {
+                put(vz);
             }
         }
         let d = h.finalize();
@@ -151,46 +241,73 @@ impl Particles {
 }
 
 /// Places `setup.particles` particles on lattices and draws their velocities.
+///
+/// Uniform starts use a square lattice in 2D and an fcc lattice in 3D (LAMMPS's `bench/in.lj`:
+/// 32 000 particles at density 0.8442 fill a 20 x 20 x 20 fcc box exactly).
 pub fn initial_state(setup: &Setup, geom: &Geometry) -> Result<Particles> {
     use rand::{Rng, SeedableRng};
-    let n = setup.particles;
-    let mut p = Particles::with_len(n);
+    let (n, dim) = (setup.particles, setup.dim);
+    let mut p = Particles::with_len(n, dim);
     let sites = if setup.clustered {
-        clustered_sites(n, setup.density, geom.l)?
-    } else {
-        let side = (n as f64).sqrt().ceil() as usize;
+        clustered_sites(n, dim, setup.density, geom.l)?
+    } else if dim == 2 {
+        let side = root_ceil(n, 2);
         let a = geom.l / side as f64;
         ensure_spacing(a, setup.density)?;
-        lattice(side, a, 0.0)
+        lattice(side, a, 2)
+    } else {
+        fcc(n, geom.l, setup.density)?
     };
-    for (i, (x, y)) in sites.into_iter().take(n).enumerate() {
-        p.x[i] = x;
-        p.y[i] = y;
+    for (i, s) in sites.into_iter().take(n).enumerate() {
+        p.x[i] = s[0];
+        p.y[i] = s[1];
+        if dim == 3 {
+            p.z[i] = s[2];
+        }
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(setup.seed);
     for i in 0..n {
         p.vx[i] = rng.random_range(-1.0..1.0);
         p.vy[i] = rng.random_range(-1.0..1.0);
+        if dim == 3 {
+            p.vz[i] = rng.random_range(-1.0..1.0);
+        }
     }
-    // No drift of the centre of mass, and kinetic energy = N * T (2 degrees of freedom).
-    let (mx, my) = (mean(&p.vx), mean(&p.vy));
-    p.vx.iter_mut().for_each(|v| *v -= mx);
-    p.vy.iter_mut().for_each(|v| *v -= my);
-    let ke: f64 = (0..n)
-        .map(|i| 0.5 * (p.vx[i].powi(2) + p.vy[i].powi(2)))
-        .sum();
+    // No drift of the centre of mass, and kinetic energy = N * T * dim / 2.
+    let mut ke = 0.0;
+    for v in [&mut p.vx, &mut p.vy, &mut p.vz] {
+        if v.is_empty() {
+            continue;
+        }
+        let m = mean(v);
+        v.iter_mut().for_each(|x| *x -= m);
+        ke += v.iter().map(|x| 0.5 * x * x).sum::<f64>();
+    }
     let scale = if ke > 0.0 {
-        (n as f64 * setup.temperature / ke).sqrt()
+        (n as f64 * setup.temperature * dim as f64 / 2.0 / ke).sqrt()
     } else {
         0.0
     };
-    p.vx.iter_mut().for_each(|v| *v *= scale);
-    p.vy.iter_mut().for_each(|v| *v *= scale);
+    for v in [&mut p.vx, &mut p.vy, &mut p.vz] {
+        v.iter_mut().for_each(|x| *x *= scale);
+    }
     Ok(p)
 }
 
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
+}
+
+/// The smallest `s` with `s^dim >= n`.
+fn root_ceil(n: usize, dim: usize) -> usize {
+    let mut s = (n as f64).powf(1.0 / dim as f64).round().max(1.0) as usize;
+    while s.pow(dim as u32) < n {
+        s += 1;
+    }
+    while s > 1 && (s - 1).pow(dim as u32) >= n {
+        s -= 1;
+    }
+    s
 }
 
 fn ensure_spacing(a: f64, density: f64) -> Result<()> {
@@ -204,24 +321,54 @@ fn ensure_spacing(a: f64, density: f64) -> Result<()> {
     Ok(())
 }
 
-/// `side x side` sites with spacing `a`, starting at `origin + a/2`, row by row.
-fn lattice(side: usize, a: f64, origin: f64) -> Vec<(f64, f64)> {
-    let mut s = Vec::with_capacity(side * side);
-    for j in 0..side {
-        for i in 0..side {
-            s.push((origin + (i as f64 + 0.5) * a, origin + (j as f64 + 0.5) * a));
-        }
-    }
-    s
+/// `side^dim` sites with spacing `a`, starting at `a/2`, x fastest.
+fn lattice(side: usize, a: f64, dim: usize) -> Vec<[f64; 3]> {
+    let count = side.pow(dim as u32);
+    (0..count)
+        .map(|k| {
+            let mut s = [0.0; 3];
+            let mut k = k;
+            for c in s.iter_mut().take(dim) {
+                *c = ((k % side) as f64 + 0.5) * a;
+                k /= side;
+            }
+            s
+        })
+        .collect()
 }
 
-/// 80% of the particles on a square lattice filling a corner square of 20% of the area; the
-/// rest on a coarser lattice over the remaining box, at least one unit away from the cluster.
-fn clustered_sites(n: usize, density: f64, l: f64) -> Result<Vec<(f64, f64)>> {
+/// An fcc lattice of `m^3` cubic cells (4 sites each) filling the box, `4 m^3 >= n`.
+fn fcc(n: usize, l: f64, density: f64) -> Result<Vec<[f64; 3]>> {
+    let m = root_ceil(n.div_ceil(4), 3);
+    let a = l / m as f64;
+    ensure_spacing(a / 2f64.sqrt(), density)?;
+    let basis = [
+        [0.0, 0.0, 0.0],
+        [0.5, 0.5, 0.0],
+        [0.5, 0.0, 0.5],
+        [0.0, 0.5, 0.5],
+    ];
+    let mut s = Vec::with_capacity(4 * m * m * m);
+    for k in 0..m {
+        for j in 0..m {
+            for i in 0..m {
+                for b in &basis {
+                    let c = [i as f64, j as f64, k as f64];
+                    s.push(std::array::from_fn(|d| (c[d] + b[d] + 0.25) * a));
+                }
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// 80% of the particles on a simple lattice filling a corner square (cube) of 20% of the box;
+/// the rest on a coarser lattice over the remaining box, at least one unit from the cluster.
+fn clustered_sites(n: usize, dim: usize, density: f64, l: f64) -> Result<Vec<[f64; 3]>> {
     let nc = ((n as f64) * CLUSTER_SHARE).round() as usize;
     let ng = n - nc;
-    let s = CLUSTER_AREA.sqrt() * l;
-    let side = (nc as f64).sqrt().ceil() as usize;
+    let s = CLUSTER_AREA.powf(1.0 / dim as f64) * l;
+    let side = root_ceil(nc.max(1), dim);
     let a = s / side as f64;
     if a < MIN_SPACING {
         bail!(
@@ -230,36 +377,29 @@ fn clustered_sites(n: usize, density: f64, l: f64) -> Result<Vec<(f64, f64)>> {
              below the minimum {MIN_SPACING}; use a density of at most {:.2}",
             CLUSTER_SHARE * 100.0,
             CLUSTER_AREA * 100.0,
-            max_clustered_density()
+            max_clustered_density(dim)
         );
     }
-    let mut sites = lattice(side, a, 0.0);
+    let mut sites = lattice(side, a, dim);
     sites.truncate(nc);
     if ng == 0 {
         return Ok(sites);
     }
-    // Distance from a point to the cluster square [0, s]^2, with periodic images.
+    // Distance from a point to the cluster [0, s]^dim, with periodic images.
     let gap = |x: f64| {
         if x <= s { 0.0 } else { (x - s).min(l - x) }
     };
     let margin = 1.0;
-    let free_area = l * l - (s + 2.0 * margin).powi(2);
-    let mut ag = (free_area / ng as f64).sqrt();
+    let free = l.powi(dim as i32) - (s + 2.0 * margin).powi(dim as i32);
+    let mut ag = (free / ng as f64).powf(1.0 / dim as f64);
     loop {
         let side = (l / ag).floor() as usize;
         let step = l / side as f64;
-        let mut gas = Vec::with_capacity(ng);
-        'fill: for j in 0..side {
-            for i in 0..side {
-                let (x, y) = ((i as f64 + 0.5) * step, (j as f64 + 0.5) * step);
-                if gap(x).hypot(gap(y)) >= margin {
-                    gas.push((x, y));
-                    if gas.len() == ng {
-                        break 'fill;
-                    }
-                }
-            }
-        }
+        let gas: Vec<[f64; 3]> = lattice(side, step, dim)
+            .into_iter()
+            .filter(|p| p.iter().take(dim).map(|&x| gap(x).powi(2)).sum::<f64>() >= margin * margin)
+            .take(ng)
+            .collect();
         if gas.len() == ng {
             ensure_spacing(step, density)?;
             sites.extend(gas);
@@ -271,364 +411,8 @@ fn clustered_sites(n: usize, density: f64, l: f64) -> Result<Vec<(f64, f64)>> {
 }
 
 /// The highest mean density `--clustered` can place (for the error message).
-pub fn max_clustered_density() -> f64 {
-    CLUSTER_AREA / CLUSTER_SHARE / (MIN_SPACING * MIN_SPACING) * 0.97
-}
-
-/// The particles of one region after a round, sorted by the cell they now occupy.
-///
-/// The buffer covers a *window* of columns: the region's own columns plus one on each side
-/// (all columns when that would wrap onto itself), since a particle moves less than a cell
-/// per step.
-#[derive(Debug, Clone)]
-pub struct RegionBuf {
-    win_start: usize,
-    win_len: usize,
-    /// `win_len * nc + 1` offsets: cell `(p, row)` of the window holds
-    /// `cell_start[p * nc + row]..cell_start[p * nc + row + 1]`.
-    cell_start: Vec<u32>,
-    id: Vec<u32>,
-    x: Vec<f64>,
-    y: Vec<f64>,
-    vx: Vec<f64>,
-    vy: Vec<f64>,
-}
-
-impl RegionBuf {
-    /// Position of global column `col` in this buffer's window, if it is in it.
-    fn window_pos(&self, col: usize, nc: usize) -> Option<usize> {
-        let p = (col + nc - self.win_start) % nc;
-        (p < self.win_len).then_some(p)
-    }
-
-    fn cell(&self, p: usize, row: usize, nc: usize) -> std::ops::Range<usize> {
-        let c = p * nc + row;
-        self.cell_start[c] as usize..self.cell_start[c + 1] as usize
-    }
-
-    /// Number of particles in the buffer.
-    pub fn len(&self) -> usize {
-        self.id.len()
-    }
-
-    /// Whether the buffer holds no particles.
-    pub fn is_empty(&self) -> bool {
-        self.id.is_empty()
-    }
-}
-
-/// The window (first column, number of columns) of a region owning columns `[a, b)`.
-fn window(a: usize, b: usize, nc: usize) -> (usize, usize) {
-    let w = b - a;
-    if w + 2 >= nc {
-        (0, nc)
-    } else {
-        ((a + nc - 1) % nc, w + 2)
-    }
-}
-
-/// Sorts particles (given in canonical order) into a buffer over the window `(start, len)`.
-/// Errors if a particle left the window or is not finite.
-fn bin(
-    geom: &Geometry,
-    (win_start, win_len): (usize, usize),
-    id: &[u32],
-    p: &Particles,
-) -> Result<RegionBuf> {
-    let nc = geom.nc;
-    let n = id.len();
-    let mut cell = Vec::with_capacity(n);
-    let mut counts = vec![0u32; win_len * nc + 1];
-    for (i, &pid) in id.iter().enumerate() {
-        let (x, y) = (p.x[i], p.y[i]);
-        if !(x.is_finite() && y.is_finite()) {
-            bail!(
-                "the simulation blew up (particle {pid} has a non-finite position); use a smaller --dt"
-            );
-        }
-        let col = geom.cell_of(x);
-        let pos = (col + nc - win_start) % nc;
-        if pos >= win_len {
-            bail!(
-                "particle {pid} moved more than one cell in one step; the time step is too large \
-                 for these velocities, use a smaller --dt"
-            );
-        }
-        let c = pos * nc + geom.cell_of(y);
-        cell.push(c as u32);
-        counts[c + 1] += 1;
-    }
-    for c in 1..counts.len() {
-        counts[c] += counts[c - 1];
-    }
-    let cell_start = counts.clone();
-    let mut next = counts;
-    let mut out = RegionBuf {
-        win_start,
-        win_len,
-        cell_start,
-        id: vec![0; n],
-        x: vec![0.0; n],
-        y: vec![0.0; n],
-        vx: vec![0.0; n],
-        vy: vec![0.0; n],
-    };
-    for i in 0..n {
-        let c = cell[i] as usize;
-        let k = next[c] as usize;
-        next[c] += 1;
-        out.id[k] = id[i];
-        out.x[k] = p.x[i];
-        out.y[k] = p.y[i];
-        out.vx[k] = p.vx[i];
-        out.vy[k] = p.vy[i];
-    }
-    Ok(out)
-}
-
-/// The state between rounds: one buffer per region of the previous round, in column order.
-pub type Snapshot = Arc<Vec<RegionBuf>>;
-
-/// Sorts the initial particles into a single buffer covering the whole box.
-pub fn initial_snapshot(geom: &Geometry, p: &Particles) -> Result<Snapshot> {
-    let id: Vec<u32> = (0..p.len() as u32).collect();
-    Ok(Arc::new(vec![bin(geom, (0, geom.nc), &id, p)?]))
-}
-
-/// One region's work for one round: everything a task needs, owned or shared read-only.
-#[derive(Debug, Clone)]
-pub struct RegionJob {
-    /// The state of the previous round, shared by every task of this round.
-    pub prev: Snapshot,
-    /// The box geometry.
-    pub geom: Arc<Geometry>,
-    /// First column the region owns.
-    pub a: usize,
-    /// One past the last column the region owns.
-    pub b: usize,
-    /// Time step.
-    pub dt: f64,
-    /// Complete the previous step's kick (`false` only in the first round, where the
-    /// velocities are already those of time 0).
-    pub finish_kick: bool,
-    /// Kick and drift to the next step (`false` in the last round, which only finishes the
-    /// last step's kick).
-    pub advance: bool,
-}
-
-/// What a region task hands back: its new particles and what it measured.
-#[derive(Debug)]
-pub struct RegionOut {
-    /// The region's particles after the round.
-    pub buf: RegionBuf,
-    /// Kinetic energy at the round's time.
-    pub ke: f64,
-    /// Potential energy at the round's time (half of every pair counted here).
-    pub pe: f64,
-    /// Momentum at the round's time.
-    pub px: f64,
-    /// Momentum at the round's time.
-    pub py: f64,
-    /// Load per own column: pair-distance evaluations + `PARTICLE_COST` per particle +
-    /// `CELL_COST` per cell.
-    pub col_work: Vec<u64>,
-    /// Particles the region owned.
-    pub particles: usize,
-    /// Wall time the task took, in nanoseconds.
-    pub nanos: u64,
-}
-
-impl RegionJob {
-    /// Runs the region's part of a velocity-Verlet step.
-    ///
-    /// Reads the previous round's buffers (its own columns and one halo column on each side),
-    /// computes forces on its own particles, finishes the previous kick (`v(t) = v(t-dt/2) +
-    /// f dt/2`), records the energy at `t`, then kicks and drifts (`v(t+dt/2) = v(t) + f dt/2`,
-    /// `x(t+dt) = x(t) + v(t+dt/2) dt`) and bins its particles by their new cell.
-    pub fn run(self) -> Result<RegionOut> {
-        let start = Instant::now();
-        let geom = &*self.geom;
-        let nc = geom.nc;
-        let (a, b) = (self.a, self.b);
-        // Gather the view: the window's cells, each in canonical order.
-        let (vs, vl) = window(a, b, nc);
-        let prev = &*self.prev;
-        let guess = prev.iter().map(RegionBuf::len).sum::<usize>() * vl / nc + 16;
-        let mut id = Vec::with_capacity(guess);
-        let mut v = Particles {
-            x: Vec::with_capacity(guess),
-            y: Vec::with_capacity(guess),
-            vx: Vec::with_capacity(guess),
-            vy: Vec::with_capacity(guess),
-        };
-        let mut cs = Vec::with_capacity(vl * nc + 1);
-        for p in 0..vl {
-            let col = (vs + p) % nc;
-            let sources: Vec<(&RegionBuf, usize)> = prev
-                .iter()
-                .filter_map(|s| s.window_pos(col, nc).map(|sp| (s, sp)))
-                .collect();
-            for row in 0..nc {
-                cs.push(id.len() as u32);
-                for &(s, sp) in &sources {
-                    let r = s.cell(sp, row, nc);
-                    if r.is_empty() {
-                        continue;
-                    }
-                    id.extend_from_slice(&s.id[r.clone()]);
-                    v.x.extend_from_slice(&s.x[r.clone()]);
-                    v.y.extend_from_slice(&s.y[r.clone()]);
-                    v.vx.extend_from_slice(&s.vx[r.clone()]);
-                    v.vy.extend_from_slice(&s.vy[r]);
-                }
-            }
-        }
-        cs.push(id.len() as u32);
-        let vpos = |col: usize| (col + nc - vs) % nc;
-        let cell_range = |p: usize, row: usize| {
-            let c = p * nc + row;
-            cs[c] as usize..cs[c + 1] as usize
-        };
-
-        // Forces, energies and the integration for the own particles, in canonical order.
-        let own_len: usize = (a..b)
-            .map(|col| {
-                let p = vpos(col);
-                cs[(p + 1) * nc] as usize - cs[p * nc] as usize
-            })
-            .sum();
-        let mut out_id = Vec::with_capacity(own_len);
-        let mut out = Particles {
-            x: Vec::with_capacity(own_len),
-            y: Vec::with_capacity(own_len),
-            vx: Vec::with_capacity(own_len),
-            vy: Vec::with_capacity(own_len),
-        };
-        let (mut ke, mut pe, mut px, mut py) = (0.0, 0.0, 0.0, 0.0);
-        let mut col_work = Vec::with_capacity(b - a);
-        let half_dt = 0.5 * self.dt;
-        for col in a..b {
-            let p = vpos(col);
-            let cols = [vpos((col + nc - 1) % nc), p, vpos((col + 1) % nc)];
-            let mut work = 0u64;
-            for row in 0..nc {
-                work += CELL_COST;
-                let own = cell_range(p, row);
-                if own.is_empty() {
-                    continue;
-                }
-                let rows = [(row + nc - 1) % nc, row, (row + 1) % nc];
-                let mut nb = [0..0, 0..0, 0..0, 0..0, 0..0, 0..0, 0..0, 0..0, 0..0];
-                for (k, &c) in cols.iter().enumerate() {
-                    for (m, &r) in rows.iter().enumerate() {
-                        nb[k * 3 + m] = cell_range(c, r);
-                    }
-                }
-                for i in own {
-                    let (xi, yi) = (v.x[i], v.y[i]);
-                    let mut acc = Pair::default();
-                    for (k, r) in nb.iter().enumerate() {
-                        work += r.len() as u64;
-                        if k == 4 {
-                            // The particle's own cell: every particle but itself, in order.
-                            acc.add(geom, xi, yi, &v.x[r.start..i], &v.y[r.start..i]);
-                            acc.add(geom, xi, yi, &v.x[i + 1..r.end], &v.y[i + 1..r.end]);
-                        } else {
-                            acc.add(geom, xi, yi, &v.x[r.clone()], &v.y[r.clone()]);
-                        }
-                    }
-                    let Pair { fx, fy, u: ui } = acc;
-                    let (mut vx, mut vy) = (v.vx[i], v.vy[i]);
-                    if self.finish_kick {
-                        vx += fx * half_dt;
-                        vy += fy * half_dt;
-                    }
-                    ke += 0.5 * (vx * vx + vy * vy);
-                    pe += 0.5 * ui;
-                    px += vx;
-                    py += vy;
-                    let (mut x, mut y) = (xi, yi);
-                    if self.advance {
-                        vx += fx * half_dt;
-                        vy += fy * half_dt;
-                        x = wrap(x + vx * self.dt, geom.l);
-                        y = wrap(y + vy * self.dt, geom.l);
-                    }
-                    out_id.push(id[i]);
-                    out.x.push(x);
-                    out.y.push(y);
-                    out.vx.push(vx);
-                    out.vy.push(vy);
-                    work += PARTICLE_COST;
-                }
-            }
-            col_work.push(work);
-        }
-        let buf = bin(geom, window(a, b, nc), &out_id, &out)?;
-        Ok(RegionOut {
-            buf,
-            ke,
-            pe,
-            px,
-            py,
-            col_work,
-            particles: own_len,
-            nanos: start.elapsed().as_nanos() as u64,
-        })
-    }
-}
-
-/// Force and potential energy on one particle, summed over its neighbours in order.
-#[derive(Debug, Default)]
-struct Pair {
-    fx: f64,
-    fy: f64,
-    u: f64,
-}
-
-impl Pair {
-    /// Adds the interactions of the particle at `(xi, yi)` with those at `xs, ys`, in order.
-    #[inline(always)]
-    fn add(&mut self, geom: &Geometry, xi: f64, yi: f64, xs: &[f64], ys: &[f64]) {
-        let (l, half) = (geom.l, geom.half_l);
-        for (&xj, &yj) in xs.iter().zip(ys) {
-            // Minimum image, written so that the (j, i) pair gets exactly -(dx, dy).
-            let mut dx = xi - xj;
-            let mut dy = yi - yj;
-            if dx > half {
-                dx -= l;
-            } else if dx < -half {
-                dx += l;
-            }
-            if dy > half {
-                dy -= l;
-            } else if dy < -half {
-                dy += l;
-            }
-            let r2 = dx * dx + dy * dy;
-            if r2 < geom.rc2 {
-                let inv2 = 1.0 / r2;
-                let inv6 = inv2 * inv2 * inv2;
-                let ff = 24.0 * inv2 * inv6 * (2.0 * inv6 - 1.0) - geom.fshift;
-                self.fx += ff * dx;
-                self.fy += ff * dy;
-                self.u +=
-                    4.0 * inv6 * (inv6 - 1.0) - geom.ushift + 0.5 * (r2 - geom.rc2) * geom.fshift;
-            }
-        }
-    }
-}
-
-/// Maps `x` (at most one box length outside) back into `[0, l)`.
-fn wrap(x: f64, l: f64) -> f64 {
-    if x >= l {
-        x - l
-    } else if x < 0.0 {
-        let w = x + l;
-        if w >= l { 0.0 } else { w }
-    } else {
-        x
-    }
+pub fn max_clustered_density(dim: usize) -> f64 {
+    CLUSTER_AREA / CLUSTER_SHARE / MIN_SPACING.powi(dim as i32) * 0.97
 }
 
 /// Runs one round's region jobs somewhere and returns their results in region order.
@@ -708,8 +492,17 @@ pub struct Decomposition {
     pub regions: usize,
     /// Move the borders by measured load.
     pub balance: bool,
-    /// Rebalance every this many steps.
+    /// Rebalance every this many steps (the borders move at the next list build).
     pub rebalance_every: usize,
+}
+
+/// When the neighbour lists are rebuilt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rebuild {
+    /// When any particle has moved more than half the skin since the last build.
+    OnDisplacement,
+    /// Every this many steps, unchecked (LAMMPS's `neigh_modify every N check no`).
+    Every(usize),
 }
 
 /// What one round measured.
@@ -719,8 +512,8 @@ pub struct RoundRecord {
     pub ke: f64,
     /// Total potential energy.
     pub pe: f64,
-    /// Total momentum.
-    pub p: (f64, f64),
+    /// Total momentum (`z` zero in 2D).
+    pub p: [f64; 3],
     /// Load per region with the borders actually used.
     pub work: Vec<u64>,
     /// Load per region had the borders stayed at equal widths.
@@ -729,6 +522,12 @@ pub struct RoundRecord {
     pub nanos: Vec<u64>,
     /// Whether the borders had been moved by load before this round.
     pub balanced: bool,
+    /// Whether the neighbour lists were built in this round.
+    pub rebuilt: bool,
+    /// Whether this round computed the potential energy (`pe` is zero otherwise).
+    pub energy: bool,
+    /// Pairs in all neighbour lists.
+    pub pairs: usize,
 }
 
 /// Everything a finished run knows.
@@ -736,29 +535,162 @@ pub struct RoundRecord {
 pub struct RunResult {
     /// One record per round (`steps + 1`: times 0..=steps).
     pub rounds: Vec<RoundRecord>,
-    /// Final positions and velocities, by particle id.
+    /// Final positions (wrapped into the box) and velocities, by particle id.
     pub final_state: Particles,
-    /// The region owning each particle in the last round, by particle id.
+    /// The region whose columns hold each particle at the end, by particle id.
     pub final_region: Vec<usize>,
     /// Borders used in the last round.
     pub final_borders: Vec<usize>,
-    /// Wall time of the whole step loop, seconds.
+    /// Number of neighbour-list builds (the first included).
+    pub rebuilds: usize,
+    /// Wall time of the step loop, seconds: steps 1 to `steps`, like LAMMPS's "Loop time".
     pub seconds: f64,
+    /// Wall time of the set-up round (sorting, the first list build and the forces at time
+    /// 0), which LAMMPS does before its loop, seconds.
+    pub setup_seconds: f64,
+}
+
+/// All particles in one set of vectors (in region order, or id order at the start).
+#[derive(Debug, Default)]
+struct Flat {
+    id: Vec<u32>,
+    x: Axes,
+    v: Axes,
+}
+
+/// Every particle of the regions, in region order, with positions from `snap`.
+fn gather(regions: &mut [RegionState], snap: &Snapshot, dim: usize) -> Flat {
+    let n: usize = regions.iter().map(RegionState::len).sum();
+    let mut f = Flat::default();
+    f.id.reserve(n);
+    for (r, st) in regions.iter_mut().enumerate() {
+        f.id.append(&mut st.id);
+        for d in 0..dim {
+            f.x[d].extend_from_slice(&snap[r][d]);
+            f.v[d].append(&mut st.v[d]);
+        }
+    }
+    f
+}
+
+/// Sorts the particles by cell (stable) and cuts them into regions at `borders`, each with its
+/// halo; reuses the scratch buffers of `old`.
+fn distribute(
+    geom: &Geometry,
+    borders: &[usize],
+    flat: Flat,
+    mut old: Vec<RegionState>,
+) -> (Vec<RegionState>, Snapshot) {
+    let (nc, dim) = (geom.nc, geom.dim);
+    // Sorted by half-cell bin, column-major: each cell column is two bin columns, so a
+    // region's particles are still one contiguous range.
+    let nb = geom.bins();
+    let per_col = 2 * nb.pow(dim as u32 - 1);
+    let n = flat.id.len();
+    let mut cell = Vec::with_capacity(n);
+    let mut cstart = vec![0u32; nc * per_col + 1];
+    for i in 0..n {
+        let p = std::array::from_fn(|d| if d < dim { flat.x[d][i] } else { 0.0 });
+        let c = geom.bin_coords(&p);
+        let mut idx = 0;
+        for &cd in &c[..dim] {
+            idx = idx * nb + cd;
+        }
+        cell.push(idx as u32);
+        cstart[idx + 1] += 1;
+    }
+    for c in 0..nc * per_col {
+        cstart[c + 1] += cstart[c];
+    }
+    let mut next = cstart.clone();
+    let mut order = vec![0u32; n];
+    for (i, &c) in cell.iter().enumerate() {
+        order[next[c as usize] as usize] = i as u32;
+        next[c as usize] += 1;
+    }
+    let col_start = |col: usize| cstart[col * per_col] as usize;
+    let regions = borders.len() - 1;
+    let mut region_of_col = vec![0u32; nc];
+    for r in 0..regions {
+        for c in &mut region_of_col[borders[r]..borders[r + 1]] {
+            *c = r as u32;
+        }
+    }
+    let mut states = Vec::with_capacity(regions);
+    let mut snap = Vec::with_capacity(regions);
+    for r in 0..regions {
+        let (a, b) = (borders[r], borders[r + 1]);
+        let own = &order[col_start(a)..col_start(b)];
+        let mut st = old.pop().unwrap_or_default();
+        st.a = a;
+        st.b = b;
+        st.id.clear();
+        st.id.extend(own.iter().map(|&k| flat.id[k as usize]));
+        let mut x = Axes::default();
+        for (d, xd) in x.iter_mut().enumerate().take(dim) {
+            *xd = own.iter().map(|&k| flat.x[d][k as usize]).collect();
+            st.x0[d].clone_from(xd);
+            st.v[d].clear();
+            st.v[d].extend(own.iter().map(|&k| flat.v[d][k as usize]));
+        }
+        st.col.clear();
+        for col in a..b {
+            st.col.extend(std::iter::repeat_n(
+                col as u32,
+                col_start(col + 1) - col_start(col),
+            ));
+        }
+        st.halo.clear();
+        let (ws, wl) = window(a, b, nc);
+        for p in 0..wl {
+            let col = (ws + p) % nc;
+            if (a..b).contains(&col) {
+                continue;
+            }
+            let src = region_of_col[col] as usize;
+            let base = col_start(borders[src]);
+            st.halo.extend(
+                (col_start(col)..col_start(col + 1)).map(|g| (src as u32, (g - base) as u32)),
+            );
+        }
+        states.push(st);
+        snap.push(x);
+    }
+    (states, Arc::new(snap))
+}
+
+/// Forces on every particle of `p` (by id) from neighbour lists built over the regions at
+/// `borders`, in the tasks' fixed point: for tests against
+/// [`reference_forces`](super::kernel::reference_forces).
+pub fn list_forces(
+    geom: &Arc<Geometry>,
+    p: &Particles,
+    borders: &[usize],
+) -> Result<Vec<[i64; 3]>> {
+    let flat = Flat {
+        id: (0..p.len() as u32).collect(),
+        x: p.positions(),
+        v: [p.vx.clone(), p.vy.clone(), p.vz.clone()],
+    };
+    let (regions, snap) = distribute(geom, borders, flat, Vec::new());
+    super::kernel::list_forces(geom, &regions, &snap)
 }
 
 /// Runs `steps` velocity-Verlet steps from `init`, one task per region per step on `runner`.
 ///
 /// `progress` is called after every round with the round index.
+#[allow(clippy::too_many_arguments)] // the run's knobs, each named at the one call site
 pub fn run(
     geom: Arc<Geometry>,
     init: &Particles,
     steps: usize,
     dt: f64,
     dec: &Decomposition,
+    rebuild_rule: Rebuild,
     runner: &dyn RegionRunner,
     mut progress: impl FnMut(usize),
 ) -> Result<RunResult> {
-    let nc = geom.nc;
+    let (nc, dim) = (geom.nc, geom.dim);
     ensure!(dec.regions >= 1, "--regions must be at least 1");
     ensure!(
         dec.regions <= nc,
@@ -767,21 +699,37 @@ pub fn run(
     );
     let equal = equal_borders(nc, dec.regions);
     let mut borders = equal.clone();
+    let mut pending: Option<Vec<usize>> = None;
     let mut balanced = false;
-    let mut state = initial_snapshot(&geom, init)?;
+    let flat = Flat {
+        id: (0..init.len() as u32).collect(),
+        x: init.positions(),
+        v: [init.vx.clone(), init.vy.clone(), init.vz.clone()],
+    };
+    let half_skin2 = (geom.skin / 2.0).powi(2);
     let mut rounds = Vec::with_capacity(steps + 1);
     let started = Instant::now();
+    let mut setup_seconds = 0.0;
+    let (mut regions, mut snap) = distribute(&geom, &borders, flat, Vec::new());
+    let mut rebuild = true;
+    let mut rebuilds = 0;
+    let mut since_build = 0;
+    let mut spare: Vec<Axes> = Vec::new();
     for round in 0..=steps {
-        let jobs = borders
-            .windows(2)
-            .map(|w| RegionJob {
-                prev: state.clone(),
+        let jobs = regions
+            .into_iter()
+            .enumerate()
+            .map(|(r, state)| RegionJob {
+                prev: snap.clone(),
+                region: r,
+                state,
+                out: spare.pop().unwrap_or_default(),
                 geom: geom.clone(),
-                a: w[0],
-                b: w[1],
                 dt,
+                rebuild,
                 finish_kick: round > 0,
                 advance: round < steps,
+                energy: round % ENERGY_EVERY == 0 || round == steps,
             })
             .collect();
         let outs = runner
@@ -793,48 +741,98 @@ pub fn run(
             outs.len(),
             dec.regions
         );
-        let col_work: Vec<u64> = outs.iter().flat_map(|o| o.col_work.clone()).collect();
-        let rec = RoundRecord {
+        let col_work: Vec<u64> = outs
+            .iter()
+            .flat_map(|o| o.col_work.iter().copied())
+            .collect();
+        let mut p = [0.0; 3];
+        for o in &outs {
+            for (pd, od) in p.iter_mut().zip(o.p) {
+                *pd += od;
+            }
+        }
+        rounds.push(RoundRecord {
             ke: outs.iter().map(|o| o.ke).sum(),
             pe: outs.iter().map(|o| o.pe).sum(),
-            p: (
-                outs.iter().map(|o| o.px).sum(),
-                outs.iter().map(|o| o.py).sum(),
-            ),
+            p,
             work: region_work(&col_work, &borders),
             work_equal: region_work(&col_work, &equal),
             nanos: outs.iter().map(|o| o.nanos).collect(),
             balanced,
-        };
-        rounds.push(rec);
-        // Compose: the new state is the region buffers, in column order.
-        state = Arc::new(outs.into_iter().map(|o| o.buf).collect());
+            rebuilt: rebuild,
+            energy: round % ENERGY_EVERY == 0 || round == steps,
+            pairs: outs.iter().map(|o| o.pairs).sum(),
+        });
+        rebuilds += usize::from(rebuild);
+        let max_disp2 = outs.iter().map(|o| o.max_disp2).fold(0.0, f64::max);
+        let mut xs = Vec::with_capacity(outs.len());
+        regions = Vec::with_capacity(outs.len());
+        for o in outs {
+            xs.push(o.x);
+            regions.push(o.state);
+        }
+        let old = std::mem::replace(&mut snap, Arc::new(xs));
+        spare = Arc::try_unwrap(old).unwrap_or_default();
         progress(round);
-        // Rebalance as soon as the first step has measured the load, then every few steps.
+        if round == 0 {
+            setup_seconds = started.elapsed().as_secs_f64();
+        }
+        if round == steps {
+            break;
+        }
+        since_build = if rebuild { 1 } else { since_build + 1 };
+        // Rebalance as soon as the first step has measured the load, then every few steps;
+        // the borders move at the next build.
         let due = round == 0 || (round + 1) % dec.rebalance_every.max(1) == 0;
-        if dec.balance && dec.regions > 1 && round < steps && due {
-            borders = balanced_borders(&col_work, dec.regions);
-            balanced = true;
+        if dec.balance && dec.regions > 1 && due {
+            pending = Some(balanced_borders(&col_work, dec.regions));
+        }
+        rebuild = match rebuild_rule {
+            Rebuild::OnDisplacement => max_disp2 > half_skin2,
+            Rebuild::Every(n) => since_build >= n.max(1),
+        };
+        if rebuild {
+            if let Some(b) = pending.take() {
+                borders = b;
+                balanced = true;
+            }
+            let flat = gather(&mut regions, &snap, dim);
+            (regions, snap) = distribute(&geom, &borders, flat, regions);
         }
     }
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = started.elapsed().as_secs_f64() - setup_seconds;
+    let flat = gather(&mut regions, &snap, dim);
     let n = init.len();
-    let mut final_state = Particles::with_len(n);
+    let mut final_state = Particles::with_len(n, dim);
     let mut final_region = vec![usize::MAX; n];
-    // The last round did not advance, so each buffer holds exactly its region's particles.
-    for (r, buf) in state.iter().enumerate() {
-        for k in 0..buf.len() {
-            let i = buf.id[k] as usize;
-            ensure!(
-                final_region[i] == usize::MAX,
-                "particle {i} was found in two regions"
-            );
-            final_state.x[i] = buf.x[k];
-            final_state.y[i] = buf.y[k];
-            final_state.vx[i] = buf.vx[k];
-            final_state.vy[i] = buf.vy[k];
-            final_region[i] = r;
+    let mut region_of_col = vec![0; nc];
+    for r in 0..dec.regions {
+        region_of_col[borders[r]..borders[r + 1]].fill(r);
+    }
+    for (k, &id) in flat.id.iter().enumerate() {
+        let i = id as usize;
+        ensure!(
+            final_region[i] == usize::MAX,
+            "particle {i} was found in two regions"
+        );
+        let x = [
+            geom.wrap(flat.x[0][k]),
+            geom.wrap(flat.x[1][k]),
+            if dim == 3 {
+                geom.wrap(flat.x[2][k])
+            } else {
+                0.0
+            },
+        ];
+        final_state.x[i] = x[0];
+        final_state.y[i] = x[1];
+        final_state.vx[i] = flat.v[0][k];
+        final_state.vy[i] = flat.v[1][k];
+        if dim == 3 {
+            final_state.z[i] = x[2];
+            final_state.vz[i] = flat.v[2][k];
         }
+        final_region[i] = region_of_col[geom.cell_coords(&x)[0]];
     }
     if let Some(lost) = final_region.iter().position(|&r| r == usize::MAX) {
         bail!("particle {lost} was lost between regions");
@@ -844,6 +842,8 @@ pub fn run(
         final_state,
         final_region,
         final_borders: borders,
+        rebuilds,
         seconds,
+        setup_seconds,
     })
 }
