@@ -257,6 +257,8 @@ pub struct Outcome {
     attempts: u32,
     elapsed: Duration,
     cpu_time: Option<Duration>,
+    blocked_time: Option<Duration>,
+    longest_poll: Option<Duration>,
 }
 
 impl Outcome {
@@ -267,7 +269,37 @@ impl Outcome {
             attempts,
             elapsed,
             cpu_time: None,
+            blocked_time: None,
+            longest_poll: None,
         }
+    }
+
+    /// With the time its runs spent off the CPU by their own doing: asleep, or blocked on
+    /// I/O or a lock (not time spent runnable, waiting for a CPU).
+    pub fn with_blocked_time(mut self, blocked: Duration) -> Self {
+        self.blocked_time = Some(blocked);
+        self
+    }
+
+    /// With the longest single poll of its future (for an async task).
+    pub fn with_longest_poll(mut self, poll: Duration) -> Self {
+        self.longest_poll = Some(poll);
+        self
+    }
+
+    /// The time the task's runs spent blocked (asleep, waiting for I/O or a lock) on the
+    /// threads that ran them, not counting time they waited for a CPU; `None` when it was
+    /// not measured. Unlike `elapsed`, it does not grow when the machine is busy, so
+    /// `cpu_time / (cpu_time + blocked_time)` tells CPU-bound work from I/O-bound work
+    /// even on an oversubscribed pool.
+    pub fn blocked_time(&self) -> Option<Duration> {
+        self.blocked_time
+    }
+
+    /// The longest single poll of an async task's future (how long it held a worker
+    /// without yielding); `None` for a blocking task or when not measured.
+    pub fn longest_poll(&self) -> Option<Duration> {
+        self.longest_poll
     }
 
     /// With the CPU time its attempts used on their threads.

@@ -235,6 +235,7 @@
 //! [`Supervisor::with_registry`].
 #![deny(unsafe_code)] // One exception: reading the thread CPU clock (`outcome.rs`).
 
+pub mod auto;
 pub mod config;
 pub mod layer;
 mod ledger;
@@ -247,6 +248,7 @@ mod supervisor;
 mod timers;
 mod watch;
 
+pub use auto::{AutoSettings, Class, Learned, Learner};
 pub use config::{BackendOptions, ConfigError, PolicyConfig, RouteSpec};
 pub use layer::{Layer, LayerContext, Limit, LimitScope, Rate, RetryPolicy, Service, Timeout};
 pub use ledger::{LedgerCounts, ShutdownLedger};
