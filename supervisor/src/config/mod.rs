@@ -183,23 +183,23 @@ impl PolicyConfig {
         let tags: Vec<&str> = meta.tags().collect();
         let mut explanation = self.explain_parts(meta.name(), &tags);
         let index = self.select_index(meta.name(), |t| meta.has_tag(t));
-        if let Some(rule) = index.map(|i| &self.routes[i]) {
-            if let Some(cpu) = &rule.auto_cpu {
-                explanation.executor = self.route(meta).executor().to_owned();
-                let learned = match self.learner.get(meta.name()) {
-                    Some(l) => l.to_string(),
-                    None => format!(
-                        "auto: {} not measured yet → io until {} runs",
-                        meta.name(),
-                        self.learner.settings().min_samples
-                    ),
-                };
-                explanation.learned = Some(format!(
-                    "{learned} (io = \"{}\", cpu = \"{}\")",
-                    rule.route.executor(),
-                    cpu.executor()
-                ));
-            }
+        if let Some(rule) = index.map(|i| &self.routes[i])
+            && let Some(cpu) = &rule.auto_cpu
+        {
+            explanation.executor = self.route(meta).executor().to_owned();
+            let learned = match self.learner.get(meta.name()) {
+                Some(l) => l.to_string(),
+                None => format!(
+                    "auto: {} not measured yet → io until {} runs",
+                    meta.name(),
+                    self.learner.settings().min_samples
+                ),
+            };
+            explanation.learned = Some(format!(
+                "{learned} (io = \"{}\", cpu = \"{}\")",
+                rule.route.executor(),
+                cpu.executor()
+            ));
         }
         explanation
     }
@@ -269,10 +269,10 @@ impl Policy for PolicyConfig {
         if !self.has_auto {
             return;
         }
-        if let Some(i) = self.select_index(meta.name(), |t| meta.has_tag(t)) {
-            if self.routes[i].auto_cpu.is_some() {
-                self.learner.record(meta.name(), outcome);
-            }
+        if let Some(i) = self.select_index(meta.name(), |t| meta.has_tag(t))
+            && self.routes[i].auto_cpu.is_some()
+        {
+            self.learner.record(meta.name(), outcome);
         }
     }
 
@@ -507,10 +507,10 @@ impl Validator<'_> {
             ));
         }
         s.decay = share(&raw.decay, "decay", s.decay)?;
-        if let Some(d) = &raw.decay {
-            if *d.get_ref() == 0.0 {
-                return Err(self.invalid(d.span(), "auto.decay must be above 0"));
-            }
+        if let Some(d) = &raw.decay
+            && *d.get_ref() == 0.0
+        {
+            return Err(self.invalid(d.span(), "auto.decay must be above 0"));
         }
         if let Some(m) = &raw.min_samples {
             s.min_samples = u32::try_from(*m.get_ref())
