@@ -297,7 +297,8 @@ impl Outcome {
     }
 
     /// The longest single poll of an async task's future (how long it held a worker
-    /// without yielding); `None` for a blocking task or when not measured.
+    /// without yielding, computing or blocked, not counting time its thread waited for a
+    /// CPU); `None` for a blocking task or when not measured.
     pub fn longest_poll(&self) -> Option<Duration> {
         self.longest_poll
     }
