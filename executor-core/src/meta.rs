@@ -44,6 +44,7 @@ pub struct TaskMeta {
     name: Cow<'static, str>,
     tags: Vec<Cow<'static, str>>,
     key: Option<String>,
+    priority: i8,
     extension: Extension,
 }
 
@@ -78,8 +79,22 @@ impl TaskMeta {
             name: name.into(),
             tags: Vec::new(),
             key: None,
+            priority: 0,
             extension: Extension(None),
         }
+    }
+
+    /// Sets the priority (default 0; higher is served first where tasks wait in a queue
+    /// that honours it, such as the supervisor's limit queues, with aging so a low
+    /// priority still gets its turn).
+    pub fn with_priority(mut self, priority: i8) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// The task's priority (0 unless set).
+    pub fn priority(&self) -> i8 {
+        self.priority
     }
 
     /// Adds a tag.
@@ -152,6 +167,7 @@ pub(crate) static ANONYMOUS: TaskMeta = TaskMeta {
     name: Cow::Borrowed("task"),
     tags: Vec::new(),
     key: None,
+    priority: 0,
     extension: Extension(None),
 };
 
