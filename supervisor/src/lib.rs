@@ -192,8 +192,11 @@
 //!   budget for the route); `concurrency` (integer ≥ 1) caps tasks running at once;
 //!   `rate` (`"20/s"`, `"100/min"`, `"5/10s"`; units `ms`, `s`, `m`/`min`, `h`, or any
 //!   duration; zero is an error) spaces task starts evenly. At least one of the two.
-//!   A task waiting for its limit sits in the supervisor, in FIFO order per key: it holds
-//!   no worker thread and the caller of `execute` does not wait.
+//!   A task waiting for its limit sits in the supervisor, per key in order of
+//!   [`TaskMeta::priority`](executor_core::TaskMeta::priority) (FIFO among equals), with
+//!   aging: each 8 tasks served raise a waiting task by one level, so a low priority
+//!   waits a bounded number of turns. It holds no worker thread and the caller of
+//!   `execute` does not wait.
 //!
 //! ## `executor = "auto"` and `[auto]` — placement that learns
 //!
