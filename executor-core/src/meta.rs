@@ -44,6 +44,7 @@ pub struct TaskMeta {
     name: Cow<'static, str>,
     tags: Vec<Cow<'static, str>>,
     key: Option<String>,
+    priority: i8,
     extension: Extension,
 }
 
@@ -78,8 +79,22 @@ impl TaskMeta {
             name: name.into(),
             tags: Vec::new(),
             key: None,
+            priority: 0,
             extension: Extension(None),
         }
+    }
+
+    /// Sets the priority (default 0; higher is served first where tasks wait in a queue
+    /// that honours it, such as the supervisor's limit queues, with aging so a low
+    /// priority still gets its turn).
+    pub fn with_priority(mut self, priority: i8) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// The task's priority (0 unless set).
+    pub fn priority(&self) -> i8 {
+        self.priority
     }
 
     /// Adds a tag.
@@ -152,6 +167,7 @@ pub(crate) static ANONYMOUS: TaskMeta = TaskMeta {
     name: Cow::Borrowed("task"),
     tags: Vec::new(),
     key: None,
+    priority: 0,
     extension: Extension(None),
 };
 
@@ -257,6 +273,8 @@ pub struct Outcome {
     attempts: u32,
     elapsed: Duration,
     cpu_time: Option<Duration>,
+    blocked_time: Option<Duration>,
+    longest_poll: Option<Duration>,
 }
 
 impl Outcome {
@@ -267,7 +285,38 @@ impl Outcome {
             attempts,
             elapsed,
             cpu_time: None,
+            blocked_time: None,
+            longest_poll: None,
         }
+    }
+
+    /// With the time its runs spent off the CPU by their own doing: asleep, or blocked on
+    /// I/O or a lock (not time spent runnable, waiting for a CPU).
+    pub fn with_blocked_time(mut self, blocked: Duration) -> Self {
+        self.blocked_time = Some(blocked);
+        self
+    }
+
+    /// With the longest single poll of its future (for an async task).
+    pub fn with_longest_poll(mut self, poll: Duration) -> Self {
+        self.longest_poll = Some(poll);
+        self
+    }
+
+    /// The time the task's runs spent blocked (asleep, waiting for I/O or a lock) on the
+    /// threads that ran them, not counting time they waited for a CPU; `None` when it was
+    /// not measured. Unlike `elapsed`, it does not grow when the machine is busy, so
+    /// `cpu_time / (cpu_time + blocked_time)` tells CPU-bound work from I/O-bound work
+    /// even on an oversubscribed pool.
+    pub fn blocked_time(&self) -> Option<Duration> {
+        self.blocked_time
+    }
+
+    /// The longest single poll of an async task's future (how long it held a worker
+    /// without yielding, computing or blocked, not counting time its thread waited for a
+    /// CPU); `None` for a blocking task or when not measured.
+    pub fn longest_poll(&self) -> Option<Duration> {
+        self.longest_poll
     }
 
     /// With the CPU time its attempts used on their threads.

@@ -29,7 +29,7 @@ impl Ledger {
         // A cheap reference: the name is copied only for a task that never ran.
         let meta = job.meta_ref().clone();
         let observer = observer.map(|policy| {
-            let track = Track::new(policy.wants_cpu_time());
+            let track = Track::new(policy.wants_cpu_time(), job.is_async());
             job.on_every_run(track.hook());
             (policy.clone(), track)
         });

@@ -166,7 +166,8 @@
 //! | `match` | table | required | `{ name = "glob", tags = ["a", "b"] }`; both optional, `{}` matches all |
 //! | `match.name` | glob | any name | the task name, e.g. `"scrape.*"`, `"job.{mail,hook}"` |
 //! | `match.tags` | list of strings | `[]` | tags the task must all carry |
-//! | `executor` | string | `[defaults]`'s | where matching tasks run |
+//! | `executor` | string | `[defaults]`'s | where matching tasks run; `"auto"` learns it (below) |
+//! | `auto` | `{ io = "NAME", cpu = "NAME" }` | required with `executor = "auto"` | the pair auto placement picks from |
 //! | `timeout`, `retries`, `limit` | as in `[defaults]` | `[defaults]`'s | a key left out is inherited |
 //!
 //! Routing is total: a task no rule matches takes `[defaults]`. [`Supervisor::explain`]
@@ -191,8 +192,33 @@
 //!   budget for the route); `concurrency` (integer ≥ 1) caps tasks running at once;
 //!   `rate` (`"20/s"`, `"100/min"`, `"5/10s"`; units `ms`, `s`, `m`/`min`, `h`, or any
 //!   duration; zero is an error) spaces task starts evenly. At least one of the two.
-//!   A task waiting for its limit sits in the supervisor, in FIFO order per key: it holds
-//!   no worker thread and the caller of `execute` does not wait.
+//!   A task waiting for its limit sits in the supervisor, per key in order of
+//!   [`TaskMeta::priority`](executor_core::TaskMeta::priority) (FIFO among equals), with
+//!   aging: each 8 tasks served raise a waiting task by one level, so a low priority
+//!   waits a bounded number of turns. It holds no worker thread and the caller of
+//!   `execute` does not wait.
+//!
+//! ## `executor = "auto"` and `[auto]` — placement that learns
+//!
+//! A route with `executor = "auto"` and `auto = { io = "io", cpu = "cpu" }` sends each task
+//! *name* where its past runs say it belongs ([`auto`] module): per name, a decayed average
+//! of `cpu / (cpu + blocked)` over its runs, where *blocked* is time its thread spent off
+//! the CPU by the task's own doing (sleeping, I/O, locks) and not time waiting for a CPU,
+//! so a busy machine does not make a computation look like I/O. A name runs on the I/O
+//! executor until it has `min_samples` runs, then goes to the CPU executor at a share of
+//! `cpu_above` or more and back at `io_below` or less (hysteresis); each change is logged
+//! once. Tasks that held a worker (an async poll of `poll_threshold` or more, or a run
+//! blocked `block_threshold` or more) are counted per name. [`Supervisor::explain`] shows
+//! it, e.g. `auto: report.build measured CPU/wall 0.93 over 412 runs → cpu`;
+//! [`Supervisor::learned`] lists every name; [`Supervisor::learner`] saves and loads it as
+//! JSON, and a reload keeps it.
+//!
+//! | key in `[auto]` | type | default |
+//! |---|---|---|
+//! | `cpu_above`, `io_below` | 0..=1, `io_below <= cpu_above` | 0.7, 0.4 |
+//! | `min_samples` | integer ≥ 1 | 5 |
+//! | `decay` | weight of a new sample, (0, 1] | 0.2 |
+//! | `poll_threshold`, `block_threshold` | duration | `"10ms"`, `"10ms"` |
 //!
 //! # Reload and watch
 //!
@@ -235,6 +261,7 @@
 //! [`Supervisor::with_registry`].
 #![deny(unsafe_code)] // One exception: reading the thread CPU clock (`outcome.rs`).
 
+pub mod auto;
 pub mod config;
 pub mod layer;
 mod ledger;
@@ -247,6 +274,7 @@ mod supervisor;
 mod timers;
 mod watch;
 
+pub use auto::{AutoSettings, Class, Learned, Learner};
 pub use config::{BackendOptions, ConfigError, PolicyConfig, RouteSpec};
 pub use layer::{Layer, LayerContext, Limit, LimitScope, Rate, RetryPolicy, Service, Timeout};
 pub use ledger::{LedgerCounts, ShutdownLedger};

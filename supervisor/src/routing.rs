@@ -150,6 +150,8 @@ pub struct Explanation {
     pub(crate) unreached: usize,
     /// The rule a policy written in code chose (no policy-file rules were tried).
     pub(crate) code_rule: Option<String>,
+    /// For an `executor = "auto"` route: what was learned of the task's name.
+    pub(crate) learned: Option<String>,
 }
 
 impl Explanation {
@@ -167,6 +169,12 @@ impl Explanation {
     /// each did not match.
     pub fn rejected(&self) -> &[(usize, Verdict)] {
         &self.rejected
+    }
+
+    /// For an `executor = "auto"` route: the learned decision and why, e.g.
+    /// `auto: report.build measured CPU/wall 0.93 over 412 runs → cpu`.
+    pub fn learned(&self) -> Option<&str> {
+        self.learned.as_deref()
     }
 }
 
@@ -194,6 +202,9 @@ impl fmt::Display for Explanation {
                 " -> executor \"{}\" by [defaults]: no route matched",
                 self.executor
             )?,
+        }
+        if let Some(learned) = &self.learned {
+            writeln!(f, "  {learned}")?;
         }
         for (n, verdict) in &self.rejected {
             match verdict {
@@ -225,6 +236,7 @@ pub(crate) fn explain_code(
         rejected: Vec::new(),
         unreached: 0,
         code_rule: Some(route.rule().to_owned()),
+        learned: None,
     }
 }
 
@@ -249,6 +261,7 @@ pub(crate) fn explain<'a, S: AsRef<str>>(
                     rejected,
                     unreached: total - i - 1,
                     code_rule: None,
+                    learned: None,
                 };
             }
             other => rejected.push((i + 1, other)),
@@ -263,6 +276,7 @@ pub(crate) fn explain<'a, S: AsRef<str>>(
         rejected,
         unreached: 0,
         code_rule: None,
+        learned: None,
     }
 }
 

@@ -11,7 +11,7 @@ const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
   demo [NAME] [-- ARGS]   run one demo (or every demo, one after another, on defaults)
-  bench NAME [-- ARGS]    run a benchmark (release build); names: overhead, scrape, logs, physics, jobs, process
+  bench NAME [-- ARGS]    run a benchmark (release build); names: overhead, auto, scrape, logs, physics, jobs, process
   ci                      fmt check, clippy -D warnings, tests, docs with warnings denied
 ";
 
@@ -106,7 +106,7 @@ fn demo(rest: &[String]) -> Result<()> {
 fn bench(rest: &[String]) -> Result<()> {
     let (name, args) = name_and_args(rest);
     let Some(name) = name else {
-        bail!("bench needs a name: overhead, scrape, logs, physics, jobs, process");
+        bail!("bench needs a name: overhead, auto, scrape, logs, physics, jobs, process");
     };
     let mut cmd = cargo();
     if name == "process" {
@@ -125,13 +125,13 @@ fn bench(rest: &[String]) -> Result<()> {
         return run(cmd).context("bench process");
     }
     cmd.args(["run", "--release", "--quiet", "--package", "demos", "--bin"]);
-    cmd.arg(if name == "overhead" {
-        "bench-overhead"
-    } else {
-        "demos"
+    cmd.arg(match name {
+        "overhead" => "bench-overhead",
+        "auto" => "bench-auto",
+        _ => "demos",
     });
     cmd.arg("--");
-    if name != "overhead" {
+    if name != "overhead" && name != "auto" {
         cmd.args([name, "bench"]);
     }
     cmd.args(args);

@@ -22,7 +22,8 @@ use toml::Spanned;
 pub use self::error::ConfigError;
 pub(crate) use self::error::Kind;
 pub use self::options::BackendOptions;
-use self::raw::{RawLimit, RawPolicy, RawRetries};
+use self::raw::{RawAutoSettings, RawLimit, RawPolicy, RawRetries};
+use crate::auto::{AutoSettings, Class, Learner};
 use crate::layer::{Limit, LimitScope, Rate, RetryPolicy};
 use crate::routing::{self, Explanation, Matcher};
 
@@ -39,6 +40,10 @@ pub struct PolicyConfig {
     executors: Vec<ExecutorConfig>,
     defaults: RouteSpec,
     routes: Vec<RouteRule>,
+    /// What the `executor = "auto"` routes learned; shared by clones of this policy.
+    learner: Arc<Learner>,
+    /// True when some route says `executor = "auto"`.
+    has_auto: bool,
 }
 
 /// A route of the policy file and how it runs: where (the [`Route`]) and the settings of
@@ -92,7 +97,10 @@ pub struct ExecutorConfig {
 #[derive(Debug, Clone)]
 pub struct RouteRule {
     matcher: Matcher,
+    /// For `executor = "auto"`: the route to the I/O executor (where a name starts).
     route: RouteSpec,
+    /// For `executor = "auto"`: the same route to the CPU executor.
+    auto_cpu: Option<Box<RouteSpec>>,
 }
 
 /// The default `backoff` of `retries`.
@@ -169,10 +177,48 @@ impl PolicyConfig {
             .position(|r| r.matcher.matches(name, &has_tag))
     }
 
-    /// Which route a task takes, and why.
+    /// Which route a task takes, and why; for an `executor = "auto"` route, what was
+    /// learned of the task's name.
     pub fn explain(&self, meta: &TaskMeta) -> Explanation {
         let tags: Vec<&str> = meta.tags().collect();
-        self.explain_parts(meta.name(), &tags)
+        let mut explanation = self.explain_parts(meta.name(), &tags);
+        let index = self.select_index(meta.name(), |t| meta.has_tag(t));
+        if let Some(rule) = index.map(|i| &self.routes[i])
+            && let Some(cpu) = &rule.auto_cpu
+        {
+            explanation.executor = self.route(meta).executor().to_owned();
+            let learned = match self.learner.get(meta.name()) {
+                Some(l) => l.to_string(),
+                None => format!(
+                    "auto: {} not measured yet → io until {} runs",
+                    meta.name(),
+                    self.learner.settings().min_samples
+                ),
+            };
+            explanation.learned = Some(format!(
+                "{learned} (io = \"{}\", cpu = \"{}\")",
+                rule.route.executor(),
+                cpu.executor()
+            ));
+        }
+        explanation
+    }
+
+    /// What the `executor = "auto"` routes of this policy learned.
+    pub fn learner(&self) -> &Arc<Learner> {
+        &self.learner
+    }
+
+    /// True when some route says `executor = "auto"`.
+    pub fn has_auto(&self) -> bool {
+        self.has_auto
+    }
+
+    /// Takes over what `old` (the policy a reload replaces) learned.
+    pub(crate) fn keep_learning_from(&self, old: &PolicyConfig) {
+        if !Arc::ptr_eq(&self.learner, &old.learner) {
+            self.learner.restore(old.learner.all());
+        }
     }
 
     /// Which route a task with this name and these tags takes, and why.
@@ -208,9 +254,30 @@ impl Policy for PolicyConfig {
     #[inline]
     fn route(&self, meta: &TaskMeta) -> &Route {
         match self.select_index(meta.name(), |t| meta.has_tag(t)) {
-            Some(i) => &self.routes[i].route.route,
+            Some(i) => {
+                let rule = &self.routes[i];
+                match &rule.auto_cpu {
+                    Some(cpu) if self.learner.class(meta.name()) == Some(Class::Cpu) => &cpu.route,
+                    _ => &rule.route.route,
+                }
+            }
             None => &self.defaults.route,
         }
+    }
+
+    fn observe(&self, meta: &TaskMeta, outcome: &executor_core::Outcome) {
+        if !self.has_auto {
+            return;
+        }
+        if let Some(i) = self.select_index(meta.name(), |t| meta.has_tag(t))
+            && self.routes[i].auto_cpu.is_some()
+        {
+            self.learner.record(meta.name(), outcome);
+        }
+    }
+
+    fn wants_cpu_time(&self) -> bool {
+        self.has_auto
     }
 }
 
@@ -245,9 +312,15 @@ impl RouteRule {
         &self.matcher
     }
 
-    /// Where and how a matching task runs.
+    /// Where and how a matching task runs (for `executor = "auto"`: on the I/O executor,
+    /// where a task name starts).
     pub fn route(&self) -> &RouteSpec {
         &self.route
+    }
+
+    /// For `executor = "auto"`: the same route on the CPU executor.
+    pub fn auto_cpu(&self) -> Option<&RouteSpec> {
+        self.auto_cpu.as_deref()
     }
 }
 
@@ -339,9 +412,31 @@ impl Validator<'_> {
                     ),
                 )
             })?;
-            let executor = match &r.executor {
-                Some(e) => self.executor_ref(e, &names, &where_)?,
-                None => defaults.executor().to_owned(),
+            let (executor, cpu) = match (&r.executor, &r.auto) {
+                (Some(e), Some(pair)) if e.get_ref() == "auto" => {
+                    let pair = pair.get_ref();
+                    let io = self.executor_ref(&pair.io, &names, &format!("{where_} auto.io"))?;
+                    let cpu =
+                        self.executor_ref(&pair.cpu, &names, &format!("{where_} auto.cpu"))?;
+                    (io, Some(cpu))
+                }
+                (Some(e), None) if e.get_ref() == "auto" => {
+                    return Err(self.err(
+                        Kind::MissingKey,
+                        e.span(),
+                        format!(
+                            "executor = \"auto\" in {where_} needs a key \"auto\" naming the pair it picks from, e.g. auto = {{ io = \"io\", cpu = \"cpu\" }}"
+                        ),
+                    ));
+                }
+                (_, Some(pair)) => {
+                    return Err(self.invalid(
+                        pair.span(),
+                        format!("key \"auto\" in {where_} needs executor = \"auto\""),
+                    ));
+                }
+                (Some(e), None) => (self.executor_ref(e, &names, &where_)?, None),
+                (None, None) => (defaults.executor().to_owned(), None),
             };
             let mut route = RouteSpec::new(executor, format!("route[{number}]"));
             route.timeout = match &r.timeout {
@@ -356,15 +451,85 @@ impl Validator<'_> {
                 Some(x) => Some(self.limit(x)?),
                 None => defaults.limit,
             };
-            routes.push(RouteRule { matcher, route });
+            let auto_cpu = cpu.map(|cpu| {
+                let mut spec = route.clone();
+                spec.route = Route::new(cpu, route.route.rule());
+                Box::new(spec)
+            });
+            routes.push(RouteRule {
+                matcher,
+                route,
+                auto_cpu,
+            });
         }
+        let has_auto = routes.iter().any(|r| r.auto_cpu.is_some());
+        let settings = match raw.auto {
+            Some(a) => self.auto_settings(a)?,
+            None => AutoSettings::default(),
+        };
 
         Ok(PolicyConfig {
             origin: self.origin.to_path_buf(),
             executors,
             defaults,
             routes,
+            learner: Arc::new(Learner::new(settings)),
+            has_auto,
         })
+    }
+
+    fn auto_settings(&self, raw: Spanned<RawAutoSettings>) -> Result<AutoSettings, ConfigError> {
+        let raw = raw.into_inner();
+        let mut s = AutoSettings::default();
+        let share = |v: &Option<Spanned<f64>>, key: &str, default: f64| match v {
+            None => Ok(default),
+            Some(x) if (0.0..=1.0).contains(x.get_ref()) => Ok(*x.get_ref()),
+            Some(x) => Err(self.invalid(
+                x.span(),
+                format!("auto.{key} must be between 0 and 1, found {}", x.get_ref()),
+            )),
+        };
+        s.cpu_above = share(&raw.cpu_above, "cpu_above", s.cpu_above)?;
+        s.io_below = share(&raw.io_below, "io_below", s.io_below)?;
+        if s.io_below > s.cpu_above {
+            let span = raw
+                .io_below
+                .as_ref()
+                .or(raw.cpu_above.as_ref())
+                .map(Spanned::span)
+                .unwrap_or_default();
+            return Err(self.invalid(
+                span,
+                format!(
+                    "auto.io_below ({}) must not be above auto.cpu_above ({})",
+                    s.io_below, s.cpu_above
+                ),
+            ));
+        }
+        s.decay = share(&raw.decay, "decay", s.decay)?;
+        if let Some(d) = &raw.decay
+            && *d.get_ref() == 0.0
+        {
+            return Err(self.invalid(d.span(), "auto.decay must be above 0"));
+        }
+        if let Some(m) = &raw.min_samples {
+            s.min_samples = u32::try_from(*m.get_ref())
+                .ok()
+                .filter(|m| *m >= 1)
+                .ok_or_else(|| {
+                    self.invalid(
+                        m.span(),
+                        format!("auto.min_samples must be at least 1, found {}", m.get_ref()),
+                    )
+                })?;
+        }
+        if let Some(d) = &raw.poll_threshold {
+            s.poll_threshold = self.duration(d, "auto.poll_threshold")?;
+        }
+        if let Some(d) = &raw.block_threshold {
+            s.block_threshold = self.duration(d, "auto.block_threshold")?;
+        }
+        Ok(s)
     }
 
     fn executor(

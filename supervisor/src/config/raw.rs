@@ -18,6 +18,27 @@ pub(crate) struct RawPolicy {
     pub(crate) defaults: Spanned<RawDefaults>,
     #[serde(default)]
     pub(crate) route: Vec<Spanned<RawRoute>>,
+    pub(crate) auto: Option<Spanned<RawAutoSettings>>,
+}
+
+/// `[auto]`: how routes with `executor = "auto"` learn.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAutoSettings {
+    pub(crate) cpu_above: Option<Spanned<f64>>,
+    pub(crate) io_below: Option<Spanned<f64>>,
+    pub(crate) min_samples: Option<Spanned<i64>>,
+    pub(crate) decay: Option<Spanned<f64>>,
+    pub(crate) poll_threshold: Option<Spanned<String>>,
+    pub(crate) block_threshold: Option<Spanned<String>>,
+}
+
+/// A route's `auto = { io = "...", cpu = "..." }`: the pair `executor = "auto"` picks from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAuto {
+    pub(crate) io: Spanned<String>,
+    pub(crate) cpu: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -35,6 +56,7 @@ pub(crate) struct RawRoute {
     #[serde(rename = "match")]
     pub(crate) matcher: Spanned<RawMatch>,
     pub(crate) executor: Option<Spanned<String>>,
+    pub(crate) auto: Option<Spanned<RawAuto>>,
     pub(crate) timeout: Option<Spanned<String>>,
     pub(crate) retries: Option<Spanned<RawRetries>>,
     pub(crate) limit: Option<Spanned<RawLimit>>,

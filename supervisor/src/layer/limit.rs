@@ -104,7 +104,8 @@ impl Service for LimitService {
     fn dispatch(&self, job: Job) -> Result<(), SubmitError> {
         let s = &self.0;
         let key = key_of(s.scope, job.meta());
-        match s.limiter.admit(&key, job, Instant::now()) {
+        let priority = job.meta().priority();
+        match s.limiter.admit_ranked(&key, job, priority, Instant::now()) {
             Admit::Go(job) => launch(s, job, key),
             Admit::Queued { wake_at } => {
                 if s.core.closed_after_queueing() {

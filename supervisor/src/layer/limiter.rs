@@ -42,7 +42,7 @@ struct KeyState<T> {
     running: u32,
     /// The earliest time the next start may happen (the GCRA "theoretical arrival time").
     next_start: Option<Instant>,
-    waiting: VecDeque<T>,
+    waiting: Waiting<T>,
     /// A wake-up already arranged for this key.
     wake_at: Option<Instant>,
 }
@@ -52,9 +52,83 @@ impl<T> Default for KeyState<T> {
         KeyState {
             running: 0,
             next_start: None,
-            waiting: VecDeque::new(),
+            waiting: Waiting::default(),
             wake_at: None,
         }
+    }
+}
+
+/// Serves of a key that raise a waiting item by one priority level: a task of priority
+/// `p` waits at most for the items queued before it plus `AGING * (127 - p)` serves.
+pub(crate) const AGING: i64 = 8;
+
+/// A key's waiting items: FIFO while every item has priority 0, otherwise the highest
+/// priority first, with aging. Each item is ranked by `priority * AGING - serves before
+/// it was queued`: an item queued `AGING` serves later must have one level more to go
+/// first, so no stream of higher priorities keeps a low one waiting for ever.
+#[derive(Debug)]
+struct Waiting<T> {
+    items: VecDeque<(i8, u64, T)>,
+    /// Items served (or dropped) so far.
+    served: u64,
+    /// Items waiting with a priority other than 0 (none: plain FIFO, no scan).
+    ranked: usize,
+}
+
+impl<T> Default for Waiting<T> {
+    fn default() -> Self {
+        Waiting {
+            items: VecDeque::new(),
+            served: 0,
+            ranked: 0,
+        }
+    }
+}
+
+impl<T> Waiting<T> {
+    fn push(&mut self, priority: i8, item: T) {
+        self.ranked += usize::from(priority != 0);
+        self.items.push_back((priority, self.served, item));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// The index of the item to serve next.
+    fn next(&self) -> Option<usize> {
+        if self.ranked == 0 {
+            return (!self.items.is_empty()).then_some(0);
+        }
+        let rank = |(p, at, _): &(i8, u64, T)| i64::from(*p) * AGING - *at as i64;
+        let mut best: Option<(usize, i64)> = None;
+        for (i, x) in self.items.iter().enumerate() {
+            let r = rank(x);
+            if best.is_none_or(|(_, b)| r > b) {
+                best = Some((i, r));
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+
+    fn peek(&self) -> Option<&T> {
+        self.next().map(|i| &self.items[i].2)
+    }
+
+    fn pop(&mut self) -> Option<T> {
+        let (p, _, item) = self.items.remove(self.next()?)?;
+        self.ranked -= usize::from(p != 0);
+        self.served += 1;
+        Some(item)
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = T> + '_ {
+        self.ranked = 0;
+        self.items.drain(..).map(|(_, _, t)| t)
     }
 }
 
@@ -136,7 +210,14 @@ impl<T> Limiter<T> {
 
     /// Takes a slot for `item` under `key` if one is free now and nobody is waiting;
     /// otherwise queues it.
+    #[cfg(test)]
     pub(crate) fn admit(&self, key: &str, item: T, now: Instant) -> Admit<T> {
+        self.admit_ranked(key, item, 0, now)
+    }
+
+    /// [`admit`](Self::admit) for an item of a priority: a queued item waits its turn by
+    /// priority, with aging (see [`AGING`]).
+    pub(crate) fn admit_ranked(&self, key: &str, item: T, priority: i8, now: Instant) -> Admit<T> {
         let mut keys = self.lock(key);
         if keys.len() >= SWEEP_AT && !keys.contains_key(key) {
             keys.retain(|_, s| !s.idle(now));
@@ -152,7 +233,7 @@ impl<T> Limiter<T> {
                     return Admit::Go(item);
                 }
                 Err(Block::Rate(at)) => {
-                    state.waiting.push_back(item);
+                    state.waiting.push(priority, item);
                     return Admit::Queued {
                         wake_at: state.need_wake(at),
                     };
@@ -160,7 +241,7 @@ impl<T> Limiter<T> {
                 Err(Block::Concurrency) => {}
             }
         }
-        state.waiting.push_back(item);
+        state.waiting.push(priority, item);
         Admit::Queued { wake_at: None }
     }
 
@@ -196,15 +277,15 @@ impl<T> Limiter<T> {
         if woken && state.wake_at.is_some_and(|w| w <= now) {
             state.wake_at = None;
         }
-        while let Some(front) = state.waiting.front() {
+        while let Some(front) = state.waiting.peek() {
             if dead(front) {
-                dropped.extend(state.waiting.pop_front());
+                dropped.extend(state.waiting.pop());
                 continue;
             }
             match state.check(self.concurrency, now) {
                 Ok(()) => {
                     state.take(self.interval, now);
-                    ready.extend(state.waiting.pop_front());
+                    ready.extend(state.waiting.pop());
                 }
                 Err(Block::Rate(at)) => return state.need_wake(at),
                 Err(Block::Concurrency) => return None,
@@ -217,7 +298,7 @@ impl<T> Limiter<T> {
     pub(crate) fn take_all(&self) -> Vec<T> {
         let mut out = Vec::new();
         for mut keys in self.all_shards() {
-            out.extend(keys.values_mut().flat_map(|s| s.waiting.drain(..)));
+            out.extend(keys.values_mut().flat_map(|s| s.waiting.drain()));
         }
         out
     }
@@ -290,6 +371,35 @@ mod tests {
         assert_eq!(ready, vec![2]);
         assert_eq!(next, Some(t + 2 * i));
         assert_eq!(l.take_all(), vec![3]);
+    }
+
+    #[test]
+    fn higher_priority_first_and_aging_bounds_the_wait_of_a_low_one() {
+        let l = Limiter::new(Some(1), None);
+        let t = Instant::now();
+        assert!(go(l.admit_ranked("k", 0, 0, t)));
+        // Queued: a low one first, then two high ones; the high ones go first.
+        l.admit_ranked("k", 1, -5, t);
+        l.admit_ranked("k", 2, 5, t);
+        l.admit_ranked("k", 3, 5, t);
+        let mut order = Vec::new();
+        let mut next = 10;
+        // Each serve, a new high-priority item arrives: a stream that would starve the
+        // low one for ever without aging.
+        let bound = 2 + (5 - (-5)) as usize * AGING as usize;
+        while !order.contains(&1) {
+            l.release("k");
+            let (mut ready, mut dropped) = (vec![], vec![]);
+            l.drain("k", t, false, |_| false, &mut ready, &mut dropped);
+            assert_eq!(ready.len(), 1);
+            order.extend(ready);
+            l.admit_ranked("k", next, 5, t);
+            next += 1;
+            assert!(order.len() <= bound + 1, "starved: {order:?}");
+        }
+        assert_eq!(&order[..2], &[2, 3], "high priority first");
+        assert!(order.len() > 2, "a low one waits while high ones are fresh");
+        assert!(order.len() <= bound + 1);
     }
 
     /// Our limiter (admit + release under one lock) against governor's keyed GCRA

@@ -167,6 +167,23 @@ impl Supervisor {
             .collect()
     }
 
+    /// What the policy file's `executor = "auto"` routes learned, by task name: the
+    /// decayed CPU share, the samples, the placement and how many tasks blocked a worker
+    /// (empty without a policy file). Save it with [`learner`](Self::learner)`().save(..)`.
+    pub fn learned(&self) -> Vec<crate::auto::Learned> {
+        self.learner().map(|l| l.all()).unwrap_or_default()
+    }
+
+    /// The learner of the policy file now in force (its `executor = "auto"` routes), to
+    /// save what it learned or load what an earlier run learned.
+    pub fn learner(&self) -> Option<Arc<crate::auto::Learner>> {
+        self.table
+            .load()
+            .config
+            .as_ref()
+            .map(|c| c.learner().clone())
+    }
+
     /// The supervisor's ledger so far: tasks submitted and how many ended each way.
     pub fn ledger(&self) -> LedgerCounts {
         self.ledger.snapshot()
@@ -205,6 +222,9 @@ impl Supervisor {
             ));
         }
         let old = self.table.load_full();
+        if let Some(previous) = &old.config {
+            config.keep_learning_from(previous);
+        }
         let (table, built) = compile(
             &self.registry,
             Some(config),

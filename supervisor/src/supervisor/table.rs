@@ -33,6 +33,8 @@ pub(crate) struct Table {
     /// The policy again when its `observe` must hear of every task (a code policy; the
     /// policy file learns nothing, so its tasks skip the measuring).
     pub(crate) observer: Option<Arc<dyn Policy>>,
+    /// True when a policy written in code routes (the file, if any, only gives settings).
+    code_policy: bool,
     pub(crate) executors: BTreeMap<String, Arc<dyn Executor>>,
     /// For the policy file: its rules in order, then the defaults. For a code policy: a
     /// route per executor and rule name that has layers, then one per executor for any
@@ -111,8 +113,8 @@ impl Table {
 
     /// Which route a task takes and why.
     pub(crate) fn explain(&self, meta: &TaskMeta) -> crate::routing::Explanation {
-        match (&self.observer, &self.config) {
-            (None, Some(config)) => config.explain(meta),
+        match (self.code_policy, &self.config) {
+            (false, Some(config)) => config.explain(meta),
             _ => crate::routing::explain_code(meta, self.policy.route(meta)),
         }
     }
@@ -257,8 +259,11 @@ pub(crate) fn compile(
         }
         (None, Some(c)) => {
             policy = c.clone();
-            observer = None;
-            for spec in c.routes().iter().map(|r| r.route()).chain([c.defaults()]) {
+            // The file learns only when a route says `executor = "auto"`.
+            observer = c.has_auto().then(|| c.clone() as Arc<dyn Policy>);
+            let auto = c.routes().iter().filter_map(|r| r.auto_cpu());
+            let specs = c.routes().iter().map(|r| r.route());
+            for spec in specs.chain(auto).chain([c.defaults()]) {
                 let addr = &spec.route as *const Route as usize;
                 routes.push(compile_one(&spec.route, Some(spec), addr, false));
             }
@@ -276,6 +281,7 @@ pub(crate) fn compile(
             config,
             policy,
             observer,
+            code_policy: code.policy.is_some(),
             executors,
             routes,
         },
