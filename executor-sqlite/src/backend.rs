@@ -7,8 +7,8 @@ use durable_testing::{
 };
 use executor_core::backend::{Admission, StatsRecorder, Unstarted};
 use executor_core::{
-    BoxError, Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, SubmitError,
-    TaskContext, TaskError,
+    BoxError, Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, SubmitError, TaskContext,
+    TaskError,
 };
 use named_tasks::wire::{ErrorKind, Request};
 use named_tasks::{Call, CallError, Codec, Remote, Tasks};
@@ -285,7 +285,10 @@ impl Inner {
                 if let Some(r) = reply {
                     let _ = r.send(Err(e.to_string()));
                 }
-                return Err(CallError::lost(name, format!("could not store the task: {e}")));
+                return Err(CallError::lost(
+                    name,
+                    format!("could not store the task: {e}"),
+                ));
             }
         };
         if let Some(r) = reply {
@@ -313,7 +316,11 @@ impl Inner {
         let now = lock(&self.store).get(id).ok().flatten();
         let mut waiting = lock(&self.watch.waiting);
         if let Some(row) = now.filter(|r| r.state != Stored::Pending) {
-            waiting.get_mut(&id).expect("registered").1.get_or_insert(row);
+            waiting
+                .get_mut(&id)
+                .expect("registered")
+                .1
+                .get_or_insert(row);
         }
         let out = loop {
             if let Some(row) = waiting.get(&id).and_then(|s| s.1.clone()) {
@@ -346,7 +353,12 @@ impl Inner {
         out
     }
 
-    fn submit(self: &Arc<Self>, job: Job, opts: Enqueue, reply: Option<Sender<Result<i64, String>>>) -> Result<(), SubmitError> {
+    fn submit(
+        self: &Arc<Self>,
+        job: Job,
+        opts: Enqueue,
+        reply: Option<Sender<Result<i64, String>>>,
+    ) -> Result<(), SubmitError> {
         let Some(call) = Call::of(job.meta()) else {
             self.stats.rejected();
             let reason = format!(
@@ -420,9 +432,11 @@ impl SqliteExecutor {
         match rx.recv() {
             Ok(Ok(id)) => Ok(id),
             Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err("the task ended before it was stored (a closure, cancelled, or \
+            Err(_) => Err(
+                "the task ended before it was stored (a closure, cancelled, or \
                            the executor shut down)"
-                .into()),
+                    .into(),
+            ),
         }
     }
 

@@ -62,5 +62,5 @@ mod worker;
 pub use backend::{BuildError, Builder, SqliteExecutor};
 pub use durable_testing::{DurableBackend, DurableExt, Enqueue, RouteConfig, WorkerControl};
 #[cfg(feature = "supervisor")]
-pub use registry::register;
+pub use registry::{PATH_ENV, builder_from_policy, register, run_policy_worker};
 pub use store::Durability;

@@ -122,7 +122,9 @@ pub(crate) fn run(
                 let full = claimed.len() == free;
                 for c in claimed {
                     flights.insert((c.id, c.attempt), c.clone());
-                    job_tx.send(c).map_err(|_| "the worker's slot threads are gone")?;
+                    job_tx
+                        .send(c)
+                        .map_err(|_| "the worker's slot threads are gone")?;
                 }
                 if full && !flights.is_empty() && free == s.slots {
                     continue;
@@ -132,7 +134,9 @@ pub(crate) fn run(
         match out_rx.recv_timeout(s.poll.max(Duration::from_millis(1))) {
             Ok(d) => ended.push(d),
             Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return Err("the worker's slot threads are gone".into()),
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err("the worker's slot threads are gone".into());
+            }
         }
     }
 }
