@@ -4,6 +4,7 @@
 use crate::NatsError;
 use crate::names::Names;
 use async_nats::jetstream::{self, kv, stream};
+
 use std::time::Duration;
 
 /// How long JetStream remembers a `Nats-Msg-Id`: enqueueing the same id again within it
@@ -51,18 +52,28 @@ impl Server {
         })
         .await
         .map_err(|e| NatsError::new(format!("creating stream {}", names.dead_stream()), e))?;
-        let kv = match js.get_key_value(names.bucket()).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: names.bucket(),
-                    history: 1,
-                    storage: stream::StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| NatsError::new(format!("creating bucket {}", names.bucket()), e))?,
-        };
+        // The bucket's stream, made by hand: `create_key_value` first asks for the
+        // account's info, whose 2.9 form this client does not parse. Same settings as
+        // the client's own (history 1, rollups, direct get, discard new).
+        let bucket = names.bucket();
+        js.get_or_create_stream(stream::Config {
+            name: format!("KV_{bucket}"),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            storage: stream::StorageType::File,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            num_replicas: 1,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| NatsError::new(format!("creating bucket {bucket}"), e))?;
+        let kv = js
+            .get_key_value(&bucket)
+            .await
+            .map_err(|e| NatsError::new(format!("opening bucket {bucket}"), e))?;
         Ok(Self {
             js,
             kv,
