@@ -3,7 +3,7 @@
 //!
 //! The policy moves a named task here with one line (`backend = "nats"`); its code does
 //! not change. [`NatsExecutor`] is the submitting side: each call becomes a JetStream
-//! message in the [`wire`](named_tasks::wire) form, and its [`TaskHandle`] resolves
+//! message in the [`wire`](named_tasks::wire) form, and its [`TaskHandle`](executor_core::TaskHandle) resolves
 //! from the results bucket. [`Worker`] is the running side: it claims the tasks its
 //! [`Tasks`](named_tasks::Tasks) registry knows and nothing else.
 //!

@@ -435,3 +435,34 @@ fn nothing_is_lost_when_the_server_restarts() {
     }
     w.stop();
 }
+
+#[test]
+fn a_policy_line_moves_a_named_task_to_nats() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let w = Running::start(worker(&server, Tasks::new().with(&DOUBLE)));
+    let policy = format!(
+        r#"
+        [executors.cluster]
+        backend = "nats"
+        url = "{}"
+        prefix = "t"
+        attempts = 2
+        backoff = "10ms"
+        [defaults]
+        executor = "cluster"
+        "#,
+        server.url()
+    );
+    let mut registry = supervisor::Registry::with_builtins();
+    executor_nats::register(&mut registry);
+    let sup = supervisor::Supervisor::with_registry(
+        supervisor::PolicyConfig::parse(&policy, "policy.toml").unwrap(),
+        registry,
+    )
+    .unwrap();
+    assert_eq!(wait(DOUBLE.call(&sup, 8)).unwrap(), 16);
+    sup.shutdown(ShutdownMode::Graceful(BOUND));
+    assert_eq!(w.stop().completed, 1);
+}
