@@ -4,14 +4,16 @@
 use crate::NatsError;
 use crate::names::{self, Names};
 use crate::server::Server;
+use crate::stored::{DeadLetter, Ended, Stored};
 use async_nats::jetstream::{kv, message::PublishMessage};
 use executor_core::{
     Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, SubmitError, TaskContext, TaskError,
 };
 use executor_threads::ThreadsExecutor;
 use futures::StreamExt;
-use named_tasks::wire::{Message, Reply, Request};
+use named_tasks::wire::{ErrorKind, Reply, Request};
 use named_tasks::{Call, CallError, Codec, Remote};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +27,7 @@ pub struct Builder {
     attempts: u32,
     backoff: Duration,
     in_flight: usize,
+    routes: BTreeMap<String, (u32, Duration)>,
 }
 
 impl Builder {
@@ -59,6 +62,13 @@ impl Builder {
         self
     }
 
+    /// Attempts and first backoff for the task called `name` (others get
+    /// [`attempts`](Self::attempts) and [`backoff`](Self::backoff)).
+    pub fn route(mut self, name: impl Into<String>, attempts: u32, backoff: Duration) -> Self {
+        self.routes.insert(name.into(), (attempts.max(1), backoff));
+        self
+    }
+
     /// Calls this submitter waits on at once (default 256): each holds a thread.
     pub fn in_flight(mut self, n: usize) -> Self {
         self.in_flight = n.max(1);
@@ -82,6 +92,7 @@ impl Builder {
                 codec: self.codec,
                 attempts: self.attempts,
                 backoff: self.backoff,
+                routes: self.routes,
             }),
         })
     }
@@ -93,6 +104,24 @@ struct Shared {
     codec: Codec,
     attempts: u32,
     backoff: Duration,
+    routes: BTreeMap<String, (u32, Duration)>,
+}
+
+impl Shared {
+    fn route(&self, name: &str) -> (u32, Duration) {
+        self.routes
+            .get(name)
+            .copied()
+            .unwrap_or((self.attempts, self.backoff))
+    }
+
+    fn block_on<T: Send + 'static>(
+        &self,
+        f: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        // Not `Runtime::block_on`: the caller may be inside another runtime's context.
+        futures::executor::block_on(self.rt.spawn(f)).expect("the NATS client's task")
+    }
 }
 
 /// The submitting side of the NATS backend: runs named tasks on whatever [`Worker`]s
@@ -129,6 +158,7 @@ impl NatsExecutor {
             attempts: 3,
             backoff: Duration::from_secs(1),
             in_flight: 256,
+            routes: BTreeMap::new(),
         }
     }
 
@@ -138,31 +168,122 @@ impl NatsExecutor {
         names::id_from_key(key)
     }
 
-    /// The stored answer of task `id`, if it has finished (also after a restart of this
-    /// process): the wire [`Reply`] with the encoded result or the last error.
-    pub fn result(&self, id: &str) -> Result<Option<Reply>, NatsError> {
+    /// The stored outcome of task `id`, if it has ended (also after a restart of this
+    /// process).
+    pub fn result(&self, id: &str) -> Result<Option<Stored>, NatsError> {
         let kv = self.shared.server.kv.clone();
         let key = names::result_key(id);
         let entry = self
             .shared
-            .rt
             .block_on(async move { kv.get(key).await })
             .map_err(|e| NatsError::new(format!("reading the result of {id}"), e))?;
         entry
-            .map(|bytes| decode_reply(&bytes).map_err(|e| NatsError::new("a stored result", e)))
+            .map(|bytes| Stored::decode(&bytes).map_err(|e| NatsError::new("a stored result", e)))
             .transpose()
     }
 
-    /// Cancels task `id`: a worker that has not started it yet does not run it (its
-    /// result becomes an error saying so). A running attempt runs to its end.
-    pub fn cancel(&self, id: &str) -> Result<(), NatsError> {
+    /// Cancels task `id` unless it already ended: true if this cancelled it. A worker
+    /// does not start a cancelled task; one that runs it now runs to its end, and its
+    /// outcome is dropped.
+    pub fn cancel(&self, id: &str) -> Result<bool, NatsError> {
         let kv = self.shared.server.kv.clone();
-        let key = names::cancel_key(id);
+        let id2 = id.to_owned();
         self.shared
-            .rt
-            .block_on(async move { kv.put(key, bytes::Bytes::from_static(b"1")).await })
-            .map(|_| ())
+            .block_on(async move { cancel(&kv, &id2).await })
             .map_err(|e| NatsError::new(format!("cancelling {id}"), e))
+    }
+
+    /// Every dead-lettered task, oldest first.
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, NatsError> {
+        let js = self.shared.server.js.clone();
+        let names = self.shared.server.names.clone();
+        self.shared
+            .block_on(async move {
+                let mut stream = js.get_stream(names.dead_stream()).await?;
+                let info = stream.info().await?.state.clone();
+                let mut out = Vec::new();
+                for seq in info.first_sequence..=info.last_sequence {
+                    let Ok(m) = stream.get_raw_message(seq).await else {
+                        continue;
+                    };
+                    let h = |k: &str| m.headers.get(k).map(|v| v.as_str().to_owned());
+                    let prefix = format!(
+                        "{}.dead.",
+                        names.dead_subjects().trim_end_matches(".dead.>")
+                    );
+                    out.push(DeadLetter {
+                        id: h(names::ID).unwrap_or_default(),
+                        name: m.subject.as_str().trim_start_matches(&prefix).to_owned(),
+                        attempts: h(names::ATTEMPTS).and_then(|a| a.parse().ok()).unwrap_or(0),
+                        error: h(names::ERROR).unwrap_or_default(),
+                    });
+                }
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(out)
+            })
+            .map_err(|e| NatsError::new("reading the dead letters", e))
+    }
+
+    /// Enqueues a named task's job and returns its durable id once the server stored
+    /// it; the job's handle then resolves with the task's outcome. With an
+    /// `idempotency_key` already enqueued (within ten minutes, or finished since), it is
+    /// the same task: the same id, and the handle follows that task.
+    pub fn enqueue(&self, job: Job, idempotency_key: Option<&str>) -> Result<String, NatsError> {
+        let Some(call) = Call::of(job.meta()) else {
+            job.resolve(TaskError::rejected("a closure cannot be enqueued durably"));
+            return Err(NatsError::new(
+                "enqueue",
+                "a closure cannot be enqueued durably",
+            ));
+        };
+        let id = names::task_id(idempotency_key);
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.install(call, &id, Some(tx));
+        if let Err(refused) = self.threads.execute(job) {
+            drop(refused);
+            return Err(NatsError::new("enqueue", "the executor is shut down"));
+        }
+        // The job's body encodes the arguments and publishes; wait for the server's ack.
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(NatsError::new(format!("enqueueing {id}"), e)),
+            Err(_) => return Err(NatsError::new(format!("enqueueing {id}"), "no answer")),
+        }
+        Ok(id)
+    }
+}
+
+impl NatsExecutor {
+    /// Makes the call's next attempt publish as task `id` and wait for its outcome;
+    /// `published` hears when the server has stored the message.
+    fn install(&self, call: &Call, id: &str, published: Option<Published>) {
+        let shared = self.shared.clone();
+        let name = call.name();
+        let id = id.to_owned();
+        call.install(Remote::new(self.shared.codec, move |ctx, request| {
+            remote(&shared, name, &id, ctx, request, published)
+        }));
+    }
+}
+
+type Published = std::sync::mpsc::Sender<Result<(), String>>;
+
+async fn cancel(kv: &kv::Store, id: &str) -> Result<bool, kv::CreateError> {
+    let stored = Stored {
+        ended: Ended::Cancelled,
+        attempts: 0,
+        reply: Reply::Err {
+            id: 0,
+            kind: ErrorKind::Failed,
+            message: format!("task {id} was cancelled by id"),
+        },
+    };
+    match kv
+        .create(names::result_key(id), stored.encode().into())
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -184,11 +305,7 @@ impl Executor for NatsExecutor {
             return Ok(());
         };
         let id = names::task_id(job.meta().key());
-        let shared = self.shared.clone();
-        let name = call.name();
-        call.install(Remote::new(self.shared.codec, move |ctx, request| {
-            remote(&shared, name, &id, ctx, request)
-        }));
+        self.install(call, &id, None);
         self.threads.execute(job)
     }
 
@@ -201,25 +318,18 @@ impl Executor for NatsExecutor {
     }
 }
 
-fn decode_reply(bytes: &[u8]) -> Result<Reply, String> {
-    match Message::decode(bytes) {
-        Ok(Message::Reply(reply)) => Ok(reply),
-        Ok(other) => Err(format!("expected a reply, found {other:?}")),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
-/// One attempt: publish (de-duplicated by id), then wait for the result or cancellation.
+/// One attempt: publish (de-duplicated by id), then wait for the outcome or cancellation.
 fn remote(
     shared: &Arc<Shared>,
     name: &'static str,
     id: &str,
     ctx: &TaskContext,
     request: Request,
+    published: Option<Published>,
 ) -> Result<Vec<u8>, CallError> {
     let lost = move |what: String| CallError::lost(name, what);
     let server = shared.server.clone();
-    let (attempts, backoff) = (shared.attempts, shared.backoff);
+    let (attempts, backoff) = shared.route(name);
     let owned_id = id.to_owned();
     let work = shared.rt.spawn(async move {
         let id = owned_id;
@@ -234,45 +344,52 @@ fn remote(
             .watch_with_history(names::result_key(&id))
             .await
             .map_err(|e| format!("watching the result of {id}: {e}"))?;
-        let payload = Message::Request(request).encode();
-        server
-            .js
-            .send_publish(
-                server.names.subject(name),
-                PublishMessage::build()
-                    .payload(payload.into())
-                    .headers(headers)
-                    .message_id(&id),
-            )
-            .await
-            .map_err(|e| format!("publishing {id}: {e}"))?
-            .await
-            .map_err(|e| format!("publishing {id}: {e}"))?;
+        let payload = named_tasks::wire::Message::Request(request).encode();
+        let sent = async {
+            server
+                .js
+                .send_publish(
+                    server.names.subject(name),
+                    PublishMessage::build()
+                        .payload(payload.into())
+                        .headers(headers)
+                        .message_id(&id),
+                )
+                .await
+                .map_err(|e| format!("publishing {id}: {e}"))?
+                .await
+                .map_err(|e| format!("publishing {id}: {e}"))
+        }
+        .await;
+        if let Some(p) = published {
+            let _ = p.send(sent.as_ref().map(|_| ()).map_err(Clone::clone));
+        }
+        sent?;
         while let Some(entry) = watch.next().await {
             let entry = entry.map_err(|e| format!("watching the result of {id}: {e}"))?;
             if entry.operation == kv::Operation::Put {
-                return decode_reply(&entry.value);
+                return Stored::decode(&entry.value);
             }
         }
         Err(format!("the watch on the result of {id} ended"))
     });
     let cancelled = ctx.cancel_token().cancelled();
+    use futures::future::Either;
     match futures::executor::block_on(futures::future::select(work, cancelled)) {
-        futures::future::Either::Left((Ok(Ok(Reply::Ok { payload, .. })), _)) => Ok(payload),
-        futures::future::Either::Left((Ok(Ok(Reply::Err { kind, message, .. })), _)) => {
-            Err(CallError::worker(name, kind, message))
-        }
-        futures::future::Either::Left((Ok(Err(e)), _)) => Err(lost(e)),
-        futures::future::Either::Left((Err(e), _)) => Err(lost(format!("the NATS client: {e}"))),
-        futures::future::Either::Right((_, work)) => {
+        Either::Left((Ok(Ok(stored)), _)) => match (stored.ended, stored.reply) {
+            (Ended::Succeeded, Reply::Ok { payload, .. }) => Ok(payload),
+            (Ended::Cancelled, _) => Err(lost(format!("task {id} was cancelled by id"))),
+            (_, Reply::Err { kind, message, .. }) => Err(CallError::worker(name, kind, message)),
+            (_, Reply::Ok { .. }) => Err(lost(format!("task {id}: a result without a value"))),
+        },
+        Either::Left((Ok(Err(e)), _)) => Err(lost(e)),
+        Either::Left((Err(e), _)) => Err(lost(format!("the NATS client: {e}"))),
+        Either::Right((_, work)) => {
             work.abort();
             let kv = shared.server.kv.clone();
-            let key = names::cancel_key(id);
-            let put = shared
-                .rt
-                .spawn(async move { kv.put(key, bytes::Bytes::from_static(b"1")).await });
-            let _ = futures::executor::block_on(put);
-            Err(lost(format!("cancelled; tombstone written for {id}")))
+            let owned = id.to_owned();
+            let _ = shared.block_on(async move { cancel(&kv, &owned).await });
+            Err(lost(format!("cancelled; task {id} is marked cancelled")))
         }
     }
 }

@@ -14,11 +14,11 @@
 //! | queue | one work-queue stream, `PREFIX_tasks`; a subject per task name, `PREFIX.task.NAME` |
 //! | claim what you know | one durable pull consumer per task name (`PREFIX_NAME`), shared by all workers; a worker only binds the consumers of its registry's names |
 //! | lease | the consumer's `AckWait`; a running task sends in-progress acks (`+WPI`) every third of it, so a long task keeps its lease; a killed worker's tasks come back after it |
-//! | attempts, backoff | the submitter puts the attempts and first delay in headers; a failed attempt is NAKed with a delay that doubles per attempt |
-//! | dead letters | after the last attempt (or a delivery past it, e.g. a worker killed on the last attempt) the request goes to `PREFIX_dead` on `PREFIX.dead.NAME` with the last error in a header, and the error becomes the result |
+//! | attempts, backoff | the submitter puts the route's attempts and first delay in headers; a failed attempt is counted in the bucket (`a.ID`) and NAKed with a delay that doubles per attempt |
+//! | dead letters | after the last failed attempt (or past `2 × attempts + 2` deliveries: a task that keeps killing its workers) the request goes to `PREFIX_dead` on `PREFIX.dead.NAME` with the last error in a header, and the error becomes the result |
 //! | idempotency | a call's task id is its key when it has one (`Task::call_keyed`), else fresh; the id is the message's `Nats-Msg-Id`, so enqueueing the same key twice within ten minutes is one message, and later it finds the stored result |
 //! | results | bucket `PREFIX_results`, key `r.ID`, written create-if-absent before the ack: a redelivered task whose result exists is acked without running, so nothing completes twice; readable by id after a restart ([`NatsExecutor::result`]) |
-//! | cancel by id | tombstone `c.ID` in the bucket, checked before a task runs ([`NatsExecutor::cancel`]; a cancelled handle writes it too) |
+//! | cancel by id | a "cancelled" result written create-if-absent ([`NatsExecutor::cancel`]; a cancelled handle writes it too): it wins unless the task already ended, and a worker skips a task whose result exists |
 //! | concurrency per task name across all workers | the consumer's `max_ack_pending` ([`WorkerBuilder::limit`]) |
 //! | drain | [`Worker::run_until_signal`]: on SIGTERM or SIGINT stop claiming, finish and ack what runs, exit |
 //!
@@ -31,12 +31,14 @@ mod names;
 #[cfg(feature = "supervisor")]
 mod registry;
 mod server;
+mod stored;
 mod worker;
 
 pub use executor::{Builder, NatsExecutor};
 #[cfg(feature = "supervisor")]
 pub use registry::register;
-pub use worker::{Worker, WorkerBuilder, WorkerReport};
+pub use stored::{DeadLetter, Ended, Stored};
+pub use worker::{Stop, Worker, WorkerBuilder, WorkerReport};
 
 /// Why the NATS backend could not start or answer: what it was doing and the client's
 /// error.

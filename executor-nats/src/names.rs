@@ -92,9 +92,9 @@ pub(crate) fn result_key(id: &str) -> String {
     format!("r.{id}")
 }
 
-/// The cancel tombstone's key for task `id`.
-pub(crate) fn cancel_key(id: &str) -> String {
-    format!("c.{id}")
+/// The key counting the failed attempts of task `id`.
+pub(crate) fn failures_key(id: &str) -> String {
+    format!("a.{id}")
 }
 
 /// A task's durable id: from its key (an idempotency key: the same key is the same task)

@@ -4,6 +4,7 @@
 use crate::NatsError;
 use crate::names::{self, Names};
 use crate::server::Server;
+use crate::stored::{Ended, Stored};
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::{AckKind, Message as JsMessage, kv, message::PublishMessage};
 use futures::StreamExt;
@@ -12,7 +13,7 @@ use named_tasks::wire::{ErrorKind, Message, Reply, Request};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
@@ -66,6 +67,16 @@ impl WorkerBuilder {
     pub fn build(self) -> Worker {
         Worker { b: self }
     }
+}
+
+/// How a worker stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Claim nothing more, finish and acknowledge what runs, then return.
+    Drain,
+    /// Return at once and write nothing more, as a killed process would: the tasks it
+    /// held come back to other workers after their lease.
+    Kill,
 }
 
 /// How a worker's run went.
@@ -146,11 +157,22 @@ impl Worker {
 
     /// Runs until `stop` completes, then drains as [`run_until_signal`](Self::run_until_signal).
     pub fn run(self, stop: impl Future<Output = ()>) -> Result<WorkerReport, NatsError> {
-        let rt = crate::server::runtime("nats-worker")?;
-        rt.block_on(self.serve(stop))
+        self.run_with(async {
+            stop.await;
+            Stop::Drain
+        })
     }
 
-    async fn serve(self, stop: impl Future<Output = ()>) -> Result<WorkerReport, NatsError> {
+    /// Runs until `stop` completes, then drains or stops dead as it says.
+    pub fn run_with(self, stop: impl Future<Output = Stop>) -> Result<WorkerReport, NatsError> {
+        let rt = crate::server::runtime("nats-worker")?;
+        let out = rt.block_on(self.serve(stop));
+        // A killed worker's tasks may still run on blocking threads: do not wait for them.
+        rt.shutdown_background();
+        out
+    }
+
+    async fn serve(self, stop: impl Future<Output = Stop>) -> Result<WorkerReport, NatsError> {
         let b = self.b;
         let names = Names::new(&b.prefix).map_err(|e| NatsError::new("config", e))?;
         let server = Server::connect(&b.url, names).await?;
@@ -159,6 +181,7 @@ impl Worker {
             tasks: b.tasks,
             counts: Counts::default(),
             ack_wait: b.ack_wait,
+            killed: AtomicBool::new(false),
         });
         let permits = Arc::new(Semaphore::new(b.parallel));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -191,15 +214,20 @@ impl Worker {
                 stop_rx.clone(),
             )));
         }
-        stop.await;
+        let how = stop.await;
+        if how == Stop::Kill {
+            shared.killed.store(true, Ordering::SeqCst);
+        }
         let _ = stop_tx.send(true);
         for l in loops {
             let _ = l.await;
         }
-        // Drain: every permit back means every running task has been acknowledged.
-        let _ = permits
-            .acquire_many(u32::try_from(b.parallel).unwrap_or(u32::MAX))
-            .await;
+        if how == Stop::Drain {
+            // Drain: every permit back means every running task has been acknowledged.
+            let _ = permits
+                .acquire_many(u32::try_from(b.parallel).unwrap_or(u32::MAX))
+                .await;
+        }
         let c = &shared.counts;
         Ok(WorkerReport {
             completed: c.completed.load(Ordering::Relaxed),
@@ -215,6 +243,14 @@ struct Running {
     tasks: Tasks,
     counts: Counts,
     ack_wait: Duration,
+    /// Set by [`Stop::Kill`]: write nothing more.
+    killed: AtomicBool,
+}
+
+impl Running {
+    fn dead(&self) -> bool {
+        self.killed.load(Ordering::SeqCst)
+    }
 }
 
 /// Claims one consumer's messages while permits allow, until told to stop.
@@ -246,6 +282,14 @@ async fn claim(
         };
         match messages.next().await {
             Some(Ok(msg)) => {
+                if *stop.borrow() {
+                    // Claimed while stopping: hand it back at once (a killed worker
+                    // writes nothing; its lease runs out).
+                    if !shared.dead() {
+                        let _ = msg.ack_with(AckKind::Nak(None)).await;
+                    }
+                    return;
+                }
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     handle(&shared, msg).await;
@@ -270,13 +314,24 @@ fn header(msg: &JsMessage, name: &str) -> Option<String> {
 
 /// One delivery: skip, run, retry or dead-letter, and acknowledge.
 async fn handle(shared: &Running, msg: JsMessage) {
+    if shared.dead() {
+        return;
+    }
     let kv = &shared.server.kv;
     let delivered = msg
         .info()
         .map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX))
         .unwrap_or(1);
     let Some(id) = header(&msg, names::ID) else {
-        dead_letter(shared, &msg, "?", "unknown", "a message without a task id").await;
+        dead_letter(
+            shared,
+            &msg,
+            "?",
+            "unknown",
+            0,
+            "a message without a task id",
+        )
+        .await;
         return;
     };
     let attempts: u32 = header(&msg, names::ATTEMPTS)
@@ -301,38 +356,37 @@ async fn handle(shared: &Running, msg: JsMessage) {
                 &msg,
                 &id,
                 "unknown",
+                0,
                 "a message that is not a request",
             )
             .await;
             return;
         }
     };
-    if matches!(kv.get(names::cancel_key(&id)).await, Ok(Some(_))) {
-        let reply = Reply::Err {
-            id: request.id,
-            kind: ErrorKind::Failed,
-            message: "cancelled by id before it ran".into(),
-        };
-        put_result(kv, &id, &reply).await;
-        shared.counts.skipped.fetch_add(1, Ordering::Relaxed);
-        let _ = msg.ack().await;
-        return;
-    }
-    if delivered > attempts {
+    // Failed attempts so far (a delivery lost with its worker is not one).
+    let failures: u32 = if delivered > 1 {
+        match kv.get(names::failures_key(&id)).await {
+            Ok(Some(b)) => std::str::from_utf8(&b)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            _ => 0,
+        }
+    } else {
+        0
+    };
+    if delivered > attempts.saturating_mul(2).saturating_add(2) {
         let why = format!(
             "delivered {delivered} times for {attempts} attempts: the workers running it \
              never answered (killed, or past the lease)"
         );
-        let reply = Reply::Err {
-            id: request.id,
-            kind: ErrorKind::Failed,
-            message: why.clone(),
-        };
-        dead_letter(shared, &msg, &id, &request.name, &why).await;
-        put_result(kv, &id, &reply).await;
+        finish_dead(shared, &msg, &id, &request.name, request.id, failures, &why).await;
         return;
     }
-    let reply = run_with_lease(shared, &msg, request).await;
+    let reply = run_with_lease(shared, &msg, request.clone()).await;
+    if shared.dead() {
+        return; // killed meanwhile: as if this process were gone
+    }
     let retryable = matches!(
         &reply,
         Reply::Err {
@@ -340,32 +394,67 @@ async fn handle(shared: &Running, msg: JsMessage) {
             ..
         }
     );
-    match &reply {
-        Reply::Err { message, .. } if retryable && delivered < attempts => {
-            let delay = backoff.saturating_mul(1 << (delivered - 1).min(16));
-            shared.counts.retried.fetch_add(1, Ordering::Relaxed);
-            let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
-            tracing::debug!("nats worker: {id} attempt {delivered} failed: {message}");
+    match reply {
+        Reply::Err { kind, message, .. } => {
+            let failures = failures + 1;
+            if retryable && failures < attempts {
+                let _ = kv
+                    .put(names::failures_key(&id), failures.to_string().into())
+                    .await;
+                let delay = backoff.saturating_mul(1 << (failures - 1).min(16));
+                shared.counts.retried.fetch_add(1, Ordering::Relaxed);
+                let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
+                tracing::debug!("nats worker: {id} attempt {failures} failed: {message}");
+            } else {
+                let stored = Stored {
+                    ended: Ended::Dead,
+                    attempts: failures,
+                    reply: Reply::Err {
+                        id: request.id,
+                        kind,
+                        message: message.clone(),
+                    },
+                };
+                // Result first, then the dead letter's ack: a crash in between re-runs
+                // nothing (the result exists).
+                put_result(kv, &id, &stored).await;
+                dead_letter(shared, &msg, &id, &request.name, failures, &message).await;
+            }
         }
-        Reply::Err { message, .. } => {
-            let name = msg
-                .subject
-                .as_str()
-                .rsplit_once(".task.")
-                .map(|(_, n)| n.to_owned());
-            let name = name.unwrap_or_default();
-            let message = message.clone();
-            // Result first, then the dead letter's ack: a crash in between re-runs
-            // nothing (the result exists).
-            put_result(kv, &id, &reply).await;
-            dead_letter(shared, &msg, &id, &name, &message).await;
-        }
-        Reply::Ok { .. } => {
-            put_result(kv, &id, &reply).await;
+        reply @ Reply::Ok { .. } => {
+            let stored = Stored {
+                ended: Ended::Succeeded,
+                attempts: failures + 1,
+                reply,
+            };
+            put_result(kv, &id, &stored).await;
             shared.counts.completed.fetch_add(1, Ordering::Relaxed);
             let _ = msg.ack().await;
         }
     }
+}
+
+/// Dead-letters a task that never answered.
+async fn finish_dead(
+    shared: &Running,
+    msg: &JsMessage,
+    id: &str,
+    name: &str,
+    request_id: u64,
+    failures: u32,
+    why: &str,
+) {
+    let stored = Stored {
+        ended: Ended::Dead,
+        attempts: failures,
+        reply: Reply::Err {
+            id: request_id,
+            kind: ErrorKind::Failed,
+            message: why.to_owned(),
+        },
+    };
+    put_result(&shared.server.kv, id, &stored).await;
+    dead_letter(shared, msg, id, name, failures, why).await;
 }
 
 /// Runs the request on a blocking thread, extending the lease every third of it.
@@ -385,15 +474,18 @@ async fn run_with_lease(shared: &Running, msg: &JsMessage, request: Request) -> 
                 });
             }
             _ = tick.tick() => {
+                if shared.dead() {
+                    std::future::pending::<()>().await;
+                }
                 let _ = msg.ack_with(AckKind::Progress).await;
             }
         }
     }
 }
 
-/// Create-if-absent: the first result stands.
-async fn put_result(kv: &kv::Store, id: &str, reply: &Reply) {
-    let bytes = Message::Reply(reply.clone()).encode();
+/// Create-if-absent: the first result stands (a cancel's, or an earlier worker's).
+async fn put_result(kv: &kv::Store, id: &str, stored: &Stored) {
+    let bytes = stored.encode();
     if let Err(e) = kv.create(names::result_key(id), bytes.into()).await
         && e.kind() != kv::CreateErrorKind::AlreadyExists
     {
@@ -402,9 +494,20 @@ async fn put_result(kv: &kv::Store, id: &str, reply: &Reply) {
 }
 
 /// Publishes the request to the dead-letter stream with `error`, then acknowledges it.
-async fn dead_letter(shared: &Running, msg: &JsMessage, id: &str, name: &str, error: &str) {
+async fn dead_letter(
+    shared: &Running,
+    msg: &JsMessage,
+    id: &str,
+    name: &str,
+    attempts: u32,
+    error: &str,
+) {
+    if shared.dead() {
+        return;
+    }
     let mut headers = async_nats::HeaderMap::new();
     headers.insert(names::ID, id);
+    headers.insert(names::ATTEMPTS, attempts.to_string().as_str());
     // Header values are one line.
     let line: String = error
         .chars()

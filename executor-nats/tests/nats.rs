@@ -242,11 +242,14 @@ fn the_last_failure_is_dead_lettered_with_its_error() {
         assert!(error.contains("bad 5"), "{error}");
     });
     // And the result, read by id, is the error.
-    let reply = e
+    let stored = e
         .result(&NatsExecutor::id_for_key("job-1"))
         .unwrap()
         .unwrap();
-    assert!(matches!(reply, named_tasks::wire::Reply::Err { .. }));
+    assert_eq!(
+        (stored.ended, stored.attempts),
+        (executor_nats::Ended::Dead, 3)
+    );
 }
 
 static ONCE_RUNS: AtomicU32 = AtomicU32::new(0);
@@ -275,7 +278,11 @@ fn the_same_key_is_one_task_and_its_result_outlives_the_submitter() {
     // A new submitter (a restarted process) reads it by id.
     let e2 = exec(&server);
     match e2.result(&NatsExecutor::id_for_key("order-9")).unwrap() {
-        Some(named_tasks::wire::Reply::Ok { payload, .. }) => assert_eq!(payload, b"2"),
+        Some(executor_nats::Stored {
+            reply: named_tasks::wire::Reply::Ok { payload, .. },
+            attempts: 1,
+            ..
+        }) => assert_eq!(payload, b"2"),
         other => panic!("{other:?}"),
     }
     assert_eq!(e2.result("k-never").unwrap(), None);
@@ -295,7 +302,8 @@ fn a_task_cancelled_by_id_does_not_run() {
     };
     let e = exec(&server);
     let h = NEVER.call_keyed(&e, "c1", 1);
-    e.cancel(&NatsExecutor::id_for_key("c1")).unwrap();
+    assert!(e.cancel(&NatsExecutor::id_for_key("c1")).unwrap());
+    assert!(!e.cancel(&NatsExecutor::id_for_key("c1")).unwrap(), "once");
     let w = Running::start(worker(&server, Tasks::new().with(&NEVER)));
     let err = wait(h).unwrap_err();
     assert!(err.to_string().contains("cancelled"), "{err}");
