@@ -1,0 +1,151 @@
+//! Where things live on the server: stream, subject, consumer and key names, the
+//! headers a task message carries, and durable task ids.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Header: the task's durable id (the key of its result).
+pub(crate) const ID: &str = "Switchyard-Id";
+/// Header: how many attempts the task gets.
+pub(crate) const ATTEMPTS: &str = "Switchyard-Attempts";
+/// Header: the first retry's delay in milliseconds (doubled per attempt).
+pub(crate) const BACKOFF_MS: &str = "Switchyard-Backoff-Ms";
+/// Header on a dead letter: the last error.
+pub(crate) const ERROR: &str = "Switchyard-Error";
+
+/// The names of one deployment's stream, bucket and subjects, all under one prefix.
+#[derive(Clone, Debug)]
+pub(crate) struct Names {
+    prefix: String,
+}
+
+impl Names {
+    /// `prefix` must be letters, digits, `_` or `-` (it names streams and subjects).
+    pub(crate) fn new(prefix: &str) -> Result<Self, String> {
+        if prefix.is_empty()
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(format!(
+                "prefix {prefix:?} must be letters, digits, '_' or '-' (it names streams)"
+            ));
+        }
+        Ok(Self {
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    /// The work-queue stream of every task.
+    pub(crate) fn stream(&self) -> String {
+        format!("{}_tasks", self.prefix)
+    }
+
+    /// The subjects of the task stream.
+    pub(crate) fn subjects(&self) -> String {
+        format!("{}.task.>", self.prefix)
+    }
+
+    /// The subject a task called `name` is published on.
+    pub(crate) fn subject(&self, name: &str) -> String {
+        format!("{}.task.{name}", self.prefix)
+    }
+
+    /// The stream of dead letters.
+    pub(crate) fn dead_stream(&self) -> String {
+        format!("{}_dead", self.prefix)
+    }
+
+    /// The dead stream's subjects.
+    pub(crate) fn dead_subjects(&self) -> String {
+        format!("{}.dead.>", self.prefix)
+    }
+
+    /// Where a dead task called `name` goes.
+    pub(crate) fn dead_subject(&self, name: &str) -> String {
+        format!("{}.dead.{name}", self.prefix)
+    }
+
+    /// The key-value bucket of results and cancel tombstones.
+    pub(crate) fn bucket(&self) -> String {
+        format!("{}_results", self.prefix)
+    }
+
+    /// The durable pull consumer every worker shares for the task called `name`.
+    pub(crate) fn consumer(&self, name: &str) -> String {
+        let name: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        format!("{}_{name}", self.prefix)
+    }
+}
+
+/// The result's key for task `id`.
+pub(crate) fn result_key(id: &str) -> String {
+    format!("r.{id}")
+}
+
+/// The key counting the failed attempts of task `id`.
+pub(crate) fn failures_key(id: &str) -> String {
+    format!("a.{id}")
+}
+
+/// A task's durable id: from its key (an idempotency key: the same key is the same task)
+/// when it has one, else fresh and unique.
+pub(crate) fn task_id(key: Option<&str>) -> String {
+    match key {
+        Some(key) => id_from_key(key),
+        None => fresh_id(),
+    }
+}
+
+/// `k-KEY` when the key is made of characters a bucket key allows, else `x-HEX`.
+pub(crate) fn id_from_key(key: &str) -> String {
+    let plain = !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'='));
+    if plain {
+        format!("k-{key}")
+    } else {
+        let hex: String = key.bytes().map(|b| format!("{b:02x}")).collect();
+        format!("x-{hex}")
+    }
+}
+
+/// A process-random 64-bit seed (std's `RandomState` is seeded from the OS) and a counter.
+fn fresh_id() -> String {
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = *SEED.get_or_init(|| {
+        let mut h = std::hash::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.finish()
+    });
+    format!("t-{seed:016x}{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_from_keys_are_stable_and_valid_bucket_keys() {
+        assert_eq!(id_from_key("job-7"), "k-job-7");
+        assert_eq!(id_from_key("a b"), "x-612062");
+        assert_eq!(task_id(Some("x")), task_id(Some("x")));
+        assert_ne!(task_id(None), task_id(None));
+        assert!(Names::new("bad.prefix").is_err());
+        assert_eq!(
+            Names::new("s").unwrap().consumer("math.double"),
+            "s_math_double"
+        );
+    }
+}

@@ -1,0 +1,543 @@
+//! [`Worker`]: the running side. Binds the consumers of the task names its registry
+//! knows and runs what they deliver, with leases, retries, dead letters and drain.
+
+use crate::NatsError;
+use crate::names::{self, Names};
+use crate::server::Server;
+use crate::stored::{Ended, Stored};
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+use async_nats::jetstream::{AckKind, Message as JsMessage, kv, message::PublishMessage};
+use futures::StreamExt;
+use named_tasks::Tasks;
+use named_tasks::wire::{ErrorKind, Message, Reply, Request};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Configures a [`Worker`].
+#[derive(Debug)]
+pub struct WorkerBuilder {
+    url: String,
+    prefix: String,
+    tasks: Tasks,
+    parallel: usize,
+    ack_wait: Duration,
+    limits: BTreeMap<String, i64>,
+}
+
+impl WorkerBuilder {
+    /// The server (default `nats://127.0.0.1:4222`).
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = url.into();
+        self
+    }
+
+    /// The deployment's prefix (default `switchyard`), as on the submitters.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Tasks this worker runs at once (default 4), each on a blocking thread.
+    pub fn parallel(mut self, n: usize) -> Self {
+        self.parallel = n.max(1);
+        self
+    }
+
+    /// The lease: a task not acknowledged (nor extended) within it is delivered again
+    /// (default 30s). Applies when this worker creates the consumer.
+    pub fn ack_wait(mut self, d: Duration) -> Self {
+        self.ack_wait = d;
+        self
+    }
+
+    /// At most `n` tasks called `name` run at once across **all** workers (the
+    /// consumer's `max_ack_pending`; the worker that creates the consumer sets it: give
+    /// every worker the same limits).
+    pub fn limit(mut self, name: impl Into<String>, n: usize) -> Self {
+        self.limits
+            .insert(name.into(), i64::try_from(n.max(1)).unwrap_or(i64::MAX));
+        self
+    }
+
+    /// The worker, not yet connected.
+    pub fn build(self) -> Worker {
+        Worker { b: self }
+    }
+}
+
+/// How a worker stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// Claim nothing more, finish and acknowledge what runs, then return.
+    Drain,
+    /// Return at once and write nothing more, as a killed process would: the tasks it
+    /// held come back to other workers after their lease.
+    Kill,
+}
+
+/// How a worker's run went.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkerReport {
+    /// Tasks this worker ran to a result (success or the task's final error).
+    pub completed: u64,
+    /// Attempts that failed and were handed back for a retry.
+    pub retried: u64,
+    /// Tasks this worker dead-lettered.
+    pub dead: u64,
+    /// Deliveries acknowledged without running: the result existed already, or the task
+    /// was cancelled by id.
+    pub skipped: u64,
+}
+
+#[derive(Default)]
+struct Counts {
+    completed: AtomicU64,
+    retried: AtomicU64,
+    dead: AtomicU64,
+    skipped: AtomicU64,
+}
+
+/// The running side of the NATS backend: runs the tasks its registry knows, for any
+/// number of submitters.
+///
+/// ```no_run
+/// # static RESIZE: named_tasks::Task<u32, u32> = named_tasks::Task::new("r", |_, x| Ok(x));
+/// let worker = executor_nats::Worker::builder(named_tasks::Tasks::new().with(&RESIZE))
+///     .url("nats://127.0.0.1:4222")
+///     .build();
+/// worker.run_until_signal()?; // SIGTERM: finishes what runs, then returns
+/// # Ok::<(), executor_nats::NatsError>(())
+/// ```
+pub struct Worker {
+    b: WorkerBuilder,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.b.fmt(f)
+    }
+}
+
+impl Worker {
+    /// A worker for `tasks`.
+    pub fn builder(tasks: Tasks) -> WorkerBuilder {
+        WorkerBuilder {
+            url: "nats://127.0.0.1:4222".into(),
+            prefix: "switchyard".into(),
+            tasks,
+            parallel: 4,
+            ack_wait: Duration::from_secs(30),
+            limits: BTreeMap::new(),
+        }
+    }
+
+    /// Runs until SIGTERM or SIGINT, then drains: claims nothing more, lets running
+    /// tasks finish and be acknowledged, and returns.
+    pub fn run_until_signal(self) -> Result<WorkerReport, NatsError> {
+        self.run(async {
+            use tokio::signal::unix::{SignalKind, signal};
+            match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                }
+                _ => std::future::pending::<()>().await,
+            }
+        })
+    }
+
+    /// Runs until `stop` completes, then drains as [`run_until_signal`](Self::run_until_signal).
+    pub fn run(self, stop: impl Future<Output = ()>) -> Result<WorkerReport, NatsError> {
+        self.run_with(async {
+            stop.await;
+            Stop::Drain
+        })
+    }
+
+    /// Runs until `stop` completes, then drains or stops dead as it says.
+    pub fn run_with(self, stop: impl Future<Output = Stop>) -> Result<WorkerReport, NatsError> {
+        let rt = crate::server::runtime("nats-worker")?;
+        let out = rt.block_on(self.serve(stop));
+        // A killed worker's tasks may still run on blocking threads: do not wait for them.
+        rt.shutdown_background();
+        out
+    }
+
+    async fn serve(self, stop: impl Future<Output = Stop>) -> Result<WorkerReport, NatsError> {
+        let b = self.b;
+        let names = Names::new(&b.prefix).map_err(|e| NatsError::new("config", e))?;
+        let server = Server::connect(&b.url, names).await?;
+        let shared = Arc::new(Running {
+            server,
+            tasks: b.tasks,
+            counts: Counts::default(),
+            ack_wait: b.ack_wait,
+            killed: AtomicBool::new(false),
+        });
+        let permits = Arc::new(Semaphore::new(b.parallel));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut loops = Vec::new();
+        for name in shared.tasks.names() {
+            let names = &shared.server.names;
+            let config = pull::Config {
+                durable_name: Some(names.consumer(name)),
+                filter_subject: names.subject(name),
+                ack_policy: AckPolicy::Explicit,
+                deliver_policy: DeliverPolicy::All,
+                ack_wait: b.ack_wait,
+                max_ack_pending: b.limits.get(name).copied().unwrap_or(10_000),
+                ..Default::default()
+            };
+            let consumer = match shared
+                .server
+                .tasks
+                .get_or_create_consumer(&names.consumer(name), config.clone())
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => return Err(NatsError::new(format!("consumer for {name}"), e)),
+            };
+            loops.push(tokio::spawn(claim(
+                consumer,
+                shared.clone(),
+                permits.clone(),
+                b.parallel,
+                stop_rx.clone(),
+            )));
+        }
+        let how = stop.await;
+        if how == Stop::Kill {
+            shared.killed.store(true, Ordering::SeqCst);
+        }
+        let _ = stop_tx.send(true);
+        for l in loops {
+            let _ = l.await;
+        }
+        if how == Stop::Drain {
+            // Drain: every permit back means every running task has been acknowledged.
+            let _ = permits
+                .acquire_many(u32::try_from(b.parallel).unwrap_or(u32::MAX))
+                .await;
+        }
+        let c = &shared.counts;
+        Ok(WorkerReport {
+            completed: c.completed.load(Ordering::Relaxed),
+            retried: c.retried.load(Ordering::Relaxed),
+            dead: c.dead.load(Ordering::Relaxed),
+            skipped: c.skipped.load(Ordering::Relaxed),
+        })
+    }
+}
+
+struct Running {
+    server: Server,
+    tasks: Tasks,
+    counts: Counts,
+    ack_wait: Duration,
+    /// Set by [`Stop::Kill`]: write nothing more.
+    killed: AtomicBool,
+}
+
+impl Running {
+    fn dead(&self) -> bool {
+        self.killed.load(Ordering::SeqCst)
+    }
+}
+
+/// Claims one consumer's messages while permits allow, until told to stop.
+async fn claim(
+    consumer: async_nats::jetstream::consumer::Consumer<pull::Config>,
+    shared: Arc<Running>,
+    permits: Arc<Semaphore>,
+    batch: usize,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        // Fetch one at a time per free permit: a message in hand is a running lease.
+        let batch_result = tokio::select! {
+            b = consumer.fetch().max_messages(1).expires(Duration::from_secs(1)).messages() => b,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let _ = batch;
+        let mut messages = match batch_result {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!("nats worker: fetch failed: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        match messages.next().await {
+            Some(Ok(msg)) => {
+                if *stop.borrow() {
+                    // Claimed while stopping: hand it back at once (a killed worker
+                    // writes nothing; its lease runs out).
+                    if !shared.dead() {
+                        let _ = msg.ack_with(AckKind::Nak(None)).await;
+                    }
+                    return;
+                }
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    handle(&shared, msg).await;
+                    drop(permit);
+                });
+            }
+            Some(Err(e)) => {
+                tracing::debug!("nats worker: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            None => {}
+        }
+    }
+}
+
+fn header(msg: &JsMessage, name: &str) -> Option<String> {
+    msg.headers
+        .as_ref()
+        .and_then(|h| h.get(name))
+        .map(|v| v.as_str().to_owned())
+}
+
+/// One delivery: skip, run, retry or dead-letter, and acknowledge.
+async fn handle(shared: &Running, msg: JsMessage) {
+    if shared.dead() {
+        return;
+    }
+    let kv = &shared.server.kv;
+    let delivered = msg
+        .info()
+        .map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX))
+        .unwrap_or(1);
+    let Some(id) = header(&msg, names::ID) else {
+        dead_letter(
+            shared,
+            &msg,
+            "?",
+            "unknown",
+            0,
+            "a message without a task id",
+        )
+        .await;
+        return;
+    };
+    let attempts: u32 = header(&msg, names::ATTEMPTS)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1);
+    let backoff = Duration::from_millis(
+        header(&msg, names::BACKOFF_MS)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(1000),
+    );
+    if matches!(kv.get(names::result_key(&id)).await, Ok(Some(_))) {
+        // Finished already (a worker died between its result and its ack).
+        shared.counts.skipped.fetch_add(1, Ordering::Relaxed);
+        let _ = msg.ack().await;
+        return;
+    }
+    let request = match Message::decode(&msg.payload) {
+        Ok(Message::Request(r)) => r,
+        _ => {
+            dead_letter(
+                shared,
+                &msg,
+                &id,
+                "unknown",
+                0,
+                "a message that is not a request",
+            )
+            .await;
+            return;
+        }
+    };
+    // Failed attempts so far (a delivery lost with its worker is not one).
+    let failures: u32 = if delivered > 1 {
+        match kv.get(names::failures_key(&id)).await {
+            Ok(Some(b)) => std::str::from_utf8(&b)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            _ => 0,
+        }
+    } else {
+        0
+    };
+    if delivered > attempts.saturating_mul(2).saturating_add(2) {
+        let why = format!(
+            "delivered {delivered} times for {attempts} attempts: the workers running it \
+             never answered (killed, or past the lease)"
+        );
+        finish_dead(shared, &msg, &id, &request.name, request.id, failures, &why).await;
+        return;
+    }
+    let reply = run_with_lease(shared, &msg, request.clone()).await;
+    if shared.dead() {
+        return; // killed meanwhile: as if this process were gone
+    }
+    let retryable = matches!(
+        &reply,
+        Reply::Err {
+            kind: ErrorKind::Failed | ErrorKind::Panicked,
+            ..
+        }
+    );
+    match reply {
+        Reply::Err { kind, message, .. } => {
+            let failures = failures + 1;
+            if retryable && failures < attempts {
+                let _ = kv
+                    .put(names::failures_key(&id), failures.to_string().into())
+                    .await;
+                let delay = backoff.saturating_mul(1 << (failures - 1).min(16));
+                shared.counts.retried.fetch_add(1, Ordering::Relaxed);
+                let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
+                tracing::debug!("nats worker: {id} attempt {failures} failed: {message}");
+            } else {
+                let stored = Stored {
+                    ended: Ended::Dead,
+                    attempts: failures,
+                    reply: Reply::Err {
+                        id: request.id,
+                        kind,
+                        message: message.clone(),
+                    },
+                };
+                // Result first, then the dead letter's ack: a crash in between re-runs
+                // nothing (the result exists).
+                put_result(kv, &id, &stored).await;
+                dead_letter(shared, &msg, &id, &request.name, failures, &message).await;
+            }
+        }
+        reply @ Reply::Ok { .. } => {
+            let stored = Stored {
+                ended: Ended::Succeeded,
+                attempts: failures + 1,
+                reply,
+            };
+            put_result(kv, &id, &stored).await;
+            shared.counts.completed.fetch_add(1, Ordering::Relaxed);
+            let _ = msg.ack().await;
+        }
+    }
+}
+
+/// Dead-letters a task that never answered.
+async fn finish_dead(
+    shared: &Running,
+    msg: &JsMessage,
+    id: &str,
+    name: &str,
+    request_id: u64,
+    failures: u32,
+    why: &str,
+) {
+    let stored = Stored {
+        ended: Ended::Dead,
+        attempts: failures,
+        reply: Reply::Err {
+            id: request_id,
+            kind: ErrorKind::Failed,
+            message: why.to_owned(),
+        },
+    };
+    put_result(&shared.server.kv, id, &stored).await;
+    dead_letter(shared, msg, id, name, failures, why).await;
+}
+
+/// Runs the request on a blocking thread, extending the lease every third of it.
+async fn run_with_lease(shared: &Running, msg: &JsMessage, request: Request) -> Reply {
+    let tasks = shared.tasks.clone();
+    let id = request.id;
+    let mut run = tokio::task::spawn_blocking(move || tasks.handle(&request));
+    let mut tick = tokio::time::interval((shared.ack_wait / 3).max(Duration::from_millis(10)));
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            out = &mut run => {
+                return out.unwrap_or_else(|e| Reply::Err {
+                    id,
+                    kind: ErrorKind::Panicked,
+                    message: format!("the worker's thread: {e}"),
+                });
+            }
+            _ = tick.tick() => {
+                if shared.dead() {
+                    std::future::pending::<()>().await;
+                }
+                let _ = msg.ack_with(AckKind::Progress).await;
+            }
+        }
+    }
+}
+
+/// Create-if-absent: the first result stands (a cancel's, or an earlier worker's).
+async fn put_result(kv: &kv::Store, id: &str, stored: &Stored) {
+    let bytes = stored.encode();
+    if let Err(e) = kv.create(names::result_key(id), bytes.into()).await
+        && e.kind() != kv::CreateErrorKind::AlreadyExists
+    {
+        tracing::warn!("nats worker: storing the result of {id}: {e}");
+    }
+}
+
+/// Publishes the request to the dead-letter stream with `error`, then acknowledges it.
+async fn dead_letter(
+    shared: &Running,
+    msg: &JsMessage,
+    id: &str,
+    name: &str,
+    attempts: u32,
+    error: &str,
+) {
+    if shared.dead() {
+        return;
+    }
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(names::ID, id);
+    headers.insert(names::ATTEMPTS, attempts.to_string().as_str());
+    // Header values are one line.
+    let line: String = error
+        .chars()
+        .map(|c| if c == '\n' { ' ' } else { c })
+        .collect();
+    headers.insert(names::ERROR, line.as_str());
+    let name = if name.is_empty() { "unknown" } else { name };
+    let published = shared
+        .server
+        .js
+        .send_publish(
+            shared.server.names.dead_subject(name),
+            PublishMessage::build()
+                .payload(msg.payload.clone())
+                .headers(headers)
+                .message_id(id),
+        )
+        .await;
+    match published {
+        Ok(ack) => {
+            if let Err(e) = ack.await {
+                tracing::warn!("nats worker: dead letter of {id}: {e}");
+                return; // not acknowledged: it comes back and tries again
+            }
+        }
+        Err(e) => {
+            tracing::warn!("nats worker: dead letter of {id}: {e}");
+            return;
+        }
+    }
+    shared.counts.dead.fetch_add(1, Ordering::Relaxed);
+    let _ = msg.ack().await;
+}

@@ -1,0 +1,479 @@
+//! The NATS backend against a real `nats-server -js` per test (on a free loopback port,
+//! with a temporary store): round trips, retries, dead letters, idempotency, results
+//! after a restart, cancel by id, leases, limits across workers, drain, server restart.
+
+use executor_core::{Executor, ShutdownMode, TaskError};
+use executor_nats::{NatsExecutor, Worker, WorkerReport};
+use named_tasks::{Task, Tasks};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, Once};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A `nats-server -js` of our own; killed on drop.
+struct Server {
+    child: Option<Child>,
+    port: u16,
+    store: tempfile::TempDir,
+}
+
+impl Server {
+    /// None (after one printed line) when nats-server is not installed.
+    fn start() -> Option<Server> {
+        if Command::new("nats-server")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .is_err()
+        {
+            static SAID: Once = Once::new();
+            SAID.call_once(|| {
+                println!(
+                    "skipping the NATS tests: nats-server is not installed \
+                     (Debian: apt-get install nats-server)"
+                )
+            });
+            return None;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut s = Server {
+            child: None,
+            port,
+            store: tempfile::tempdir().unwrap(),
+        };
+        s.spawn();
+        Some(s)
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("nats-server")
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A worker on a thread, stopped (drained) by `stop`.
+struct Running {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<WorkerReport>>,
+}
+
+impl Running {
+    fn start(b: executor_nats::WorkerBuilder) -> Running {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let thread = std::thread::spawn(move || {
+            b.build()
+                .run(async move {
+                    let _ = rx.await;
+                })
+                .unwrap()
+        });
+        Running {
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) -> WorkerReport {
+        let _ = self.stop.take().unwrap().send(());
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+fn worker(server: &Server, tasks: Tasks) -> executor_nats::WorkerBuilder {
+    Worker::builder(tasks).url(server.url()).prefix("t")
+}
+
+fn exec(server: &Server) -> NatsExecutor {
+    NatsExecutor::builder("nats")
+        .url(server.url())
+        .prefix("t")
+        .backoff(Duration::from_millis(20))
+        .in_flight(16)
+        .build()
+        .unwrap()
+}
+
+const BOUND: Duration = Duration::from_secs(30);
+
+fn wait<T: Send + 'static>(h: executor_core::TaskHandle<T>) -> Result<T, TaskError> {
+    match h.wait_timeout(BOUND) {
+        Ok(r) => r,
+        Err(_) => panic!("a task did not finish within {BOUND:?}"),
+    }
+}
+
+static DOUBLE: Task<u64, u64> = Task::new("math.double", |_ctx, x| Ok(x * 2));
+static FAIL: Task<u64, u64> = Task::new("math.fail", |_ctx, _| Err("no such luck".into()));
+static BOOM: Task<u64, u64> = Task::new("math.boom", |_ctx, _| panic!("boom"));
+
+#[test]
+fn results_errors_and_panics_come_back() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let w = Running::start(worker(
+        &server,
+        Tasks::new().with(&DOUBLE).with(&FAIL).with(&BOOM),
+    ));
+    let e = NatsExecutor::builder("nats")
+        .url(server.url())
+        .prefix("t")
+        .attempts(1)
+        .build()
+        .unwrap();
+    assert_eq!(wait(DOUBLE.call(&e, 21)).unwrap(), 42);
+    let err = wait(FAIL.call(&e, 1)).unwrap_err();
+    assert!(
+        err.is_failed() && err.to_string().contains("no such luck"),
+        "{err}"
+    );
+    let err = wait(BOOM.call(&e, 1)).unwrap_err();
+    assert!(err.is_panic() && err.to_string().contains("boom"), "{err}");
+    let closure = executor_core::ExecutorExt::submit(&e, || 1);
+    assert!(wait(closure).unwrap_err().is_rejected());
+    e.shutdown(ShutdownMode::Graceful(BOUND));
+    let report = w.stop();
+    assert_eq!(report.completed, 1);
+    assert_eq!(report.dead, 2);
+}
+
+static FLAKY_RUNS: AtomicU32 = AtomicU32::new(0);
+static FLAKY: Task<u64, u64> = Task::new("flaky", |_ctx, x| {
+    if FLAKY_RUNS.fetch_add(1, Ordering::SeqCst) < 2 {
+        Err("not yet".into())
+    } else {
+        Ok(x)
+    }
+});
+
+#[test]
+fn failed_attempts_are_retried_with_backoff() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let w = Running::start(worker(&server, Tasks::new().with(&FLAKY)));
+    let e = exec(&server); // 3 attempts
+    assert_eq!(wait(FLAKY.call(&e, 7)).unwrap(), 7);
+    assert_eq!(FLAKY_RUNS.load(Ordering::SeqCst), 3);
+    let report = w.stop();
+    assert_eq!((report.retried, report.completed), (2, 1));
+}
+
+static ALWAYS: Task<u64, u64> = Task::new("always.fails", |_ctx, x| Err(format!("bad {x}").into()));
+
+#[test]
+fn the_last_failure_is_dead_lettered_with_its_error() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let w = Running::start(worker(&server, Tasks::new().with(&ALWAYS)));
+    let e = exec(&server);
+    let err = wait(ALWAYS.call_keyed(&e, "job-1", 5)).unwrap_err();
+    assert!(err.to_string().contains("bad 5"), "{err}");
+    let report = w.stop();
+    assert_eq!((report.retried, report.dead), (2, 1));
+    // The dead letter holds the request and the last error.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = async_nats::connect(server.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let msg = js
+            .get_stream("t_dead")
+            .await
+            .unwrap()
+            .get_last_raw_message_by_subject("t.dead.always.fails")
+            .await
+            .unwrap();
+        let error = msg
+            .headers
+            .get("Switchyard-Error")
+            .unwrap()
+            .as_str()
+            .to_owned();
+        assert!(error.contains("bad 5"), "{error}");
+    });
+    // And the result, read by id, is the error.
+    let stored = e
+        .result(&NatsExecutor::id_for_key("job-1"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (stored.ended, stored.attempts),
+        (executor_nats::Ended::Dead, 3)
+    );
+}
+
+static ONCE_RUNS: AtomicU32 = AtomicU32::new(0);
+static ONCE: Task<u64, u64> = Task::new("once", |_ctx, x| {
+    ONCE_RUNS.fetch_add(1, Ordering::SeqCst);
+    Ok(x + 1)
+});
+
+#[test]
+fn the_same_key_is_one_task_and_its_result_outlives_the_submitter() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let e = exec(&server);
+    // Enqueued twice before any worker runs: one message.
+    let a = ONCE.call_keyed(&e, "order-9", 1);
+    let b = ONCE.call_keyed(&e, "order-9", 1);
+    let w = Running::start(worker(&server, Tasks::new().with(&ONCE)));
+    assert_eq!(wait(a).unwrap(), 2);
+    assert_eq!(wait(b).unwrap(), 2);
+    // Later, again: the stored result, no run.
+    assert_eq!(wait(ONCE.call_keyed(&e, "order-9", 1)).unwrap(), 2);
+    assert_eq!(ONCE_RUNS.load(Ordering::SeqCst), 1);
+    e.shutdown(ShutdownMode::Graceful(BOUND));
+    drop(e);
+    // A new submitter (a restarted process) reads it by id.
+    let e2 = exec(&server);
+    match e2.result(&NatsExecutor::id_for_key("order-9")).unwrap() {
+        Some(executor_nats::Stored {
+            reply: named_tasks::wire::Reply::Ok { payload, .. },
+            attempts: 1,
+            ..
+        }) => assert_eq!(payload, b"2"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(e2.result("k-never").unwrap(), None);
+    w.stop();
+}
+
+static NEVER_RUNS: AtomicU32 = AtomicU32::new(0);
+static NEVER: Task<u64, u64> = Task::new("never", |_ctx, x| {
+    NEVER_RUNS.fetch_add(1, Ordering::SeqCst);
+    Ok(x)
+});
+
+#[test]
+fn a_task_cancelled_by_id_does_not_run() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let e = exec(&server);
+    let h = NEVER.call_keyed(&e, "c1", 1);
+    assert!(e.cancel(&NatsExecutor::id_for_key("c1")).unwrap());
+    assert!(!e.cancel(&NatsExecutor::id_for_key("c1")).unwrap(), "once");
+    let w = Running::start(worker(&server, Tasks::new().with(&NEVER)));
+    let err = wait(h).unwrap_err();
+    assert!(err.to_string().contains("cancelled"), "{err}");
+    // The handle resolved after c1 was published; c2, behind it on the same consumer,
+    // runs only after the worker has passed over c1.
+    assert_eq!(wait(NEVER.call_keyed(&e, "c2", 2)).unwrap(), 2);
+    assert_eq!(NEVER_RUNS.load(Ordering::SeqCst), 1);
+    assert_eq!(w.stop().skipped, 1);
+}
+
+static SLOW_RUNS: AtomicU32 = AtomicU32::new(0);
+static SLOW: Task<u64, u64> = Task::new("slow", |_ctx, x| {
+    SLOW_RUNS.fetch_add(1, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(2500));
+    Ok(x)
+});
+
+#[test]
+fn a_long_task_keeps_its_lease_and_a_lost_one_comes_back() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let e = exec(&server);
+    // A "killed worker": claims the task on the shared consumer and never answers.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let first = SLOW.call(&e, 3);
+    rt.block_on(async {
+        use futures::StreamExt;
+        let client = async_nats::connect(server.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let stream = js.get_stream("t_tasks").await.unwrap();
+        let consumer = stream
+            .get_or_create_consumer(
+                "t_slow",
+                async_nats::jetstream::consumer::pull::Config {
+                    durable_name: Some("t_slow".into()),
+                    filter_subject: "t.task.slow".into(),
+                    ack_wait: Duration::from_secs(1),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let mut batch = consumer
+            .fetch()
+            .max_messages(1)
+            .expires(BOUND)
+            .messages()
+            .await
+            .unwrap();
+        let taken = batch.next().await.unwrap().unwrap();
+        drop(taken); // never acknowledged
+    });
+    // A real worker gets it after the lease (1s); the run takes 2.5s, longer than the
+    // lease, and in-progress acks keep it from a second delivery.
+    let w = Running::start(
+        worker(&server, Tasks::new().with(&SLOW))
+            .ack_wait(Duration::from_secs(1))
+            .parallel(2),
+    );
+    assert_eq!(wait(first).unwrap(), 3);
+    let report = w.stop();
+    assert_eq!(SLOW_RUNS.load(Ordering::SeqCst), 1);
+    assert_eq!((report.completed, report.skipped), (1, 0));
+}
+
+static NOW: AtomicU32 = AtomicU32::new(0);
+static MAX: AtomicU32 = AtomicU32::new(0);
+static LIMITED: Task<u64, u64> = Task::new("limited", |_ctx, x| {
+    let n = NOW.fetch_add(1, Ordering::SeqCst) + 1;
+    MAX.fetch_max(n, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(50));
+    NOW.fetch_sub(1, Ordering::SeqCst);
+    Ok(x)
+});
+
+#[test]
+fn a_limit_holds_across_workers() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let tasks = || Tasks::new().with(&LIMITED);
+    let w1 = Running::start(worker(&server, tasks()).limit("limited", 1).parallel(4));
+    let w2 = Running::start(worker(&server, tasks()).limit("limited", 1).parallel(4));
+    let e = exec(&server);
+    let handles: Vec<_> = (0..12).map(|i| LIMITED.call(&e, i)).collect();
+    for (i, h) in handles.into_iter().enumerate() {
+        assert_eq!(wait(h).unwrap(), i as u64);
+    }
+    assert_eq!(MAX.load(Ordering::SeqCst), 1);
+    let (a, b) = (w1.stop(), w2.stop());
+    assert_eq!(a.completed + b.completed, 12);
+}
+
+static DRAIN_STARTED: Mutex<Option<std::sync::mpsc::Sender<()>>> = Mutex::new(None);
+static DRAINED: Task<u64, u64> = Task::new("drained", |_ctx, x| {
+    if let Some(tx) = DRAIN_STARTED.lock().unwrap().take() {
+        let _ = tx.send(());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    Ok(x)
+});
+
+#[test]
+fn a_stopping_worker_finishes_what_runs() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    *DRAIN_STARTED.lock().unwrap() = Some(tx);
+    let w = Running::start(worker(&server, Tasks::new().with(&DRAINED)));
+    let e = exec(&server);
+    let h = DRAINED.call(&e, 4);
+    rx.recv_timeout(BOUND).expect("the task started");
+    let report = w.stop(); // while the task runs
+    assert_eq!(report.completed, 1);
+    assert_eq!(wait(h).unwrap(), 4);
+}
+
+#[test]
+fn nothing_is_lost_when_the_server_restarts() {
+    let Some(mut server) = Server::start() else {
+        return;
+    };
+    let e = exec(&server);
+    let first: Vec<_> = (0..20)
+        .map(|i| DOUBLE.call_keyed(&e, format!("r{i}"), i))
+        .collect();
+    // Give the publishes time to land, then restart the server (file storage).
+    let deadline = Instant::now() + BOUND;
+    while e.stats().running < 20 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    server.stop();
+    server.spawn();
+    let w = Running::start(worker(&server, Tasks::new().with(&DOUBLE)));
+    for (i, h) in first.into_iter().enumerate() {
+        assert_eq!(wait(h).unwrap(), 2 * i as u64);
+    }
+    w.stop();
+}
+
+#[test]
+fn a_policy_line_moves_a_named_task_to_nats() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let w = Running::start(worker(&server, Tasks::new().with(&DOUBLE)));
+    let policy = format!(
+        r#"
+        [executors.cluster]
+        backend = "nats"
+        url = "{}"
+        prefix = "t"
+        attempts = 2
+        backoff = "10ms"
+        [defaults]
+        executor = "cluster"
+        "#,
+        server.url()
+    );
+    let mut registry = supervisor::Registry::with_builtins();
+    executor_nats::register(&mut registry);
+    let sup = supervisor::Supervisor::with_registry(
+        supervisor::PolicyConfig::parse(&policy, "policy.toml").unwrap(),
+        registry,
+    )
+    .unwrap();
+    assert_eq!(wait(DOUBLE.call(&sup, 8)).unwrap(), 16);
+    sup.shutdown(ShutdownMode::Graceful(BOUND));
+    assert_eq!(w.stop().completed, 1);
+}
