@@ -17,6 +17,20 @@ pub trait Executor: Send + Sync {
     /// error resolves the job's handle as rejected or shut down.
     fn execute(&self, job: Job) -> Result<(), SubmitError>;
 
+    /// Takes several jobs at once, in order: a backend that can queue a batch more
+    /// cheaply than job by job (one channel message or one pool task per chunk) does so.
+    /// Each job is still one task: it is counted, run, cancelled and reported on its
+    /// own. A refused job is resolved (as rejected or shut down), as dropping the error
+    /// of [`execute`](Self::execute) does. The default hands the jobs to `execute` one by
+    /// one.
+    fn execute_batch(&self, jobs: Vec<Job>) {
+        for job in jobs {
+            if let Err(refused) = self.execute(job) {
+                drop(refused);
+            }
+        }
+    }
+
     /// Counters and latency figures so far.
     fn stats(&self) -> ExecutorStats;
 
@@ -137,6 +151,9 @@ macro_rules! forward {
             }
             fn execute(&self, job: Job) -> Result<(), SubmitError> {
                 (**self).execute(job)
+            }
+            fn execute_batch(&self, jobs: Vec<Job>) {
+                (**self).execute_batch(jobs)
             }
             fn stats(&self) -> ExecutorStats {
                 (**self).stats()

@@ -120,6 +120,11 @@ pub trait ExecutorExt: Executor {
     }
 }
 
+/// How many of `map`'s jobs go to the executor in one [`Executor::execute_batch`]: large
+/// enough that a backend's per-batch cost (a channel message, a pool task) vanishes per
+/// item, small enough that the first items run while later ones are still being made.
+const MAP_CHUNK: usize = 256;
+
 fn map_meta<E, I, T, F>(
     exec: &E,
     meta: MetaRef,
@@ -133,15 +138,21 @@ where
     F: Fn(I) -> T + Send + Sync + 'static,
 {
     let f = Arc::new(f);
-    let handles: Vec<TaskHandle<T>> = items
-        .into_iter()
-        .map(|item| {
-            let f = f.clone();
-            let (job, handle) = Job::once(meta.clone(), move |_| Ok(f(item)));
-            dispatch(exec, job);
-            handle
-        })
-        .collect();
+    let items = items.into_iter();
+    let mut handles: Vec<TaskHandle<T>> = Vec::with_capacity(items.size_hint().0);
+    let mut chunk = Vec::with_capacity(MAP_CHUNK);
+    for item in items {
+        let f = f.clone();
+        let (job, handle) = Job::once(meta.clone(), move |_| Ok(f(item)));
+        chunk.push(job);
+        handles.push(handle);
+        if chunk.len() == MAP_CHUNK {
+            exec.execute_batch(std::mem::replace(&mut chunk, Vec::with_capacity(MAP_CHUNK)));
+        }
+    }
+    if !chunk.is_empty() {
+        exec.execute_batch(chunk);
+    }
     let mut out = Vec::with_capacity(handles.len());
     let mut first_err = None;
     for h in handles {

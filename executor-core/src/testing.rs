@@ -11,7 +11,10 @@
 //! workers, two threads, or a runtime with two worker threads). Every wait is bounded: a
 //! hang fails the test instead of hanging CI.
 
-use crate::{Executor, ExecutorExt, ShutdownMode, TaskError, TaskHandle, TaskMeta, TaskSet};
+use crate::{
+    Executor, ExecutorExt, Job, ShutdownMode, ShutdownReport, TaskError, TaskHandle, TaskMeta,
+    TaskSet,
+};
 use proptest::prelude::*;
 use std::future::Future;
 use std::pin::Pin;
@@ -566,6 +569,17 @@ pub fn check_mix(make: Factory<'_>, ops: &[Op], shutdown_at: usize, now: bool) {
     }
     let final_report = exec.shutdown(ShutdownMode::Graceful(BOUND));
     let report = report.unwrap_or(final_report);
+    check_outcomes(&*exec, handles, &report, ops.len());
+}
+
+/// Checks that every handle resolved as its op says and that the executor's ledger (and
+/// the shutdown `report`) match the handles; `submitted` is how many tasks were offered.
+fn check_outcomes(
+    exec: &dyn Executor,
+    handles: Vec<(Op, TaskHandle<u32>)>,
+    report: &ShutdownReport,
+    submitted: usize,
+) {
     let mut ok = 0;
     let mut failed = 0;
     let mut panicked = 0;
@@ -599,8 +613,8 @@ pub fn check_mix(make: Factory<'_>, ops: &[Op], shutdown_at: usize, now: bool) {
             Err(e) => panic!("{op:?} ended unexpectedly: {e}"),
         }
     }
-    let stats = settled(&*exec);
-    assert_eq!(stats.submitted, ops.len() as u64, "{stats:?}");
+    let stats = settled(exec);
+    assert_eq!(stats.submitted, submitted as u64, "{stats:?}");
     assert_eq!(stats.completed, ok, "{stats:?}");
     assert_eq!(stats.failed, failed, "{stats:?}");
     assert_eq!(stats.panicked, panicked, "{stats:?}");
@@ -611,6 +625,132 @@ pub fn check_mix(make: Factory<'_>, ops: &[Op], shutdown_at: usize, now: bool) {
         stats.not_started,
         "{report:?}"
     );
+}
+
+/// The job an op describes, for [`check_batch_mix`]; ops that cancel are cancelled by the
+/// caller once the batch is submitted.
+fn op_job(op: &Op) -> (Job, TaskHandle<u32>) {
+    let meta = TaskMeta::new("batched");
+    match op {
+        Op::Ok | Op::Cancel => Job::once(meta, |_| Ok(1)),
+        Op::Err => Job::repeatable(meta, |_| Err(TaskError::failed("planned error"))),
+        Op::Panic => Job::once(meta, |_| panic!("planned panic")),
+        Op::Sleep(ms) => {
+            let ms = u64::from(*ms);
+            Job::once(meta, move |_| {
+                std::thread::sleep(Duration::from_millis(ms));
+                Ok(1)
+            })
+        }
+        Op::AsyncOk => Job::future(meta, async {
+            YieldOnce(false).await;
+            Ok(1)
+        }),
+        Op::PendingCancelled => Job::future(meta, async {
+            std::future::pending::<()>().await;
+            Ok(1)
+        }),
+    }
+}
+
+/// [`check_mix`] through [`Executor::execute_batch`]: the ops before `shutdown_at` go in
+/// one batch before a shutdown, the rest in one batch after it. Each job is still one
+/// task: every handle resolves as its op says and the ledger counts every job.
+pub fn check_batch_mix(make: Factory<'_>, ops: &[Op], shutdown_at: usize, now: bool) {
+    let exec = make();
+    let at = shutdown_at.min(ops.len());
+    let mut handles = Vec::new();
+    let mut report = None;
+    for (part, batch_ops) in [&ops[..at], &ops[at..]].into_iter().enumerate() {
+        if part == 1 {
+            let mode = if now {
+                ShutdownMode::Now
+            } else {
+                ShutdownMode::Graceful(BOUND)
+            };
+            report = Some(exec.shutdown(mode));
+        }
+        let (jobs, batch): (Vec<Job>, Vec<_>) = batch_ops
+            .iter()
+            .map(|op| {
+                let (job, h) = op_job(op);
+                (job, (op.clone(), h))
+            })
+            .unzip();
+        exec.execute_batch(jobs);
+        for (op, h) in &batch {
+            if matches!(op, Op::Cancel | Op::PendingCancelled) {
+                h.cancel();
+            }
+        }
+        handles.extend(batch);
+    }
+    let final_report = exec.shutdown(ShutdownMode::Graceful(BOUND));
+    let report = report.unwrap_or(final_report);
+    check_outcomes(&*exec, handles, &report, ops.len());
+}
+
+/// `map` over many items (several batches): results in input order, one panicking item
+/// fails the map with its panic, and the stats count every item as a task of its own.
+pub fn map_batches_count_every_item(make: Factory<'_>) {
+    let exec = make();
+    let n = 1_000u64;
+    let out = exec.map(0..n, |x| x + 1).unwrap();
+    assert_eq!(out, (1..=n).collect::<Vec<_>>());
+    let err = exec
+        .map(0..n, |x| {
+            if x == 500 {
+                panic!("item 500");
+            }
+            x
+        })
+        .unwrap_err();
+    assert!(err.is_panic(), "{err}");
+    let stats = settled(&*exec);
+    assert_eq!(stats.submitted, 2 * n, "{stats:?}");
+    assert_eq!(stats.completed, 2 * n - 1, "{stats:?}");
+    assert_eq!(stats.panicked, 1, "{stats:?}");
+    finish(&*exec);
+}
+
+/// A shutdown `Now` racing the workers over big batches of blocking and async jobs: the
+/// report names exactly the tasks its stats count as not started, and each of them
+/// resolved as shut down.
+pub fn batch_shutdown_now_names_exactly_the_unstarted(make: Factory<'_>) {
+    for round in 0..10 {
+        let exec = make();
+        let mut handles = Vec::new();
+        for _ in 0..4 {
+            let (jobs, hs): (Vec<Job>, Vec<TaskHandle<u32>>) = (0..500)
+                .map(|i| {
+                    if i % 2 == 0 {
+                        Job::once(TaskMeta::new("queued"), |_| Ok(1))
+                    } else {
+                        Job::future(TaskMeta::new("queued"), async { Ok(1) })
+                    }
+                })
+                .unzip();
+            exec.execute_batch(jobs);
+            handles.extend(hs);
+        }
+        let report = exec.shutdown(ShutdownMode::Now);
+        let mut shut = 0;
+        for h in handles {
+            match wait_bounded(h, "batched at a shutdown") {
+                Ok(_) => {}
+                Err(e) if e.is_shutdown() => shut += 1,
+                Err(e) => panic!("a task ended unexpectedly: {e}"),
+            }
+        }
+        let stats = settled(&*exec);
+        assert_eq!(stats.submitted, 2_000, "round {round}: {stats:?}");
+        assert_eq!(
+            (report.not_started.len() as u64, report.stats.not_started),
+            (stats.not_started, stats.not_started),
+            "round {round}: the report and the stats disagree on what never ran"
+        );
+        assert_eq!(stats.not_started, shut, "round {round}: {stats:?}");
+    }
 }
 
 /// Expands to one `#[test]` per conformance check (and a proptest of random mixes) for the
@@ -680,6 +820,14 @@ macro_rules! conformance_tests {
             fn task_set_in_completion_order() {
                 $crate::testing::task_set_in_completion_order(&make);
             }
+            #[test]
+            fn map_batches_count_every_item() {
+                $crate::testing::map_batches_count_every_item(&make);
+            }
+            #[test]
+            fn batch_shutdown_now_names_exactly_the_unstarted() {
+                $crate::testing::batch_shutdown_now_names_exactly_the_unstarted(&make);
+            }
 
             $crate::testing::proptest::proptest! {
                 #![proptest_config($crate::testing::proptest::prelude::ProptestConfig::with_cases(24))]
@@ -690,6 +838,15 @@ macro_rules! conformance_tests {
                     now in $crate::testing::proptest::bool::ANY,
                 ) {
                     $crate::testing::check_mix(&make, &ops, at, now);
+                }
+
+                #[test]
+                fn random_batch_ledger_adds_up(
+                    ops in $crate::testing::ops(),
+                    at in 0usize..48,
+                    now in $crate::testing::proptest::bool::ANY,
+                ) {
+                    $crate::testing::check_batch_mix(&make, &ops, at, now);
                 }
             }
         }

@@ -139,16 +139,25 @@ struct Inner {
 }
 
 impl Inner {
-    /// Takes the oldest queued job and runs it (or drops it, past a shutdown deadline).
-    fn run_next(&self) {
-        if let Some(job) = self.queue.pop() {
-            if self.abandon.load(Ordering::Acquire) {
-                // Past a shutdown deadline: end it unrun and name it in the report.
-                self.not_started.abandon(&self.stats, job);
-            } else {
-                self.stats.run(job);
-            }
+    /// Takes the oldest queued job and runs it (or drops it, past a shutdown deadline);
+    /// false when the queue was empty.
+    fn run_next(&self) -> bool {
+        let Some(job) = self.queue.pop() else {
+            return false;
+        };
+        if self.abandon.load(Ordering::Acquire) {
+            // Past a shutdown deadline: end it unrun and name it in the report.
+            self.not_started.abandon(&self.stats, job);
+        } else {
+            self.stats.run(job);
         }
+        true
+    }
+
+    /// A batch's runner: runs queued jobs until the queue is empty. Every job queued has
+    /// a runner spawned after it, so none is left behind when one runner stops early.
+    fn run_all(&self) {
+        while self.run_next() {}
     }
 }
 
@@ -194,11 +203,38 @@ impl Executor for RayonExecutor {
             inner.stats.accepted();
             inner.queue.push(job);
             let runner = inner.clone();
-            inner.pool.spawn(move || runner.run_next());
+            inner.pool.spawn(move || {
+                runner.run_next();
+            });
             Ok(())
         };
         drop(entry);
         result
+    }
+
+    /// Queues the whole batch, then spawns one pool task per thread (fewer for a small
+    /// batch), each running queued jobs until none is left: the pool's per-task cost is
+    /// paid per thread, not per job, and the threads still share the batch as they free up.
+    fn execute_batch(&self, jobs: Vec<Job>) {
+        let inner = &self.inner;
+        let entry = inner.gate.enter();
+        if !entry.is_open() {
+            for job in jobs {
+                inner.stats.rejected();
+                drop(SubmitError::shutdown(job));
+            }
+            return;
+        }
+        let runners = jobs.len().min(inner.threads.max(1));
+        for job in jobs {
+            inner.stats.accepted();
+            inner.queue.push(job);
+        }
+        for _ in 0..runners {
+            let runner = inner.clone();
+            inner.pool.spawn(move || runner.run_all());
+        }
+        drop(entry);
     }
 
     fn stats(&self) -> ExecutorStats {

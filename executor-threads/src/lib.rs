@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_queue::ArrayQueue;
 use executor_core::backend::{Admission, StatsRecorder, Unstarted, help_while_waiting};
 use executor_core::{
     Executor, ExecutorStats, Job, OnFull, ShutdownMode, ShutdownReport, SubmitError,
@@ -161,6 +162,10 @@ impl Builder {
 
 enum Msg {
     Run(Job),
+    /// A share of a batch: the jobs sit in one queue that several messages point at; a
+    /// worker that takes one runs jobs from it until it is empty, so the workers share
+    /// the batch as they free up.
+    Batch(Arc<ArrayQueue<Job>>),
     /// Wakes an idle worker so it notices a shutdown at once.
     Wake,
 }
@@ -193,6 +198,7 @@ impl Inner {
             };
             match next {
                 Ok(Msg::Run(job)) => self.handle(job),
+                Ok(Msg::Batch(batch)) => self.handle_batch(&batch),
                 Ok(Msg::Wake) | Err(RecvTimeoutError::Timeout) => {
                     // Not while an `execute` that got past the closed check is still on
                     // its way to the queue: its job was accepted, and must find a worker.
@@ -225,6 +231,12 @@ impl Inner {
         }
     }
 
+    fn handle_batch(&self, batch: &ArrayQueue<Job>) {
+        while let Some(job) = batch.pop() {
+            self.handle(job);
+        }
+    }
+
     fn close(&self) {
         self.gate.close();
         for _ in 0..self.workers {
@@ -240,22 +252,34 @@ impl Inner {
     /// Runs one queued job for a task of this pool that waits on a handle; false when
     /// nothing is queued.
     fn help_one(&self) -> bool {
-        match self.try_next_job() {
-            Some(job) => {
-                self.handle(job);
-                true
+        loop {
+            match self.rx.try_recv() {
+                Ok(Msg::Run(job)) => self.handle(job),
+                // The whole share: its jobs are reachable only through this message.
+                Ok(Msg::Batch(batch)) => self.handle_batch(&batch),
+                Ok(Msg::Wake) => continue,
+                Err(_) => return false,
             }
-            None => false,
+            return true;
         }
     }
 
-    /// The next queued job, if any (wake-up messages are skipped).
-    fn try_next_job(&self) -> Option<Job> {
-        loop {
-            match self.rx.try_recv() {
-                Ok(Msg::Run(job)) => return Some(job),
-                Ok(Msg::Wake) => continue,
-                Err(_) => return None,
+    /// A source of the queued jobs one by one, batches opened (wake-up messages are
+    /// skipped): for a shutdown that ends them unrun.
+    fn queued_jobs(&self) -> impl FnMut() -> Option<Job> + '_ {
+        let mut open: Option<Arc<ArrayQueue<Job>>> = None;
+        move || {
+            loop {
+                if let Some(job) = open.as_ref().and_then(|b| b.pop()) {
+                    return Some(job);
+                }
+                open = None;
+                match self.rx.try_recv() {
+                    Ok(Msg::Run(job)) => return Some(job),
+                    Ok(Msg::Batch(batch)) => open = Some(batch),
+                    Ok(Msg::Wake) => continue,
+                    Err(_) => return None,
+                }
             }
         }
     }
@@ -301,7 +325,7 @@ impl Executor for ThreadsExecutor {
             match inner.on_full {
                 OnFull::Block => inner.tx.send(Msg::Run(job)).map_err(|e| match e.0 {
                     Msg::Run(job) => SubmitError::shutdown(job),
-                    Msg::Wake => unreachable!("only jobs are sent here"),
+                    Msg::Wake | Msg::Batch(_) => unreachable!("only a job is sent here"),
                 }),
                 OnFull::Reject | OnFull::CallerRuns => match inner.tx.try_send(Msg::Run(job)) {
                     Ok(()) => Ok(()),
@@ -324,6 +348,45 @@ impl Executor for ThreadsExecutor {
         };
         drop(entry);
         result
+    }
+
+    /// On an unbounded queue, a batch is one shared queue of jobs and one message per
+    /// worker (fewer for a small batch): a channel message per worker, not per job. A
+    /// bounded queue takes the jobs one by one, so its bound still counts jobs.
+    fn execute_batch(&self, jobs: Vec<Job>) {
+        let inner = &*self.inner;
+        if inner.tx.capacity().is_some() || jobs.len() < 2 {
+            for job in jobs {
+                if let Err(refused) = self.execute(job) {
+                    drop(refused);
+                }
+            }
+            return;
+        }
+        let entry = inner.gate.enter();
+        if !entry.is_open() {
+            for job in jobs {
+                inner.stats.rejected();
+                drop(SubmitError::shutdown(job));
+            }
+            return;
+        }
+        let shares = jobs.len().min(inner.workers);
+        let batch = Arc::new(ArrayQueue::new(jobs.len()));
+        for job in jobs {
+            inner.stats.accepted();
+            if let Err(job) = batch.push(job) {
+                unreachable!("the batch queue has room for every job ({job:?})");
+            }
+        }
+        for _ in 0..shares {
+            // Unbounded: a send fails only once every receiver is gone, and the workers
+            // hold the receiver until the gate we are inside of has closed and emptied.
+            if let Err(e) = inner.tx.send(Msg::Batch(batch.clone())) {
+                drop(e);
+            }
+        }
+        drop(entry);
     }
 
     fn stats(&self) -> ExecutorStats {
@@ -364,15 +427,13 @@ impl Executor for ThreadsExecutor {
             loop {
                 inner
                     .not_started
-                    .abandon_all(&inner.stats, || inner.try_next_job());
+                    .abandon_all(&inner.stats, inner.queued_jobs());
                 if inner.gate.in_flight() == 0 {
                     break;
                 }
                 std::thread::yield_now();
             }
-            inner
-                .not_started
-                .drain(&inner.stats, || inner.try_next_job());
+            inner.not_started.drain(&inner.stats, inner.queued_jobs());
         }
         report.not_started = inner.not_started.take();
         report.stats = inner.stats.snapshot();

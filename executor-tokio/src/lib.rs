@@ -173,17 +173,22 @@ impl Drop for Runner {
     }
 }
 
-/// A closure on the runtime's blocking pool that takes the oldest queued blocking job and
-/// runs it. One per blocking job; dropped unrun (the runtime shut down), it ends one.
+/// A closure on the runtime's blocking pool that takes the oldest queued blocking jobs,
+/// `count` of them, and runs them. One per blocking job, or one per share of a batch;
+/// dropped unrun (the runtime shut down), it ends as many.
 struct Blocking {
     ran: bool,
+    count: usize,
     inner: Arc<Inner>,
 }
 
 impl Blocking {
     fn run(mut self) {
         self.ran = true;
-        if let Some(job) = self.inner.blocking.pop() {
+        for _ in 0..self.count {
+            let Some(job) = self.inner.blocking.pop() else {
+                break;
+            };
             if self.inner.abandon.load(Ordering::Acquire) {
                 self.inner.abandon(job);
             } else {
@@ -195,12 +200,23 @@ impl Blocking {
 
 impl Drop for Blocking {
     fn drop(&mut self) {
-        if !self.ran
-            && let Some(job) = self.inner.blocking.pop()
-        {
+        if self.ran {
+            return;
+        }
+        for _ in 0..self.count {
+            let Some(job) = self.inner.blocking.pop() else {
+                break;
+            };
             self.inner.abandon(job);
         }
     }
+}
+
+/// How many blocking-pool closures share a batch of blocking jobs: about one per core,
+/// since the blocking pool grows a thread for each closure that finds no idle thread.
+fn batch_runners(jobs: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    jobs.min(cores)
 }
 
 /// A tokio runtime as an executor. See the [crate docs](crate).
@@ -270,6 +286,7 @@ impl Executor for TokioExecutor {
                 inner.blocking.push(job);
                 let blocking = Blocking {
                     ran: false,
+                    count: 1,
                     inner: inner.clone(),
                 };
                 drop(inner.handle.spawn_blocking(move || blocking.run()));
@@ -278,6 +295,47 @@ impl Executor for TokioExecutor {
         };
         drop(entry);
         result
+    }
+
+    /// Async jobs are spawned one task each (as `execute` does); blocking jobs are queued
+    /// together and shared by one blocking-pool closure per core, each running its share.
+    fn execute_batch(&self, jobs: Vec<Job>) {
+        let inner = &self.inner;
+        let entry = inner.gate.enter();
+        if !entry.is_open() {
+            for job in jobs {
+                inner.stats.rejected();
+                drop(SubmitError::shutdown(job));
+            }
+            return;
+        }
+        let mut blocking = 0;
+        for job in jobs {
+            inner.stats.accepted();
+            if job.is_async() {
+                inner.queue.push(job);
+                drop(inner.handle.spawn(Runner {
+                    inner: inner.clone(),
+                    polled: false,
+                    running: None,
+                }));
+            } else {
+                inner.blocking.push(job);
+                blocking += 1;
+            }
+        }
+        let runners = batch_runners(blocking);
+        for i in 0..runners {
+            // Shares differ by at most one job and add up to the batch.
+            let count = blocking / runners + usize::from(i < blocking % runners);
+            let share = Blocking {
+                ran: false,
+                count,
+                inner: inner.clone(),
+            };
+            drop(inner.handle.spawn_blocking(move || share.run()));
+        }
+        drop(entry);
     }
 
     fn stats(&self) -> ExecutorStats {

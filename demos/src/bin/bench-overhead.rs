@@ -5,6 +5,12 @@
 //! pool of the same width, (b) each backend through `ExecutorExt`, (c) the supervisor
 //! routing to each backend. It prints the median of several runs as tasks/s and the ratio
 //! of our time to the raw library's (lower is better; 1.00 = no overhead).
+//!
+//! With `--callgrind` it also runs itself under `valgrind --tool=callgrind` once per row
+//! and side (`--one ROW SIDE`), with N and 2N tasks, and prints the instructions per task
+//! (the difference over N, so start-up cancels out): a figure that does not move with the
+//! machine's load. When `python3` is found it times Python's `ThreadPoolExecutor` on the
+//! same no-op and ~1 µs tasks (`submit` each, and `map`) against the threads backend.
 
 use anyhow::{Context, Result};
 use executor_core::{Executor, ExecutorExt, ShutdownMode, TaskHandle};
@@ -28,6 +34,12 @@ struct Args {
     runs: usize,
     width: usize,
     only: Option<String>,
+    /// `--one ROW SIDE`: run just that case once (under valgrind, for instruction counts).
+    one: Option<(String, Side)>,
+    callgrind: bool,
+    /// Tasks per row under valgrind (the runs take N and 2N).
+    ir_tasks: usize,
+    python: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -37,6 +49,10 @@ fn parse_args() -> Result<Args> {
         runs: 5,
         width: 2,
         only: None,
+        one: None,
+        callgrind: false,
+        ir_tasks: 2_000,
+        python: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -51,9 +67,23 @@ fn parse_args() -> Result<Args> {
             "--runs" => args.runs = value()?.max(1),
             "--width" => args.width = value()?.max(1),
             "--only" => args.only = Some(it.next().context("--only needs a backend name")?),
+            "--callgrind" => args.callgrind = true,
+            "--ir-tasks" => args.ir_tasks = value()?.max(1),
+            "--no-python" => args.python = false,
+            "--one" => {
+                let row = it.next().context("--one needs a row id")?;
+                let side = match it.next().as_deref() {
+                    Some("raw") => Side::Raw,
+                    Some("ours") => Side::Ours,
+                    Some("routed") => Side::Routed,
+                    _ => anyhow::bail!("--one ROW needs a side: raw, ours or routed"),
+                };
+                args.one = Some((row, side));
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: bench-overhead [--noop N] [--spin N] [--runs N] [--width THREADS] [--only rayon|tokio|threads]"
+                    "usage: bench-overhead [--noop N] [--spin N] [--runs N] [--width THREADS] [--only rayon|tokio|threads]\n\
+                     \x20                     [--callgrind [--ir-tasks N]] [--no-python] [--one ROW raw|ours|routed]"
                 );
                 std::process::exit(0);
             }
@@ -74,10 +104,22 @@ fn spin_1us() {
     black_box(x);
 }
 
+/// A fixed amount of work in place of the ~1 µs spin when counting instructions: the spin
+/// reads the clock until a microsecond passed, which under valgrind is many more turns.
+#[inline(never)]
+fn spin_fixed() {
+    let mut x = 0u64;
+    for _ in 0..300 {
+        x = black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
+    black_box(x);
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Work {
     Noop,
     Spin,
+    SpinFixed,
 }
 
 impl Work {
@@ -87,8 +129,17 @@ impl Work {
                 black_box(());
             }
             Work::Spin => spin_1us(),
+            Work::SpinFixed => spin_fixed(),
         }
     }
+}
+
+/// Which side of a row to run.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Side {
+    Raw,
+    Ours,
+    Routed,
 }
 
 /// A countdown the raw versions use to know every task ran.
@@ -306,9 +357,247 @@ fn routed(backend: &str, width: usize) -> Result<std::sync::Arc<supervisor::Supe
     Ok(supervisor::Supervisor::from_toml(&policy)?)
 }
 
+/// Everything the rows run on.
+struct Bench {
+    pool: rayon::ThreadPool,
+    rt: tokio::runtime::Runtime,
+    raw_pool: RawPool,
+    threads: ThreadsExecutor,
+    rayon: RayonExecutor,
+    tokio: TokioExecutor,
+    sup_threads: Arc<supervisor::Supervisor>,
+    sup_rayon: Arc<supervisor::Supervisor>,
+    sup_tokio: Arc<supervisor::Supervisor>,
+}
+
+impl Bench {
+    fn new(w: usize) -> Result<Self> {
+        Ok(Bench {
+            pool: rayon::ThreadPoolBuilder::new().num_threads(w).build()?,
+            rt: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(w)
+                .enable_all()
+                .build()?,
+            raw_pool: RawPool::new(w),
+            threads: ThreadsExecutor::builder("threads").workers(w).build()?,
+            rayon: RayonExecutor::builder("rayon").threads(w).build()?,
+            tokio: TokioExecutor::builder("tokio").worker_threads(w).build()?,
+            sup_threads: routed("threads", w)?,
+            sup_rayon: routed("rayon", w)?,
+            sup_tokio: routed("tokio", w)?,
+        })
+    }
+
+    fn shutdown(&self) {
+        for e in [
+            &self.threads as &dyn Executor,
+            &self.rayon,
+            &self.tokio,
+            &*self.sup_threads,
+            &*self.sup_rayon,
+            &*self.sup_tokio,
+        ] {
+            e.shutdown(ShutdownMode::Graceful(Duration::from_secs(10)));
+        }
+    }
+}
+
+/// The shapes of row, each for no-op and spin tasks: (id, backend, label).
+const CASES: &[(&str, &str, &str)] = &[
+    ("rayon-each", "rayon", "one at a time"),
+    ("rayon-batch", "rayon", "batch (scope vs map)"),
+    ("tokio-spawn", "tokio", "spawn vs submit_async"),
+    ("tokio-joinset", "tokio", "JoinSet vs submit_async"),
+    ("threads-each", "threads", "one at a time"),
+    ("threads-batch", "threads", "batch (loop vs map)"),
+];
+
+/// Runs one side of case `id` once with `n` tasks of `work`; false when that side does
+/// not exist (the JoinSet row has no routed side).
+fn run_case(b: &Bench, id: &str, side: Side, n: usize, work: Work) -> bool {
+    match (id, side) {
+        ("rayon-each", Side::Raw) => raw_rayon_each(&b.pool, n, work),
+        ("rayon-each", Side::Ours) => ours_each(&b.rayon, n, work),
+        ("rayon-each", Side::Routed) => ours_each(&*b.sup_rayon, n, work),
+        ("rayon-batch", Side::Raw) => raw_rayon_batch(&b.pool, n, work),
+        ("rayon-batch", Side::Ours) => ours_batch(&b.rayon, n, work),
+        ("rayon-batch", Side::Routed) => ours_batch(&*b.sup_rayon, n, work),
+        ("tokio-spawn", Side::Raw) => raw_tokio_each(&b.rt, n, work),
+        ("tokio-spawn" | "tokio-joinset", Side::Ours) => ours_each_async(&b.tokio, n, work),
+        ("tokio-spawn", Side::Routed) => ours_each_async(&*b.sup_tokio, n, work),
+        ("tokio-joinset", Side::Raw) => raw_tokio_batch(&b.rt, n, work),
+        ("threads-each" | "threads-batch", Side::Raw) => b.raw_pool.each(n, work),
+        ("threads-each", Side::Ours) => ours_each(&b.threads, n, work),
+        ("threads-each", Side::Routed) => ours_each(&*b.sup_threads, n, work),
+        ("threads-batch", Side::Ours) => ours_batch(&b.threads, n, work),
+        ("threads-batch", Side::Routed) => ours_batch(&*b.sup_threads, n, work),
+        _ => return false,
+    }
+    true
+}
+
+/// Instructions the whole process (every thread) executed under callgrind, from its
+/// summary line `Collected : N`.
+fn callgrind_ir(row: &str, work: &str, side: Side, n: usize) -> Result<u64> {
+    let exe = std::env::current_exe()?;
+    let side = format!("{side:?}").to_lowercase();
+    let out = std::process::Command::new("valgrind")
+        .args(["--tool=callgrind", "--callgrind-out-file=/dev/null"])
+        .arg(&exe)
+        .args(["--one", &format!("{row}:{work}"), &side, "--ir-tasks"])
+        .arg(n.to_string())
+        .output()
+        .context("could not run valgrind")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    anyhow::ensure!(
+        out.status.success(),
+        "valgrind on {row} {side} failed: {stderr}"
+    );
+    stderr
+        .lines()
+        .find_map(|l| {
+            l.split_once("Collected :")
+                .map(|(_, n)| n.trim().to_owned())
+        })
+        .with_context(|| format!("no 'Collected' line from callgrind: {stderr}"))?
+        .parse()
+        .context("callgrind's count is not a number")
+}
+
+/// Instructions per task: the count with 2N tasks less the count with N, over N.
+fn ir_per_task(row: &str, work: &str, side: Side, n: usize) -> Result<f64> {
+    let one = callgrind_ir(row, work, side, n)?;
+    let two = callgrind_ir(row, work, side, 2 * n)?;
+    Ok((two as f64 - one as f64) / n as f64)
+}
+
+fn print_callgrind(args: &Args) -> Result<()> {
+    let n = args.ir_tasks;
+    println!(
+        "\ninstructions per task under callgrind (all threads; (Ir(2N) - Ir(N)) / N, N = {n}; \
+         spin rows use a fixed 300-step loop in place of the 1us clock spin)"
+    );
+    println!(
+        "{:<44} {:>10} {:>10} {:>10} {:>9} {:>10}",
+        "case", "raw Ir", "ours Ir", "routed Ir", "ours/raw", "routing Ir"
+    );
+    for (work, wname) in [("noop", "no-op"), ("spin", "fixed spin")] {
+        for (id, backend, label) in CASES {
+            if args.only.as_deref().is_some_and(|o| o != *backend) {
+                continue;
+            }
+            let raw = ir_per_task(id, work, Side::Raw, n)?;
+            let ours = ir_per_task(id, work, Side::Ours, n)?;
+            let routed = if *id == "tokio-joinset" {
+                None
+            } else {
+                Some(ir_per_task(id, work, Side::Routed, n)?)
+            };
+            let show = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |x| format!("{x:.0}"));
+            println!(
+                "{:<44} {:>10.0} {:>10.0} {:>10} {:>9.2} {:>10}",
+                format!("{backend} {wname}, {label}"),
+                raw,
+                ours,
+                show(routed),
+                ours / raw,
+                routed.map_or_else(|| "-".to_owned(), |r| format!("{:+.0}", r - ours)),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Python's `ThreadPoolExecutor` on the same tasks: seconds for `n` tasks submitted one by
+/// one (`submit` + `result`) and through `map`; `None` without `python3`.
+fn python_pool(width: usize, n: usize, work: Work) -> Option<(f64, f64)> {
+    let body = match work {
+        Work::Noop => "pass",
+        _ => "t = time.perf_counter_ns()\n    while time.perf_counter_ns() - t < 1000: pass",
+    };
+    let script = format!(
+        "import time\nfrom concurrent.futures import ThreadPoolExecutor\n\
+         def task(_=None):\n    {body}\n\
+         def median(xs): return sorted(xs)[len(xs) // 2]\n\
+         with ThreadPoolExecutor(max_workers={width}) as ex:\n\
+         \x20   list(ex.map(task, range(1000)))\n\
+         \x20   each, batch = [], []\n\
+         \x20   for _ in range(3):\n\
+         \x20       t = time.perf_counter(); fs = [ex.submit(task) for _ in range({n})]\n\
+         \x20       for f in fs: f.result()\n\
+         \x20       each.append(time.perf_counter() - t)\n\
+         \x20       t = time.perf_counter(); list(ex.map(task, range({n})))\n\
+         \x20       batch.append(time.perf_counter() - t)\n\
+         print(median(each), median(batch))\n"
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "python3 failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut it = text.split_whitespace().map(|x| x.parse::<f64>().ok());
+    Some((it.next()??, it.next()??))
+}
+
+fn print_python(b: &Bench, args: &Args) {
+    // Python runs some tens of thousands of tasks a second: fewer tasks keep it short.
+    println!(
+        "\npython3 ThreadPoolExecutor(max_workers={}) vs the threads backend, median of 3 (python) and {} (ours)",
+        args.width, args.runs
+    );
+    println!(
+        "{:<34} {:>9} {:>12} {:>12} {:>12}",
+        "case", "tasks", "python/s", "ours/s", "ours/python"
+    );
+    for (work, n, wname) in [
+        (Work::Noop, args.noop.min(50_000), "no-op"),
+        (Work::Spin, args.spin.min(50_000), "1us spin"),
+    ] {
+        let Some((py_each, py_batch)) = python_pool(args.width, n, work) else {
+            println!("(python3 not found or failed: no python rows)");
+            return;
+        };
+        let each = time_runs(args.runs, || ours_each(&b.threads, n, work)).as_secs_f64();
+        let batch = time_runs(args.runs, || ours_batch(&b.threads, n, work)).as_secs_f64();
+        for (label, py, ours) in [("submit each", py_each, each), ("map", py_batch, batch)] {
+            println!(
+                "{:<34} {:>9} {:>12.0} {:>12.0} {:>11.1}x",
+                format!("{wname}, {label}"),
+                n,
+                n as f64 / py,
+                n as f64 / ours,
+                py / ours
+            );
+        }
+    }
+}
+
 fn main() -> Result<()> {
     let args = parse_args()?;
     let w = args.width;
+    if let Some((row, side)) = &args.one {
+        // One side of one row, once: what callgrind counts.
+        let (id, work) = row.split_once(':').context("--one ROW is CASE:noop|spin")?;
+        let work = if work == "noop" {
+            Work::Noop
+        } else {
+            Work::SpinFixed
+        };
+        let b = Bench::new(w)?;
+        anyhow::ensure!(
+            run_case(&b, id, *side, args.ir_tasks, work),
+            "no such row and side: {id} {side:?}"
+        );
+        b.shutdown();
+        return Ok(());
+    }
     println!(
         "overhead benchmark: width {w}, {} no-op tasks, {} ~1us spin tasks, median of {} runs",
         args.noop, args.spin, args.runs
@@ -319,96 +608,44 @@ fn main() -> Result<()> {
     println!(
         "routing to that backend; ratios are ours/raw; 'routing ns' is routed minus ours per task"
     );
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(w).build()?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(w)
-        .enable_all()
-        .build()?;
-    let raw_pool = RawPool::new(w);
-
-    let threads = ThreadsExecutor::builder("threads").workers(w).build()?;
-    let rayon_exec = RayonExecutor::builder("rayon").threads(w).build()?;
-    let tokio_exec = TokioExecutor::builder("tokio").worker_threads(w).build()?;
-    let sup_threads = routed("threads", w)?;
-    let sup_rayon = routed("rayon", w)?;
-    let sup_tokio = routed("tokio", w)?;
-
+    let b = Bench::new(w)?;
     let wants = |backend: &str| args.only.as_deref().is_none_or(|o| o == backend);
     let mut rows = Vec::new();
     for (work, n, wname) in [
         (Work::Noop, args.noop, "no-op"),
         (Work::Spin, args.spin, "1us spin"),
     ] {
-        let runs = args.runs;
-        let mut row = |label: String,
-                       raw: &mut dyn FnMut(),
-                       ours: &mut dyn FnMut(),
-                       routed: Option<&mut dyn FnMut()>| {
-            let raw = time_runs(runs, raw);
-            let ours = time_runs(runs, ours);
-            let routed = routed.map(|f| time_runs(runs, f));
+        for (id, backend, label) in CASES {
+            if !wants(backend) {
+                continue;
+            }
+            let raw = time_runs(args.runs, || {
+                run_case(&b, id, Side::Raw, n, work);
+            });
+            let ours = time_runs(args.runs, || {
+                run_case(&b, id, Side::Ours, n, work);
+            });
+            let routed = (*id != "tokio-joinset").then(|| {
+                time_runs(args.runs, || {
+                    run_case(&b, id, Side::Routed, n, work);
+                })
+            });
             rows.push(Row {
-                label,
+                label: format!("{backend} {wname}, {label}"),
                 tasks: n,
                 raw,
                 ours,
                 routed,
             });
-        };
-        if wants("rayon") {
-            row(
-                format!("rayon {wname}, one at a time"),
-                &mut || raw_rayon_each(&pool, n, work),
-                &mut || ours_each(&rayon_exec, n, work),
-                Some(&mut || ours_each(&*sup_rayon, n, work)),
-            );
-            row(
-                format!("rayon {wname}, batch (scope vs map)"),
-                &mut || raw_rayon_batch(&pool, n, work),
-                &mut || ours_batch(&rayon_exec, n, work),
-                Some(&mut || ours_batch(&*sup_rayon, n, work)),
-            );
-        }
-        if wants("tokio") {
-            row(
-                format!("tokio {wname}, spawn vs submit_async"),
-                &mut || raw_tokio_each(&rt, n, work),
-                &mut || ours_each_async(&tokio_exec, n, work),
-                Some(&mut || ours_each_async(&*sup_tokio, n, work)),
-            );
-            row(
-                format!("tokio {wname}, JoinSet vs submit_async"),
-                &mut || raw_tokio_batch(&rt, n, work),
-                &mut || ours_each_async(&tokio_exec, n, work),
-                None,
-            );
-        }
-        if wants("threads") {
-            row(
-                format!("threads {wname}, one at a time"),
-                &mut || raw_pool.each(n, work),
-                &mut || ours_each(&threads, n, work),
-                Some(&mut || ours_each(&*sup_threads, n, work)),
-            );
-            row(
-                format!("threads {wname}, batch (loop vs map)"),
-                &mut || raw_pool.each(n, work),
-                &mut || ours_batch(&threads, n, work),
-                Some(&mut || ours_batch(&*sup_threads, n, work)),
-            );
         }
     }
     print_rows(&rows);
-
-    for e in [
-        &threads as &dyn Executor,
-        &rayon_exec,
-        &tokio_exec,
-        &*sup_threads,
-        &*sup_rayon,
-        &*sup_tokio,
-    ] {
-        e.shutdown(ShutdownMode::Graceful(Duration::from_secs(10)));
+    if args.python && wants("threads") {
+        print_python(&b, &args);
+    }
+    b.shutdown();
+    if args.callgrind {
+        print_callgrind(&args)?;
     }
     Ok(())
 }

@@ -262,11 +262,7 @@ impl Supervisor {
         let compiled = match table.select(job.meta()) {
             Ok(c) => c,
             Err(executor) => {
-                let err = TaskError::rejected(format!(
-                    "the policy routed the task to executor \"{executor}\", which this \
-                     supervisor does not have"
-                ));
-                job.resolve(err);
+                job.resolve(unknown_executor(executor));
                 return Ok(());
             }
         };
@@ -287,6 +283,14 @@ impl Supervisor {
     }
 }
 
+/// The error of a task the policy routed to an executor this supervisor does not have.
+fn unknown_executor(executor: &str) -> TaskError {
+    TaskError::rejected(format!(
+        "the policy routed the task to executor \"{executor}\", which this supervisor does \
+         not have"
+    ))
+}
+
 impl Executor for Supervisor {
     fn name(&self) -> &str {
         &self.name
@@ -294,6 +298,53 @@ impl Executor for Supervisor {
 
     fn execute(&self, job: Job) -> Result<(), SubmitError> {
         self.submit_routed(job, |_| {})
+    }
+
+    /// Each job is counted and routed on its own, as by `execute`; consecutive jobs routed
+    /// to the same executor with no layers reach it as one batch, so its cheaper batch
+    /// path (one message or pool task per chunk) survives the routing.
+    fn execute_batch(&self, jobs: Vec<Job>) {
+        let entry = self.gate.enter();
+        if !entry.is_open() {
+            for job in jobs {
+                self.ledger.refused();
+                drop(SubmitError::shutdown(job));
+            }
+            return;
+        }
+        let table = self.table.load();
+        let mut run: Vec<Job> = Vec::new();
+        let mut run_on: Option<&Arc<dyn Executor>> = None;
+        for mut job in jobs {
+            self.ledger.track(&mut job, table.observer.as_ref());
+            let compiled = match table.select(job.meta()) {
+                Ok(c) => c,
+                Err(executor) => {
+                    job.resolve(unknown_executor(executor));
+                    continue;
+                }
+            };
+            match &compiled.service {
+                None => {
+                    if let Some(e) = run_on
+                        && !Arc::ptr_eq(e, &compiled.executor)
+                    {
+                        e.execute_batch(std::mem::take(&mut run));
+                    }
+                    run_on = Some(&compiled.executor);
+                    run.push(job);
+                }
+                Some(service) => {
+                    if let Err(refused) = service.dispatch(job) {
+                        drop(refused);
+                    }
+                }
+            }
+        }
+        if let Some(e) = run_on {
+            e.execute_batch(run);
+        }
+        drop(entry);
     }
 
     fn stats(&self) -> ExecutorStats {
