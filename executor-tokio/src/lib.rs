@@ -4,6 +4,11 @@
 //! blocking jobs run on the runtime's blocking pool. The executor owns its runtime, or
 //! wraps the [`Handle`] of one you already have.
 //!
+//! One difference from the thread-based backends at shutdown: when the deadline passes
+//! (at once for `ShutdownMode::Now`), an owned runtime is shut down, and tokio drops every
+//! future that has not finished. A future that had started then resolves its handle as
+//! cancelled instead of running on; blocking jobs already running are not interrupted.
+//!
 //! ```
 //! use executor_core::{Executor, ExecutorExt, ShutdownMode, TaskMeta};
 //! use executor_tokio::TokioExecutor;
