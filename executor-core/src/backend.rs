@@ -3,6 +3,7 @@
 //! backends. Code that only submits work never needs this module.
 
 pub use crate::admission::{Admission, Entry};
+pub use crate::handle::EndObserver;
 pub use crate::help::{HelpGuard, help_while_waiting};
 pub use crate::job::{AttemptHook, FailureHook, JobFuture, RunHook};
 pub use crate::meta::MetaRef;

@@ -1,5 +1,6 @@
 //! [`TaskHandle`]: one handle for sync and async callers, and the shared slot behind it.
 
+use crate::backend::MetaRef;
 use crate::cancel::{CancelFlag, CancelReason, CancelSource};
 use crate::sync::{AtomicU8, Condvar, Mutex, MutexGuard, Ordering, fence, yield_now};
 use crate::{CancelToken, Status, TaskError, TaskId};
@@ -20,8 +21,33 @@ const YIELDS_BEFORE_SLEEP: u32 = if cfg!(loom) { 1 } else { 32 };
 /// How long a helping worker with nothing to run sleeps before it looks at its queue again.
 const HELP_POLL: Duration = Duration::from_millis(1);
 
+/// Told once how each task it watches ended, with no allocation per task: a ledger or a
+/// metrics sink registered with [`Job::observe_with`](crate::Job::observe_with). One
+/// shared instance watches many tasks; [`Job::observe`](crate::Job::observe) takes a
+/// closure instead, boxed per task.
+pub trait EndObserver: Send + Sync + 'static {
+    /// Task `id`, described by `meta`, ended with `status`. Called wherever the task
+    /// resolved (a worker, a canceller, a timer), before its result is visible to the
+    /// caller: keep it short, and do not block.
+    fn ended(&self, status: Status, id: TaskId, meta: &MetaRef);
+}
+
 /// Called once with the final status when a task's handle resolves.
-pub(crate) type Observer = Box<dyn FnOnce(Status) + Send>;
+pub(crate) enum Observer {
+    /// A closure, boxed per task.
+    Call(Box<dyn FnOnce(Status) + Send>),
+    /// A shared observer, with what it is told of the task.
+    Sink(Arc<dyn EndObserver>, TaskId, MetaRef),
+}
+
+impl Observer {
+    fn notify(self, status: Status) {
+        match self {
+            Observer::Call(f) => f(status),
+            Observer::Sink(sink, id, meta) => sink.ended(status, id, &meta),
+        }
+    }
+}
 
 /// The state a task shares with its handle: lifecycle, cancellation and the result slot.
 pub(crate) struct Shared<T> {
@@ -163,10 +189,10 @@ impl<T> Shared<T> {
         slot.observer = Some(match slot.observer.take() {
             None => observer,
             // Each guarded on its own: one observer's panic must not starve the next.
-            Some(first) => Box::new(move |s| {
+            Some(first) => Observer::Call(Box::new(move |s| {
                 report_observer(first, s);
                 report_observer(observer, s);
-            }),
+            })),
         });
     }
 }
@@ -175,7 +201,7 @@ impl<T> Shared<T> {
 /// worker, a canceller, a timer); a panic in one must not unwind into that thread, where
 /// it would skip the worker's bookkeeping, so it is caught and reported here.
 fn report_observer(observer: Observer, status: Status) {
-    let call = std::panic::AssertUnwindSafe(|| observer(status));
+    let call = std::panic::AssertUnwindSafe(|| observer.notify(status));
     if let Err(payload) = std::panic::catch_unwind(call) {
         eprintln!(
             "switchyard: a task observer panicked: {}",

@@ -2,7 +2,7 @@
 
 use crate::backend::MetaRef;
 use crate::cancel::{CancelReason, CancelSource};
-use crate::handle::{Observer, Shared};
+use crate::handle::{EndObserver, Observer, Shared};
 use crate::{CancelToken, Status, TaskContext, TaskError, TaskHandle, TaskId, TaskMeta};
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -457,7 +457,18 @@ impl Job {
 
     /// Calls `observer` once with the final status when the task's handle resolves.
     pub fn observe(&self, observer: impl FnOnce(Status) + Send + 'static) {
-        self.task.shared().observe(Box::new(observer));
+        self.task
+            .shared()
+            .observe(Observer::Call(Box::new(observer)));
+    }
+
+    /// Tells `observer` once how the task ended, as [`observe`](Self::observe) does, but
+    /// with no allocation per task: the observer is shared, and is handed the task's id
+    /// and meta with the status (a ledger's hot path).
+    pub fn observe_with(&self, observer: Arc<dyn EndObserver>) {
+        self.task
+            .shared()
+            .observe(Observer::Sink(observer, self.id, self.meta.clone()));
     }
 
     fn hooks(&mut self) -> &mut Hooks {
@@ -783,5 +794,69 @@ impl Future for JobFuture {
                 Poll::Ready(job.finish(Err(TaskError::from_panic(payload))))
             }
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::{Executor, InlineExecutor};
+    use std::sync::Mutex;
+
+    /// Records every end it hears of.
+    #[derive(Default)]
+    struct Heard(Mutex<Vec<(Status, TaskId, String)>>);
+
+    impl EndObserver for Heard {
+        fn ended(&self, status: Status, id: TaskId, meta: &MetaRef) {
+            let mut heard = self.0.lock().unwrap();
+            heard.push((status, id, meta.name().to_owned()));
+        }
+    }
+
+    #[test]
+    fn a_shared_observer_hears_each_end_with_the_task_id_and_name() {
+        let heard = Arc::new(Heard::default());
+        let exec = InlineExecutor::new("inline");
+        let (ok, ok_handle) = Job::once(TaskMeta::new("ok"), |_| Ok::<_, TaskError>(1));
+        let (bad, bad_handle) = Job::once(TaskMeta::new("bad"), |_| {
+            Err::<u32, _>(TaskError::failed("planned"))
+        });
+        let (never, never_handle) = Job::once(TaskMeta::new("never"), |_| Ok::<_, TaskError>(3));
+        let ids = [ok.id(), bad.id(), never.id()];
+        // A closure observer on the same task still hears of the end, after the shared one.
+        let closure_heard = Arc::new(Mutex::new(None));
+        let sink = closure_heard.clone();
+        for job in [&ok, &bad, &never] {
+            job.observe_with(heard.clone());
+        }
+        ok.observe(move |s| *sink.lock().unwrap() = Some(s));
+        exec.execute(ok).unwrap();
+        exec.execute(bad).unwrap();
+        drop(never);
+        assert_eq!(ok_handle.wait().unwrap(), 1);
+        assert!(bad_handle.wait().is_err());
+        assert!(never_handle.wait().is_err());
+        let heard = heard.0.lock().unwrap().clone();
+        assert_eq!(
+            heard,
+            vec![
+                (Status::Completed, ids[0], "ok".to_owned()),
+                (Status::Failed, ids[1], "bad".to_owned()),
+                (Status::NotStarted, ids[2], "never".to_owned()),
+            ]
+        );
+        assert_eq!(*closure_heard.lock().unwrap(), Some(Status::Completed));
+    }
+
+    #[test]
+    fn an_observer_added_after_the_end_hears_of_it_at_once() {
+        let heard = Arc::new(Heard::default());
+        let (job, handle) = Job::once(TaskMeta::new("late"), |_| Ok::<_, TaskError>(()));
+        assert!(handle.cancel(), "a queued task cancels at once");
+        job.observe_with(heard.clone());
+        let heard = heard.0.lock().unwrap().clone();
+        assert_eq!(heard.len(), 1);
+        assert_eq!(heard[0].0, Status::Cancelled);
     }
 }

@@ -6,7 +6,7 @@
 
 use crate::admission::Admission;
 use crate::cancel::{CancelSource, CancelToken};
-use crate::handle::Shared;
+use crate::handle::{Observer, Shared};
 use crate::sync::{AtomicUsize, Mutex, Ordering};
 use crate::{Status, TaskHandle, TaskId};
 use loom::thread;
@@ -62,7 +62,9 @@ fn loom_handle_resolves_once_and_observers_agree() {
         let handle = TaskHandle::new(TaskId::next(), shared.clone());
         let ledger = Arc::new(Mutex::new(Vec::new()));
         let sink = ledger.clone();
-        shared.observe(Box::new(move |status| sink.lock().unwrap().push(status)));
+        shared.observe(Observer::Call(Box::new(move |status| {
+            sink.lock().unwrap().push(status)
+        })));
         let worker = {
             let shared = shared.clone();
             thread::spawn(move || {
@@ -79,7 +81,9 @@ fn loom_handle_resolves_once_and_observers_agree() {
         };
         let heard = Arc::new(Mutex::new(Vec::new()));
         let sink = heard.clone();
-        shared.observe(Box::new(move |status| sink.lock().unwrap().push(status)));
+        shared.observe(Observer::Call(Box::new(move |status| {
+            sink.lock().unwrap().push(status)
+        })));
         let result = handle.wait();
         let in_ledger = ledger.lock().unwrap().clone();
         worker.join().unwrap();

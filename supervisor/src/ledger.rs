@@ -4,8 +4,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use executor_core::backend::StatusCounters;
-use executor_core::{Job, Policy, ShutdownReport, Status, TaskRecord};
+use executor_core::backend::{EndObserver, MetaRef, StatusCounters};
+use executor_core::{Job, Policy, ShutdownReport, Status, TaskId, TaskRecord};
 
 use crate::outcome::Track;
 
@@ -13,7 +13,9 @@ use crate::outcome::Track;
 /// those that never ran.
 #[derive(Debug, Default)]
 pub(crate) struct Ledger {
-    submitted: AtomicU64,
+    /// On a cache line of its own: submitters write it, while the workers that end tasks
+    /// write the reference count at the head of the `Arc` this ledger lives in.
+    submitted: Padded<AtomicU64>,
     /// Sharded by thread: tasks end on every worker at once.
     ended: StatusCounters,
     never_ran: Mutex<Vec<TaskRecord>>,
@@ -23,50 +25,45 @@ impl Ledger {
     /// Counts `job` as submitted and arranges for its end to be counted and, when given a
     /// policy, observed by it.
     pub(crate) fn track(self: &Arc<Self>, job: &mut Job, observer: Option<&Arc<dyn Policy>>) {
-        self.submitted.fetch_add(1, Relaxed);
+        self.submitted.0.fetch_add(1, Relaxed);
+        let Some(observer) = observer else {
+            // The hot path: no policy to tell, so the ledger itself observes the task,
+            // with no closure to allocate.
+            job.observe_with(self.clone());
+            return;
+        };
         let ledger = self.clone();
         let id = job.id();
         // A cheap reference: the name is copied only for a task that never ran.
         let meta = job.meta_ref().clone();
-        let observer = observer.map(|policy| {
-            let track = Track::new(policy.wants_cpu_time(), job.is_async());
-            job.on_every_run(track.hook());
-            (policy.clone(), track)
-        });
+        let policy = observer.clone();
+        let track = Track::new(policy.wants_cpu_time(), job.is_async());
+        job.on_every_run(track.hook());
         job.observe(move |status| {
             // The policy hears of the end before the ledger counts it, so a caller that
             // waits for the count sees what the policy learnt.
-            if let Some((policy, track)) = observer {
-                let outcome = track.outcome(status);
-                let run = std::panic::AssertUnwindSafe(|| policy.observe(&meta, &outcome));
-                if let Err(payload) = std::panic::catch_unwind(run) {
-                    tracing::error!(
-                        panic = executor_core::panic_message(&*payload),
-                        "the policy's observe panicked"
-                    );
-                }
+            let outcome = track.outcome(status);
+            let run = std::panic::AssertUnwindSafe(|| policy.observe(&meta, &outcome));
+            if let Err(payload) = std::panic::catch_unwind(run) {
+                tracing::error!(
+                    panic = executor_core::panic_message(&*payload),
+                    "the policy's observe panicked"
+                );
             }
-            ledger.ended.add(status);
-            if status == Status::NotStarted {
-                ledger
-                    .never_ran
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(TaskRecord::new(id, &meta));
-            }
+            ledger.ended(status, id, &meta);
         });
     }
 
     /// Counts a task refused at submission (the supervisor was shut down).
     pub(crate) fn refused(&self) {
-        self.submitted.fetch_add(1, Relaxed);
+        self.submitted.0.fetch_add(1, Relaxed);
         self.ended.add(Status::Rejected);
     }
 
     /// Tasks submitted and not yet ended.
     pub(crate) fn unresolved(&self) -> u64 {
         let ended = self.ended.total();
-        self.submitted.load(Relaxed).saturating_sub(ended)
+        self.submitted.0.load(Relaxed).saturating_sub(ended)
     }
 
     /// The counts now.
@@ -84,7 +81,7 @@ impl Ledger {
             submitted: 0,
         };
         LedgerCounts {
-            submitted: self.submitted.load(Relaxed),
+            submitted: self.submitted.0.load(Relaxed),
             ..counts
         }
     }
@@ -100,6 +97,23 @@ impl Ledger {
         v
     }
 }
+
+impl EndObserver for Ledger {
+    fn ended(&self, status: Status, id: TaskId, meta: &MetaRef) {
+        self.ended.add(status);
+        if status == Status::NotStarted {
+            self.never_ran
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(TaskRecord::new(id, meta));
+        }
+    }
+}
+
+/// A value on a cache line (pair) of its own.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded<T>(T);
 
 /// How many tasks the supervisor was handed, and how many ended each way.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -27,6 +27,17 @@ use crate::auto::{AutoSettings, Class, Learner};
 use crate::layer::{Limit, LimitScope, Rate, RetryPolicy};
 use crate::routing::{self, Explanation, Matcher};
 
+/// Where the policy file sends a task (see [`PolicyConfig::route_pos`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RoutePos {
+    /// The `[[route]]` rule at this index.
+    Rule(usize),
+    /// The CPU executor of the `executor = "auto"` rule at this index.
+    AutoCpu(usize),
+    /// The `[defaults]`.
+    Defaults,
+}
+
 /// A validated policy file: executors, defaults and ordered routes.
 ///
 /// Building one checks everything that does not depend on which backends are registered;
@@ -177,6 +188,24 @@ impl PolicyConfig {
             .position(|r| r.matcher.matches(name, &has_tag))
     }
 
+    /// Where [`route`](Policy::route) sends a task, as a position in the file (so the
+    /// supervisor finds the compiled route by index, not by comparing routes).
+    #[inline]
+    pub(crate) fn route_pos(&self, meta: &TaskMeta) -> RoutePos {
+        match self.select_index(meta.name(), |t| meta.has_tag(t)) {
+            Some(i) => {
+                if self.routes[i].auto_cpu.is_some()
+                    && self.learner.class(meta.name()) == Some(Class::Cpu)
+                {
+                    RoutePos::AutoCpu(i)
+                } else {
+                    RoutePos::Rule(i)
+                }
+            }
+            None => RoutePos::Defaults,
+        }
+    }
+
     /// Which route a task takes, and why; for an `executor = "auto"` route, what was
     /// learned of the task's name.
     pub fn explain(&self, meta: &TaskMeta) -> Explanation {
@@ -253,15 +282,16 @@ impl PolicyConfig {
 impl Policy for PolicyConfig {
     #[inline]
     fn route(&self, meta: &TaskMeta) -> &Route {
-        match self.select_index(meta.name(), |t| meta.has_tag(t)) {
-            Some(i) => {
-                let rule = &self.routes[i];
-                match &rule.auto_cpu {
-                    Some(cpu) if self.learner.class(meta.name()) == Some(Class::Cpu) => &cpu.route,
-                    _ => &rule.route.route,
-                }
+        match self.route_pos(meta) {
+            RoutePos::Rule(i) => &self.routes[i].route.route,
+            RoutePos::AutoCpu(i) => {
+                &self.routes[i]
+                    .auto_cpu
+                    .as_ref()
+                    .expect("AutoCpu is given only for an auto rule")
+                    .route
             }
-            None => &self.defaults.route,
+            RoutePos::Defaults => &self.defaults.route,
         }
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use executor_core::{Executor, Job, Policy, Route, ShutdownMode, TaskMeta};
 
-use crate::config::{ConfigError, ExecutorConfig, Kind, PolicyConfig, RouteSpec};
+use crate::config::{ConfigError, ExecutorConfig, Kind, PolicyConfig, RoutePos, RouteSpec};
 use crate::layer::limiter::Limiter;
 use crate::layer::{Base, Layer, LayerContext, Limit, Service};
 use crate::registry::{ExecutorPlan, Registry};
@@ -35,6 +35,9 @@ pub(crate) struct Table {
     pub(crate) observer: Option<Arc<dyn Policy>>,
     /// True when a policy written in code routes (the file, if any, only gives settings).
     code_policy: bool,
+    /// When the policy file routes: the index in `routes` of each rule's auto CPU route,
+    /// by rule, and of the defaults. `select` then finds a route by index.
+    file_positions: Option<(Vec<usize>, usize)>,
     pub(crate) executors: BTreeMap<String, Arc<dyn Executor>>,
     /// For the policy file: its rules in order, then the defaults. For a code policy: a
     /// route per executor and rule name that has layers, then one per executor for any
@@ -64,6 +67,14 @@ impl Table {
     /// when the policy names an executor this supervisor does not have.
     #[inline]
     pub(crate) fn select(&self, meta: &TaskMeta) -> Result<&Compiled, &str> {
+        if let (Some((auto, defaults)), Some(config)) = (&self.file_positions, &self.config) {
+            let index = match config.route_pos(meta) {
+                RoutePos::Rule(i) => i,
+                RoutePos::AutoCpu(i) => auto[i],
+                RoutePos::Defaults => *defaults,
+            };
+            return Ok(&self.routes[index]);
+        }
         let route = self.policy.route(meta);
         let addr = route as *const Route as usize;
         if let Some(c) = self.routes.iter().find(|c| c.addr == addr) {
@@ -235,6 +246,7 @@ pub(crate) fn compile(
     let mut routes = Vec::new();
     let policy: Arc<dyn Policy>;
     let observer;
+    let mut file_positions = None;
     match (&code.policy, &config) {
         (Some(p), _) => {
             policy = p.clone();
@@ -267,6 +279,18 @@ pub(crate) fn compile(
                 let addr = &spec.route as *const Route as usize;
                 routes.push(compile_one(&spec.route, Some(spec), addr, false));
             }
+            // Compiled in that order: the rules, then the auto CPU routes, then defaults.
+            let mut next_auto = c.routes().len();
+            let auto_at = c
+                .routes()
+                .iter()
+                .map(|r| {
+                    let at = next_auto;
+                    next_auto += usize::from(r.auto_cpu().is_some());
+                    at
+                })
+                .collect();
+            file_positions = Some((auto_at, routes.len() - 1));
         }
         (None, None) => {
             return Err(ConfigError::new(
@@ -282,6 +306,7 @@ pub(crate) fn compile(
             policy,
             observer,
             code_policy: code.policy.is_some(),
+            file_positions,
             executors,
             routes,
         },
