@@ -3,7 +3,7 @@
 use crate::sync::{AtomicU8, Mutex, Ordering};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker};
 
 const LIVE: u8 = 0;
@@ -82,6 +82,10 @@ impl CancelFlag {
 pub(crate) trait CancelSource: Send + Sync {
     fn flag(&self) -> &CancelFlag;
     fn fired(&self, _reason: CancelReason) {}
+    /// True once the task this flag belongs to has ended.
+    fn is_done(&self) -> bool {
+        false
+    }
 }
 
 impl CancelSource for CancelFlag {
@@ -106,6 +110,11 @@ impl CancelToken {
 
     pub(crate) fn from_source(source: Arc<dyn CancelSource>) -> Self {
         CancelToken(source)
+    }
+
+    /// A weak form of this token, which does not keep the task's state alive.
+    pub fn downgrade(&self) -> WeakCancelToken {
+        WeakCancelToken(Arc::downgrade(&self.0))
     }
 
     /// Asks the task to stop; false when the token had fired already.
@@ -146,6 +155,43 @@ impl CancelToken {
 
     pub(crate) fn flag(&self) -> &CancelFlag {
         self.0.flag()
+    }
+
+    /// True once the task this token belongs to has ended (always false for a token
+    /// made with [`new`](Self::new)): a timer holding it has nothing left to do.
+    pub fn is_finished(&self) -> bool {
+        self.0.is_done()
+    }
+}
+
+/// A [`CancelToken`] that does not keep its task's state alive: what a timer that may
+/// outlive the task holds (a timeout's deadline queue), so a task that ended long before
+/// its deadline frees its result at once. [`upgrade`](Self::upgrade) gives the token
+/// back while the task's state lives.
+#[derive(Clone)]
+pub struct WeakCancelToken(Weak<dyn CancelSource>);
+
+impl WeakCancelToken {
+    pub(crate) fn from_weak(source: Weak<dyn CancelSource>) -> Self {
+        WeakCancelToken(source)
+    }
+
+    /// The token, while something (the task, its handle, a token) keeps the state alive.
+    pub fn upgrade(&self) -> Option<CancelToken> {
+        self.0.upgrade().map(CancelToken)
+    }
+
+    /// False once nothing keeps the task's state alive (upgrading would fail).
+    pub fn is_alive(&self) -> bool {
+        self.0.strong_count() > 0
+    }
+}
+
+impl std::fmt::Debug for WeakCancelToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeakCancelToken")
+            .field("alive", &self.is_alive())
+            .finish()
     }
 }
 

@@ -252,6 +252,10 @@ impl<T: Send + 'static> CancelSource for Shared<T> {
     fn fired(&self, reason: CancelReason) {
         self.on_fired(reason);
     }
+
+    fn is_done(&self) -> bool {
+        self.lifecycle.load(Ordering::Acquire) == DONE
+    }
 }
 
 /// The handle of a submitted task: wait for it (`wait`, `wait_timeout`), `.await` it, or

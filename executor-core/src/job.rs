@@ -3,7 +3,9 @@
 use crate::backend::MetaRef;
 use crate::cancel::{CancelReason, CancelSource};
 use crate::handle::{EndObserver, Observer, Shared};
-use crate::{CancelToken, Status, TaskContext, TaskError, TaskHandle, TaskId, TaskMeta};
+use crate::{
+    CancelToken, Status, TaskContext, TaskError, TaskHandle, TaskId, TaskMeta, WeakCancelToken,
+};
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -138,6 +140,7 @@ trait ErasedTask: Send {
     fn can_retry(&self) -> bool;
     fn shared(&self) -> &dyn SharedOps;
     fn token(&self) -> CancelToken;
+    fn weak_token(&self) -> WeakCancelToken;
     /// Runs a blocking body; `Ok` when it returned its value, which waits for
     /// [`deliver`](Self::deliver).
     fn run_blocking(&mut self, ctx: &TaskContext) -> Result<(), TaskError>;
@@ -296,6 +299,11 @@ impl<T: Send + 'static, B: Body<T>> ErasedTask for Cell<T, B> {
     fn token(&self) -> CancelToken {
         CancelToken::from_source(self.shared.clone() as Arc<dyn CancelSource>)
     }
+    fn weak_token(&self) -> WeakCancelToken {
+        let weak: std::sync::Weak<Shared<T>> = Arc::downgrade(&self.shared);
+        let weak: std::sync::Weak<dyn CancelSource> = weak;
+        WeakCancelToken::from_weak(weak)
+    }
     fn run_blocking(&mut self, ctx: &TaskContext) -> Result<(), TaskError> {
         self.value = Some(self.body.call(ctx)?);
         Ok(())
@@ -453,6 +461,12 @@ impl Job {
     /// The task's cancellation token.
     pub fn cancel_token(&self) -> CancelToken {
         self.task.token()
+    }
+
+    /// The task's cancellation token in its weak form (one reference-count step, and
+    /// the task's state is not kept alive by it).
+    pub fn weak_cancel_token(&self) -> WeakCancelToken {
+        self.task.weak_token()
     }
 
     /// Calls `observer` once with the final status when the task's handle resolves.

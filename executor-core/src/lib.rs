@@ -67,7 +67,7 @@ pub mod testing;
 mod unstarted;
 
 pub use block_on::block_on;
-pub use cancel::{CancelReason, CancelToken, Cancellation};
+pub use cancel::{CancelReason, CancelToken, Cancellation, WeakCancelToken};
 pub use context::TaskContext;
 pub use error::{BoxError, Cancelled, SubmitError, TaskError, panic_message};
 pub use executor::{

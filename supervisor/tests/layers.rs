@@ -218,6 +218,63 @@ timeout = "100ms"
     assert_eq!(report.counts.timed_out, 2);
 }
 
+/// Every task of a timeout route shares one deadline queue: tasks that overrun all time
+/// out (each at its own deadline, in order), and a task that ended early leaves nothing
+/// of its state behind for the timer to hold until its deadline.
+#[test]
+fn many_deadlines_fire_in_order_and_an_early_end_frees_the_task_at_once() {
+    let sup = Supervisor::from_toml(
+        r#"
+[executors.io]
+backend = "threads"
+workers = 2
+[defaults]
+executor = "io"
+timeout = "150ms"
+[[route]]
+match = { name = "long" }
+executor = "io"
+timeout = "1h"
+"#,
+    )
+    .unwrap();
+    let (release, held) = crossbeam_channel::unbounded::<()>();
+    let overrun: Vec<_> = (0..6)
+        .map(|_| {
+            let held = held.clone();
+            sup.submit(move || {
+                let _ = held.recv();
+            })
+        })
+        .collect();
+    for h in overrun {
+        assert!(wait(h).unwrap_err().is_timeout());
+    }
+    for _ in 0..6 {
+        release.send(()).unwrap();
+    }
+    // A task on the one-hour route ends at once; its handle is dropped unread, so only
+    // the task's state (held weakly by the deadline queue) keeps the result alive.
+    let marker = Arc::new(());
+    let inside = marker.clone();
+    let done = sup.run(TaskMeta::new("long"), move |_| {
+        Ok::<_, TaskError>(inside.clone())
+    });
+    drop(done);
+    let bound = Instant::now() + WAIT;
+    while Arc::strong_count(&marker) > 1 {
+        assert!(
+            Instant::now() < bound,
+            "the result of an ended task stayed alive until its deadline"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let report = sup.shutdown_ledger(ShutdownMode::Graceful(WAIT));
+    assert!(report.is_balanced(), "{report}");
+    assert_eq!(report.counts.timed_out, 6, "{report}");
+    assert_eq!(report.counts.completed, 1, "{report}");
+}
+
 #[test]
 fn per_key_concurrency_is_never_exceeded() {
     let sup = Supervisor::from_toml(

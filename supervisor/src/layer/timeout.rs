@@ -1,10 +1,11 @@
 //! The timeout layer: a deadline counted from when the task passes it, after which the
 //! task's handle resolves as timed out.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use executor_core::{CancelToken, Job, SubmitError};
+use executor_core::{Job, SubmitError, WeakCancelToken};
 
 use super::{Layer, LayerContext, Service};
 use crate::scheduler::{Core, Timed, lock};
@@ -34,7 +35,14 @@ impl Layer for Timeout {
         Arc::new(TimeoutService {
             inner,
             after: self.after,
-            core: cx.core.clone(),
+            deadlines: Arc::new(Deadlines {
+                core: cx.core.clone(),
+                pending: Mutex::new(Pending {
+                    queue: VecDeque::new(),
+                    armed: false,
+                    sweep_at: SWEEP_MIN,
+                }),
+            }),
         })
     }
 }
@@ -42,41 +50,105 @@ impl Layer for Timeout {
 struct TimeoutService {
     inner: Arc<dyn Service>,
     after: Duration,
-    core: Arc<Core>,
+    deadlines: Arc<Deadlines>,
 }
 
 impl Service for TimeoutService {
     fn dispatch(&self, mut job: Job) -> Result<(), SubmitError> {
-        let deadline = Instant::now() + self.after;
-        // An earlier deadline (a timeout layer further out) stays.
-        if job.deadline().is_none_or(|d| deadline < d) {
-            job.set_deadline(Some(deadline));
-            let slot = Arc::new(Mutex::new(Some(job.cancel_token())));
-            let release = slot.clone();
-            // Once the task ends the timer has nothing to do: let go of the token (and
-            // with it the task's result slot) now rather than at the deadline.
-            job.observe(move |_| drop(lock(&release).take()));
-            // Refused only while the supervisor shuts down, which ends the task anyway.
-            let _ = self.core.at(deadline, Box::new(Expire(slot)));
+        let mut arm = None;
+        {
+            let mut pending = lock(&self.deadlines.pending);
+            // Read under the lock, so the queue's deadlines never go down.
+            let deadline = Instant::now() + self.after;
+            // An earlier deadline (a timeout layer further out) stays.
+            if job.deadline().is_none_or(|d| deadline < d) {
+                job.set_deadline(Some(deadline));
+                // Weak: a task that ends long before its deadline frees its state at once.
+                pending.queue.push_back((deadline, job.weak_cancel_token()));
+                if !pending.armed {
+                    pending.armed = true;
+                    arm = Some(deadline);
+                }
+                pending.sweep_if_large();
+            }
+        }
+        if let Some(at) = arm {
+            self.deadlines.arm(at);
         }
         self.inner.dispatch(job)
     }
 }
 
-/// A task's deadline: expires its token (the handle resolves as timed out).
-struct Expire(Arc<Mutex<Option<CancelToken>>>);
+/// Below this many queued deadlines the queue is never swept of ended tasks.
+const SWEEP_MIN: usize = 4096;
 
-impl Timed for Expire {
-    fn fire(self: Box<Self>) {
-        // Take the token out before firing it: firing runs the task's observers, one of
-        // which empties this slot.
-        let token = lock(&self.0).take();
-        if let Some(token) = token {
-            token.expire();
+/// The deadlines of one timeout layer's tasks. Every task gets the same `after`, so
+/// deadlines arrive in order: a FIFO queue does what a timer heap would, and the scheduler
+/// holds one timer for the whole queue (its earliest deadline), not one per task.
+struct Deadlines {
+    core: Arc<Core>,
+    pending: Mutex<Pending>,
+}
+
+struct Pending {
+    queue: VecDeque<(Instant, WeakCancelToken)>,
+    /// A scheduler timer is set for the queue's front (or is about to be).
+    armed: bool,
+    /// The queue length at which ended tasks are swept out of it.
+    sweep_at: usize,
+}
+
+impl Pending {
+    /// Drops the entries of tasks whose state is gone, once the queue has doubled since
+    /// the last sweep: memory stays in proportion to the tasks alive, for any timeout.
+    fn sweep_if_large(&mut self) {
+        if self.queue.len() >= self.sweep_at {
+            self.queue.retain(|(_, token)| token.is_alive());
+            self.sweep_at = (self.queue.len() * 2).max(SWEEP_MIN);
         }
     }
+}
 
-    fn alive(&self) -> bool {
-        lock(&self.0).is_some()
+impl Deadlines {
+    /// Sets the scheduler's timer for `at`. Refused only while the supervisor shuts
+    /// down, which ends the tasks anyway.
+    fn arm(self: &Arc<Self>, at: Instant) {
+        let _ = self.core.at(at, Box::new(Due(self.clone())));
+    }
+}
+
+/// The scheduler's timer for a queue's earliest deadline: expires every task that is due
+/// (its handle resolves as timed out), then sets itself for the next.
+struct Due(Arc<Deadlines>);
+
+impl Timed for Due {
+    fn fire(self: Box<Self>) {
+        let deadlines = self.0;
+        let now = Instant::now();
+        let mut due = Vec::new();
+        let next = {
+            let mut pending = lock(&deadlines.pending);
+            while let Some((at, _)) = pending.queue.front()
+                && *at <= now
+            {
+                if let Some((_, token)) = pending.queue.pop_front() {
+                    due.push(token);
+                }
+            }
+            let next = pending.queue.front().map(|(at, _)| *at);
+            pending.armed = next.is_some();
+            next
+        };
+        // Outside the lock: expiring a token runs the task's observers.
+        for token in due {
+            if let Some(token) = token.upgrade()
+                && !token.is_finished()
+            {
+                token.expire();
+            }
+        }
+        if let Some(at) = next {
+            deadlines.arm(at);
+        }
     }
 }
