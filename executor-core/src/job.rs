@@ -341,6 +341,8 @@ pub struct Job {
     hooks: Option<Box<Hooks>>,
     started: bool,
     settled: bool,
+    /// A priority given by the route (see [`Job::set_priority`]); the meta's otherwise.
+    priority: Option<i8>,
 }
 
 impl Job {
@@ -363,6 +365,7 @@ impl Job {
             hooks: None,
             started: false,
             settled: false,
+            priority: None,
         };
         (job, handle)
     }
@@ -417,6 +420,23 @@ impl Job {
     /// The task's meta as a cheap shared reference (keep it without copying the meta).
     pub fn meta_ref(&self) -> &MetaRef {
         &self.meta
+    }
+
+    /// The priority queues serve this job by: the one set with
+    /// [`set_priority`](Self::set_priority), else the meta's ([`TaskMeta::priority`], 0
+    /// unless set).
+    #[inline]
+    pub fn priority(&self) -> i8 {
+        match self.priority {
+            Some(p) => p,
+            None => self.meta.priority(),
+        }
+    }
+
+    /// Sets the priority queues serve this job by, for all its attempts (the supervisor
+    /// sets a route's priority here for a task whose meta has none).
+    pub fn set_priority(&mut self, priority: i8) {
+        self.priority = Some(priority);
     }
 
     /// Which attempt the next run is (1-based).

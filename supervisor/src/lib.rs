@@ -158,6 +158,7 @@
 //! | `timeout` | duration or `"none"` | none | see below |
 //! | `retries` | table | none | see below |
 //! | `limit` | table | none | see below |
+//! | `priority` | integer -128..=127 | none (0) | see below |
 //!
 //! ## `[[route]]` — ordered rules; the first match wins
 //!
@@ -168,7 +169,7 @@
 //! | `match.tags` | list of strings | `[]` | tags the task must all carry |
 //! | `executor` | string | `[defaults]`'s | where matching tasks run; `"auto"` learns it (below) |
 //! | `auto` | `{ io = "NAME", cpu = "NAME" }` | required with `executor = "auto"` | the pair auto placement picks from |
-//! | `timeout`, `retries`, `limit` | as in `[defaults]` | `[defaults]`'s | a key left out is inherited |
+//! | `timeout`, `retries`, `limit`, `priority` | as in `[defaults]` | `[defaults]`'s | a key left out is inherited |
 //!
 //! Routing is total: a task no rule matches takes `[defaults]`. [`Supervisor::explain`]
 //! says which rule matched and why the earlier ones did not. Rules are named `defaults`
@@ -197,6 +198,12 @@
 //!   aging: each 8 tasks served raise a waiting task by one level, so a low priority
 //!   waits a bounded number of turns. It holds no worker thread and the caller of
 //!   `execute` does not wait.
+//! - **`priority`** (integer -128..=127): the priority of the route's tasks, for the
+//!   queues that serve by priority (limit waits, retries due at once, the `threads`
+//!   backend's queue; higher first, with aging). Precedence: a task's own
+//!   [`TaskMeta::with_priority`](executor_core::TaskMeta::with_priority), else the
+//!   matching `[[route]]`'s `priority`, else `[defaults]`'s (inherited like every key),
+//!   else 0.
 //!
 //! ## `executor = "auto"` and `[auto]` — placement that learns
 //!

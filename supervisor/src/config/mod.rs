@@ -59,6 +59,9 @@ pub struct RouteSpec {
     pub timeout: Option<Duration>,
     /// Concurrency and rate limits.
     pub limit: Option<Limit>,
+    /// The priority of the route's tasks whose [`TaskMeta`] has none (a task's own
+    /// [`TaskMeta::with_priority`] wins; a `[[route]]` without one takes `[defaults]`'s).
+    pub priority: Option<i8>,
 }
 
 impl RouteSpec {
@@ -68,6 +71,7 @@ impl RouteSpec {
             retry: None,
             timeout: None,
             limit: None,
+            priority: None,
         }
     }
 
@@ -76,9 +80,12 @@ impl RouteSpec {
         self.route.executor()
     }
 
-    /// True when the route has a timeout, retries or limits.
+    /// True when the route has a timeout, retries, limits or a priority.
     pub fn has_layers(&self) -> bool {
-        self.retry.is_some() || self.timeout.is_some() || self.limit.is_some()
+        self.retry.is_some()
+            || self.timeout.is_some()
+            || self.limit.is_some()
+            || self.priority.is_some()
     }
 }
 
@@ -386,6 +393,7 @@ impl Validator<'_> {
         defaults.timeout = self.timeout(d.timeout.as_ref())?;
         defaults.retry = d.retries.map(|r| self.retries(r)).transpose()?;
         defaults.limit = d.limit.map(|l| self.limit(l)).transpose()?;
+        defaults.priority = self.priority(d.priority.as_ref())?;
 
         let mut routes = Vec::new();
         for (i, route) in raw.route.into_iter().enumerate() {
@@ -450,6 +458,10 @@ impl Validator<'_> {
             route.limit = match r.limit {
                 Some(x) => Some(self.limit(x)?),
                 None => defaults.limit,
+            };
+            route.priority = match &r.priority {
+                Some(_) => self.priority(r.priority.as_ref())?,
+                None => defaults.priority,
             };
             let auto_cpu = cpu.map(|cpu| {
                 let mut spec = route.clone();
@@ -629,6 +641,22 @@ impl Validator<'_> {
                 Ok(Some(d))
             }
         }
+    }
+
+    fn priority(&self, value: Option<&Spanned<i64>>) -> Result<Option<i8>, ConfigError> {
+        value
+            .map(|v| {
+                i8::try_from(*v.get_ref()).map_err(|_| {
+                    self.invalid(
+                        v.span(),
+                        format!(
+                            "priority must be between -128 and 127, found {}",
+                            v.get_ref()
+                        ),
+                    )
+                })
+            })
+            .transpose()
     }
 
     fn retries(&self, raw: Spanned<RawRetries>) -> Result<RetryPolicy, ConfigError> {

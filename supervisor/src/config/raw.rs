@@ -45,6 +45,7 @@ pub(crate) struct RawAuto {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawDefaults {
     pub(crate) executor: Spanned<String>,
+    pub(crate) priority: Option<Spanned<i64>>,
     pub(crate) timeout: Option<Spanned<String>>,
     pub(crate) retries: Option<Spanned<RawRetries>>,
     pub(crate) limit: Option<Spanned<RawLimit>>,
@@ -57,6 +58,7 @@ pub(crate) struct RawRoute {
     pub(crate) matcher: Spanned<RawMatch>,
     pub(crate) executor: Option<Spanned<String>>,
     pub(crate) auto: Option<Spanned<RawAuto>>,
+    pub(crate) priority: Option<Spanned<i64>>,
     pub(crate) timeout: Option<Spanned<String>>,
     pub(crate) retries: Option<Spanned<RawRetries>>,
     pub(crate) limit: Option<Spanned<RawLimit>>,

@@ -223,6 +223,16 @@ pub(crate) fn compile(
         for layer in layers.into_iter().rev() {
             stack = Some(layer.layer(stack.unwrap_or_else(base), &cx));
         }
+        if let Some(priority) = spec.and_then(|s| s.priority) {
+            // Outermost, so every layer (and the executor) sees the route's priority.
+            let inner = stack.unwrap_or_else(base);
+            stack = Some(Arc::new(move |mut job: Job| {
+                if job.meta().explicit_priority().is_none() {
+                    job.set_priority(priority);
+                }
+                inner.dispatch(job)
+            }));
+        }
         Compiled {
             addr,
             route: route.clone(),
