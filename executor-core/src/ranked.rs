@@ -115,6 +115,15 @@ impl<T> Ranked<T> {
         self.served
     }
 
+    /// Takes the first item (in queue order) for which `pred` is true, out of turn: it
+    /// does not count as a serve (a submission taking back what it queued, say).
+    pub fn take_first(&mut self, mut pred: impl FnMut(&T) -> bool) -> Option<T> {
+        let i = self.items.iter().position(|(_, _, t)| pred(t))?;
+        let (p, _, item) = self.items.remove(i)?;
+        self.nonzero -= usize::from(p != 0);
+        Some(item)
+    }
+
     /// Takes every item, in queue order.
     pub fn drain(&mut self) -> impl Iterator<Item = T> + '_ {
         self.nonzero = 0;
