@@ -62,6 +62,9 @@ pub struct RouteSpec {
     /// The priority of the route's tasks whose [`TaskMeta`] has none (a task's own
     /// [`TaskMeta::with_priority`] wins; a `[[route]]` without one takes `[defaults]`'s).
     pub priority: Option<i8>,
+    /// Set on the route an `executor = "auto"` rule takes for a name whose polls block
+    /// their worker: its async jobs run on a thread ([`executor_core::Job::set_on_thread`]).
+    pub on_thread: bool,
 }
 
 impl RouteSpec {
@@ -72,6 +75,7 @@ impl RouteSpec {
             timeout: None,
             limit: None,
             priority: None,
+            on_thread: false,
         }
     }
 
@@ -86,6 +90,7 @@ impl RouteSpec {
             || self.timeout.is_some()
             || self.limit.is_some()
             || self.priority.is_some()
+            || self.on_thread
     }
 }
 
@@ -108,6 +113,12 @@ pub struct RouteRule {
     route: RouteSpec,
     /// For `executor = "auto"`: the same route to the CPU executor.
     auto_cpu: Option<Box<RouteSpec>>,
+    /// For `executor = "auto"`: the route of a name whose polls block their worker (the
+    /// `blocking` executor, else the I/O one, with [`RouteSpec::on_thread`]).
+    auto_blocking: Option<Box<RouteSpec>>,
+    /// For `executor = "auto"`: whether the I/O and the CPU executor's threads must not
+    /// block (a tokio runtime's workers, a rayon pool), so a task that blocks there counts.
+    worker_pools: (bool, bool),
 }
 
 /// The default `backoff` of `retries`.
@@ -202,8 +213,9 @@ impl PolicyConfig {
                     self.learner.settings().min_samples
                 ),
             };
+            let blocking = rule.auto_blocking.as_deref().map_or("", |b| b.executor());
             explanation.learned = Some(format!(
-                "{learned} (io = \"{}\", cpu = \"{}\")",
+                "{learned} (io = \"{}\", cpu = \"{}\", blocking = \"{blocking}\")",
                 rule.route.executor(),
                 cpu.executor()
             ));
@@ -263,8 +275,12 @@ impl Policy for PolicyConfig {
         match self.select_index(meta.name(), |t| meta.has_tag(t)) {
             Some(i) => {
                 let rule = &self.routes[i];
-                match &rule.auto_cpu {
-                    Some(cpu) if self.learner.class(meta.name()) == Some(Class::Cpu) => &cpu.route,
+                match (&rule.auto_cpu, &rule.auto_blocking) {
+                    (Some(cpu), Some(blocking)) => match self.learner.placement(meta.name()) {
+                        Some((Class::Cpu, _)) => &cpu.route,
+                        Some((Class::Io, true)) => &blocking.route,
+                        _ => &rule.route.route,
+                    },
                     _ => &rule.route.route,
                 }
             }
@@ -279,7 +295,13 @@ impl Policy for PolicyConfig {
         if let Some(i) = self.select_index(meta.name(), |t| meta.has_tag(t))
             && self.routes[i].auto_cpu.is_some()
         {
-            self.learner.record(meta.name(), outcome);
+            // Where it ran, as far as the name's placement now tells.
+            let (io, cpu) = self.routes[i].worker_pools;
+            let on_worker_pool = match self.learner.class(meta.name()) {
+                Some(Class::Cpu) => cpu,
+                _ => io,
+            };
+            self.learner.record_on(meta.name(), outcome, on_worker_pool);
         }
     }
 
@@ -328,6 +350,11 @@ impl RouteRule {
     /// For `executor = "auto"`: the same route on the CPU executor.
     pub fn auto_cpu(&self) -> Option<&RouteSpec> {
         self.auto_cpu.as_deref()
+    }
+
+    /// For `executor = "auto"`: the route of a name whose polls block their worker.
+    pub fn auto_blocking(&self) -> Option<&RouteSpec> {
+        self.auto_blocking.as_deref()
     }
 }
 
@@ -420,13 +447,19 @@ impl Validator<'_> {
                     ),
                 )
             })?;
-            let (executor, cpu) = match (&r.executor, &r.auto) {
+            let (executor, cpu, blocking) = match (&r.executor, &r.auto) {
                 (Some(e), Some(pair)) if e.get_ref() == "auto" => {
                     let pair = pair.get_ref();
                     let io = self.executor_ref(&pair.io, &names, &format!("{where_} auto.io"))?;
                     let cpu =
                         self.executor_ref(&pair.cpu, &names, &format!("{where_} auto.cpu"))?;
-                    (io, Some(cpu))
+                    let blocking = match &pair.blocking {
+                        Some(b) => {
+                            self.executor_ref(b, &names, &format!("{where_} auto.blocking"))?
+                        }
+                        None => io.clone(),
+                    };
+                    (io, Some(cpu), Some(blocking))
                 }
                 (Some(e), None) if e.get_ref() == "auto" => {
                     return Err(self.err(
@@ -443,8 +476,8 @@ impl Validator<'_> {
                         format!("key \"auto\" in {where_} needs executor = \"auto\""),
                     ));
                 }
-                (Some(e), None) => (self.executor_ref(e, &names, &where_)?, None),
-                (None, None) => (defaults.executor().to_owned(), None),
+                (Some(e), None) => (self.executor_ref(e, &names, &where_)?, None, None),
+                (None, None) => (defaults.executor().to_owned(), None, None),
             };
             let mut route = RouteSpec::new(executor, format!("route[{number}]"));
             route.timeout = match &r.timeout {
@@ -463,15 +496,30 @@ impl Validator<'_> {
                 Some(_) => self.priority(r.priority.as_ref())?,
                 None => defaults.priority,
             };
+            let holds = |name: &str| {
+                executors
+                    .iter()
+                    .find(|e| e.name == name)
+                    .is_some_and(|e| matches!(e.backend.as_str(), "tokio" | "rayon"))
+            };
+            let worker_pools = (holds(route.executor()), cpu.as_deref().is_some_and(&holds));
             let auto_cpu = cpu.map(|cpu| {
                 let mut spec = route.clone();
                 spec.route = Route::new(cpu, route.route.rule());
+                Box::new(spec)
+            });
+            let auto_blocking = blocking.map(|blocking| {
+                let mut spec = route.clone();
+                spec.route = Route::new(blocking, route.route.rule());
+                spec.on_thread = true;
                 Box::new(spec)
             });
             routes.push(RouteRule {
                 matcher,
                 route,
                 auto_cpu,
+                auto_blocking,
+                worker_pools,
             });
         }
         let has_auto = routes.iter().any(|r| r.auto_cpu.is_some());

@@ -39,6 +39,7 @@ pub(crate) struct RawAutoSettings {
 pub(crate) struct RawAuto {
     pub(crate) io: Spanned<String>,
     pub(crate) cpu: Spanned<String>,
+    pub(crate) blocking: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -223,6 +223,14 @@ pub(crate) fn compile(
         for layer in layers.into_iter().rev() {
             stack = Some(layer.layer(stack.unwrap_or_else(base), &cx));
         }
+        if spec.is_some_and(|s| s.on_thread) {
+            // A name whose polls block its worker: run its async jobs on a thread.
+            let inner = stack.unwrap_or_else(base);
+            stack = Some(Arc::new(move |mut job: Job| {
+                job.set_on_thread();
+                inner.dispatch(job)
+            }));
+        }
         if let Some(priority) = spec.and_then(|s| s.priority) {
             // Outermost, so every layer (and the executor) sees the route's priority.
             let inner = stack.unwrap_or_else(base);
@@ -272,8 +280,9 @@ pub(crate) fn compile(
             // The file learns only when a route says `executor = "auto"`.
             observer = c.has_auto().then(|| c.clone() as Arc<dyn Policy>);
             let auto = c.routes().iter().filter_map(|r| r.auto_cpu());
+            let blocking = c.routes().iter().filter_map(|r| r.auto_blocking());
             let specs = c.routes().iter().map(|r| r.route());
-            for spec in specs.chain(auto).chain([c.defaults()]) {
+            for spec in specs.chain(auto).chain(blocking).chain([c.defaults()]) {
                 let addr = &spec.route as *const Route as usize;
                 routes.push(compile_one(&spec.route, Some(spec), addr, false));
             }
