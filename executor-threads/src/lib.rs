@@ -2,9 +2,9 @@
 //!
 //! For blocking I/O and anything that must not share a CPU pool. The queue serves jobs in
 //! order of [`Job::priority`] (higher first, FIFO among equals) with aging, so a low
-//! priority still gets its turn (see [`Ranked`](executor_core::backend::Ranked)); jobs of
-//! the default priority 0 take a plain FIFO channel and pay nothing for it. The queue is
-//! bounded or unbounded; a full bounded queue blocks the caller, rejects the task, or runs it on the
+//! priority still gets its turn (see [`Ranked`]); jobs of the default priority 0 take a
+//! plain FIFO channel, and a worker reads one atomic to see that no other job waits. The
+//! queue is bounded or unbounded; a full bounded queue blocks the caller, rejects the task, or runs it on the
 //! caller, as configured ([`OnFull`]). Futures submitted here are driven to completion on
 //! the worker, inside a tokio runtime context (`executor-reactor`): tokio timers and
 //! sockets work in them as on a tokio runtime. The context is the process-wide
