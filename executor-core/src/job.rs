@@ -349,7 +349,17 @@ pub struct Job {
     hooks: Option<Box<Hooks>>,
     started: bool,
     settled: bool,
+    /// A priority given by the route (see [`Job::set_priority`]), valid with
+    /// [`PRIORITY_SET`]; the meta's otherwise.
+    priority: i8,
+    /// [`PRIORITY_SET`], [`ON_THREAD`].
+    flags: u8,
 }
+
+/// `Job::flags`: `Job::priority` holds a priority set for this job.
+const PRIORITY_SET: u8 = 1;
+/// `Job::flags`: run this async job on a thread (see [`Job::set_on_thread`]).
+const ON_THREAD: u8 = 2;
 
 impl Job {
     fn new<T: Send + 'static, B: Body<T>>(meta: MetaRef, body: B) -> (Job, TaskHandle<T>) {
@@ -371,6 +381,8 @@ impl Job {
             hooks: None,
             started: false,
             settled: false,
+            priority: 0,
+            flags: 0,
         };
         (job, handle)
     }
@@ -425,6 +437,40 @@ impl Job {
     /// The task's meta as a cheap shared reference (keep it without copying the meta).
     pub fn meta_ref(&self) -> &MetaRef {
         &self.meta
+    }
+
+    /// The priority queues serve this job by: the one set with
+    /// [`set_priority`](Self::set_priority), else the meta's ([`TaskMeta::priority`], 0
+    /// unless set).
+    #[inline]
+    pub fn priority(&self) -> i8 {
+        if self.flags & PRIORITY_SET != 0 {
+            self.priority
+        } else {
+            self.meta.priority()
+        }
+    }
+
+    /// Sets the priority queues serve this job by, for all its attempts (the supervisor
+    /// sets a route's priority here for a task whose meta has none).
+    pub fn set_priority(&mut self, priority: i8) {
+        self.priority = priority;
+        self.flags |= PRIORITY_SET;
+    }
+
+    /// Asks a backend that polls async jobs as tasks of a runtime to run this one on a
+    /// thread instead, because its polls block (tokio: on its blocking pool, where the
+    /// future is driven to completion in the runtime's context). The supervisor's auto
+    /// placement sets it for task names found holding a runtime worker. Backends that run
+    /// every job on a thread of their own ignore it.
+    pub fn set_on_thread(&mut self) {
+        self.flags |= ON_THREAD;
+    }
+
+    /// True when [`set_on_thread`](Self::set_on_thread) asked for a thread.
+    #[inline]
+    pub fn on_thread(&self) -> bool {
+        self.flags & ON_THREAD != 0
     }
 
     /// Which attempt the next run is (1-based).

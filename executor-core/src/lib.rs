@@ -59,6 +59,7 @@ mod job;
 mod loom_models;
 mod meta;
 mod policy;
+mod ranked;
 mod set;
 mod stats;
 mod sync;

@@ -44,7 +44,7 @@ pub struct TaskMeta {
     name: Cow<'static, str>,
     tags: Vec<Cow<'static, str>>,
     key: Option<String>,
-    priority: i8,
+    priority: Option<i8>,
     extension: Extension,
 }
 
@@ -79,21 +79,28 @@ impl TaskMeta {
             name: name.into(),
             tags: Vec::new(),
             key: None,
-            priority: 0,
+            priority: None,
             extension: Extension(None),
         }
     }
 
     /// Sets the priority (default 0; higher is served first where tasks wait in a queue
-    /// that honours it, such as the supervisor's limit queues, with aging so a low
-    /// priority still gets its turn).
+    /// that honours it, such as the supervisor's limit and retry queues and the threads
+    /// backend's queue, with aging so a low priority still gets its turn). A priority set
+    /// here wins over a route's `priority` in the policy file.
     pub fn with_priority(mut self, priority: i8) -> Self {
-        self.priority = priority;
+        self.priority = Some(priority);
         self
     }
 
     /// The task's priority (0 unless set).
     pub fn priority(&self) -> i8 {
+        self.priority.unwrap_or(0)
+    }
+
+    /// The priority set with [`with_priority`](Self::with_priority), if any (a route's
+    /// priority applies only to tasks without one).
+    pub fn explicit_priority(&self) -> Option<i8> {
         self.priority
     }
 
@@ -167,7 +174,7 @@ pub(crate) static ANONYMOUS: TaskMeta = TaskMeta {
     name: Cow::Borrowed("task"),
     tags: Vec::new(),
     key: None,
-    priority: 0,
+    priority: None,
     extension: Extension(None),
 };
 

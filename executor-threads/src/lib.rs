@@ -1,7 +1,10 @@
 //! switchyard backend: [`ThreadsExecutor`], named OS threads fed by a crossbeam channel.
 //!
-//! For blocking I/O and anything that must not share a CPU pool. The queue is bounded or
-//! unbounded; a full bounded queue blocks the caller, rejects the task, or runs it on the
+//! For blocking I/O and anything that must not share a CPU pool. The queue serves jobs in
+//! order of [`Job::priority`] (higher first, FIFO among equals) with aging, so a low
+//! priority still gets its turn (see [`Ranked`]); jobs of the default priority 0 take a
+//! plain FIFO channel, and a worker reads one atomic to see that no other job waits. The
+//! queue is bounded or unbounded; a full bounded queue blocks the caller, rejects the task, or runs it on the
 //! caller, as configured ([`OnFull`]). Futures submitted here are driven to completion on
 //! the worker, inside a tokio runtime context (`executor-reactor`): tokio timers and
 //! sockets work in them as on a tokio runtime. The context is the process-wide
@@ -22,15 +25,15 @@
 //! ```
 #![forbid(unsafe_code)]
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
 use crossbeam_queue::ArrayQueue;
-use executor_core::backend::{Admission, StatsRecorder, Unstarted, help_while_waiting};
+use executor_core::backend::{Admission, Ranked, StatsRecorder, Unstarted, help_while_waiting};
 use executor_core::{
-    Executor, ExecutorStats, Job, OnFull, ShutdownMode, ShutdownReport, SubmitError,
+    Executor, ExecutorStats, Job, OnFull, ShutdownMode, ShutdownReport, SubmitError, TaskId,
 };
 use executor_reactor::Reactor;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -135,6 +138,7 @@ impl Builder {
             live: Mutex::new(0),
             all_done: Condvar::new(),
             not_started: Unstarted::new(),
+            ranks: Ranks::default(),
         });
         for i in 0..self.workers {
             let worker = inner.clone();
@@ -166,8 +170,104 @@ enum Msg {
     /// worker that takes one runs jobs from it until it is empty, so the workers share
     /// the batch as they free up.
     Batch(Arc<ArrayQueue<Job>>),
+    /// A job with a priority other than 0 waits in [`Ranks`]: a worker that takes this
+    /// message runs the best of them. One message per ranked job, so a bounded queue still
+    /// counts jobs and a sleeping worker wakes for it.
+    Ranked,
     /// Wakes an idle worker so it notices a shutdown at once.
     Wake,
+}
+
+/// The jobs with a priority other than 0, served before (or, for a negative priority,
+/// after) the plain jobs of the channel, with aging both ways: a plain job in the channel
+/// ranks as a job of priority 0 queued at the last plain serve.
+#[derive(Default)]
+struct Ranks {
+    /// Jobs waiting in `state`; read without the lock, so plain jobs pay one relaxed load
+    /// while none waits.
+    len: AtomicUsize,
+    state: Mutex<RanksState>,
+}
+
+#[derive(Default)]
+struct RanksState {
+    jobs: Ranked<Job>,
+    /// The serve count at the last serve of a plain job while ranked jobs waited.
+    plain_at: u64,
+    /// [`Msg::Ranked`] messages whose job a worker took out of turn
+    /// ([`Ranks::take_turn`]): the worker that receives one skips it.
+    stale: usize,
+}
+
+impl Ranks {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RanksState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    #[inline]
+    fn any(&self) -> bool {
+        self.len.load(Ordering::Relaxed) > 0
+    }
+
+    fn push(&self, job: Job) {
+        let mut s = self.lock();
+        if s.jobs.is_empty() {
+            // The plain jobs waiting now rank as if queued now.
+            s.plain_at = s.jobs.served();
+        }
+        s.jobs.push(job.priority(), job);
+        self.len.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The best ranked job (for a [`Msg::Ranked`], or at shutdown).
+    fn pop(&self) -> Option<Job> {
+        let job = self.lock().jobs.pop();
+        if job.is_some() {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+        }
+        job
+    }
+
+    /// A submission takes back the job it queued (its channel message was refused);
+    /// `None` when a worker took it already.
+    fn take_back(&self, id: TaskId) -> Option<Job> {
+        let mut s = self.lock();
+        let job = s.jobs.take_first(|j| j.id() == id);
+        if job.is_some() {
+            self.len.fetch_sub(1, Ordering::Relaxed);
+        } else {
+            // Taken out of turn, which counted a message that was never sent.
+            s.stale = s.stale.saturating_sub(1);
+        }
+        job
+    }
+
+    /// True (and forgotten) when a received [`Msg::Ranked`] is stale.
+    fn consume_stale(&self) -> bool {
+        let mut s = self.lock();
+        let stale = s.stale > 0;
+        s.stale -= usize::from(stale);
+        stale
+    }
+
+    /// The ranked job to run before the channel's next plain job, if its rank beats that
+    /// plain job's (`plain_waiting`: the channel is not empty); otherwise counts the
+    /// plain job's serve, so the ranked ones age by it, and returns `None`.
+    fn take_turn(&self, plain_waiting: bool) -> Option<Job> {
+        let mut s = self.lock();
+        let rank = s.jobs.peek_rank()?;
+        if plain_waiting && rank <= -(s.plain_at as i64) {
+            s.plain_at = s.jobs.served();
+            s.jobs.pass();
+            return None;
+        }
+        let job = s.jobs.pop();
+        if job.is_some() {
+            s.stale += 1;
+            self.len.fetch_sub(1, Ordering::Relaxed);
+        }
+        job
+    }
 }
 
 struct Inner {
@@ -186,19 +286,42 @@ struct Inner {
     live: Mutex<usize>,
     all_done: Condvar,
     not_started: Unstarted,
+    /// Jobs with a priority other than 0.
+    ranks: Ranks,
 }
 
 impl Inner {
     fn work(&self) {
         loop {
+            if self.ranks.any()
+                && let Some(job) = self.ranks.take_turn(!self.rx.is_empty())
+            {
+                self.handle(job);
+                continue;
+            }
             // `try_recv` first: a busy worker never reads the clock for a timeout.
-            let next = match self.rx.try_recv() {
+            let mut next = match self.rx.try_recv() {
                 Ok(msg) => Ok(msg),
                 Err(_) => self.rx.recv_timeout(IDLE_CHECK),
             };
+            // A stale message (its ranked job ran out of turn) passes the turn on to the
+            // message behind it.
+            while let Ok(Msg::Ranked) = next
+                && self.ranks.consume_stale()
+            {
+                next = self.rx.try_recv().map_err(|e| match e {
+                    TryRecvError::Empty => RecvTimeoutError::Timeout,
+                    TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+                });
+            }
             match next {
                 Ok(Msg::Run(job)) => self.handle(job),
                 Ok(Msg::Batch(batch)) => self.handle_batch(&batch),
+                Ok(Msg::Ranked) => {
+                    if let Some(job) = self.ranks.pop() {
+                        self.handle(job);
+                    }
+                }
                 Ok(Msg::Wake) | Err(RecvTimeoutError::Timeout) => {
                     // Not while an `execute` that got past the closed check is still on
                     // its way to the queue: its job was accepted, and must find a worker.
@@ -253,10 +376,23 @@ impl Inner {
     /// nothing is queued.
     fn help_one(&self) -> bool {
         loop {
+            if self.ranks.any()
+                && let Some(job) = self.ranks.take_turn(!self.rx.is_empty())
+            {
+                self.handle(job);
+                return true;
+            }
             match self.rx.try_recv() {
                 Ok(Msg::Run(job)) => self.handle(job),
                 // The whole share: its jobs are reachable only through this message.
                 Ok(Msg::Batch(batch)) => self.handle_batch(&batch),
+                Ok(Msg::Ranked) => match self.ranks.consume_stale() {
+                    true => continue,
+                    false => match self.ranks.pop() {
+                        Some(job) => self.handle(job),
+                        None => continue,
+                    },
+                },
                 Ok(Msg::Wake) => continue,
                 Err(_) => return false,
             }
@@ -277,8 +413,9 @@ impl Inner {
                 match self.rx.try_recv() {
                     Ok(Msg::Run(job)) => return Some(job),
                     Ok(Msg::Batch(batch)) => open = Some(batch),
-                    Ok(Msg::Wake) => continue,
-                    Err(_) => return None,
+                    Ok(Msg::Ranked | Msg::Wake) => continue,
+                    // Every ranked job has its message, but take any left all the same.
+                    Err(_) => return self.ranks.pop(),
                 }
             }
         }
@@ -322,27 +459,42 @@ impl Executor for ThreadsExecutor {
             Err(SubmitError::shutdown(job))
         } else {
             inner.stats.accepted();
+            let id = job.id();
+            let msg = if job.priority() == 0 {
+                Msg::Run(job)
+            } else {
+                // Queued before its message is sent, so a worker that takes the message
+                // finds it (or a better one).
+                inner.ranks.push(job);
+                Msg::Ranked
+            };
+            // The job of a refused message; `None` when a worker took a ranked job first.
+            let back = |msg| match msg {
+                Msg::Run(job) => Some(job),
+                Msg::Ranked => inner.ranks.take_back(id),
+                Msg::Wake | Msg::Batch(_) => unreachable!("only a job is sent here"),
+            };
             match inner.on_full {
-                OnFull::Block => inner.tx.send(Msg::Run(job)).map_err(|e| match e.0 {
-                    Msg::Run(job) => SubmitError::shutdown(job),
-                    Msg::Wake | Msg::Batch(_) => unreachable!("only a job is sent here"),
-                }),
-                OnFull::Reject | OnFull::CallerRuns => match inner.tx.try_send(Msg::Run(job)) {
+                OnFull::Block => match inner.tx.send(msg) {
                     Ok(()) => Ok(()),
-                    Err(
-                        TrySendError::Full(Msg::Run(job))
-                        | TrySendError::Disconnected(Msg::Run(job)),
-                    ) => {
-                        if inner.on_full == OnFull::CallerRuns {
-                            inner.reactor.run_blocking(|| inner.stats.run(job));
-                            Ok(())
-                        } else {
-                            inner.stats.unqueued();
-                            inner.stats.rejected();
-                            Err(SubmitError::full(job))
+                    Err(e) => back(e.0).map_or(Ok(()), |job| Err(SubmitError::shutdown(job))),
+                },
+                OnFull::Reject | OnFull::CallerRuns => match inner.tx.try_send(msg) {
+                    Ok(()) => Ok(()),
+                    Err(TrySendError::Full(msg) | TrySendError::Disconnected(msg)) => {
+                        match back(msg) {
+                            None => Ok(()),
+                            Some(job) if inner.on_full == OnFull::CallerRuns => {
+                                inner.reactor.run_blocking(|| inner.stats.run(job));
+                                Ok(())
+                            }
+                            Some(job) => {
+                                inner.stats.unqueued();
+                                inner.stats.rejected();
+                                Err(SubmitError::full(job))
+                            }
                         }
                     }
-                    Err(_) => unreachable!("only jobs are sent here"),
                 },
             }
         };
@@ -352,10 +504,12 @@ impl Executor for ThreadsExecutor {
 
     /// On an unbounded queue, a batch is one shared queue of jobs and one message per
     /// worker (fewer for a small batch): a channel message per worker, not per job. A
-    /// bounded queue takes the jobs one by one, so its bound still counts jobs.
+    /// bounded queue takes the jobs one by one, so its bound still counts jobs, and so
+    /// does a batch with a job of a priority other than 0 (so it is ranked).
     fn execute_batch(&self, jobs: Vec<Job>) {
         let inner = &*self.inner;
-        if inner.tx.capacity().is_some() || jobs.len() < 2 {
+        if inner.tx.capacity().is_some() || jobs.len() < 2 || jobs.iter().any(|j| j.priority() != 0)
+        {
             for job in jobs {
                 if let Err(refused) = self.execute(job) {
                     drop(refused);

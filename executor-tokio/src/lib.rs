@@ -1,7 +1,9 @@
 //! switchyard backend: [`TokioExecutor`], a tokio runtime for async work.
 //!
 //! Futures run natively on the runtime (so they may use tokio sockets and timers);
-//! blocking jobs run on the runtime's blocking pool. The executor owns its runtime, or
+//! blocking jobs run on the runtime's blocking pool, and so do futures whose job asks for
+//! a thread ([`Job::set_on_thread`](executor_core::Job::set_on_thread): their polls block,
+//! so they are driven to completion there, in the runtime's context). The executor owns its runtime, or
 //! wraps the [`Handle`] of one you already have.
 //!
 //! One difference from the thread-based backends at shutdown: when the deadline passes
@@ -280,7 +282,7 @@ impl Executor for TokioExecutor {
             Err(SubmitError::shutdown(job))
         } else {
             inner.stats.accepted();
-            if job.is_async() {
+            if job.is_async() && !job.on_thread() {
                 inner.queue.push(job);
                 drop(inner.handle.spawn(Runner {
                     inner: inner.clone(),
@@ -317,7 +319,7 @@ impl Executor for TokioExecutor {
         let mut blocking = 0;
         for job in jobs {
             inner.stats.accepted();
-            if job.is_async() {
+            if job.is_async() && !job.on_thread() {
                 inner.queue.push(job);
                 drop(inner.handle.spawn(Runner {
                     inner: inner.clone(),

@@ -2,7 +2,10 @@
 //! from how its runs used their threads, and counts the tasks that blocked a worker.
 //!
 //! A route with `executor = "auto"` and `auto = { io = "...", cpu = "..." }` asks the
-//! [`Learner`] where each task name goes. Each task that ends adds a sample: the share of
+//! [`Learner`] where each task name goes. An async name whose polls hold their worker
+//! (blocking calls between `.await`s) is flagged as blocking and runs on a thread where
+//! blocking is harmless: the pair's `blocking` executor when named, else the I/O
+//! executor with the job marked to run on a thread (tokio: its blocking pool). Each task that ends adds a sample: the share of
 //! its run time spent on the CPU, `cpu / (cpu + blocked)`, where *blocked* is the time its
 //! thread was off the CPU by the task's own doing (asleep, waiting for I/O or a lock) and
 //! not time spent waiting for a CPU. That makes the measure immune to a busy machine: a
@@ -93,9 +96,19 @@ pub struct Learned {
     pub samples: u64,
     /// The placement; `None` until the name has enough samples.
     pub class: Option<Class>,
-    /// Tasks of this name that blocked a worker (a poll past `poll_threshold`, or a run
-    /// blocked past `block_threshold`).
+    /// Tasks of this name that blocked a worker of a pool whose threads must not block
+    /// (a tokio runtime worker held by a poll past `poll_threshold`; a rayon thread, or
+    /// any CPU executor's, by a run blocked past `block_threshold`).
     pub blocking: u64,
+    /// The decayed share of the async runs whose longest poll held its worker past
+    /// `poll_threshold` (0 for a name that never ran async).
+    #[serde(default)]
+    pub poll_blocking: f64,
+    /// True once the name's polls are found to block their worker (a share of 0.5 or
+    /// more, after the minimum samples; cleared at 0.25 or less): it then runs on a
+    /// thread, not as a task of a runtime.
+    #[serde(default)]
+    pub blocks: bool,
 }
 
 impl fmt::Display for Learned {
@@ -109,6 +122,11 @@ impl fmt::Display for Learned {
             write!(f, ", {} blocked a worker", self.blocking)?;
         }
         match self.class {
+            Some(_) if self.blocks => write!(
+                f,
+                ", polls block their worker ({:.2}) → blocking (run on a thread)",
+                self.poll_blocking
+            ),
             Some(c) => write!(f, " → {c}"),
             None => write!(f, " → not placed yet (io until enough samples)"),
         }
@@ -154,6 +172,15 @@ impl Learner {
         self.read().get(name).and_then(|l| l.class)
     }
 
+    /// The placement of `name` and whether its polls block their worker (see
+    /// [`Learned::blocks`]), once it has one.
+    #[inline]
+    pub fn placement(&self, name: &str) -> Option<(Class, bool)> {
+        self.read()
+            .get(name)
+            .and_then(|l| l.class.map(|c| (c, l.blocks)))
+    }
+
     /// What is known of `name`.
     pub fn get(&self, name: &str) -> Option<Learned> {
         self.read().get(name).cloned()
@@ -166,9 +193,18 @@ impl Learner {
         all
     }
 
-    /// Adds the outcome of one task of `name`. Outcomes without CPU and blocked times
-    /// (the task never ran) teach nothing. Logs a name whose class changes, once per change.
+    /// Adds the outcome of one task of `name` that ran where blocking holds a worker
+    /// others need (a tokio runtime, a rayon pool). See [`record_on`](Self::record_on).
     pub fn record(&self, name: &str, outcome: &Outcome) {
+        self.record_on(name, outcome, true);
+    }
+
+    /// Adds the outcome of one task of `name`; `on_worker_pool` says whether it ran where
+    /// blocking holds a worker others need (a tokio runtime's worker, a rayon thread): only
+    /// there does a blocking run count in [`Learned::blocking`]. Outcomes without CPU and
+    /// blocked times (the task never ran) teach nothing. Logs a name whose class changes,
+    /// once per change.
+    pub fn record_on(&self, name: &str, outcome: &Outcome, on_worker_pool: bool) {
         let (Some(cpu), Some(blocked)) = (outcome.cpu_time(), outcome.blocked_time()) else {
             return;
         };
@@ -181,9 +217,8 @@ impl Learner {
             return;
         }
         let share = cpu.as_secs_f64() / busy.as_secs_f64();
-        let blocking = outcome
-            .longest_poll()
-            .map_or(blocked >= s.block_threshold, |p| p >= s.poll_threshold);
+        let long_poll = outcome.longest_poll().map(|p| p >= s.poll_threshold);
+        let blocking = long_poll.unwrap_or(blocked >= s.block_threshold);
         let mut names = self.names.write().unwrap_or_else(|e| e.into_inner());
         let entry = names.entry(name.to_owned()).or_insert_with(|| Learned {
             name: name.to_owned(),
@@ -191,14 +226,37 @@ impl Learner {
             samples: 0,
             class: None,
             blocking: 0,
+            poll_blocking: f64::from(u8::from(long_poll == Some(true))),
+            blocks: false,
         });
         if entry.samples > 0 {
             entry.cpu_share += s.decay * (share - entry.cpu_share);
+            if let Some(long) = long_poll {
+                let x = f64::from(u8::from(long));
+                entry.poll_blocking += s.decay * (x - entry.poll_blocking);
+            }
         }
         entry.samples += 1;
-        entry.blocking += u64::from(blocking);
+        // A flagged name runs on a thread, where its long polls hold no runtime worker.
+        entry.blocking += u64::from(blocking && on_worker_pool && !entry.blocks);
         if entry.samples < u64::from(s.min_samples) {
             return;
+        }
+        let blocks = if entry.blocks {
+            entry.poll_blocking > 0.25
+        } else {
+            entry.poll_blocking >= 0.5
+        };
+        if blocks != entry.blocks {
+            tracing::info!(
+                task = name,
+                blocks,
+                poll_blocking = entry.poll_blocking,
+                samples = entry.samples,
+                "auto: a name's polls {} their worker",
+                if blocks { "block" } else { "no longer block" }
+            );
+            entry.blocks = blocks;
         }
         let next = match entry.class {
             None if entry.cpu_share >= (s.cpu_above + s.io_below) / 2.0 => Class::Cpu,
@@ -306,6 +364,29 @@ mod tests {
         );
         assert_eq!(l.get("hold").unwrap().blocking, 1);
         assert_eq!(l.get("yield").unwrap().blocking, 0);
+    }
+
+    #[test]
+    fn a_name_whose_polls_block_is_flagged_and_counts_only_where_it_holds_a_worker() {
+        let l = Learner::new(AutoSettings::default());
+        let hold = outcome(0, 30).with_longest_poll(Duration::from_millis(30));
+        for _ in 0..5 {
+            l.record_on("hold", &hold, true);
+        }
+        assert_eq!(l.placement("hold"), Some((Class::Io, true)));
+        assert_eq!(l.get("hold").unwrap().blocking, 5);
+        // Flagged, it runs on a thread: its long polls hold no runtime worker.
+        l.record_on("hold", &hold, true);
+        assert_eq!(l.get("hold").unwrap().blocking, 5);
+        // Polls that yield clear the flag, past the band.
+        let short = outcome(0, 30).with_longest_poll(Duration::from_micros(50));
+        for _ in 0..10 {
+            l.record_on("hold", &short, true);
+        }
+        assert_eq!(l.placement("hold"), Some((Class::Io, false)));
+        // A blocking run on a pool made for blocking (threads) is not counted.
+        l.record_on("sleepy", &outcome(0, 30), false);
+        assert_eq!(l.get("sleepy").unwrap().blocking, 0);
     }
 
     #[test]

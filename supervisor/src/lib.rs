@@ -158,6 +158,7 @@
 //! | `timeout` | duration or `"none"` | none | see below |
 //! | `retries` | table | none | see below |
 //! | `limit` | table | none | see below |
+//! | `priority` | integer -128..=127 | none (0) | see below |
 //!
 //! ## `[[route]]` — ordered rules; the first match wins
 //!
@@ -167,8 +168,8 @@
 //! | `match.name` | glob | any name | the task name, e.g. `"scrape.*"`, `"job.{mail,hook}"` |
 //! | `match.tags` | list of strings | `[]` | tags the task must all carry |
 //! | `executor` | string | `[defaults]`'s | where matching tasks run; `"auto"` learns it (below) |
-//! | `auto` | `{ io = "NAME", cpu = "NAME" }` | required with `executor = "auto"` | the pair auto placement picks from |
-//! | `timeout`, `retries`, `limit` | as in `[defaults]` | `[defaults]`'s | a key left out is inherited |
+//! | `auto` | `{ io = "NAME", cpu = "NAME", blocking = "NAME" }` | required with `executor = "auto"` (`blocking` optional) | the executors auto placement picks from |
+//! | `timeout`, `retries`, `limit`, `priority` | as in `[defaults]` | `[defaults]`'s | a key left out is inherited |
 //!
 //! Routing is total: a task no rule matches takes `[defaults]`. [`Supervisor::explain`]
 //! says which rule matched and why the earlier ones did not. Rules are named `defaults`
@@ -197,6 +198,12 @@
 //!   aging: each 8 tasks served raise a waiting task by one level, so a low priority
 //!   waits a bounded number of turns. It holds no worker thread and the caller of
 //!   `execute` does not wait.
+//! - **`priority`** (integer -128..=127): the priority of the route's tasks, for the
+//!   queues that serve by priority (limit waits, retries due at once, the `threads`
+//!   backend's queue; higher first, with aging). Precedence: a task's own
+//!   [`TaskMeta::with_priority`](executor_core::TaskMeta::with_priority), else the
+//!   matching `[[route]]`'s `priority`, else `[defaults]`'s (inherited like every key),
+//!   else 0.
 //!
 //! ## `executor = "auto"` and `[auto]` — placement that learns
 //!
@@ -207,8 +214,15 @@
 //! so a busy machine does not make a computation look like I/O. A name runs on the I/O
 //! executor until it has `min_samples` runs, then goes to the CPU executor at a share of
 //! `cpu_above` or more and back at `io_below` or less (hysteresis); each change is logged
-//! once. Tasks that held a worker (an async poll of `poll_threshold` or more, or a run
-//! blocked `block_threshold` or more) are counted per name. [`Supervisor::explain`] shows
+//! once. For an async task, the wait between two polls counts as blocked (it awaits I/O
+//! or a timer). Tasks that held a worker of a pool whose threads must not block (a tokio
+//! runtime's worker held by a poll of `poll_threshold` or more; a rayon thread by a run
+//! blocked `block_threshold` or more) are counted per name. A name whose polls keep
+//! holding their worker (half its recent async runs or more, after `min_samples`; back
+//! below a quarter) is flagged as blocking and runs on a thread: on the rule's
+//! `blocking` executor when named, else on its I/O executor with the job marked
+//! [`Job::set_on_thread`](executor_core::Job::set_on_thread) (tokio then drives it on its
+//! blocking pool). [`Supervisor::explain`] shows
 //! it, e.g. `auto: report.build measured CPU/wall 0.93 over 412 runs → cpu`;
 //! [`Supervisor::learned`] lists every name; [`Supervisor::learner`] saves and loads it as
 //! JSON, and a reload keeps it.

@@ -22,6 +22,10 @@ pub(crate) struct Track {
     /// The longest single run, in nanoseconds, less its wait for a CPU (for a future: its
     /// longest poll).
     longest_ns: AtomicU64,
+    /// For a future: when its last poll ended (nanoseconds after `submitted`) and in which
+    /// attempt, so the wait until its next poll counts as blocked (awaiting I/O or a timer).
+    last_end_ns: AtomicU64,
+    last_attempt: AtomicU32,
     cpu: bool,
     is_async: bool,
 }
@@ -34,6 +38,8 @@ impl Track {
             cpu_ns: AtomicU64::new(0),
             blocked_ns: AtomicU64::new(0),
             longest_ns: AtomicU64::new(0),
+            last_end_ns: AtomicU64::new(0),
+            last_attempt: AtomicU32::new(0),
             cpu,
             is_async,
         })
@@ -74,10 +80,24 @@ impl RunHook for Measure {
             return run();
         }
         let start = Instant::now();
+        if self.0.is_async {
+            // Between two polls of one attempt a future awaits (I/O, a timer): blocked
+            // time, as a blocking task's sleep is. It includes the wait for a runtime
+            // worker once woken, which a busy runtime makes longer.
+            let at = nanos(start.saturating_duration_since(self.0.submitted));
+            if self.0.last_attempt.swap(attempt, Relaxed) == attempt {
+                let gap = at.saturating_sub(self.0.last_end_ns.load(Relaxed));
+                self.0.blocked_ns.fetch_add(gap, Relaxed);
+            }
+        }
         let before = sched::now();
         run();
         let after = sched::now();
-        let wall = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let wall = nanos(start.elapsed());
+        if self.0.is_async {
+            let end = nanos(self.0.submitted.elapsed());
+            self.0.last_end_ns.store(end, Relaxed);
+        }
         let used = after.cpu_ns.saturating_sub(before.cpu_ns);
         let waited = after.wait_ns.saturating_sub(before.wait_ns);
         self.0.cpu_ns.fetch_add(used, Relaxed);
@@ -90,6 +110,10 @@ impl RunHook for Measure {
             .longest_ns
             .fetch_max(wall.saturating_sub(waited), Relaxed);
     }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// The scheduler's account of the calling thread: CPU time used (the thread clock, exact),

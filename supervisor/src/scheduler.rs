@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use executor_core::Job;
+use executor_core::backend::Ranked;
 
 use crate::layer::limiter::Limiter;
 use crate::timers::Timers;
@@ -25,6 +26,12 @@ pub(crate) trait Timed: Send {
     }
     /// The supervisor is closing and it will never fire: end what it holds.
     fn abandon(self: Box<Self>) {}
+    /// `Some` for a task waiting for its turn once due (a retry): due items with a
+    /// priority are fired one at a time, higher priority first with aging; `None` (the
+    /// default: wake-ups, deadlines) fires as soon as it is due, before them.
+    fn priority(&self) -> Option<i8> {
+        None
+    }
 }
 
 // `Timers` takes a `fn(&T)`, and `T` here is the box itself.
@@ -112,20 +119,131 @@ impl Core {
         }
     }
 
-    /// The scheduler thread's loop: fires each item when it is due.
+    /// The scheduler thread's loop: fires each item when it is due. Due items with a
+    /// priority (retries) wait in a [`Ranked`] queue and go one at a time, looking for
+    /// newly due items between two: a retry's hand-off can block (a full bounded queue),
+    /// and the retries due meanwhile then go by priority, with aging.
     pub(crate) fn run_scheduler(self: Arc<Self>) {
-        while let Some(batch) = self.timers.next_batch() {
+        let mut turns: Ranked<Box<dyn Timed>> = Ranked::new();
+        loop {
+            let batch = if turns.is_empty() {
+                self.timers.next_batch()
+            } else {
+                self.timers.due_now()
+            };
+            let Some(batch) = batch else { break };
             for item in batch {
-                // A panic here (in a backend's `execute`, say) must not stop the thread
-                // every pending retry, wake-up and deadline depends on.
-                let run = std::panic::AssertUnwindSafe(|| item.fire());
-                if let Err(payload) = std::panic::catch_unwind(run) {
-                    tracing::error!(
-                        panic = executor_core::panic_message(&*payload),
-                        "the supervisor's scheduler caught a panic"
-                    );
+                match item.priority() {
+                    Some(p) => turns.push(p, item),
+                    None => fire(item),
                 }
             }
+            if let Some(item) = turns.pop() {
+                fire(item);
+            }
         }
+        // Closed: what still waits for its turn will never fire.
+        for item in turns.drain() {
+            item.abandon();
+        }
+    }
+}
+
+/// Fires one item. A panic here (in a backend's `execute`, say) must not stop the thread
+/// every pending retry, wake-up and deadline depends on.
+fn fire(item: Box<dyn Timed>) {
+    let run = std::panic::AssertUnwindSafe(|| item.fire());
+    if let Err(payload) = std::panic::catch_unwind(run) {
+        tracing::error!(
+            panic = executor_core::panic_message(&*payload),
+            "the supervisor's scheduler caught a panic"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// A retry-like item: records its firing; a "high" one queues another high one until
+    /// the low one has fired (a stream that would starve it without aging).
+    struct Turn {
+        name: &'static str,
+        priority: i8,
+        core: Arc<Core>,
+        log: mpsc::Sender<&'static str>,
+        low_fired: Arc<AtomicBool>,
+    }
+
+    impl Timed for Turn {
+        fn fire(self: Box<Self>) {
+            if self.name == "low" {
+                self.low_fired.store(true, Ordering::SeqCst);
+            } else if !self.low_fired.load(Ordering::SeqCst) {
+                let next = Turn {
+                    name: self.name,
+                    priority: self.priority,
+                    core: self.core.clone(),
+                    log: self.log.clone(),
+                    low_fired: self.low_fired.clone(),
+                };
+                let _ = self.core.soon(Box::new(next));
+            }
+            let _ = self.log.send(self.name);
+        }
+        fn priority(&self) -> Option<i8> {
+            Some(self.priority)
+        }
+    }
+
+    /// Holds the scheduler thread (as a hand-off blocked on a full queue would).
+    struct Hold(mpsc::Receiver<()>);
+
+    impl Timed for Hold {
+        fn fire(self: Box<Self>) {
+            let _ = self.0.recv_timeout(Duration::from_secs(20));
+        }
+    }
+
+    #[test]
+    fn due_retries_go_by_priority_and_aging_bounds_a_low_ones_wait() {
+        let core = Arc::new(Core::new());
+        let thread = std::thread::spawn({
+            let core = core.clone();
+            move || core.run_scheduler()
+        });
+        let (release, held) = mpsc::channel();
+        let (log, fired) = mpsc::channel();
+        let low_fired = Arc::new(AtomicBool::new(false));
+        let turn = |name, priority| {
+            Box::new(Turn {
+                name,
+                priority,
+                core: core.clone(),
+                log: log.clone(),
+                low_fired: low_fired.clone(),
+            })
+        };
+        core.soon(Box::new(Hold(held))).ok().unwrap();
+        // Due while the scheduler is held: the low one first, then two high ones.
+        core.soon(turn("low", -5)).ok().unwrap();
+        core.soon(turn("high", 5)).ok().unwrap();
+        core.soon(turn("high", 5)).ok().unwrap();
+        release.send(()).unwrap();
+        let bound = 2 + 10 * executor_core::backend::AGING as usize;
+        let mut order = Vec::new();
+        while order.last() != Some(&"low") {
+            let name = fired
+                .recv_timeout(Duration::from_secs(20))
+                .expect("the low one never fired");
+            order.push(name);
+            assert!(order.len() <= bound + 1, "the low one starved");
+        }
+        assert_eq!(&order[..2], ["high", "high"], "higher priority first");
+        assert!(order.len() > 3, "fresh high ones go before the low one");
+        core.close();
+        thread.join().unwrap();
     }
 }

@@ -113,11 +113,8 @@ impl<T> Timers<T> {
             if s.closed {
                 return None;
             }
-            let mut batch: Vec<T> = s.now.drain(..).collect();
             let now = Instant::now();
-            while s.heap.peek().is_some_and(|e| e.at <= now) {
-                batch.extend(s.heap.pop().map(|e| e.item));
-            }
+            let batch = Self::take_due(&mut s, now);
             if !batch.is_empty() {
                 return Some(batch);
             }
@@ -132,6 +129,24 @@ impl<T> Timers<T> {
                 None => self.cond.wait(s).unwrap_or_else(|e| e.into_inner()),
             };
         }
+    }
+
+    /// The items due now, without waiting (possibly none); `None` once closed.
+    pub(crate) fn due_now(&self) -> Option<Vec<T>> {
+        let mut s = self.lock();
+        if s.closed {
+            return None;
+        }
+        Some(Self::take_due(&mut s, Instant::now()))
+    }
+
+    /// Immediate items first, then due timers in time order.
+    fn take_due(s: &mut State<T>, now: Instant) -> Vec<T> {
+        let mut batch: Vec<T> = s.now.drain(..).collect();
+        while s.heap.peek().is_some_and(|e| e.at <= now) {
+            batch.extend(s.heap.pop().map(|e| e.item));
+        }
+        batch
     }
 
     /// Closes the timers: later pushes are refused, the scheduler's `next_batch` returns

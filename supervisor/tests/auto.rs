@@ -2,6 +2,7 @@
 //! stays off the I/O pool once placed, blocking detection tells a task that holds a tokio
 //! worker from one that yields, and the policy file checks the new keys.
 
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use executor_core::{Executor, ExecutorExt, ShutdownMode, TaskHandle, TaskMeta};
@@ -164,6 +165,74 @@ fn blocking_detection_counts_a_task_that_holds_a_tokio_worker_and_not_one_that_y
     sup.shutdown(ShutdownMode::Graceful(BOUND));
 }
 
+/// Blocks its thread until `n` tasks wait here at once, or for at most 5 s; true when
+/// all `n` met.
+fn meet(place: &Arc<(Mutex<usize>, Condvar)>, n: usize) -> bool {
+    let (count, cv) = &**place;
+    let mut c = count.lock().unwrap();
+    *c += 1;
+    cv.notify_all();
+    let (c, _) = cv
+        .wait_timeout_while(c, Duration::from_secs(5), |c| *c < n)
+        .unwrap();
+    *c >= n
+}
+
+#[test]
+fn a_name_that_blocks_a_tokio_worker_moves_to_a_thread_and_one_that_yields_stays() {
+    let sup = Supervisor::from_toml(POLICY).unwrap();
+    let hold = |place: Arc<(Mutex<usize>, Condvar)>, n: usize| {
+        sup.run_async(TaskMeta::new("async.hold"), move |_| {
+            let place = place.clone();
+            async move {
+                // Holds the runtime's worker thread for 15 ms without yielding.
+                std::thread::sleep(Duration::from_millis(15));
+                Ok::<_, String>(meet(&place, n))
+            }
+        })
+    };
+    let polite = || {
+        sup.run_async(TaskMeta::new("async.yield"), |_| async {
+            for _ in 0..3 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Ok::<_, String>(thread_name())
+        })
+    };
+    // min_samples = 4: four runs as tasks of the runtime, each blocking its worker.
+    for _ in 0..4 {
+        let alone = Arc::new((Mutex::new(0), Condvar::new()));
+        assert!(wait(hold(alone, 1)));
+        assert!(wait(polite()).starts_with("net"));
+    }
+    let learned = sup.learned();
+    let get = |n: &str| learned.iter().find(|l| l.name == n).cloned().unwrap();
+    assert!(get("async.hold").blocks, "{learned:?}");
+    assert_eq!(get("async.hold").blocking, 4, "{learned:?}");
+    assert!(!get("async.yield").blocks, "{learned:?}");
+    let why = sup.explain(&TaskMeta::new("async.hold")).to_string();
+    assert!(why.contains("→ blocking (run on a thread)"), "{why}");
+
+    // Now on threads (tokio's blocking pool): three polls that block until all three
+    // run at once, which the runtime's two workers alone could not do.
+    let together = Arc::new((Mutex::new(0), Condvar::new()));
+    let hs: Vec<_> = (0..3).map(|_| hold(together.clone(), 3)).collect();
+    for h in hs {
+        assert!(wait(h), "the blocking polls did not run side by side");
+    }
+    assert!(wait(polite()).starts_with("net"));
+    let learned = sup.learned();
+    let get = |n: &str| learned.iter().find(|l| l.name == n).cloned().unwrap();
+    assert!(get("async.hold").blocks, "{learned:?}");
+    assert_eq!(
+        get("async.hold").blocking,
+        4,
+        "runs on a thread hold no worker: {learned:?}"
+    );
+    assert!(!get("async.yield").blocks, "{learned:?}");
+    sup.shutdown(ShutdownMode::Graceful(BOUND));
+}
+
 #[test]
 fn what_was_learned_survives_a_reload_and_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -220,6 +289,18 @@ fn the_policy_file_checks_auto_routes_and_settings() {
     assert!(p.has_auto());
     assert_eq!(p.routes()[0].route().executor(), "io");
     assert_eq!(p.routes()[0].auto_cpu().unwrap().executor(), "cpu");
+    let blocking = p.routes()[0].auto_blocking().unwrap();
+    assert_eq!((blocking.executor(), blocking.on_thread), ("io", true));
+    let named = ok.replace("cpu = \"cpu\" }", "cpu = \"cpu\", blocking = \"cpu\" }");
+    let p = PolicyConfig::parse(&format!("{BASE}{named}"), "policy.toml").unwrap();
+    assert_eq!(p.routes()[0].auto_blocking().unwrap().executor(), "cpu");
+    check(
+        "[[route]]\nmatch = {}\nexecutor = \"auto\"\nauto = { io = \"io\", cpu = \"cpu\", blocking = \"pool\" }\n",
+        ConfigError::is_unknown_executor,
+        13,
+        45,
+        "unknown executor \"pool\" in route 1 auto.blocking",
+    );
 
     check(
         "[[route]]\nmatch = {}\nexecutor = \"auto\"\n",

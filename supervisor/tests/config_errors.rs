@@ -59,7 +59,7 @@ fn unknown_top_level_and_nested_keys() {
         ConfigError::is_unknown_key,
         13,
         1,
-        "unknown key \"bogus\"; expected one of: executor, timeout, retries, limit",
+        "unknown key \"bogus\"; expected one of: executor, priority, timeout, retries, limit",
     );
     check(
         "[[route]]\nmatch = { nam = \"x\" }\n",
@@ -270,6 +270,48 @@ fn bad_counts() {
         17,
         "expected one of: key, route",
     );
+}
+
+#[test]
+fn bad_priorities() {
+    check(
+        "[[route]]\nmatch = {}\npriority = 300\n",
+        ConfigError::is_invalid_value,
+        15,
+        12,
+        "priority must be between -128 and 127, found 300",
+    );
+    check(
+        "priority = -129\n",
+        ConfigError::is_invalid_value,
+        13,
+        12,
+        "found -129",
+    );
+    check(
+        "[[route]]\nmatch = {}\npriority = \"high\"\n",
+        ConfigError::is_invalid_value,
+        15,
+        12,
+        "expected a whole number",
+    );
+}
+
+#[test]
+fn a_route_takes_its_own_priority_or_the_defaults() {
+    let text = format!(
+        "{}{}",
+        BASE.replace("executor = \"io\"\n", "executor = \"io\"\npriority = -2\n"),
+        "[[route]]\nmatch = { tags = [\"cpu\"] }\nexecutor = \"cpu\"\npriority = 7\n\
+         [[route]]\nmatch = { name = \"scrape.*\" }\n"
+    );
+    let p = PolicyConfig::parse(&text, "policy.toml").unwrap();
+    assert_eq!(p.defaults().priority, Some(-2));
+    assert_eq!(p.routes()[0].route().priority, Some(7));
+    assert_eq!(p.routes()[1].route().priority, Some(-2));
+    assert!(p.routes()[1].route().has_layers());
+    let plain = PolicyConfig::parse(BASE, "policy.toml").unwrap();
+    assert_eq!(plain.defaults().priority, None);
 }
 
 #[test]

@@ -749,3 +749,48 @@ limit = { per = "route", concurrency = 1 }
     // The retired executor was shut down with the rest.
     assert_eq!(report.executors.len(), 2);
 }
+
+#[test]
+fn a_route_priority_orders_the_limit_queue_and_a_task_priority_wins_over_it() {
+    let sup = Supervisor::from_toml(
+        r#"
+[executors.io]
+backend = "threads"
+workers = 2
+[defaults]
+executor = "io"
+priority = 5
+limit = { per = "route", concurrency = 1 }
+"#,
+    )
+    .unwrap();
+    let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let g = gate.clone();
+    let first = sup.run(TaskMeta::new("hold"), move |_| {
+        let (open, cv) = &*g;
+        let mut open = open.lock().unwrap();
+        while !*open {
+            open = cv.wait(open).unwrap();
+        }
+        Ok::<_, TaskError>(())
+    });
+    // Queued behind the held slot: "own" says priority 0 itself, which wins over the
+    // route's 5; "route" has none and takes 5, so it goes first.
+    let task = |name: &'static str, meta: TaskMeta| {
+        let order = order.clone();
+        sup.run(meta, move |_| {
+            order.lock().unwrap().push(name);
+            Ok::<_, TaskError>(())
+        })
+    };
+    let own = task("own", TaskMeta::new("own").with_priority(0));
+    let route = task("route", TaskMeta::new("route"));
+    *gate.0.lock().unwrap() = true;
+    gate.1.notify_all();
+    for h in [first, own, route] {
+        wait(h).unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), ["route", "own"]);
+    sup.shutdown(ShutdownMode::Graceful(WAIT));
+}

@@ -34,6 +34,8 @@ pub(crate) enum RoutePos {
     Rule(usize),
     /// The CPU executor of the `executor = "auto"` rule at this index.
     AutoCpu(usize),
+    /// The blocking route of the `executor = "auto"` rule at this index.
+    AutoBlocking(usize),
     /// The `[defaults]`.
     Defaults,
 }
@@ -70,6 +72,12 @@ pub struct RouteSpec {
     pub timeout: Option<Duration>,
     /// Concurrency and rate limits.
     pub limit: Option<Limit>,
+    /// The priority of the route's tasks whose [`TaskMeta`] has none (a task's own
+    /// [`TaskMeta::with_priority`] wins; a `[[route]]` without one takes `[defaults]`'s).
+    pub priority: Option<i8>,
+    /// Set on the route an `executor = "auto"` rule takes for a name whose polls block
+    /// their worker: its async jobs run on a thread ([`executor_core::Job::set_on_thread`]).
+    pub on_thread: bool,
 }
 
 impl RouteSpec {
@@ -79,6 +87,8 @@ impl RouteSpec {
             retry: None,
             timeout: None,
             limit: None,
+            priority: None,
+            on_thread: false,
         }
     }
 
@@ -87,9 +97,13 @@ impl RouteSpec {
         self.route.executor()
     }
 
-    /// True when the route has a timeout, retries or limits.
+    /// True when the route has a timeout, retries, limits or a priority.
     pub fn has_layers(&self) -> bool {
-        self.retry.is_some() || self.timeout.is_some() || self.limit.is_some()
+        self.retry.is_some()
+            || self.timeout.is_some()
+            || self.limit.is_some()
+            || self.priority.is_some()
+            || self.on_thread
     }
 }
 
@@ -112,6 +126,12 @@ pub struct RouteRule {
     route: RouteSpec,
     /// For `executor = "auto"`: the same route to the CPU executor.
     auto_cpu: Option<Box<RouteSpec>>,
+    /// For `executor = "auto"`: the route of a name whose polls block their worker (the
+    /// `blocking` executor, else the I/O one, with [`RouteSpec::on_thread`]).
+    auto_blocking: Option<Box<RouteSpec>>,
+    /// For `executor = "auto"`: whether the I/O and the CPU executor's threads must not
+    /// block (a tokio runtime's workers, a rayon pool), so a task that blocks there counts.
+    worker_pools: (bool, bool),
 }
 
 /// The default `backoff` of `retries`.
@@ -194,10 +214,13 @@ impl PolicyConfig {
     pub(crate) fn route_pos(&self, meta: &TaskMeta) -> RoutePos {
         match self.select_index(meta.name(), |t| meta.has_tag(t)) {
             Some(i) => {
-                if self.routes[i].auto_cpu.is_some()
-                    && self.learner.class(meta.name()) == Some(Class::Cpu)
-                {
-                    RoutePos::AutoCpu(i)
+                let rule = &self.routes[i];
+                if rule.auto_cpu.is_some() && rule.auto_blocking.is_some() {
+                    match self.learner.placement(meta.name()) {
+                        Some((Class::Cpu, _)) => RoutePos::AutoCpu(i),
+                        Some((Class::Io, true)) => RoutePos::AutoBlocking(i),
+                        _ => RoutePos::Rule(i),
+                    }
                 } else {
                     RoutePos::Rule(i)
                 }
@@ -224,8 +247,9 @@ impl PolicyConfig {
                     self.learner.settings().min_samples
                 ),
             };
+            let blocking = rule.auto_blocking.as_deref().map_or("", |b| b.executor());
             explanation.learned = Some(format!(
-                "{learned} (io = \"{}\", cpu = \"{}\")",
+                "{learned} (io = \"{}\", cpu = \"{}\", blocking = \"{blocking}\")",
                 rule.route.executor(),
                 cpu.executor()
             ));
@@ -291,6 +315,13 @@ impl Policy for PolicyConfig {
                     .expect("AutoCpu is given only for an auto rule")
                     .route
             }
+            RoutePos::AutoBlocking(i) => {
+                &self.routes[i]
+                    .auto_blocking
+                    .as_ref()
+                    .expect("AutoBlocking is given only for an auto rule")
+                    .route
+            }
             RoutePos::Defaults => &self.defaults.route,
         }
     }
@@ -302,7 +333,13 @@ impl Policy for PolicyConfig {
         if let Some(i) = self.select_index(meta.name(), |t| meta.has_tag(t))
             && self.routes[i].auto_cpu.is_some()
         {
-            self.learner.record(meta.name(), outcome);
+            // Where it ran, as far as the name's placement now tells.
+            let (io, cpu) = self.routes[i].worker_pools;
+            let on_worker_pool = match self.learner.class(meta.name()) {
+                Some(Class::Cpu) => cpu,
+                _ => io,
+            };
+            self.learner.record_on(meta.name(), outcome, on_worker_pool);
         }
     }
 
@@ -351,6 +388,11 @@ impl RouteRule {
     /// For `executor = "auto"`: the same route on the CPU executor.
     pub fn auto_cpu(&self) -> Option<&RouteSpec> {
         self.auto_cpu.as_deref()
+    }
+
+    /// For `executor = "auto"`: the route of a name whose polls block their worker.
+    pub fn auto_blocking(&self) -> Option<&RouteSpec> {
+        self.auto_blocking.as_deref()
     }
 }
 
@@ -416,6 +458,7 @@ impl Validator<'_> {
         defaults.timeout = self.timeout(d.timeout.as_ref())?;
         defaults.retry = d.retries.map(|r| self.retries(r)).transpose()?;
         defaults.limit = d.limit.map(|l| self.limit(l)).transpose()?;
+        defaults.priority = self.priority(d.priority.as_ref())?;
 
         let mut routes = Vec::new();
         for (i, route) in raw.route.into_iter().enumerate() {
@@ -442,13 +485,19 @@ impl Validator<'_> {
                     ),
                 )
             })?;
-            let (executor, cpu) = match (&r.executor, &r.auto) {
+            let (executor, cpu, blocking) = match (&r.executor, &r.auto) {
                 (Some(e), Some(pair)) if e.get_ref() == "auto" => {
                     let pair = pair.get_ref();
                     let io = self.executor_ref(&pair.io, &names, &format!("{where_} auto.io"))?;
                     let cpu =
                         self.executor_ref(&pair.cpu, &names, &format!("{where_} auto.cpu"))?;
-                    (io, Some(cpu))
+                    let blocking = match &pair.blocking {
+                        Some(b) => {
+                            self.executor_ref(b, &names, &format!("{where_} auto.blocking"))?
+                        }
+                        None => io.clone(),
+                    };
+                    (io, Some(cpu), Some(blocking))
                 }
                 (Some(e), None) if e.get_ref() == "auto" => {
                     return Err(self.err(
@@ -465,8 +514,8 @@ impl Validator<'_> {
                         format!("key \"auto\" in {where_} needs executor = \"auto\""),
                     ));
                 }
-                (Some(e), None) => (self.executor_ref(e, &names, &where_)?, None),
-                (None, None) => (defaults.executor().to_owned(), None),
+                (Some(e), None) => (self.executor_ref(e, &names, &where_)?, None, None),
+                (None, None) => (defaults.executor().to_owned(), None, None),
             };
             let mut route = RouteSpec::new(executor, format!("route[{number}]"));
             route.timeout = match &r.timeout {
@@ -481,15 +530,34 @@ impl Validator<'_> {
                 Some(x) => Some(self.limit(x)?),
                 None => defaults.limit,
             };
+            route.priority = match &r.priority {
+                Some(_) => self.priority(r.priority.as_ref())?,
+                None => defaults.priority,
+            };
+            let holds = |name: &str| {
+                executors
+                    .iter()
+                    .find(|e| e.name == name)
+                    .is_some_and(|e| matches!(e.backend.as_str(), "tokio" | "rayon"))
+            };
+            let worker_pools = (holds(route.executor()), cpu.as_deref().is_some_and(&holds));
             let auto_cpu = cpu.map(|cpu| {
                 let mut spec = route.clone();
                 spec.route = Route::new(cpu, route.route.rule());
+                Box::new(spec)
+            });
+            let auto_blocking = blocking.map(|blocking| {
+                let mut spec = route.clone();
+                spec.route = Route::new(blocking, route.route.rule());
+                spec.on_thread = true;
                 Box::new(spec)
             });
             routes.push(RouteRule {
                 matcher,
                 route,
                 auto_cpu,
+                auto_blocking,
+                worker_pools,
             });
         }
         let has_auto = routes.iter().any(|r| r.auto_cpu.is_some());
@@ -659,6 +727,22 @@ impl Validator<'_> {
                 Ok(Some(d))
             }
         }
+    }
+
+    fn priority(&self, value: Option<&Spanned<i64>>) -> Result<Option<i8>, ConfigError> {
+        value
+            .map(|v| {
+                i8::try_from(*v.get_ref()).map_err(|_| {
+                    self.invalid(
+                        v.span(),
+                        format!(
+                            "priority must be between -128 and 127, found {}",
+                            v.get_ref()
+                        ),
+                    )
+                })
+            })
+            .transpose()
     }
 
     fn retries(&self, raw: Spanned<RawRetries>) -> Result<RetryPolicy, ConfigError> {

@@ -39,12 +39,14 @@ pub(crate) struct RawAutoSettings {
 pub(crate) struct RawAuto {
     pub(crate) io: Spanned<String>,
     pub(crate) cpu: Spanned<String>,
+    pub(crate) blocking: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawDefaults {
     pub(crate) executor: Spanned<String>,
+    pub(crate) priority: Option<Spanned<i64>>,
     pub(crate) timeout: Option<Spanned<String>>,
     pub(crate) retries: Option<Spanned<RawRetries>>,
     pub(crate) limit: Option<Spanned<RawLimit>>,
@@ -57,6 +59,7 @@ pub(crate) struct RawRoute {
     pub(crate) matcher: Spanned<RawMatch>,
     pub(crate) executor: Option<Spanned<String>>,
     pub(crate) auto: Option<Spanned<RawAuto>>,
+    pub(crate) priority: Option<Spanned<i64>>,
     pub(crate) timeout: Option<Spanned<String>>,
     pub(crate) retries: Option<Spanned<RawRetries>>,
     pub(crate) limit: Option<Spanned<RawLimit>>,

@@ -104,7 +104,7 @@ impl Service for LimitService {
     fn dispatch(&self, job: Job) -> Result<(), SubmitError> {
         let s = &self.0;
         let key = key_of(s.scope, job.meta());
-        let priority = job.meta().priority();
+        let priority = job.priority();
         match s.limiter.admit_ranked(&key, job, priority, Instant::now()) {
             Admit::Go(job) => launch(s, job, key),
             Admit::Queued { wake_at } => {

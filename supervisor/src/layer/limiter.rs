@@ -1,14 +1,16 @@
-//! The limit layer's bookkeeping: per-key concurrency slots, a rate schedule and a FIFO
-//! of tasks waiting for either.
+//! The limit layer's bookkeeping: per-key concurrency slots, a rate schedule and a queue
+//! of tasks waiting for either (by priority with aging, FIFO among equals).
 //!
 //! A few sharded mutexes guard maps from key to state; the rate is a GCRA-style schedule
 //! (the earliest time the next start is allowed), so the rate check, the slot count and
 //! the queue share one lock and one map lookup. Waiting tasks never block a thread: they sit
 //! in the queue until a release or a timer (the scheduler's) lets them go.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use executor_core::backend::Ranked;
 
 /// How many idle keys may pile up in a shard before a sweep removes them.
 const SWEEP_AT: usize = 1024;
@@ -42,7 +44,7 @@ struct KeyState<T> {
     running: u32,
     /// The earliest time the next start may happen (the GCRA "theoretical arrival time").
     next_start: Option<Instant>,
-    waiting: Waiting<T>,
+    waiting: Ranked<T>,
     /// A wake-up already arranged for this key.
     wake_at: Option<Instant>,
 }
@@ -52,83 +54,9 @@ impl<T> Default for KeyState<T> {
         KeyState {
             running: 0,
             next_start: None,
-            waiting: Waiting::default(),
+            waiting: Ranked::new(),
             wake_at: None,
         }
-    }
-}
-
-/// Serves of a key that raise a waiting item by one priority level: a task of priority
-/// `p` waits at most for the items queued before it plus `AGING * (127 - p)` serves.
-pub(crate) const AGING: i64 = 8;
-
-/// A key's waiting items: FIFO while every item has priority 0, otherwise the highest
-/// priority first, with aging. Each item is ranked by `priority * AGING - serves before
-/// it was queued`: an item queued `AGING` serves later must have one level more to go
-/// first, so no stream of higher priorities keeps a low one waiting for ever.
-#[derive(Debug)]
-struct Waiting<T> {
-    items: VecDeque<(i8, u64, T)>,
-    /// Items served (or dropped) so far.
-    served: u64,
-    /// Items waiting with a priority other than 0 (none: plain FIFO, no scan).
-    ranked: usize,
-}
-
-impl<T> Default for Waiting<T> {
-    fn default() -> Self {
-        Waiting {
-            items: VecDeque::new(),
-            served: 0,
-            ranked: 0,
-        }
-    }
-}
-
-impl<T> Waiting<T> {
-    fn push(&mut self, priority: i8, item: T) {
-        self.ranked += usize::from(priority != 0);
-        self.items.push_back((priority, self.served, item));
-    }
-
-    fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    fn len(&self) -> usize {
-        self.items.len()
-    }
-
-    /// The index of the item to serve next.
-    fn next(&self) -> Option<usize> {
-        if self.ranked == 0 {
-            return (!self.items.is_empty()).then_some(0);
-        }
-        let rank = |(p, at, _): &(i8, u64, T)| i64::from(*p) * AGING - *at as i64;
-        let mut best: Option<(usize, i64)> = None;
-        for (i, x) in self.items.iter().enumerate() {
-            let r = rank(x);
-            if best.is_none_or(|(_, b)| r > b) {
-                best = Some((i, r));
-            }
-        }
-        best.map(|(i, _)| i)
-    }
-
-    fn peek(&self) -> Option<&T> {
-        self.next().map(|i| &self.items[i].2)
-    }
-
-    fn pop(&mut self) -> Option<T> {
-        let (p, _, item) = self.items.remove(self.next()?)?;
-        self.ranked -= usize::from(p != 0);
-        self.served += 1;
-        Some(item)
-    }
-
-    fn drain(&mut self) -> impl Iterator<Item = T> + '_ {
-        self.ranked = 0;
-        self.items.drain(..).map(|(_, _, t)| t)
     }
 }
 
@@ -216,7 +144,7 @@ impl<T> Limiter<T> {
     }
 
     /// [`admit`](Self::admit) for an item of a priority: a queued item waits its turn by
-    /// priority, with aging (see [`AGING`]).
+    /// priority, with aging (see [`Ranked`]).
     pub(crate) fn admit_ranked(&self, key: &str, item: T, priority: i8, now: Instant) -> Admit<T> {
         let mut keys = self.lock(key);
         if keys.len() >= SWEEP_AT && !keys.contains_key(key) {
@@ -314,6 +242,7 @@ impl<T> Limiter<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use executor_core::backend::AGING;
 
     fn go<T>(a: Admit<T>) -> bool {
         matches!(a, Admit::Go(_))

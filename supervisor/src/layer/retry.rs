@@ -154,6 +154,10 @@ impl Timed for Next {
         }
     }
 
+    fn priority(&self) -> Option<i8> {
+        Some(self.job.priority())
+    }
+
     fn abandon(self: Box<Self>) {
         self.shared
             .core

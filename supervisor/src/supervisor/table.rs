@@ -35,14 +35,25 @@ pub(crate) struct Table {
     pub(crate) observer: Option<Arc<dyn Policy>>,
     /// True when a policy written in code routes (the file, if any, only gives settings).
     code_policy: bool,
-    /// When the policy file routes: the index in `routes` of each rule's auto CPU route,
-    /// by rule, and of the defaults. `select` then finds a route by index.
-    file_positions: Option<(Vec<usize>, usize)>,
+    /// When the policy file routes: where each position of the file was compiled, so
+    /// `select` finds a route by index.
+    file_positions: Option<FilePositions>,
     pub(crate) executors: BTreeMap<String, Arc<dyn Executor>>,
     /// For the policy file: its rules in order, then the defaults. For a code policy: a
     /// route per executor and rule name that has layers, then one per executor for any
     /// other rule name.
     routes: Vec<Compiled>,
+}
+
+/// Where the policy file's routes sit in a table's compiled routes (the rules first, at
+/// their own index).
+struct FilePositions {
+    /// By rule: the index of its auto CPU route (meaningful for auto rules only).
+    auto_cpu: Vec<usize>,
+    /// By rule: the index of its auto blocking route (meaningful for auto rules only).
+    auto_blocking: Vec<usize>,
+    /// The index of the defaults.
+    defaults: usize,
 }
 
 /// A route with its executor and layers resolved. A task keeps the stack it was routed
@@ -67,11 +78,12 @@ impl Table {
     /// when the policy names an executor this supervisor does not have.
     #[inline]
     pub(crate) fn select(&self, meta: &TaskMeta) -> Result<&Compiled, &str> {
-        if let (Some((auto, defaults)), Some(config)) = (&self.file_positions, &self.config) {
+        if let (Some(at), Some(config)) = (&self.file_positions, &self.config) {
             let index = match config.route_pos(meta) {
                 RoutePos::Rule(i) => i,
-                RoutePos::AutoCpu(i) => auto[i],
-                RoutePos::Defaults => *defaults,
+                RoutePos::AutoCpu(i) => at.auto_cpu[i],
+                RoutePos::AutoBlocking(i) => at.auto_blocking[i],
+                RoutePos::Defaults => at.defaults,
             };
             return Ok(&self.routes[index]);
         }
@@ -234,6 +246,24 @@ pub(crate) fn compile(
         for layer in layers.into_iter().rev() {
             stack = Some(layer.layer(stack.unwrap_or_else(base), &cx));
         }
+        if spec.is_some_and(|s| s.on_thread) {
+            // A name whose polls block its worker: run its async jobs on a thread.
+            let inner = stack.unwrap_or_else(base);
+            stack = Some(Arc::new(move |mut job: Job| {
+                job.set_on_thread();
+                inner.dispatch(job)
+            }));
+        }
+        if let Some(priority) = spec.and_then(|s| s.priority) {
+            // Outermost, so every layer (and the executor) sees the route's priority.
+            let inner = stack.unwrap_or_else(base);
+            stack = Some(Arc::new(move |mut job: Job| {
+                if job.meta().explicit_priority().is_none() {
+                    job.set_priority(priority);
+                }
+                inner.dispatch(job)
+            }));
+        }
         Compiled {
             addr,
             route: route.clone(),
@@ -274,23 +304,29 @@ pub(crate) fn compile(
             // The file learns only when a route says `executor = "auto"`.
             observer = c.has_auto().then(|| c.clone() as Arc<dyn Policy>);
             let auto = c.routes().iter().filter_map(|r| r.auto_cpu());
+            let blocking = c.routes().iter().filter_map(|r| r.auto_blocking());
             let specs = c.routes().iter().map(|r| r.route());
-            for spec in specs.chain(auto).chain([c.defaults()]) {
+            for spec in specs.chain(auto).chain(blocking).chain([c.defaults()]) {
                 let addr = &spec.route as *const Route as usize;
                 routes.push(compile_one(&spec.route, Some(spec), addr, false));
             }
-            // Compiled in that order: the rules, then the auto CPU routes, then defaults.
-            let mut next_auto = c.routes().len();
-            let auto_at = c
-                .routes()
-                .iter()
-                .map(|r| {
-                    let at = next_auto;
-                    next_auto += usize::from(r.auto_cpu().is_some());
-                    at
-                })
-                .collect();
-            file_positions = Some((auto_at, routes.len() - 1));
+            // Compiled in that order: the rules, the auto CPU routes, the auto blocking
+            // routes, then the defaults.
+            let mut next = c.routes().len();
+            let mut place = |has: bool| {
+                let at = next;
+                next += usize::from(has);
+                at
+            };
+            let auto_cpu = c.routes().iter().map(|r| place(r.auto_cpu().is_some()));
+            let auto_cpu: Vec<usize> = auto_cpu.collect();
+            let auto_blocking = c.routes().iter().map(|r| place(r.auto_blocking().is_some()));
+            let auto_blocking: Vec<usize> = auto_blocking.collect();
+            file_positions = Some(FilePositions {
+                auto_cpu,
+                auto_blocking,
+                defaults: routes.len() - 1,
+            });
         }
         (None, None) => {
             return Err(ConfigError::new(
