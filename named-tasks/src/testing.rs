@@ -475,7 +475,13 @@ fn check_outcomes(
 
 /// [`check_mix`] over `cases` random mixes (proptest, shrinking on failure).
 pub fn random_mixes(make: Factory<'_>, cases: u32) {
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(cases));
+    // No failure file: outside the proptest! macro there is no source file to put it by.
+    let config = ProptestConfig {
+        cases,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(config);
     let strategy = (ops(), 0usize..32, proptest::bool::ANY);
     let result = runner.run(&strategy, |(ops, at, now)| {
         check_mix(make, &ops, at, now);
