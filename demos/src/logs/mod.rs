@@ -110,7 +110,8 @@ struct RunArgs {
     /// Chunks in flight at most (default: 2 per core, at least 4).
     #[arg(long)]
     inflight: Option<usize>,
-    /// Policy file routing the `cpu`-tagged map tasks (default: demos/policies/logs.toml).
+    /// Policy file routing the `cpu`-tagged map tasks (default: demos/policies/logs.toml;
+    /// demos/policies/logs-process.toml maps in worker processes).
     #[arg(long)]
     policy: Option<PathBuf>,
     /// Engine of the map step.
