@@ -16,7 +16,9 @@ use clap::{Parser, Subcommand};
 /// The named tasks the demos may send to worker processes: the `demos` binary's worker
 /// hook (`executor_process::worker_hook`) serves these.
 pub fn worker_tasks() -> named_tasks::Tasks {
-    named_tasks::Tasks::new().with(&framework::SQUARES)
+    named_tasks::Tasks::new()
+        .with(&framework::SQUARES)
+        .with(&logs::MAP)
 }
 
 /// The backends a demo's policy may name: the supervisor's built-ins and `process`.

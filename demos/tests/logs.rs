@@ -340,3 +340,66 @@ fn unreadable_input_is_an_error_not_a_hang() {
         assert_eq!(got, (true, true));
     }
 }
+
+/// The JSON report without what may differ between two runs of the same input.
+fn findings(mut v: serde_json::Value) -> serde_json::Value {
+    let o = v.as_object_mut().unwrap();
+    for timing in ["elapsed_s", "gb_per_s", "peak_rss_mb", "remote_chunks"] {
+        o.remove(timing);
+    }
+    v
+}
+
+#[test]
+fn the_process_policy_maps_in_worker_processes_with_the_same_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let generated = dir.path().join("gen.log");
+    generate_log(&generated, 1_000_000, 11).unwrap();
+    // Keys that are not UTF-8 travel as bytes.
+    let odd = dir.path().join("odd.log");
+    let mut bytes = Vec::new();
+    for i in 0..50 {
+        bytes.extend_from_slice(b"203.0.113.");
+        bytes.extend_from_slice(i.to_string().as_bytes());
+        bytes.extend_from_slice(b" - - [02/Mar/2026:10:00:01 +0000] \"GET /caf\xe9/\xff");
+        bytes.extend_from_slice(
+            format!("{} HTTP/1.1\" 200 {i} \"-\" \"ua\" 0.0{i}\n", i % 3).as_bytes(),
+        );
+    }
+    bytes.extend_from_slice(b"\xfe\xff not a log line\n");
+    std::fs::write(&odd, bytes).unwrap();
+    let files = [generated, awkward(dir.path()), odd];
+    let run = |policy: &str| -> serde_json::Value {
+        let out = demos_bin()
+            .args([
+                "logs",
+                "--json",
+                "--no-progress",
+                "--chunk-size",
+                "64KiB",
+                "--policy",
+            ])
+            .arg(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("policies")
+                    .join(policy),
+            )
+            .args(&files)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{policy}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let here = run("logs.toml");
+    let there = run("logs-process.toml");
+    assert_eq!(here["remote_chunks"].as_u64(), Some(0));
+    // Every chunk of these plain files went to a worker process.
+    let chunks = there["remote_chunks"].as_u64().unwrap();
+    assert!(chunks >= 15, "{chunks} chunks mapped in workers");
+    assert_eq!(here["lines"].as_u64(), Some(reference(&files).lines));
+    assert_eq!(findings(there), findings(here));
+}

@@ -67,6 +67,9 @@
 //!   (tied to its dispatcher thread, which lives as long as the worker), and exits on
 //!   EOF of its stdin.
 //!
+//! These guarantees are the ones every executor of named tasks keeps: `tests/conformance.rs`
+//! runs the shared suite of `named-tasks` (feature `testing`) on a pool of two workers.
+//!
 //! # Policy
 //!
 //! With the `supervisor` feature, `register` adds `backend = "process"` to a

@@ -43,6 +43,8 @@ mod codec;
 mod error;
 mod registry;
 mod task;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod wire;
 
 pub use codec::{Codec, CodecError};

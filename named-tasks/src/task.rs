@@ -128,7 +128,7 @@ impl<A: Args, R: Output> Task<A, R> {
     /// Calls the task with `args` on `exec` (any executor, or a supervisor that routes by
     /// the task's name and tags).
     pub fn call<E: Executor + ?Sized>(&self, exec: &E, args: A) -> TaskHandle<R> {
-        self.submit(exec, self.meta(), args)
+        self.submit(exec, self.meta(), args, Identity)
     }
 
     /// [`call`](Self::call) with a key for per-key limits (e.g. a host).
@@ -138,45 +138,148 @@ impl<A: Args, R: Output> Task<A, R> {
         key: impl Into<String>,
         args: A,
     ) -> TaskHandle<R> {
-        self.submit(exec, self.meta().with_key(key), args)
+        self.submit(exec, self.meta().with_key(key), args, Identity)
     }
 
-    fn submit<E: Executor + ?Sized>(&self, exec: &E, meta: TaskMeta, args: A) -> TaskHandle<R> {
+    /// [`call`](Self::call), then `then` on the result **where the call ran**, before the
+    /// handle resolves with what `then` returns: on the executor's own thread (a pool
+    /// thread in-process; on a process pool, the parent's thread that received the reply
+    /// and decoded it). A reduce step that merges partial results this way keeps the
+    /// merging off the caller's thread and spread over the executor's threads, whichever
+    /// backend the policy picks.
+    ///
+    /// `then` runs at most once per call, for the attempt that succeeds, and not when the
+    /// call was already cancelled or timed out (its result would be dropped). Its panics
+    /// are the task's panics.
+    ///
+    /// ```
+    /// use executor_core::InlineExecutor;
+    /// use named_tasks::Task;
+    /// use std::sync::{Arc, atomic::{AtomicU64, Ordering}};
+    ///
+    /// static LEN: Task<String, u64> = Task::new("text.len", |_ctx, s: String| Ok(s.len() as u64));
+    ///
+    /// let exec = InlineExecutor::new("here");
+    /// let total = Arc::new(AtomicU64::new(0));
+    /// for word in ["map", "reduce"] {
+    ///     let total = total.clone();
+    ///     let h = LEN.call_then(&exec, word.into(), move |n| total.fetch_add(n, Ordering::Relaxed));
+    ///     h.wait().unwrap();
+    /// }
+    /// assert_eq!(total.load(Ordering::Relaxed), 9);
+    /// ```
+    pub fn call_then<E, T, G>(&self, exec: &E, args: A, then: G) -> TaskHandle<T>
+    where
+        E: Executor + ?Sized,
+        T: Send + 'static,
+        G: FnOnce(R) -> T + Send + 'static,
+    {
+        self.submit(exec, self.meta(), args, ThenOnce(Mutex::new(Some(then))))
+    }
+
+    /// The job of one call with `args`, not yet submitted, and its handle: for layers and
+    /// test suites that set the job's deadline or hooks, or keep its cancel token, before
+    /// they hand it to an executor (`exec.execute(job)`). [`call`](Self::call) is this
+    /// plus the submission.
+    pub fn job(&self, args: A) -> (Job, TaskHandle<R>) {
+        self.build(self.meta(), args, Identity)
+    }
+
+    fn submit<E, T, F>(&self, exec: &E, meta: TaskMeta, args: A, then: F) -> TaskHandle<T>
+    where
+        E: Executor + ?Sized,
+        T: Send + 'static,
+        F: Then<R, T>,
+    {
+        let (job, handle) = self.build(meta, args, then);
+        if let Err(refused) = exec.execute(job) {
+            // Dropping the refusal resolves the handle as rejected or shut down.
+            drop(refused);
+        }
+        handle
+    }
+
+    fn build<T, F>(&self, meta: TaskMeta, args: A, then: F) -> (Job, TaskHandle<T>)
+    where
+        T: Send + 'static,
+        F: Then<R, T>,
+    {
         let call = Arc::new(Call {
             name: self.name,
             remote: Mutex::new(None),
         });
         let meta = meta.with_extension(call.clone());
         let name = self.name;
-        let (job, handle) = match self.body {
-            Body::Sync(f) => Job::repeatable(meta, move |ctx| match call.take() {
-                Some(remote) => run_remote(ctx, name, &args, remote),
-                None => {
-                    let args = checked(name, &args, ErrorKind::BadArgs)?;
-                    let value = f(ctx, args).map_err(TaskError::failed)?;
-                    checked_owned(name, value, ErrorKind::BadResult)
-                }
-            }),
-            Body::Async(f) => Job::future_repeatable(meta, move |ctx: TaskContext| {
-                let remote = call.take();
-                let args = args.clone();
-                async move {
-                    match remote {
-                        Some(remote) => run_remote(&ctx, name, &args, remote),
-                        None => {
-                            let args = checked_owned(name, args, ErrorKind::BadArgs)?;
-                            let value = f(ctx, args).await.map_err(TaskError::failed)?;
-                            checked_owned(name, value, ErrorKind::BadResult)
-                        }
+        match self.body {
+            Body::Sync(f) => Job::repeatable(meta, move |ctx| {
+                let value = match call.take() {
+                    Some(remote) => run_remote(ctx, name, &args, remote)?,
+                    None => {
+                        let args = checked(name, &args, ErrorKind::BadArgs)?;
+                        let value = f(ctx, args).map_err(TaskError::failed)?;
+                        checked_owned(name, value, ErrorKind::BadResult)?
                     }
-                }
+                };
+                then.then(ctx, value)
             }),
-        };
-        if let Err(refused) = exec.execute(job) {
-            // Dropping the refusal resolves the handle as rejected or shut down.
-            drop(refused);
+            Body::Async(f) => {
+                let then = Arc::new(then);
+                Job::future_repeatable(meta, move |ctx: TaskContext| {
+                    let remote = call.take();
+                    let args = args.clone();
+                    let then = then.clone();
+                    async move {
+                        let value = match remote {
+                            Some(remote) => run_remote(&ctx, name, &args, remote)?,
+                            None => {
+                                let args = checked_owned(name, args, ErrorKind::BadArgs)?;
+                                let value =
+                                    f(ctx.clone(), args).await.map_err(TaskError::failed)?;
+                                checked_owned(name, value, ErrorKind::BadResult)?
+                            }
+                        };
+                        then.then(&ctx, value)
+                    }
+                })
+            }
         }
-        handle
+    }
+}
+
+/// What a call does with its function's result before the handle resolves.
+trait Then<R, T>: Send + Sync + 'static {
+    fn then(&self, ctx: &TaskContext, value: R) -> Result<T, TaskError>;
+}
+
+/// A plain call: the handle gets the function's result.
+struct Identity;
+
+impl<R> Then<R, R> for Identity {
+    fn then(&self, _ctx: &TaskContext, value: R) -> Result<R, TaskError> {
+        Ok(value)
+    }
+}
+
+/// [`Task::call_then`]: a continuation that runs once, for the attempt that succeeds.
+struct ThenOnce<G>(Mutex<Option<G>>);
+
+impl<R, T, G> Then<R, T> for ThenOnce<G>
+where
+    G: FnOnce(R) -> T + Send + 'static,
+{
+    fn then(&self, ctx: &TaskContext, value: R) -> Result<T, TaskError> {
+        // An attempt already timed out or cancelled (its late result is dropped) must not
+        // use up the continuation: a retry may still succeed.
+        if ctx.is_cancelled() {
+            return Err(TaskError::cancelled());
+        }
+        let then = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        match then {
+            Some(g) => Ok(g(value)),
+            None => Err(TaskError::failed(
+                "the continuation of this call already ran for an earlier attempt",
+            )),
+        }
     }
 }
 
@@ -185,6 +288,21 @@ pub trait NamedExt: Executor {
     /// Calls `task` with `args` here; see [`Task::call`].
     fn call<A: Args, R: Output>(&self, task: &Task<A, R>, args: A) -> TaskHandle<R> {
         task.call(self, args)
+    }
+
+    /// Calls `task` with `args` here and runs `then` on its result where it ran; see
+    /// [`Task::call_then`].
+    fn call_then<A: Args, R: Output, T, G>(
+        &self,
+        task: &Task<A, R>,
+        args: A,
+        then: G,
+    ) -> TaskHandle<T>
+    where
+        T: Send + 'static,
+        G: FnOnce(R) -> T + Send + 'static,
+    {
+        task.call_then(self, args, then)
     }
 }
 

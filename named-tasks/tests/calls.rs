@@ -157,3 +157,50 @@ fn the_payload_check_fails_types_that_would_not_travel() {
     check_payloads(false);
     assert_eq!(BAD_RESULT.call(&exec, 2).wait().unwrap().len(), 1);
 }
+
+#[test]
+fn call_then_runs_once_where_the_call_ran_and_never_for_a_failure() {
+    let bound = Duration::from_secs(20);
+    let where_ran = |exec: &dyn Executor, prefix: &str| {
+        let stats = Stats {
+            name: "b".into(),
+            values: vec![4, 5],
+        };
+        let h = SUM.call_then(exec, stats, |(name, sum)| {
+            let thread = std::thread::current().name().unwrap_or("").to_owned();
+            (format!("{name}={sum}"), thread)
+        });
+        let (value, thread) = h.wait_timeout(bound).ok().unwrap().unwrap();
+        assert_eq!(value, "b=9");
+        assert!(thread.starts_with(prefix), "ran on {thread:?}");
+    };
+    let exec = ThreadsExecutor::builder("merge")
+        .workers(2)
+        .build()
+        .unwrap();
+    where_ran(&exec, "merge-");
+    // Across the loopback "boundary" too: the result is decoded, then `then` runs.
+    for codec in Codec::ALL {
+        let remote = Loopback {
+            inner: ThreadsExecutor::builder("far").workers(1).build().unwrap(),
+            codec,
+            tasks: Arc::new(Tasks::new().with(&SUM)),
+        };
+        where_ran(&remote, "far-");
+        remote.shutdown(ShutdownMode::Now);
+    }
+    let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = ran.clone();
+    let err = exec
+        .call_then(&FAILS, 1, move |x| {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            x
+        })
+        .wait()
+        .unwrap_err();
+    assert!(err.is_failed(), "{err}");
+    let err = exec.call_then(&PANICS, 1, |x| x).wait().unwrap_err();
+    assert!(err.is_panic(), "{err}");
+    assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+    exec.shutdown(ShutdownMode::Graceful(bound));
+}

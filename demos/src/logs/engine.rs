@@ -4,15 +4,25 @@
 //! tasks on an executor, or on hand-written scoped threads for comparison; the reference
 //! does everything on the calling thread, line by line.
 //!
-//! At most `inflight` chunks exist at once: a chunk's buffer and its partial metrics come
-//! back with the finished task and are reused for a later chunk, so memory does not grow
-//! with the input.
+//! A plain file's chunk is the named task [`MAP`] (`logs.map`: path, offsets → partial
+//! metrics), so a policy can send it to worker processes; the merge runs where the call
+//! ran ([`Task::call_then`]): on the pool thread in-process, on the parent's dispatcher
+//! thread for a process pool, never queued on the calling thread. A stream's chunk, whose
+//! bytes are already in memory, is a closure (`logs.map.stream`).
+//!
+//! At most `inflight` chunks exist at once. A stream chunk's buffer and partial metrics
+//! come back with the finished task and are reused for a later chunk; a file chunk reads
+//! into its thread's buffer and maps into its thread's partial metrics, which come back
+//! to that thread once merged. So memory does not grow with the input.
 
 use super::chunk::{ChunkBuf, Chunker, PIECE};
 use super::metrics::{Accumulator, Metrics};
 use anyhow::{Context, Result, anyhow};
 use executor_core::{Executor, ExecutorExt, TaskHandle, TaskMeta, TaskSet};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use named_tasks::Task;
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
 use std::error::Error as _;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -31,22 +41,108 @@ pub struct Options {
     pub progress: bool,
 }
 
+/// One chunk of a plain file, as the map task's arguments: which lines of which file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct MapArgs {
+    /// The file (a worker process opens it by this path too).
+    pub(crate) path: PathBuf,
+    /// The file's length when the run began: nothing past it is read.
+    pub(crate) file_len: u64,
+    /// The chunk owns the lines that start in `[offset, offset + length)`.
+    pub(crate) offset: u64,
+    /// See `offset`.
+    pub(crate) length: u64,
+}
+
+/// A map task's result: the chunk's partial metrics and the bytes of its lines.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Partial {
+    /// Input bytes of the lines the chunk owns.
+    pub(crate) bytes: u64,
+    /// The process that mapped the chunk.
+    pub(crate) pid: u32,
+    /// Their metrics, finished.
+    pub(crate) metrics: Metrics,
+}
+
+/// The map step of a plain file's chunk as a named task, tagged `cpu`: a policy can route
+/// it to worker processes (the `demos` binary's worker hook serves it). In-process it runs
+/// directly on its arguments, with no encoding.
+pub(crate) static MAP: Task<MapArgs, Partial> =
+    Task::new("logs.map", |_ctx, args: MapArgs| Ok(map_range(&args)?)).with_tags(&["cpu"]);
+
+/// A thread's map scratch, reused from chunk to chunk.
+#[derive(Default)]
+struct Scratch {
+    buf: Option<ChunkBuf>,
+    /// Cleared partial metrics whose maps keep their keys and capacity.
+    metrics: Option<Metrics>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::default();
+}
+
+/// Reads and maps one chunk of a plain file, in this thread's buffer and partial metrics.
+fn map_range(args: &MapArgs) -> Result<Partial> {
+    let file =
+        File::open(&args.path).with_context(|| format!("opening {}", args.path.display()))?;
+    let (buf, metrics) = SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        (s.buf.take(), s.metrics.take())
+    });
+    let mut buf = buf.unwrap_or_default();
+    let mut m = metrics.unwrap_or_default();
+    let read = buf.for_lines_in_range(&file, args.file_len, args.offset, args.length, PIECE, |l| {
+        m.add_line(l)
+    });
+    SCRATCH.with(|s| s.borrow_mut().buf = Some(buf));
+    let bytes = read?;
+    m.finish();
+    Ok(Partial {
+        bytes,
+        pid: std::process::id(),
+        metrics: m,
+    })
+}
+
+/// Merges chunk `index`'s partial into the whole; returns its input bytes. In-process the
+/// merge runs on the thread that mapped the chunk, which keeps the partial's maps for its
+/// next chunk (a thread that does not map, such as a process pool's dispatcher, drops them).
+fn merge(acc: &Mutex<Accumulator>, index: usize, partial: Partial) -> u64 {
+    let Partial {
+        bytes,
+        pid,
+        mut metrics,
+    } = partial;
+    {
+        let mut acc = acc.lock().unwrap_or_else(|e| e.into_inner());
+        acc.merge(index, bytes, &metrics);
+        if pid != std::process::id() {
+            acc.remote_chunks += 1;
+        }
+    }
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.buf.is_some() && s.metrics.is_none() {
+            metrics.clear();
+            s.metrics = Some(metrics);
+        }
+    });
+    bytes
+}
+
 /// Where a job's bytes come from.
 #[derive(Debug, Default)]
 enum Source {
     /// The buffer already holds the chunk (streams, filled by the reading thread).
     #[default]
     Filled,
-    /// The task reads byte range `[start, start + size)` of a plain file itself.
-    Range {
-        file: Arc<File>,
-        len: u64,
-        start: u64,
-        size: u64,
-    },
+    /// The task reads a range of a plain file itself.
+    Range(MapArgs),
 }
 
-/// One chunk: its buffer and partial metrics (the unit of work and of reuse).
+/// One chunk: for a stream, its buffer and partial metrics (the unit of work and of reuse).
 #[derive(Debug, Default)]
 pub(crate) struct Job {
     buf: ChunkBuf,
@@ -59,30 +155,20 @@ pub(crate) struct Job {
 impl Job {
     /// The map step, then the merge of its partial metrics into the shared whole.
     fn run(mut self, acc: &Mutex<Accumulator>) -> Result<Self> {
-        let bytes = match std::mem::take(&mut self.source) {
-            Source::Range {
-                file,
-                len,
-                start,
-                size,
-            } => {
-                let m = &mut self.metrics;
-                let bytes = self
-                    .buf
-                    .for_lines_in_range(&file, len, start, size, PIECE, |l| m.add_line(l))?;
-                m.finish();
-                bytes
-            }
+        self.done_bytes = match std::mem::take(&mut self.source) {
+            Source::Range(args) => merge(acc, self.buf.index, map_range(&args)?),
             Source::Filled => {
                 self.metrics.add_chunk(self.buf.bytes());
-                self.buf.bytes().len() as u64
+                let bytes = self.buf.bytes().len() as u64;
+                acc.lock().unwrap_or_else(|e| e.into_inner()).merge(
+                    self.buf.index,
+                    bytes,
+                    &self.metrics,
+                );
+                self.metrics.clear();
+                bytes
             }
         };
-        acc.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .merge(self.buf.index, bytes, &self.metrics);
-        self.metrics.clear();
-        self.done_bytes = bytes;
         Ok(self)
     }
 }
@@ -229,19 +315,18 @@ fn drive(files: &[PathBuf], opts: &Options, runner: &mut dyn MapRunner) -> Resul
                 .unwrap_or_else(|e| e.into_inner())
                 .begin_file(path.display().to_string());
             match open(path)? {
-                Input::File(file, len) => {
-                    let file = Arc::new(file);
+                Input::File(_, len) => {
                     let size = opts.chunk_size.max(1) as u64;
                     let mut start = 0;
                     while start < len {
                         let mut job = jobs.take()?;
                         job.buf.index = next_chunk(&acc);
-                        job.source = Source::Range {
-                            file: file.clone(),
-                            len,
-                            start,
-                            size,
-                        };
+                        job.source = Source::Range(MapArgs {
+                            path: path.clone(),
+                            file_len: len,
+                            offset: start,
+                            length: size,
+                        });
                         jobs.submit(job, &acc)?;
                         start += size;
                     }
@@ -277,17 +362,29 @@ fn drive(files: &[PathBuf], opts: &Options, runner: &mut dyn MapRunner) -> Resul
     Ok(std::mem::replace(&mut *whole, Accumulator::new()))
 }
 
-/// Runs the map step as tasks on `exec`, tagged `cpu` so a policy can route them.
+/// Runs the map step as tasks on `exec`, tagged `cpu` so a policy can route them: a
+/// file's chunks as the named task [`MAP`], a stream's as closures.
 struct ExecutorRunner<'a> {
     exec: &'a Arc<dyn Executor>,
     running: TaskSet<Job>,
 }
 
 impl MapRunner for ExecutorRunner<'_> {
-    fn submit(&mut self, job: Job, acc: &Arc<Mutex<Accumulator>>) -> Result<()> {
-        let meta = TaskMeta::new("logs.map").with_tag("cpu");
+    fn submit(&mut self, mut job: Job, acc: &Arc<Mutex<Accumulator>>) -> Result<()> {
         let acc = acc.clone();
-        let handle: TaskHandle<Job> = self.exec.run_once(meta, move |_ctx| job.run(&acc));
+        let handle: TaskHandle<Job> = match std::mem::take(&mut job.source) {
+            Source::Range(args) => {
+                let index = job.buf.index;
+                MAP.call_then(&**self.exec, args, move |partial| {
+                    job.done_bytes = merge(&acc, index, partial);
+                    job
+                })
+            }
+            Source::Filled => {
+                let meta = TaskMeta::new("logs.map.stream").with_tag("cpu");
+                self.exec.run_once(meta, move |_ctx| job.run(&acc))
+            }
+        };
         self.running.push(handle);
         Ok(())
     }

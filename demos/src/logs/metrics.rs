@@ -4,12 +4,19 @@
 //! Every figure merges exactly (counts add, the latency histogram adds bucket by bucket,
 //! malformed examples are ordered by position), so the report does not depend on how the
 //! input was cut or in which order the partial results arrived.
+//!
+//! A finished [`Metrics`] has a serde form, so a chunk's partial result can come back from
+//! a worker process: only what a merge reads travels, zero counts (a reused partial keeps
+//! its keys) are left out, keys go as text when they are UTF-8 and as bytes otherwise, and
+//! the histogram as its non-empty buckets. Decoding gives a partial that merges exactly as
+//! the original would.
 
 use super::parse::{METHODS, MinuteCache, format_minute, parse_line};
 use hdrhistogram::Histogram;
 use memchr::memchr_iter;
 use rustc_hash::FxHashMap;
-use serde::Serialize;
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
@@ -204,6 +211,158 @@ impl Metrics {
     }
 }
 
+/// A map key as it travels: text when it is UTF-8 (readable in JSON), bytes otherwise.
+struct Key<'a>(Cow<'a, [u8]>);
+
+impl Serialize for Key<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(&self.0) {
+            Ok(text) => s.serialize_str(text),
+            Err(_) => s.serialize_bytes(&self.0),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Key<'_> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or bytes")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<u8>, E> {
+                Ok(v.as_bytes().to_vec())
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            // JSON writes bytes as an array of numbers.
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Vec<u8>, A::Error> {
+                let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(b) = seq.next_element()? {
+                    v.push(b);
+                }
+                Ok(v)
+            }
+        }
+        d.deserialize_any(KeyVisitor).map(|v| Key(Cow::Owned(v)))
+    }
+}
+
+/// The serde form of a finished [`Metrics`].
+#[derive(Serialize, Deserialize)]
+struct MetricsWire<'a> {
+    lines: u64,
+    malformed: u64,
+    examples: Cow<'a, [(u64, String)]>,
+    bytes_served: u64,
+    /// Non-zero counts by status code.
+    status: Vec<(u16, u64)>,
+    methods: Cow<'a, [u64]>,
+    paths: Vec<(Key<'a>, u64)>,
+    ips4: Vec<(u32, u64)>,
+    ips: Vec<(Key<'a>, u64)>,
+    per_minute: Vec<(i64, u64)>,
+    /// Non-empty histogram buckets: the highest value of the bucket and its count.
+    request_time: Vec<(u64, u64)>,
+}
+
+fn counted_keys(map: &FxHashMap<Box<[u8]>, u64>) -> Vec<(Key<'_>, u64)> {
+    map.iter()
+        .filter(|(_, v)| **v > 0)
+        .map(|(k, v)| (Key(Cow::Borrowed(&k[..])), *v))
+        .collect()
+}
+
+impl Serialize for Metrics {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.run_count != 0 {
+            return Err(serde::ser::Error::custom(
+                "partial metrics must be finished before they travel",
+            ));
+        }
+        MetricsWire {
+            lines: self.lines,
+            malformed: self.malformed,
+            examples: Cow::Borrowed(&self.examples),
+            bytes_served: self.bytes_served,
+            status: (0u16..)
+                .zip(&self.status)
+                .filter(|(_, c)| **c > 0)
+                .map(|(code, c)| (code, *c))
+                .collect(),
+            methods: Cow::Borrowed(&self.methods),
+            paths: counted_keys(&self.paths),
+            ips4: self
+                .ips4
+                .iter()
+                .filter(|(_, v)| **v > 0)
+                .map(|(k, v)| (*k, *v))
+                .collect(),
+            ips: counted_keys(&self.ips),
+            per_minute: self.per_minute.iter().map(|(k, v)| (*k, *v)).collect(),
+            request_time: self
+                .request_time
+                .iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Metrics {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = MetricsWire::deserialize(d)?;
+        let mut m = Metrics {
+            lines: w.lines,
+            malformed: w.malformed,
+            examples: w.examples.into_owned(),
+            bytes_served: w.bytes_served,
+            ..Metrics::default()
+        };
+        for (code, c) in w.status {
+            let slot = m
+                .status
+                .get_mut(usize::from(code))
+                .ok_or_else(|| D::Error::custom(format!("status code {code} out of range")))?;
+            *slot = c;
+        }
+        m.methods = w.methods.as_ref().try_into().map_err(|_| {
+            D::Error::custom(format!(
+                "{} method counts, expected {}",
+                w.methods.len(),
+                METHODS.len()
+            ))
+        })?;
+        m.paths = w
+            .paths
+            .into_iter()
+            .map(|(k, v)| (k.0.into_owned().into_boxed_slice(), v))
+            .collect();
+        m.ips4 = w.ips4.into_iter().collect();
+        m.ips = w
+            .ips
+            .into_iter()
+            .map(|(k, v)| (k.0.into_owned().into_boxed_slice(), v))
+            .collect();
+        m.per_minute = w.per_minute.into_iter().collect();
+        for (value, count) in w.request_time {
+            m.request_time
+                .record_n(value, count)
+                .map_err(|e| D::Error::custom(format!("request time {value}: {e:?}")))?;
+        }
+        Ok(m)
+    }
+}
+
 /// A malformed example before its line number is known.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Pending {
@@ -225,6 +384,8 @@ pub(crate) struct Accumulator {
     files: Vec<String>,
     examples: Vec<Pending>,
     input_bytes: u64,
+    /// Chunks mapped in another process (a worker of a process pool).
+    pub(crate) remote_chunks: u64,
 }
 
 impl Accumulator {
@@ -237,6 +398,7 @@ impl Accumulator {
             files: Vec::new(),
             examples: Vec::new(),
             input_bytes: 0,
+            remote_chunks: 0,
         }
     }
 
@@ -522,6 +684,54 @@ mod tests {
         ] {
             assert_eq!(parse_ipv4(odd), None, "{odd:?}");
         }
+    }
+
+    #[test]
+    fn partial_metrics_travel_and_merge_exactly_with_either_codec() {
+        let mut m = Metrics::default();
+        let mut line = |ip: &[u8], path: &[u8], t: &str| {
+            let mut l = ip.to_vec();
+            l.extend_from_slice(b" - - [02/Mar/2026:10:0");
+            l.extend_from_slice(t.as_bytes());
+            l.extend_from_slice(b" +0000] \"GET ");
+            l.extend_from_slice(path);
+            l.extend_from_slice(b" HTTP/1.1\" 404 17 \"-\" \"u\" 0.25");
+            m.add_line(&l);
+        };
+        line(b"1.2.3.4", b"/a", "0:01");
+        line(b"::1", b"/caf\xe9", "1:02");
+        line(b"h\xffst", b"/a", "1:03");
+        m.add_line(b"\xff not a log line");
+        m.finish();
+        // A reused partial keeps keys whose count is zero: they must not travel.
+        m.paths.insert(b"/zero"[..].into(), 0);
+        let mut want = Accumulator::new();
+        want.begin_file("f".into());
+        let c = want.next_chunk();
+        want.merge(c, 9, &m);
+        let want = want.summary(10);
+        for codec in named_tasks::Codec::ALL {
+            let bytes = codec.encode(&m).unwrap();
+            let back: Metrics = codec.decode(&bytes).unwrap();
+            assert!(!back.paths.contains_key(&b"/zero"[..]), "{codec}");
+            let mut got = Accumulator::new();
+            got.begin_file("f".into());
+            let c = got.next_chunk();
+            got.merge(c, 9, &back);
+            assert_eq!(got.summary(10), want, "{codec}");
+        }
+        assert_eq!(want.unique_paths, 2);
+        assert_eq!(want.malformed_examples.len(), 1);
+        // An unfinished partial refuses to travel.
+        let mut open = Metrics::default();
+        line_into(&mut open);
+        assert!(named_tasks::Codec::Json.encode(&open).is_err());
+    }
+
+    fn line_into(m: &mut Metrics) {
+        m.add_line(
+            br#"1.2.3.4 - - [02/Mar/2026:10:00:01 +0000] "GET / HTTP/1.1" 200 1 "-" "u" 0.1"#,
+        );
     }
 
     #[test]

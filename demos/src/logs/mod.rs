@@ -14,6 +14,11 @@
 //! calling thread put about a fifth of all CPU time there, which bounds the 1 → 2 thread
 //! speedup near 1.6; with both in the tasks the calling thread only hands out ranges.
 //!
+//! A plain file's chunk is the named task `logs.map` (path and byte range in, partial
+//! metrics out), so `demos/policies/logs-process.toml` sends the map step to worker
+//! processes with no code change and the same report; chunks of streams stay closures
+//! (`logs.map.stream`), as their bytes are already in this process.
+//!
 //! `demos logs gen --size 2GB --seed N --out FILE` writes a deterministic log;
 //! `demos logs bench` measures throughput against `wc -l`, 1 vs 2 threads, the executor
 //! against hand-written scoped threads, and peak memory for a small and a large file.
@@ -26,6 +31,7 @@ mod metrics;
 mod parse;
 mod report;
 
+pub(crate) use engine::MAP;
 pub use engine::Options;
 pub use metrics::{MalformedExample, PerMinute, RequestTimes, Summary, TopEntry};
 pub use report::Report;
@@ -104,7 +110,8 @@ struct RunArgs {
     /// Chunks in flight at most (default: 2 per core, at least 4).
     #[arg(long)]
     inflight: Option<usize>,
-    /// Policy file routing the `cpu`-tagged map tasks (default: demos/policies/logs.toml).
+    /// Policy file routing the `cpu`-tagged map tasks (default: demos/policies/logs.toml;
+    /// demos/policies/logs-process.toml maps in worker processes).
     #[arg(long)]
     policy: Option<PathBuf>,
     /// Engine of the map step.
@@ -195,10 +202,12 @@ pub fn cached_log(size: u64, seed: u64) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The executor the map tasks are submitted to: the supervisor loaded from `policy`. It
-/// routes each task by its meta (the map tasks are tagged `cpu`); the demo names no backend.
+/// The executor the map tasks are submitted to: the supervisor loaded from `policy`, with
+/// `backend = "process"` available. It routes each task by its meta (the map tasks are
+/// tagged `cpu`, a file's are the named task `logs.map`); the demo names no backend.
 pub fn cpu_executor(policy: &Path) -> Result<Arc<dyn Executor>> {
-    let sup = supervisor::Supervisor::from_file(policy)
+    let sup = supervisor::PolicyConfig::from_file(policy)
+        .and_then(|config| supervisor::Supervisor::with_registry(config, crate::registry()))
         .with_context(|| format!("loading policy {}", policy.display()))?;
     Ok(sup)
 }
@@ -235,6 +244,7 @@ pub fn analyze(
         summary,
         engine: format!("{engine:?}").to_lowercase(),
         chunk_size: opts.chunk_size as u64,
+        remote_chunks: acc.remote_chunks,
         elapsed_s,
         peak_rss_mb: report::peak_rss_kib().map(|k| k as f64 / 1024.0),
     })

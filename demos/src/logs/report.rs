@@ -13,6 +13,9 @@ pub struct Report {
     pub engine: String,
     /// Bytes per chunk.
     pub chunk_size: u64,
+    /// Chunks whose map step ran in another process (a worker process the policy sent
+    /// them to); 0 when it ran in this one.
+    pub remote_chunks: u64,
     /// Wall-clock seconds of the whole run.
     pub elapsed_s: f64,
     /// Input gigabytes (10^9 bytes) per second.
@@ -79,6 +82,13 @@ impl Report {
                 .map(|m| format!(", peak RSS {m:.1} MiB"))
                 .unwrap_or_default()
         );
+        if self.remote_chunks > 0 {
+            let _ = writeln!(
+                w,
+                "               {} chunks mapped in worker processes",
+                self.remote_chunks
+            );
+        }
         let _ = writeln!(w, "lines          {}", s.lines);
         let _ = writeln!(
             w,
