@@ -32,6 +32,7 @@
 #![deny(unsafe_code)]
 
 mod executor;
+mod local;
 mod names;
 #[cfg(feature = "supervisor")]
 mod registry;
@@ -40,8 +41,9 @@ mod stored;
 mod worker;
 
 pub use executor::{Builder, NatsExecutor};
+pub use local::{LocalServer, LocalServerError};
 #[cfg(feature = "supervisor")]
-pub use registry::register;
+pub use registry::{URL_ENV, register, run_policy_worker};
 pub use stored::{DeadLetter, Ended, Stored};
 pub use worker::{Stop, Worker, WorkerBuilder, WorkerReport};
 
