@@ -122,8 +122,7 @@ fn a_worker_on_sqlite_runs_calls_and_drains_on_sigterm() {
     let layout = Layout::new(&dir);
     let smtp = SmtpReceiver::start(&layout.mail(), 0, 0.0).unwrap();
     let hooks =
-        WebhookReceiver::start(&layout.webhook(), 0, webhook::DEMO_SECRET.as_bytes(), 0.0)
-            .unwrap();
+        WebhookReceiver::start(&layout.webhook(), 0, webhook::DEMO_SECRET.as_bytes(), 0.0).unwrap();
     let w = worker(
         &dir,
         &policy("jobs.toml"),
@@ -135,7 +134,10 @@ fn a_worker_on_sqlite_runs_calls_and_drains_on_sigterm() {
     let out = stdout(&jobs(&dir, &["enqueue", "email", p, "--key", "mail-1"]));
     assert!(out.contains("succeeded: smtp 250"), "{out}");
     let hook = r#"{"event":"ping","data":{"n":1}}"#;
-    let out = stdout(&jobs(&dir, &["enqueue", "webhook", hook, "--key", "hook-1"]));
+    let out = stdout(&jobs(
+        &dir,
+        &["enqueue", "webhook", hook, "--key", "hook-1"],
+    ));
     assert!(out.contains("succeeded: http 200"), "{out}");
     drain(w);
 
@@ -169,7 +171,13 @@ fn a_refused_webhook_is_dead_lettered_with_its_last_error() {
     );
     let out = jobs(
         &dir,
-        &["enqueue", "webhook", r#"{"event":"e"}"#, "--key", "signed-wrong"],
+        &[
+            "enqueue",
+            "webhook",
+            r#"{"event":"e"}"#,
+            "--key",
+            "signed-wrong",
+        ],
     );
     drain(w);
     fails_with(&out, "answered 401");

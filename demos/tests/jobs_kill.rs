@@ -37,7 +37,10 @@ fn check(o: &ScenarioOptions, a: &scenario::Accounting) {
     assert_eq!(a.workers_killed, 1, "the kill happened");
     // The bad jobs (refused recipients, a URL nothing listens on, missing directories)
     // end as dead letters; the rest succeed despite the injected failures.
-    assert!(a.dead_lettered >= 1 && a.succeeded > a.enqueued / 2, "{a:?}");
+    assert!(
+        a.dead_lettered >= 1 && a.succeeded > a.enqueued / 2,
+        "{a:?}"
+    );
     assert!(a.mails_stored + a.webhooks_recorded > 0);
 }
 

@@ -27,6 +27,10 @@
 //! each waiting call holds a thread and a KV watch of its own, and a worker fetches one
 //! message per free slot (`examples/bench.rs` measures it against raw JetStream).
 //!
+//! [`LocalServer`] starts a `nats-server -js` of your own (free port, its own store) for
+//! demos and tests, and `run_policy_worker` (feature `supervisor`) runs a worker from a
+//! policy file.
+//!
 //! Delivery is at least once: a task whose worker dies after its effect but before its
 //! result is run again, so effects must be idempotent (key them by the task's id).
 #![deny(unsafe_code)]

@@ -132,6 +132,13 @@ enum Cmd {
     Mail,
     /// Run the SMTP and webhook receivers until Ctrl-C.
     Serve(ServeArgs),
+    /// Gone: it measured the demo's own queue (see the durable backends' benchmark).
+    #[command(hide = true)]
+    Bench {
+        /// Ignored.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -270,6 +277,11 @@ fn run_cli(cli: Cli) -> Result<()> {
         }
         Some(Cmd::Mail) => mail_cmd(&dir),
         Some(Cmd::Serve(a)) => serve_cmd(&dir, &a),
+        Some(Cmd::Bench { .. }) => bail!(
+            "`demos jobs bench` measured the demo's own SQLite queue, which is gone: the jobs \
+             now run on executor-sqlite and executor-nats, whose end-to-end benchmark \
+             replaces it"
+        ),
     }
 }
 
@@ -363,7 +375,8 @@ fn enqueue_cmd(policy: &Path, a: &EnqueueArgs) -> Result<()> {
         Err(_still_running) => {
             sup.shutdown(executor_core::ShutdownMode::Now);
             bail!(
-                "no result within {:?}; on a durable policy the job stays queued: start a                  worker (demos jobs worker --policy {})",
+                "no result within {:?}; on a durable policy the job stays queued: start a \
+                 worker (demos jobs worker --policy {})",
                 a.wait,
                 policy.display()
             );

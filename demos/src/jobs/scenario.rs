@@ -495,7 +495,8 @@ pub fn run(o: &ScenarioOptions) -> Result<Accounting> {
         hooks.url()
     );
     let run_id = format!("{:08x}", rand::random::<u32>());
-    let command = |args: &[&str], log: &Path| -> Result<Child> {
+    // The submitter's answers come on its stdout; a worker's stdout is not read.
+    let command = |args: &[&str], log: &Path, answers: bool| -> Result<Child> {
         let log = std::fs::File::create(log)?;
         let mut c = Command::new(&o.exe);
         c.arg("jobs").arg("--dir").arg(&o.dir).args(args);
@@ -507,7 +508,11 @@ pub fn run(o: &ScenarioOptions) -> Result<Accounting> {
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stderr(log)
-            .stdout(Stdio::piped())
+            .stdout(if answers {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .with_context(|| format!("cannot run {}", o.exe.display()))
     };
@@ -516,7 +521,7 @@ pub fn run(o: &ScenarioOptions) -> Result<Accounting> {
     let mut spawn_worker = |children: &mut Children| -> Result<()> {
         spawned += 1;
         let log = o.dir.join(format!("worker-{spawned}.log"));
-        let child = command(&["worker"], &log)?;
+        let child = command(&["worker"], &log, false)?;
         children.0.push((child, log));
         Ok(())
     };
@@ -527,9 +532,13 @@ pub fn run(o: &ScenarioOptions) -> Result<Accounting> {
     let t0 = Instant::now();
     let sub_log = o.dir.join("submitter.log");
     let jobs = o.jobs.to_string();
-    let mut submitter = command(&["submit", "--jobs", &jobs, "--run", &run_id], &sub_log)?;
+    let mut submitter = command(
+        &["submit", "--jobs", &jobs, "--run", &run_id],
+        &sub_log,
+        true,
+    )?;
     let stdout = submitter.stdout.take().context("the submitter's output")?;
-    let submitter = Children(vec![(submitter, sub_log.clone())]);
+    let mut submitter = Children(vec![(submitter, sub_log.clone())]);
     let (tx, rx) = crossbeam_channel::unbounded::<Result<Ended>>();
     std::thread::spawn(move || {
         for line in std::io::BufReader::new(stdout).lines() {
@@ -551,7 +560,6 @@ pub fn run(o: &ScenarioOptions) -> Result<Accounting> {
         ..Accounting::default()
     };
     let mut ends: HashMap<usize, Ended> = HashMap::new();
-    let mut submitter = submitter;
     loop {
         let left = o.timeout.saturating_sub(t0.elapsed());
         if left.is_zero() {
@@ -570,6 +578,14 @@ pub fn run(o: &ScenarioOptions) -> Result<Accounting> {
             }
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        }
+        for (c, log) in &mut children.0 {
+            if let Some(status) = c.try_wait()? {
+                bail!(
+                    "a worker exited on its own ({status}); see {}",
+                    log.display()
+                );
+            }
         }
         let done = ends.len() as u64;
         if workers > 0 && a.workers_killed == 0 && done >= kill_after {
