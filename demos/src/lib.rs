@@ -16,15 +16,19 @@ use clap::{Parser, Subcommand};
 /// The named tasks the demos may send to worker processes: the `demos` binary's worker
 /// hook (`executor_process::worker_hook`) serves these.
 pub fn worker_tasks() -> named_tasks::Tasks {
-    named_tasks::Tasks::new()
-        .with(&framework::SQUARES)
-        .with(&logs::MAP)
+    let mut tasks = jobs::kinds::tasks();
+    tasks.add(&framework::SQUARES);
+    tasks.add(&logs::MAP);
+    tasks
 }
 
-/// The backends a demo's policy may name: the supervisor's built-ins and `process`.
+/// The backends a demo's policy may name: the supervisor's built-ins, `process`, and the
+/// durable `sqlite` and `nats`.
 pub fn registry() -> supervisor::Registry {
     let mut registry = supervisor::Registry::with_builtins();
     executor_process::register(&mut registry);
+    executor_sqlite::register(&mut registry);
+    executor_nats::register(&mut registry);
     registry
 }
 

@@ -115,9 +115,9 @@ fn help_of_one_demo_shows_its_own_arguments() {
         assert!(s.contains("--chunk-size"), "{args:?}: {s}");
         assert!(s.contains("gen"), "{args:?}: {s}");
     }
-    let out = run(&["help", "jobs", "run"]);
+    let out = run(&["help", "jobs", "worker"]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    assert!(text(&out.stdout).contains("Usage: demos jobs run"));
+    assert!(text(&out.stdout).contains("Usage: demos jobs worker"));
 }
 
 #[test]
@@ -214,11 +214,25 @@ fn logs_carry_no_colour_codes_when_stderr_is_not_a_terminal() {
 fn each_demo_logs_at_its_own_default_level() {
     let dir = tempfile::tempdir().unwrap();
     // A jobs worker logs its progress at info by default (it used not to: a subscriber
-    // installed earlier won over the demo's own).
-    let d = dir.path().display().to_string();
-    let out = run(&["jobs", "--dir", &d, "run", "--until-idle"]);
-    assert!(out.status.success(), "{out:?}");
-    let err = text(&out.stderr);
+    // installed earlier won over the demo's own). It runs until SIGTERM, then drains.
+    let log = dir.path().join("worker.log");
+    let mut c = demos();
+    c.args(["jobs", "worker"])
+        .env("SWITCHYARD_SQLITE_PATH", dir.path().join("q.sqlite3"))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut child = c.spawn().expect("the demos binary starts");
+    let t = Instant::now();
+    let err = loop {
+        let err = std::fs::read_to_string(&log).unwrap();
+        if err.contains("worker started") || t.elapsed() > BOUND {
+            break err;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    demos::jobs::scenario::signal(&child, libc::SIGTERM).unwrap();
+    let status = demos::jobs::scenario::wait_child(&mut child, BOUND).unwrap();
+    assert!(status.success(), "{status}: {err}");
     assert!(
         err.contains(" INFO ") && err.contains("worker started"),
         "{err}"

@@ -27,11 +27,16 @@
 //! each waiting call holds a thread and a KV watch of its own, and a worker fetches one
 //! message per free slot (`examples/bench.rs` measures it against raw JetStream).
 //!
+//! [`LocalServer`] starts a `nats-server -js` of your own (free port, its own store) for
+//! demos and tests, and `run_policy_worker` (feature `supervisor`) runs a worker from a
+//! policy file.
+//!
 //! Delivery is at least once: a task whose worker dies after its effect but before its
 //! result is run again, so effects must be idempotent (key them by the task's id).
 #![deny(unsafe_code)]
 
 mod executor;
+mod local;
 mod names;
 #[cfg(feature = "supervisor")]
 mod registry;
@@ -40,8 +45,9 @@ mod stored;
 mod worker;
 
 pub use executor::{Builder, NatsExecutor};
+pub use local::{LocalServer, LocalServerError};
 #[cfg(feature = "supervisor")]
-pub use registry::register;
+pub use registry::{URL_ENV, register, run_policy_worker};
 pub use stored::{DeadLetter, Ended, Stored};
 pub use worker::{Stop, Worker, WorkerBuilder, WorkerReport};
 

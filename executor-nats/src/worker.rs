@@ -416,8 +416,11 @@ async fn handle(shared: &Running, msg: JsMessage) {
                     },
                 };
                 // Result first, then the dead letter's ack: a crash in between re-runs
-                // nothing (the result exists).
-                put_result(kv, &id, &stored).await;
+                // nothing (the result exists). No result stored, no ack: the task
+                // comes back after its lease.
+                if !put_result(kv, &id, &stored).await {
+                    return;
+                }
                 dead_letter(shared, &msg, &id, &request.name, failures, &message).await;
             }
         }
@@ -427,7 +430,11 @@ async fn handle(shared: &Running, msg: JsMessage) {
                 attempts: failures + 1,
                 reply,
             };
-            put_result(kv, &id, &stored).await;
+            if !put_result(kv, &id, &stored).await {
+                // Not acknowledged: an ack that reached the server without the result
+                // would lose the task. It comes back after its lease and runs again.
+                return;
+            }
             shared.counts.completed.fetch_add(1, Ordering::Relaxed);
             let _ = msg.ack().await;
         }
@@ -453,7 +460,9 @@ async fn finish_dead(
             message: why.to_owned(),
         },
     };
-    put_result(&shared.server.kv, id, &stored).await;
+    if !put_result(&shared.server.kv, id, &stored).await {
+        return;
+    }
     dead_letter(shared, msg, id, name, failures, why).await;
 }
 
@@ -484,12 +493,17 @@ async fn run_with_lease(shared: &Running, msg: &JsMessage, request: Request) -> 
 }
 
 /// Create-if-absent: the first result stands (a cancel's, or an earlier worker's).
-async fn put_result(kv: &kv::Store, id: &str, stored: &Stored) {
+/// False when no result is known to be stored (e.g. the server went away meanwhile):
+/// then the caller must not acknowledge the delivery.
+async fn put_result(kv: &kv::Store, id: &str, stored: &Stored) -> bool {
     let bytes = stored.encode();
-    if let Err(e) = kv.create(names::result_key(id), bytes.into()).await
-        && e.kind() != kv::CreateErrorKind::AlreadyExists
-    {
-        tracing::warn!("nats worker: storing the result of {id}: {e}");
+    match kv.create(names::result_key(id), bytes.into()).await {
+        Ok(_) => true,
+        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => true,
+        Err(e) => {
+            tracing::warn!("nats worker: storing the result of {id}: {e}; not acknowledged");
+            false
+        }
     }
 }
 

@@ -1,38 +1,124 @@
-//! The job kinds, their payloads, and the real effects they perform.
+//! The job kinds as named tasks, their arguments, and the real effects they perform.
 //!
-//! | kind | payload | effect |
+//! | task | arguments | effect |
 //! |---|---|---|
-//! | `email` | `{"to", "subject", "body"}` | an SMTP exchange (lettre) with the configured server |
-//! | `cleanup` | `{"dir", "ttl"}` | removes files older than `ttl` under `dir`, reports bytes freed |
-//! | `webhook` | `{"event", "data", "url"?}` | a signed HTTP POST (ureq) to `url` or the configured receiver |
-//! | `noop` | `{"sleep_ms"?}` | nothing, or a sleep (benchmarks, shutdown tests) |
+//! | `jobs.email` | `{"to", "subject", "body", "key"}` | an SMTP exchange (lettre) with the configured server |
+//! | `jobs.cleanup` | `{"dir", "ttl"}` | removes files older than `ttl` under `dir`, reports bytes freed |
+//! | `jobs.webhook` | `{"event", "data", "url"?, "key"}` | a signed HTTP POST (ureq) to `url` or the configured receiver |
+//! | `jobs.noop` | `{"sleep_ms"?}` | nothing, or a sleep (tests) |
 //!
-//! Every effect carries the job's idempotency key (a mail header, an HTTP header) so the
-//! receivers can drop repeats. Errors say whether retrying can help: a malformed payload,
-//! a refused recipient or a 4xx answer is permanent; a refused connection or a 5xx is not.
+//! Each kind is a [`named_tasks::Task`]: the same `static` runs on threads, in worker
+//! processes, or on a durable queue (SQLite, NATS), as the policy file says. Every effect
+//! carries the job's idempotency key (a mail header, an HTTP header) so the receivers can
+//! drop repeats: delivery is at least once on every backend.
+//!
+//! Where mail and webhooks go is the process's [`EffectsConfig`]: set in the process
+//! ([`configure`]) or, in a process the demo starts (a worker, the scenario's submitter,
+//! a `backend = "process"` worker), read once from `SWITCHYARD_JOBS_EFFECTS` (JSON).
 
 use super::smtp::IDEMPOTENCY_HEADER;
-use super::store::Outcome;
 use super::webhook;
 use anyhow::{Context, Result, bail};
+use executor_core::BoxError;
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::{Message, SmtpTransport, Transport};
+use named_tasks::{Task, Tasks};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 /// The kinds a job may have.
 pub const KINDS: &[&str] = &["email", "cleanup", "webhook", "noop"];
 
-/// The task name a kind is submitted under (what the policy file routes on).
-pub fn task_name(kind: &str) -> &'static str {
-    match kind {
-        "email" => "jobs.email",
-        "cleanup" => "jobs.cleanup",
-        "webhook" => "jobs.webhook",
-        "noop" => "jobs.noop",
-        _ => "jobs.unknown",
+/// The environment variable a process started by the demo reads its effects from.
+pub const EFFECTS_ENV: &str = "SWITCHYARD_JOBS_EFFECTS";
+
+/// `jobs.email`: sends one mail.
+pub static EMAIL: Task<Email, String> =
+    Task::new("jobs.email", |_ctx, e| Ok(effects()?.email(&e)?));
+/// `jobs.webhook`: fires one signed webhook.
+pub static WEBHOOK: Task<Webhook, String> =
+    Task::new("jobs.webhook", |_ctx, w| Ok(effects()?.webhook(&w)?));
+/// `jobs.cleanup`: removes old files under a directory.
+pub static CLEANUP: Task<Cleanup, String> = Task::new("jobs.cleanup", |_ctx, c| Ok(cleanup(&c)?));
+/// `jobs.noop`: nothing, or a sleep.
+pub static NOOP: Task<Noop, String> = Task::new("jobs.noop", |_ctx, n| {
+    if n.sleep_ms > 0 {
+        std::thread::sleep(Duration::from_millis(n.sleep_ms));
     }
+    Ok(String::new())
+});
+
+/// Every job task, for a worker's registry.
+pub fn tasks() -> Tasks {
+    Tasks::new()
+        .with(&EMAIL)
+        .with(&WEBHOOK)
+        .with(&CLEANUP)
+        .with(&NOOP)
+}
+
+/// Where a process's effects go.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EffectsConfig {
+    /// SMTP server, `HOST:PORT`.
+    pub smtp: String,
+    /// Webhook URL for jobs without one.
+    pub webhook_url: Option<String>,
+    /// HMAC secret for webhook signatures.
+    pub secret: String,
+    /// Timeout of one SMTP or HTTP exchange, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl EffectsConfig {
+    /// The demo's receivers as `demos jobs serve` starts them by default.
+    pub fn local_default() -> EffectsConfig {
+        EffectsConfig {
+            smtp: "127.0.0.1:2525".into(),
+            webhook_url: Some("http://127.0.0.1:8025/hook".into()),
+            secret: webhook::DEMO_SECRET.into(),
+            timeout_ms: 10_000,
+        }
+    }
+
+    /// As the value of [`EFFECTS_ENV`].
+    pub fn to_env(&self) -> String {
+        serde_json::to_string(self).expect("plain fields serialise")
+    }
+}
+
+static EFFECTS: OnceLock<Result<Effects, String>> = OnceLock::new();
+
+/// Sets this process's effects; false when they were set (or read) already.
+pub fn configure(cfg: &EffectsConfig) -> Result<bool> {
+    let fx = Effects::new(
+        &cfg.smtp,
+        cfg.webhook_url.clone(),
+        cfg.secret.as_bytes(),
+        Duration::from_millis(cfg.timeout_ms),
+    )?;
+    Ok(EFFECTS.set(Ok(fx)).is_ok())
+}
+
+/// This process's effects: configured, or read once from [`EFFECTS_ENV`].
+fn effects() -> Result<&'static Effects, BoxError> {
+    let fx = EFFECTS.get_or_init(|| {
+        let raw = std::env::var(EFFECTS_ENV).map_err(|_| {
+            format!("this process has no mail or webhook settings ({EFFECTS_ENV} is not set)")
+        })?;
+        let cfg: EffectsConfig =
+            serde_json::from_str(&raw).map_err(|e| format!("bad {EFFECTS_ENV}: {e}"))?;
+        Effects::new(
+            &cfg.smtp,
+            cfg.webhook_url,
+            cfg.secret.as_bytes(),
+            Duration::from_millis(cfg.timeout_ms),
+        )
+        .map_err(|e| format!("bad {EFFECTS_ENV}: {e:#}"))
+    });
+    fx.as_ref().map_err(|e| e.clone().into())
 }
 
 /// `email` payload.
@@ -46,6 +132,9 @@ pub struct Email {
     /// Plain-text body.
     #[serde(default)]
     pub body: String,
+    /// Idempotency key: the receiver stores one message per key.
+    #[serde(default)]
+    pub key: String,
 }
 
 /// `cleanup` payload.
@@ -70,6 +159,9 @@ pub struct Webhook {
     /// Target URL; the worker's configured receiver when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// Idempotency key: the receiver records one call per key.
+    #[serde(default)]
+    pub key: String,
 }
 
 /// `noop` payload.
@@ -79,15 +171,6 @@ pub struct Noop {
     /// Sleep this long, standing in for a slow job.
     #[serde(default)]
     pub sleep_ms: u64,
-}
-
-fn noop(payload: &str) -> Result<String, JobError> {
-    let n: Noop = serde_json::from_str(payload)
-        .map_err(|err| JobError::permanent(format!("bad noop payload: {err}")))?;
-    if n.sleep_ms > 0 {
-        std::thread::sleep(Duration::from_millis(n.sleep_ms));
-    }
-    Ok(String::new())
 }
 
 /// Checks a payload for `kind` and returns it normalised (compact JSON).
@@ -182,30 +265,8 @@ impl Effects {
         })
     }
 
-    /// Runs one attempt of a job; never panics on bad input, returns the outcome.
-    pub fn run(&self, kind: &str, payload: &str, key: &str) -> Outcome {
-        let r = match kind {
-            "email" => self.email(payload, key),
-            "cleanup" => cleanup(payload),
-            "webhook" => self.webhook(payload, key),
-            "noop" => noop(payload),
-            other => Err(JobError::permanent(format!(
-                "unknown job kind '{other}' (known: {})",
-                KINDS.join(", ")
-            ))),
-        };
-        match r {
-            Ok(s) => Outcome::Succeeded(s),
-            Err(e) => Outcome::Failed {
-                error: e.message,
-                permanent: e.permanent,
-            },
-        }
-    }
-
-    fn email(&self, payload: &str, key: &str) -> Result<String, JobError> {
-        let e: Email = serde_json::from_str(payload)
-            .map_err(|err| JobError::permanent(format!("bad email payload: {err}")))?;
+    fn email(&self, e: &Email) -> Result<String, JobError> {
+        let key = need_key(&e.key)?;
         let to =
             e.to.parse()
                 .map_err(|err| JobError::permanent(format!("bad recipient '{}': {err}", e.to)))?;
@@ -216,13 +277,13 @@ impl Effects {
                     .expect("static sender parses"),
             )
             .to(to)
-            .subject(e.subject)
+            .subject(e.subject.clone())
             .message_id(Some(format!("<{key}@switchyard.invalid>")))
             .raw_header(HeaderValue::new(
                 HeaderName::new_from_ascii_str(IDEMPOTENCY_HEADER),
                 key.to_string(),
             ))
-            .body(e.body)
+            .body(e.body.clone())
             .map_err(|err| JobError::permanent(format!("cannot build the message: {err}")))?;
         match self.smtp.send(&msg) {
             Ok(resp) => Ok(format!(
@@ -245,9 +306,8 @@ impl Effects {
         }
     }
 
-    fn webhook(&self, payload: &str, key: &str) -> Result<String, JobError> {
-        let w: Webhook = serde_json::from_str(payload)
-            .map_err(|err| JobError::permanent(format!("bad webhook payload: {err}")))?;
+    fn webhook(&self, w: &Webhook) -> Result<String, JobError> {
+        let key = need_key(&w.key)?;
         let url = w
             .url
             .clone()
@@ -276,12 +336,35 @@ impl Effects {
     }
 }
 
-/// An effect's error and whether retrying can help.
+fn need_key(key: &str) -> Result<&str, JobError> {
+    if key.is_empty() {
+        Err(JobError::permanent(
+            "no idempotency key: the receiver could not drop a repeat",
+        ))
+    } else {
+        Ok(key)
+    }
+}
+
+/// An effect's error and whether retrying can help (the durable queues retry every
+/// failure up to the route's attempts; the flag only labels the message).
 #[derive(Debug)]
 struct JobError {
     message: String,
     permanent: bool,
 }
+
+impl std::fmt::Display for JobError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.permanent {
+            write!(f, "{} (permanent)", self.message)
+        } else {
+            f.write_str(&self.message)
+        }
+    }
+}
+
+impl std::error::Error for JobError {}
 
 impl JobError {
     fn permanent(m: impl Into<String>) -> Self {
@@ -298,10 +381,8 @@ impl JobError {
     }
 }
 
-fn cleanup(payload: &str) -> Result<String, JobError> {
-    let c: Cleanup = serde_json::from_str(payload)
-        .map_err(|err| JobError::permanent(format!("bad cleanup payload: {err}")))?;
-    let ttl = cleanup_checks(&c).map_err(|e| JobError::permanent(format!("{e:#}")))?;
+fn cleanup(c: &Cleanup) -> Result<String, JobError> {
+    let ttl = cleanup_checks(c).map_err(|e| JobError::permanent(format!("{e:#}")))?;
     if !c.dir.is_dir() {
         return Err(JobError::permanent(format!(
             "cleanup dir {} does not exist",
@@ -384,33 +465,48 @@ mod tests {
         assert!(validate("webhook", r#"{"event":"e","data":{"a":1}}"#).is_ok());
     }
 
-    #[test]
-    fn bad_payload_at_run_time_is_a_permanent_failure() {
-        let fx = Effects::new("127.0.0.1:1", None, b"s", Duration::from_secs(1)).unwrap();
-        match fx.run("email", "{}", "k") {
-            Outcome::Failed { permanent, error } => {
-                assert!(permanent);
-                assert!(error.contains("bad email payload"), "{error}");
-            }
-            o => panic!("unexpected {o:?}"),
+    fn email(to: &str, key: &str) -> Email {
+        Email {
+            to: to.into(),
+            subject: "s".into(),
+            body: "b".into(),
+            key: key.into(),
         }
+    }
+
+    #[test]
+    fn a_mail_without_a_key_is_a_permanent_failure() {
+        let fx = Effects::new("127.0.0.1:1", None, b"s", Duration::from_secs(1)).unwrap();
+        let e = fx.email(&email("a@example.test", "")).unwrap_err();
+        assert!(e.permanent);
+        assert!(e.to_string().contains("no idempotency key"), "{e}");
     }
 
     #[test]
     fn unreachable_smtp_is_a_transient_failure() {
         // Port 1 on loopback: nothing listens there.
         let fx = Effects::new("127.0.0.1:1", None, b"s", Duration::from_secs(2)).unwrap();
-        let p = r#"{"to":"a@example.test","subject":"s","body":"b"}"#;
-        match fx.run("email", p, "k") {
-            Outcome::Failed { permanent, error } => {
-                assert!(!permanent, "{error}");
-                assert!(
-                    error.contains("cannot deliver via SMTP server 127.0.0.1:1"),
-                    "{error}"
-                );
-            }
-            o => panic!("unexpected {o:?}"),
-        }
+        let e = fx.email(&email("a@example.test", "k")).unwrap_err();
+        assert!(!e.permanent, "{e}");
+        assert!(
+            e.message
+                .contains("cannot deliver via SMTP server 127.0.0.1:1"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_same_task_runs_in_process_with_its_effects_configured() {
+        // The named task through an in-process executor: a missing directory is the
+        // task's own error, as on every other backend.
+        let exec = executor_core::InlineExecutor::new("here");
+        let c = Cleanup {
+            dir: std::env::temp_dir().join("jobs-no-such-dir-for-sure"),
+            ttl: "1h".into(),
+        };
+        let err = CLEANUP.call(&exec, c).wait().unwrap_err();
+        assert!(err.is_failed(), "{err}");
+        assert!(err.to_string().contains("does not exist"), "{err}");
     }
 
     #[test]
@@ -428,7 +524,10 @@ mod tests {
             f.set_len(len).unwrap();
             f.set_modified(t).unwrap();
         }
-        let p = serde_json::json!({"dir": dir, "ttl": "1h"}).to_string();
+        let p = Cleanup {
+            dir: dir.clone(),
+            ttl: "1h".into(),
+        };
         match cleanup(&p) {
             Ok(s) => assert_eq!(s, "removed 2 files, freed 150 bytes"),
             Err(e) => panic!("{e:?}"),

@@ -1,66 +1,65 @@
-//! Demo `jobs`: durable background jobs that survive a kill.
+//! Demo `jobs`: durable background jobs that survive a kill, on the backend the policy
+//! file names.
 //!
-//! Jobs (`email`, `cleanup`, `webhook`) wait in a durable queue, are claimed by a worker
-//! under a time-limited lease, run on a persistent pool chosen by the policy file
-//! (`demos/policies/jobs.toml` routes `jobs.email`, `jobs.webhook`, `jobs.cleanup`), and
-//! are retried with exponential backoff and jitter until they succeed or are
-//! dead-lettered with their last error. Effects are at-least-once and carry the job's
-//! idempotency key; the receivers drop repeats, so no job is lost and no effect doubled.
+//! Jobs (`jobs.email`, `jobs.webhook`, `jobs.cleanup`) are named tasks
+//! ([`kinds`]), called through a supervisor built from a policy file. The file alone
+//! decides where they run:
 //!
-//! # Why SQLite (rusqlite, bundled, WAL) and not redb
+//! | policy | backend | workers |
+//! |---|---|---|
+//! | `demos/policies/jobs.toml` (default) | `sqlite`: a durable queue in one file, no server | `demos jobs worker` processes on the same file |
+//! | `demos/policies/jobs-nats.toml` | `nats`: JetStream; the demo starts `nats-server` when no url is given | `demos jobs worker` processes on any machine |
+//! | `demos/policies/jobs-threads.toml` | `threads`, retries in the supervisor | none: in the calling process |
+//! | `demos/policies/jobs-process.toml` | `process`: a pool of worker processes | the pool's own |
 //!
-//! - Several processes use one queue at once: `demos jobs enqueue` and `status` while a
-//!   worker runs, a new worker while the old one's leases run out. SQLite in WAL mode
-//!   lets readers and one writer in different processes share the file, with a busy
-//!   timeout for the writer; redb takes an exclusive lock on its file per process.
-//! - A claim is one statement (`UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING`)
-//!   inside one transaction, and the states, leases and retry times are indexed columns
-//!   queried in SQL; in a key-value store each of those is a hand-kept secondary index.
-//! - `synchronous = NORMAL` in WAL mode makes a commit durable against a crash of the
-//!   process (what `kill -9` tests) without an fsync per commit; `--sync full` adds
-//!   one for power loss.
+//! On the durable backends the queue, the leases, the retries with backoff and the dead
+//! letters are the backend's; a killed worker's jobs come back after its lease. Effects
+//! are at least once and carry the job's idempotency key; the receivers drop repeats,
+//! so no job is lost and no effect doubled.
 //!
 //! # Commands
 //!
 //! ```text
-//! demos jobs [--json]                 scripted scenario: enqueue, run, SIGKILL, restart, account
-//! demos jobs enqueue KIND [PAYLOAD]   add a job (JSON payload; --key for the idempotency key)
-//! demos jobs run                      run a worker until Ctrl-C / SIGTERM (--until-idle to exit when done)
-//! demos jobs status [--json]          counts per state and the dead letters with their errors
-//! demos jobs mail                     messages the demo's SMTP receiver stored
-//! demos jobs serve                    run the SMTP and webhook receivers alone
-//! demos jobs bench                    durable and in-memory throughput vs bare baselines
+//! demos jobs [--json] [--policy P] [--workers N]   scenario: call, kill -9 a worker (and restart nats), account
+//! demos jobs worker [--policy P]                   serve the policy's durable executors until Ctrl-C / SIGTERM (drain)
+//! demos jobs enqueue KIND [PAYLOAD] [--policy P]   call one job and wait for its result
+//! demos jobs mail                                  messages the demo's SMTP receiver stored
+//! demos jobs serve                                 run the SMTP and webhook receivers alone
 //! ```
 //!
 //! State lives in `.switchyard-cache/jobs/` at the workspace root, or `--dir DIR`.
 
-pub mod bench;
 pub mod dedup;
 pub mod kinds;
 pub mod scenario;
 pub mod smtp;
-pub mod store;
 pub mod webhook;
 pub mod worker;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use executor_core::Executor;
+use kinds::{CLEANUP, EMAIL, EffectsConfig, NOOP, WEBHOOK};
 use scenario::Layout;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
-use store::{Backoff, Enqueued, NewJob, Store, StoreOptions};
 
 /// The state directory used when `--dir` is not given.
 pub fn default_dir() -> PathBuf {
     workspace_root().join(".switchyard-cache").join("jobs")
 }
 
-/// The policy file used when `--policy` is not given.
+/// The policy file used when `--policy` is not given (SQLite, no server needed).
 pub fn default_policy() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/jobs.toml")
+    policy_file("jobs.toml")
+}
+
+/// A policy file of the demos by name, e.g. `jobs-nats.toml`.
+pub fn policy_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("policies")
+        .join(name)
 }
 
 fn workspace_root() -> PathBuf {
@@ -68,17 +67,19 @@ fn workspace_root() -> PathBuf {
     manifest.parent().unwrap_or(manifest).to_path_buf()
 }
 
-/// Loads the supervisor the jobs run on from the policy file.
+/// Loads the supervisor the jobs are called through from the policy file.
 ///
-/// This is the one place that knows where tasks go: the worker only sees it as an
-/// `Arc<dyn Executor>`, and the policy file decides which pool each `jobs.*` task uses.
+/// This is the one place that knows where tasks go: the rest sees an `Executor`, and the
+/// policy file decides which backend each `jobs.*` task uses.
 pub fn load_executor(policy: &Path) -> Result<Arc<supervisor::Supervisor>> {
-    supervisor::Supervisor::from_file(policy)
-        .with_context(|| format!("cannot load policy {}", policy.display()))
+    let config = supervisor::PolicyConfig::from_file(policy)
+        .with_context(|| format!("cannot load policy {}", policy.display()))?;
+    supervisor::Supervisor::with_registry(config, crate::registry())
+        .with_context(|| format!("cannot start the executors of {}", policy.display()))
 }
 
 /// Prints one line per executor of the policy: what ran there and how long it took.
-fn print_executor_table(sup: &supervisor::Supervisor) {
+pub(crate) fn print_executor_table(sup: &supervisor::Supervisor) {
     eprintln!(
         "{:<8} {:>9} {:>9} {:>7} {:>10} {:>10}",
         "executor", "submitted", "completed", "failed", "p50", "p99"
@@ -107,6 +108,9 @@ pub struct Cli {
     /// State directory (queue, mail spool, webhook record, temp files).
     #[arg(long, global = true)]
     dir: Option<PathBuf>,
+    /// Policy file: where the jobs run (default demos/policies/jobs.toml, SQLite).
+    #[arg(long, global = true)]
+    policy: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Option<Cmd>,
     #[command(flatten)]
@@ -117,18 +121,24 @@ pub struct Cli {
 enum Cmd {
     /// Run the scripted scenario (the default).
     Scenario(ScenarioArgs),
-    /// Add a job to the queue.
+    /// Serve the policy's durable executors until Ctrl-C / SIGTERM, then drain.
+    Worker(EffectArgs),
+    /// Call one job through the policy and wait for its result.
     Enqueue(EnqueueArgs),
-    /// Run a worker.
-    Run(RunArgs),
-    /// Show counts per state and the dead letters.
-    Status(StatusArgs),
+    /// The scenario's submitter (started by the scenario).
+    #[command(hide = true)]
+    Submit(SubmitArgs),
     /// List the messages the demo's SMTP receiver stored.
     Mail,
     /// Run the SMTP and webhook receivers until Ctrl-C.
     Serve(ServeArgs),
-    /// Benchmark durable and in-memory throughput against bare baselines.
-    Bench(BenchArgs),
+    /// Gone: it measured the demo's own queue (see the durable backends' benchmark).
+    #[command(hide = true)]
+    Bench {
+        /// Ignored.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -136,18 +146,56 @@ struct ScenarioArgs {
     /// Print the accounting as JSON.
     #[arg(long)]
     json: bool,
-    /// Jobs to enqueue.
+    /// Jobs to call.
     #[arg(long, default_value_t = 3000)]
     jobs: usize,
-    /// Kill the first worker once this share of jobs has finished.
+    /// Worker processes (for a policy with a sqlite or nats executor).
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Kill a worker (SIGKILL) once this share of jobs has ended.
     #[arg(long, default_value_t = 0.4)]
     kill_at: f64,
-    /// Policy file for the workers.
-    #[arg(long)]
-    policy: Option<PathBuf>,
-    /// Worker lease (the restarted worker waits for the killed one's to expire).
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-    lease: Duration,
+    /// Stop and restart the demo's own nats-server once this share of jobs has ended.
+    #[arg(long, default_value_t = 0.6)]
+    restart_at: f64,
+    /// Bound on the whole run.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+}
+
+/// Where a worker's (or an in-process call's) mail and webhooks go, unless the process
+/// was started with `SWITCHYARD_JOBS_EFFECTS`.
+#[derive(Args, Debug)]
+struct EffectArgs {
+    /// SMTP server HOST:PORT (`demos jobs serve` listens on 127.0.0.1:2525).
+    #[arg(long, default_value = "127.0.0.1:2525")]
+    smtp: String,
+    /// Webhook URL for jobs without one (`demos jobs serve` listens on 8025).
+    #[arg(long, default_value = "http://127.0.0.1:8025/hook")]
+    webhook_url: String,
+    /// HMAC secret for webhook signatures.
+    #[arg(long, default_value = webhook::DEMO_SECRET)]
+    secret: String,
+    /// Timeout of one SMTP or HTTP exchange.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    effect_timeout: Duration,
+}
+
+impl EffectArgs {
+    /// Configures this process's effects from the arguments, unless the environment
+    /// already says where they go.
+    fn configure(&self) -> Result<()> {
+        if std::env::var_os(kinds::EFFECTS_ENV).is_some() {
+            return Ok(());
+        }
+        kinds::configure(&EffectsConfig {
+            smtp: self.smtp.clone(),
+            webhook_url: Some(self.webhook_url.clone()),
+            secret: self.secret.clone(),
+            timeout_ms: self.effect_timeout.as_millis() as u64,
+        })?;
+        Ok(())
+    }
 }
 
 #[derive(Args, Debug)]
@@ -157,71 +205,24 @@ struct EnqueueArgs {
     /// JSON payload, e.g. '{"to":"a@example.test","subject":"hi","body":"..."}'.
     #[arg(default_value = "{}")]
     payload: String,
-    /// Idempotency key (a random one when absent); the same key enqueues once.
+    /// Idempotency key (a random one when absent); the receivers apply a key once.
     #[arg(long)]
     key: Option<String>,
-    /// Attempts before the job is dead-lettered.
-    #[arg(long, default_value_t = 5)]
-    max_attempts: u32,
-    /// How long to wait for a database locked by another process.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-    busy_timeout: Duration,
+    /// How long to wait for the result (a durable job stays queued after it).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    wait: Duration,
+    #[command(flatten)]
+    effects: EffectArgs,
 }
 
 #[derive(Args, Debug)]
-struct RunArgs {
-    /// Policy file routing jobs.email / jobs.webhook / jobs.cleanup to executors.
+struct SubmitArgs {
+    /// Jobs to call.
     #[arg(long)]
-    policy: Option<PathBuf>,
-    /// SMTP server HOST:PORT; the demo starts its own receiver when absent.
+    jobs: usize,
+    /// The run's id (part of every idempotency key).
     #[arg(long)]
-    smtp: Option<String>,
-    /// Webhook URL for jobs without one; the demo starts its own receiver when absent.
-    #[arg(long)]
-    webhook_url: Option<String>,
-    /// HMAC secret for webhook signatures.
-    #[arg(long, default_value = webhook::DEMO_SECRET)]
-    secret: String,
-    /// Lease of a claimed job; a dead worker's jobs come back after it.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    lease: Duration,
-    /// Attempts in flight at most.
-    #[arg(long, default_value_t = 64)]
-    inflight: usize,
-    /// First retry delay (doubles per attempt, with jitter).
-    #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
-    backoff: Duration,
-    /// Longest retry delay.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
-    max_backoff: Duration,
-    /// On Ctrl-C / SIGTERM, how long running jobs may take before they are released.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    grace: Duration,
-    /// Exit when no job is queued, waiting for a retry or running.
-    #[arg(long)]
-    until_idle: bool,
-    /// Timeout of one SMTP or HTTP exchange.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    effect_timeout: Duration,
-    /// Fsync every commit (survives power loss), not just process crashes.
-    #[arg(long)]
-    sync_full: bool,
-    /// Share of mails the embedded SMTP receiver refuses with 451.
-    #[arg(long, default_value_t = 0.0)]
-    smtp_fail_rate: f64,
-    /// Share of calls the embedded webhook receiver fails with 503.
-    #[arg(long, default_value_t = 0.0)]
-    webhook_fail_rate: f64,
-}
-
-#[derive(Args, Debug)]
-struct StatusArgs {
-    /// Print as JSON.
-    #[arg(long)]
-    json: bool,
-    /// Dead letters to show.
-    #[arg(long, default_value_t = 10)]
-    dead: usize,
+    run: String,
 }
 
 #[derive(Args, Debug)]
@@ -240,25 +241,6 @@ struct ServeArgs {
     fail_rate: f64,
 }
 
-#[derive(Args, Debug)]
-struct BenchArgs {
-    /// Durable jobs per repetition.
-    #[arg(long, default_value_t = 20_000)]
-    jobs: usize,
-    /// In-memory no-op tasks per repetition.
-    #[arg(long, default_value_t = 200_000)]
-    noop_jobs: usize,
-    /// Repetitions (the median is reported).
-    #[arg(long, default_value_t = 5)]
-    reps: usize,
-    /// Threads of the raw crossbeam pool (match the policy's pool for jobs.noop).
-    #[arg(long, default_value_t = 4)]
-    pool_threads: usize,
-    /// Policy file.
-    #[arg(long)]
-    policy: Option<PathBuf>,
-}
-
 /// Parses `args` (`args[0]` is the demo name) and runs the demo; a usage error is
 /// returned as the error.
 pub fn main(args: Vec<String>) -> Result<()> {
@@ -266,12 +248,12 @@ pub fn main(args: Vec<String>) -> Result<()> {
 }
 
 impl Cli {
-    /// What the command logs when `RUST_LOG` is not set: a worker (`run`) and the
-    /// receivers (`serve`) log their progress at info; the other commands report through
-    /// their own output and log only warnings.
+    /// What the command logs when `RUST_LOG` is not set: a worker and the receivers
+    /// (`serve`) log their progress at info; the other commands report through their own
+    /// output and log only warnings.
     pub fn log_filter(&self) -> &'static str {
         match self.cmd {
-            Some(Cmd::Run(_) | Cmd::Serve(_)) => "info",
+            Some(Cmd::Worker(_) | Cmd::Serve(_)) => "info",
             _ => "warn",
         }
     }
@@ -284,58 +266,51 @@ impl Cli {
 
 fn run_cli(cli: Cli) -> Result<()> {
     let dir = cli.dir.clone().unwrap_or_else(default_dir);
+    let policy = cli.policy.clone().unwrap_or_else(default_policy);
     match cli.cmd {
-        None => scenario_cmd(&dir, &cli.scenario),
-        Some(Cmd::Scenario(a)) => scenario_cmd(&dir, &a),
-        Some(Cmd::Enqueue(a)) => enqueue_cmd(&dir, &a),
-        Some(Cmd::Run(a)) => run_cmd(&dir, &a),
-        Some(Cmd::Status(a)) => status_cmd(&dir, &a),
+        None => scenario_cmd(&dir, &policy, &cli.scenario),
+        Some(Cmd::Scenario(a)) => scenario_cmd(&dir, &policy, &a),
+        Some(Cmd::Worker(a)) => worker_cmd(&policy, &a),
+        Some(Cmd::Enqueue(a)) => enqueue_cmd(&policy, &a),
+        Some(Cmd::Submit(a)) => {
+            scenario::submit(&dir, &policy, &a.run, a.jobs, std::io::stdout().lock())
+        }
         Some(Cmd::Mail) => mail_cmd(&dir),
         Some(Cmd::Serve(a)) => serve_cmd(&dir, &a),
-        Some(Cmd::Bench(a)) => bench_cmd(&dir, &a),
+        Some(Cmd::Bench { .. }) => bail!(
+            "`demos jobs bench` measured the demo's own SQLite queue, which is gone: the jobs \
+             now run on executor-sqlite and executor-nats, whose end-to-end benchmark \
+             replaces it"
+        ),
     }
 }
 
-fn open_store(dir: &Path, busy: Duration) -> Result<Store> {
-    Store::open(
-        &Layout::new(dir).db(),
-        &StoreOptions {
-            busy_timeout: busy,
-            ..StoreOptions::default()
-        },
-    )
-}
-
-fn scenario_cmd(dir: &Path, a: &ScenarioArgs) -> Result<()> {
-    if !(0.0..1.0).contains(&a.kill_at) {
-        bail!("--kill-at must be in [0, 1), got {}", a.kill_at);
+fn scenario_cmd(dir: &Path, policy: &Path, a: &ScenarioArgs) -> Result<()> {
+    if !(0.0..1.0).contains(&a.kill_at) || !(0.0..1.0).contains(&a.restart_at) {
+        bail!(
+            "--kill-at and --restart-at must be in [0, 1), got {} and {}",
+            a.kill_at,
+            a.restart_at
+        );
     }
     let o = scenario::ScenarioOptions {
         dir: dir.join("scenario"),
         jobs: a.jobs,
+        workers: a.workers,
         kill_at: a.kill_at,
-        max_attempts: 4,
+        restart_at: a.restart_at,
         exe: std::env::current_exe().context("cannot find the demos binary")?,
-        policy: a.policy.clone().unwrap_or_else(default_policy),
-        lease: a.lease,
+        policy: policy.to_path_buf(),
         smtp_fail_rate: 0.05,
         webhook_fail_rate: 0.15,
-        timeout: Duration::from_secs(600),
+        timeout: a.timeout,
     };
     let acc = scenario::run(&o)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&acc)?);
     } else {
         scenario::print_table(&acc);
-        let store = open_store(&o.dir, Duration::from_secs(5))?;
-        println!("a few dead letters, with the error kept:");
-        for d in store.dead_letters(4)? {
-            println!(
-                "  #{} {} after {} attempt(s): {}",
-                d.id, d.kind, d.attempts, d.last_error
-            );
-        }
-        println!("worker logs: {}/worker-{{1,2}}.log", o.dir.display());
+        println!("logs: {}/{{submitter,worker-N}}.log", o.dir.display());
     }
     if acc.lost != 0 || acc.duplicate_effects != 0 {
         bail!(
@@ -344,14 +319,26 @@ fn scenario_cmd(dir: &Path, a: &ScenarioArgs) -> Result<()> {
             acc.duplicate_effects
         );
     }
+    if acc.succeeded + acc.dead_lettered != acc.enqueued {
+        bail!(
+            "accounting failed: {} succeeded + {} dead-lettered != {} enqueued",
+            acc.succeeded,
+            acc.dead_lettered,
+            acc.enqueued
+        );
+    }
     Ok(())
 }
 
-fn enqueue_cmd(dir: &Path, a: &EnqueueArgs) -> Result<()> {
+fn worker_cmd(policy: &Path, a: &EffectArgs) -> Result<()> {
+    a.configure()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    worker::install_signal_handlers(&stop)?;
+    worker::run(policy, &stop)
+}
+
+fn enqueue_cmd(policy: &Path, a: &EnqueueArgs) -> Result<()> {
     let payload = kinds::validate(&a.kind, &a.payload)?;
-    if a.max_attempts == 0 {
-        bail!("--max-attempts must be at least 1");
-    }
     let key = a.key.clone().unwrap_or_else(|| {
         format!(
             "{}-{:016x}{:016x}",
@@ -360,143 +347,51 @@ fn enqueue_cmd(dir: &Path, a: &EnqueueArgs) -> Result<()> {
             rand::random::<u64>()
         )
     });
-    let mut store = open_store(dir, a.busy_timeout)?;
-    match store.enqueue(&NewJob {
-        kind: a.kind.clone(),
-        payload,
-        idem_key: key.clone(),
-        max_attempts: a.max_attempts,
-    })? {
-        Enqueued::New(id) => println!("enqueued job {id} ({} key={key})", a.kind),
-        Enqueued::Existing(id) => println!("already enqueued as job {id} (key={key})"),
-    }
-    Ok(())
-}
-
-fn run_cmd(dir: &Path, a: &RunArgs) -> Result<()> {
-    let layout = Layout::new(dir);
-    let stop = Arc::new(AtomicBool::new(false));
-    worker::install_signal_handlers(&stop)?;
-    let mut store = Store::open(
-        &layout.db(),
-        &StoreOptions {
-            sync: if a.sync_full {
-                store::Sync::Full
-            } else {
-                store::Sync::Normal
-            },
-            ..StoreOptions::default()
-        },
-    )?;
-    // Receivers the demo starts itself when none is configured.
-    let mut _smtp = None;
-    let smtp_addr = match &a.smtp {
-        Some(s) => s.clone(),
-        None => {
-            let r = smtp::SmtpReceiver::start(&layout.mail(), 0, a.smtp_fail_rate)?;
-            let addr = r.addr().to_string();
-            eprintln!("SMTP receiver on {addr}, spool {}", layout.mail().display());
-            _smtp = Some(r);
-            addr
+    a.effects.configure()?;
+    let sup = load_executor(policy)?;
+    use executor_core::Executor;
+    let exec: &dyn Executor = &*sup;
+    let handle = match a.kind.as_str() {
+        "email" => {
+            let mut e: kinds::Email = serde_json::from_str(&payload)?;
+            e.key = key.clone();
+            EMAIL.call_keyed(exec, &key, e)
         }
-    };
-    let mut _hooks = None;
-    let webhook_url = match &a.webhook_url {
-        Some(u) => u.clone(),
-        None => {
-            let r = webhook::WebhookReceiver::start(
-                &layout.webhook(),
-                0,
-                a.secret.as_bytes(),
-                a.webhook_fail_rate,
-            )?;
-            let url = r.url();
-            eprintln!(
-                "webhook receiver on {url}, record {}",
-                layout.webhook().display()
-            );
-            _hooks = Some(r);
-            url
+        "webhook" => {
+            let mut w: kinds::Webhook = serde_json::from_str(&payload)?;
+            w.key = key.clone();
+            WEBHOOK.call_keyed(exec, &key, w)
         }
+        "cleanup" => CLEANUP.call_keyed(exec, &key, serde_json::from_str(&payload)?),
+        _ => NOOP.call_keyed(exec, &key, serde_json::from_str(&payload)?),
     };
-    let effects = Arc::new(kinds::Effects::new(
-        &smtp_addr,
-        Some(webhook_url),
-        a.secret.as_bytes(),
-        a.effect_timeout,
-    )?);
-    let sup = load_executor(&a.policy.clone().unwrap_or_else(default_policy))?;
-    let exec: Arc<dyn Executor> = sup.clone();
-    let cfg = worker::WorkerConfig {
-        lease: a.lease,
-        inflight: a.inflight.max(1),
-        backoff: Backoff {
-            base: a.backoff,
-            max: a.max_backoff.max(a.backoff),
-        },
-        grace: a.grace,
-        until_idle: a.until_idle,
-        ..worker::WorkerConfig::new()
-    };
-    let rep = worker::run(&mut store, &exec, &effects, &cfg, &stop);
-    // Whatever still runs now was released to the queue already: do not wait for it.
-    let mode = match &rep {
-        Ok(r) if r.released == 0 => executor_core::ShutdownMode::Graceful(Duration::from_secs(2)),
-        _ => executor_core::ShutdownMode::Now,
-    };
-    let ledger = exec.shutdown(mode);
-    tracing::info!(?ledger, "executor shut down");
-    print_executor_table(&sup);
-    let rep = rep?;
-    eprintln!(
-        "worker done: {} started, {} succeeded, {} retried, {} dead-lettered, {} released, {} re-queued from expired leases",
-        rep.started,
-        rep.succeeded,
-        rep.retried,
-        rep.dead_lettered,
-        rep.released,
-        rep.requeued_expired
+    println!(
+        "called jobs.{} (key={key}) through {}",
+        a.kind,
+        policy.display()
     );
-    Ok(())
-}
-
-fn status_cmd(dir: &Path, a: &StatusArgs) -> Result<()> {
-    let store = open_store(dir, Duration::from_secs(5))?;
-    let c = store.counts()?;
-    let dead = store.dead_letters(a.dead)?;
-    if a.json {
-        let dl: Vec<_> = dead
-            .iter()
-            .map(|d| {
-                serde_json::json!({"id": d.id, "kind": d.kind, "key": d.idem_key,
-                                   "attempts": d.attempts, "error": d.last_error})
-            })
-            .collect();
-        let v = serde_json::json!({
-            "queued": c.queued, "running": c.running, "failed_waiting_retry": c.failed,
-            "succeeded": c.succeeded, "dead_lettered": c.dead,
-            "failures_logged": store.failure_count()?, "dead_letters": dl,
-        });
-        println!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(());
-    }
-    println!("jobs in {}", Layout::new(dir).db().display());
-    println!("  queued          {:>8}", c.queued);
-    println!("  running         {:>8}", c.running);
-    println!("  failed (retry)  {:>8}", c.failed);
-    println!("  succeeded       {:>8}", c.succeeded);
-    println!("  dead-lettered   {:>8}", c.dead);
-    println!("  failures logged {:>8}", store.failure_count()?);
-    if !dead.is_empty() {
-        println!("dead letters (newest first):");
-        for d in dead {
-            println!(
-                "  #{} {} key={} after {} attempt(s): {}",
-                d.id, d.kind, d.idem_key, d.attempts, d.last_error
+    let out = match handle.wait_timeout(a.wait) {
+        Ok(r) => r,
+        Err(_still_running) => {
+            sup.shutdown(executor_core::ShutdownMode::Now);
+            bail!(
+                "no result within {:?}; on a durable policy the job stays queued: start a \
+                 worker (demos jobs worker --policy {})",
+                a.wait,
+                policy.display()
             );
         }
+    };
+    sup.shutdown(executor_core::ShutdownMode::Graceful(Duration::from_secs(
+        5,
+    )));
+    match out {
+        Ok(v) => {
+            println!("succeeded: {v}");
+            Ok(())
+        }
+        Err(e) => bail!("job failed: {e}"),
     }
-    Ok(())
 }
 
 fn mail_cmd(dir: &Path) -> Result<()> {
@@ -547,23 +442,4 @@ fn serve_cmd(dir: &Path, a: &ServeArgs) -> Result<()> {
         c.injected_failures
     );
     Ok(())
-}
-
-fn bench_cmd(dir: &Path, a: &BenchArgs) -> Result<()> {
-    let sup = load_executor(&a.policy.clone().unwrap_or_else(default_policy))?;
-    let exec: Arc<dyn Executor> = sup;
-    let r = bench::run(
-        &dir.join("bench"),
-        &exec,
-        &bench::BenchOptions {
-            durable_jobs: a.jobs,
-            noop_jobs: a.noop_jobs,
-            reps: a.reps.max(1),
-            pool_threads: a.pool_threads.max(1),
-        },
-    );
-    exec.shutdown(executor_core::ShutdownMode::Graceful(Duration::from_secs(
-        5,
-    )));
-    r.map(|_| ())
 }
