@@ -334,13 +334,99 @@ fn pair<const D: usize, const E: bool>(
     }
 }
 
+/// Neighbours handled together by [`block`]: the compiler keeps each lane array in vector
+/// registers (2 lanes per SSE2 instruction).
+const LANES: usize = 8;
+
+/// The pairs of particle `i` (at `xi`) with `LANES` neighbours `js` (displaced by `shifts`
+/// when `S`): each step runs over all lanes in a plain loop, so the division, the powers and
+/// the fixed-point rounding become vector instructions; only the loads of the neighbours'
+/// coordinates and the subtraction of their forces stay scalar. Every lane does exactly what
+/// [`pair`] does, in the same order, so the bits are the same. Adds the lanes' forces to `fi`,
+/// subtracts them from the neighbours, adds their weighted energy to `ui` (when `E`, in lane
+/// order, as the pairs would one by one) and returns whether any pair was closer than the
+/// blow-up bound.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)] // the kernel's operands, each used in the hot loop
+fn block<const D: usize, const E: bool, const S: bool>(
+    geom: &Geometry,
+    xi: &[f64; 3],
+    js: &[u32; LANES],
+    shifts: &[[f64; 3]],
+    pos: &[[f64; 3]],
+    weight: &[f64],
+    force: &mut [[i64; 3]],
+    fi: &mut [i64; 3],
+    ui: &mut f64,
+) -> bool {
+    let mut dx = [[0.0; LANES]; 3];
+    for k in 0..LANES {
+        let xj = pos[js[k] as usize];
+        for d in 0..D {
+            dx[d][k] = xi[d] - xj[d];
+        }
+    }
+    if S {
+        let shifts = &shifts[..LANES];
+        for k in 0..LANES {
+            for d in 0..D {
+                dx[d][k] += shifts[k][d];
+            }
+        }
+    }
+    let mut r2 = [0.0; LANES];
+    for dxd in dx.iter().take(D) {
+        for k in 0..LANES {
+            r2[k] += dxd[k] * dxd[k];
+        }
+    }
+    let mut c = [[0i64; LANES]; 3];
+    let mut u = [0.0; LANES];
+    let mut bad = false;
+    for k in 0..LANES {
+        let inv2 = 1.0 / r2[k];
+        let inv6 = inv2 * inv2 * inv2;
+        let ff = (24.0 * inv2 * inv6 * (2.0 * inv6 - 1.0) - geom.fshift) * FIX_SCALE;
+        let inside = r2[k] < geom.rc2;
+        let ff = if inside { ff } else { 0.0 };
+        for d in 0..D {
+            c[d][k] = fix(ff * dx[d][k]);
+        }
+        bad |= r2[k] < MIN_R2;
+        if E {
+            let e =
+                4.0 * inv6 * (inv6 - 1.0) - geom.ushift + 0.5 * (r2[k] - geom.rc2) * geom.fshift;
+            u[k] = if inside { e } else { 0.0 };
+        }
+    }
+    for d in 0..D {
+        let mut sum = 0i64;
+        for k in 0..LANES {
+            sum = sum.wrapping_add(c[d][k]);
+        }
+        fi[d] = fi[d].wrapping_add(sum);
+    }
+    for k in 0..LANES {
+        let j = js[k] as usize;
+        let fj = &mut force[j];
+        for d in 0..D {
+            fj[d] = fj[d].wrapping_sub(c[d][k]);
+        }
+        if E {
+            *ui += u[k] * weight[j];
+        }
+    }
+    bad
+}
+
 /// Adds the pair forces of the list to `force` (fixed point) and returns the potential energy
 /// (when `E`, else 0) and whether any pair was closer than the blow-up bound.
 ///
 /// Pairs beyond the cutoff (about a fifth in 2D and 30% in 3D, the skin's share) are computed
 /// and masked to zero rather than skipped by a branch as LAMMPS's kernel does: the branch
 /// mispredicts so often that it cost 40% more time in 3D (measured: 1.63 s against 1.15 s on
-/// the 3D benchmark at 1 thread; the same in 2D within noise).
+/// the 3D benchmark at 1 thread; the same in 2D within noise). A particle's neighbours go
+/// through [`block`] `LANES` at a time and the rest one by one through [`pair`].
 #[inline(never)] // keeps its own symbol in profiles (all figures were taken so)
 fn forces<const D: usize, const E: bool>(
     geom: &Geometry,
@@ -359,7 +445,12 @@ fn forces<const D: usize, const E: bool>(
         let mut fi = [0i64; 3];
         let mut ui = 0.0;
         let plain = &nl.j[nl.start[i] as usize..nl.start[i + 1] as usize];
-        for &j in plain {
+        let mut blocks = plain.chunks_exact(LANES);
+        for js in &mut blocks {
+            let js: &[u32; LANES] = js.try_into().expect("a chunk of LANES");
+            bad |= block::<D, E, false>(geom, &xi, js, &[], pos, weight, force, &mut fi, &mut ui);
+        }
+        for &j in blocks.remainder() {
             let j = j as usize;
             let xj = pos[j];
             let mut dx = [0.0; 3];
@@ -375,7 +466,14 @@ fn forces<const D: usize, const E: bool>(
             }
         }
         let (s0, s1) = (nl.sstart[i] as usize, nl.sstart[i + 1] as usize);
-        for (&j, shift) in nl.sj[s0..s1].iter().zip(&nl.shift[s0..s1]) {
+        let (sj, shift) = (&nl.sj[s0..s1], &nl.shift[s0..s1]);
+        let mut blocks = sj.chunks_exact(LANES);
+        let mut shifts = shift.chunks_exact(LANES);
+        for (js, sh) in (&mut blocks).zip(&mut shifts) {
+            let js: &[u32; LANES] = js.try_into().expect("a chunk of LANES");
+            bad |= block::<D, E, true>(geom, &xi, js, sh, pos, weight, force, &mut fi, &mut ui);
+        }
+        for (&j, shift) in blocks.remainder().iter().zip(shifts.remainder()) {
             let j = j as usize;
             let xj = pos[j];
             let mut dx = [0.0; 3];
