@@ -561,6 +561,15 @@ fn build<const D: usize>(
 
     let list_r = geom.rc + geom.skin;
     let list_r2 = list_r * list_r;
+    // The wrapped coordinates in bin order, for the first pass; it keeps a little more than
+    // the list radius (wrapping rounds), the exact test on the unwrapped ones decides.
+    let filter_r2 = (list_r + 1e-6) * (list_r + 1e-6);
+    let mut wx: [Vec<f64>; 3] = Default::default();
+    for (d, w) in wx.iter_mut().enumerate().take(D) {
+        w.extend(items.iter().map(|&k| geom.wrap(pos[k as usize][d])));
+    }
+    // One slot per local particle and one spare: the stencil's bins are distinct.
+    let mut cand = vec![0u32; pos.len() + 1];
     let (l, half_l) = (geom.l, 0.5 * geom.l);
     nl.start.clear();
     nl.sstart.clear();
@@ -571,7 +580,8 @@ fn build<const D: usize>(
     let mut col_work = vec![CELL_COST * per_col as u64; st.b - st.a];
     let offsets: Vec<[isize; 3]> = neighbour_offsets(D);
     // The neighbour bins of the current bin (own particles come in bin order).
-    let mut near: Vec<(usize, usize)> = Vec::with_capacity(offsets.len());
+    // Each with the whole number of boxes that brings its particles next to the current bin's.
+    let mut near: Vec<(usize, usize, [f64; 3])> = Vec::with_capacity(offsets.len());
     let mut near_of = usize::MAX;
     let wrap = |c: usize, o: isize| (c as isize + o).rem_euclid(nb as isize) as usize;
     // Own particles are numbered in local bin order, so a bin of an own column that comes
@@ -592,6 +602,7 @@ fn build<const D: usize>(
                 rest /= nb;
             }
             let wpos = rest;
+            c[0] = (bs + wpos) % nb;
             let whole = bl == nb;
             for off in &offsets {
                 let p = if whole {
@@ -605,43 +616,68 @@ fn build<const D: usize>(
                     idx = idx * nb + wrap(c[d], off[d]);
                 }
                 if !(idx < near_of && own_col(p)) {
-                    near.push((cstart[idx] as usize, cstart[idx + 1] as usize));
+                    let mut bshift = [0.0; 3];
+                    for d in 0..D {
+                        let to = c[d] as isize + off[d];
+                        bshift[d] = if to < 0 {
+                            l
+                        } else if to >= nb as isize {
+                            -l
+                        } else {
+                            0.0
+                        };
+                    }
+                    near.push((cstart[idx] as usize, cstart[idx + 1] as usize, bshift));
                 }
             }
         }
         let xi = pos[i];
-        let before = nl.pairs();
-        for &(s0, s1) in &near {
-            for &j in &items[s0..s1] {
-                let ju = j as usize;
-                if ju < n_own && ju <= i {
-                    continue;
-                }
-                let xj = pos[ju];
-                let mut shift = [0.0; 3];
+        let xiw: [f64; 3] = std::array::from_fn(|d| if d < D { geom.wrap(xi[d]) } else { 0.0 });
+        // First a cheap pass over the wrapped coordinates in bin order (contiguous, no
+        // branch: the slot is written and kept only if near), then the exact test below.
+        let mut found = 0;
+        for &(s0, s1, bshift) in &near {
+            for slot in s0..s1 {
                 let mut r2 = 0.0;
-                let mut shifted = false;
                 for d in 0..D {
-                    let raw = xi[d] - xj[d];
-                    let s = if raw.abs() < half_l {
-                        0.0
-                    } else {
-                        shifted = true;
-                        image_shift(raw, l)
-                    };
-                    shift[d] = s;
-                    let dx = raw + s;
+                    let dx = (xiw[d] - wx[d][slot]) + bshift[d];
                     r2 += dx * dx;
                 }
-                if r2 > list_r2 {
-                    continue;
-                }
-                if shifted {
-                    nl.sj.push(j);
-                    nl.shift.push(shift);
+                cand[found] = slot as u32;
+                found += usize::from(r2 <= filter_r2);
+            }
+        }
+        let before = nl.pairs();
+        for &slot in &cand[..found] {
+            let j = items[slot as usize];
+            let ju = j as usize;
+            if ju < n_own && ju <= i {
+                continue;
+            }
+            let xj = pos[ju];
+            let mut shift = [0.0; 3];
+            let mut r2 = 0.0;
+            let mut shifted = false;
+            for d in 0..D {
+                let raw = xi[d] - xj[d];
+                let s = if raw.abs() < half_l {
+                    0.0
                 } else {
-                    nl.j.push(j);
-                }
+                    shifted = true;
+                    image_shift(raw, l)
+                };
+                shift[d] = s;
+                let dx = raw + s;
+                r2 += dx * dx;
+            }
+            if r2 > list_r2 {
+                continue;
+            }
+            if shifted {
+                nl.sj.push(j);
+                nl.shift.push(shift);
+            } else {
+                nl.j.push(j);
             }
         }
         let own_col = (st.col[i] as usize + nc - st.a) % nc;
