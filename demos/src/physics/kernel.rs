@@ -413,10 +413,7 @@ fn block<const D: usize, const E: bool, const S: bool>(
         }
     }
     for d in 0..D {
-        let mut sum = 0i64;
-        for k in 0..LANES {
-            sum = sum.wrapping_add(c[d][k]);
-        }
+        let sum = c[d].iter().fold(0i64, |s, &v| s.wrapping_add(v));
         fi[d] = fi[d].wrapping_add(sum);
     }
     for k in 0..LANES {
@@ -703,6 +700,7 @@ fn build<const D: usize>(
         // branch: the slot is written and kept only if near), then the exact test below.
         let mut found = 0;
         for &(s0, s1, bshift) in &near {
+            #[allow(clippy::needless_range_loop)] // `slot` indexes one array per axis
             for slot in s0..s1 {
                 let mut r2 = 0.0;
                 for d in 0..D {
