@@ -2,10 +2,13 @@
 //!
 //! Units are reduced Lennard-Jones units (sigma = epsilon = mass = 1); the potential is cut at
 //! [`CUTOFF`] and shifted in r² so that energy and force both vanish there. The box is a periodic
-//! square (2D) or cube (3D) of side `L = (particles / density)^(1/dim)`, cut into `nc` cells per
-//! side of side `L / nc >= CUTOFF + skin`, so every particle within the list radius of another
-//! sits in one of the 9 (27) cells around it. A region is a contiguous range of cell columns
-//! (slabs along x); it owns the particles whose cell is in its columns at the last list build.
+//! square (2D) or cube (3D) of side `L = (particles / density)^(1/dim)`, cut into cells of side
+//! at least `CUTOFF + skin` and each cell into 2 (4, 8) bins of half its side; a column is one
+//! bin wide along x, so every particle within the list radius of another sits within two
+//! columns (bins) of it. A region is a contiguous range of columns (slabs along x); it owns the
+//! particles whose column is in its range at the last list build. Half-cell columns let the
+//! borders split the load finely: the 3D benchmark's box has 11 cells per side, which two
+//! regions of whole cells could only cut 6 : 5.
 //!
 //! # The step loop
 //!
@@ -79,9 +82,11 @@ pub struct Geometry {
     pub dim: usize,
     /// Side of the periodic box.
     pub l: f64,
-    /// Cells per side.
+    /// Columns per side: twice the cells per side, so a column is half a cell wide (at
+    /// least half of `CUTOFF + skin`). Region borders, halos (two columns on either side) and
+    /// the list build's bins all use this grid.
     pub nc: usize,
-    /// Side of a cell (`>= CUTOFF + skin`).
+    /// Side of a column (and of a bin).
     pub cs: f64,
     /// The cutoff.
     pub rc: f64,
@@ -101,9 +106,9 @@ impl Geometry {
         ensure!(dim == 2 || dim == 3, "--dim must be 2 or 3 (got {dim})");
         let l = (particles as f64 / density).powf(1.0 / dim as f64);
         let reach = CUTOFF + skin;
-        let nc = (l / reach).floor() as usize;
+        let cells = (l / reach).floor() as usize;
         ensure!(
-            nc >= 3,
+            cells >= 3,
             "the box is too small for the cutoff: {particles} particles at density {density} give a \
              box of side {l:.2}, but it must be at least {:.1} (3 x the cutoff {CUTOFF} plus the \
              skin {skin}); use more particles, a lower density or a smaller --skin",
@@ -114,8 +119,8 @@ impl Geometry {
         Ok(Self {
             dim,
             l,
-            nc,
-            cs: l / nc as f64,
+            nc: 2 * cells,
+            cs: l / (2 * cells) as f64,
             rc: CUTOFF,
             skin,
             rc2,
@@ -124,9 +129,14 @@ impl Geometry {
         })
     }
 
-    /// Cells per column (`nc^(dim-1)`).
+    /// Bins per column (`nc^(dim-1)`).
     pub fn cells_per_column(&self) -> usize {
         self.nc.pow(self.dim as u32 - 1)
+    }
+
+    /// Cells (of side at least `CUTOFF + skin`) per side: at most this many regions.
+    pub fn cells(&self) -> usize {
+        self.nc / 2
     }
 
     /// `x` mapped into `[0, l)`.
@@ -138,15 +148,15 @@ impl Geometry {
         if w >= self.l || w < 0.0 { 0.0 } else { w }
     }
 
-    /// Bins per side: the list build sorts particles into bins of half a cell, so its
-    /// stencil (5 bins per axis) covers less volume than 3 whole cells.
+    /// Bins per side: the list build sorts particles into bins of half a cell (one column
+    /// wide), so its stencil (5 bins per axis) covers less volume than 3 whole cells.
     pub(crate) fn bins(&self) -> usize {
-        2 * self.nc
+        self.nc
     }
 
-    /// The bin (per axis) holding an unwrapped position; bin / 2 is the cell.
+    /// The bin (per axis) holding an unwrapped position; its `x` is the column.
     pub(crate) fn bin_coords(&self, p: &[f64; 3]) -> [usize; 3] {
-        let (nb, h) = (self.bins(), 0.5 * self.cs);
+        let (nb, h) = (self.bins(), self.cs);
         let mut c = [0; 3];
         for d in 0..self.dim {
             c[d] = ((self.wrap(p[d]) / h) as usize).min(nb - 1);
@@ -154,7 +164,7 @@ impl Geometry {
         c
     }
 
-    /// The cell (per axis) holding an unwrapped position.
+    /// The column (and bin, per axis) holding an unwrapped position.
     pub(crate) fn cell_coords(&self, p: &[f64; 3]) -> [usize; 3] {
         let mut c = [0; 3];
         for d in 0..self.dim {
@@ -582,10 +592,10 @@ fn distribute(
     mut old: Vec<RegionState>,
 ) -> (Vec<RegionState>, Snapshot) {
     let (nc, dim) = (geom.nc, geom.dim);
-    // Sorted by half-cell bin, column-major: each cell column is two bin columns, so a
-    // region's particles are still one contiguous range.
+    // Sorted by bin, column-major (a bin column is a column), so a region's particles are
+    // one contiguous range.
     let nb = geom.bins();
-    let per_col = 2 * nb.pow(dim as u32 - 1);
+    let per_col = nb.pow(dim as u32 - 1);
     let n = flat.id.len();
     let mut cell = Vec::with_capacity(n);
     let mut cstart = vec![0u32; nc * per_col + 1];
@@ -692,9 +702,12 @@ pub fn run(
 ) -> Result<RunResult> {
     let (nc, dim) = (geom.nc, geom.dim);
     ensure!(dec.regions >= 1, "--regions must be at least 1");
+    // At most one region per cell column (two columns): balancing may still give a region
+    // a single column, its halo is two columns wide either way.
+    let cells = geom.cells();
     ensure!(
-        dec.regions <= nc,
-        "--regions {} is more than the {nc} cell columns of this box; use at most {nc}",
+        dec.regions <= cells,
+        "--regions {} is more than the {cells} cell columns of this box; use at most {cells}",
         dec.regions
     );
     let equal = equal_borders(nc, dec.regions);
