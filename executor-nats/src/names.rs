@@ -106,6 +106,11 @@ pub(crate) fn task_id(key: Option<&str>) -> String {
     }
 }
 
+/// True for an id made from a key (which may have ended before it was enqueued again).
+pub(crate) fn is_keyed(id: &str) -> bool {
+    !id.starts_with("t-")
+}
+
 /// `k-KEY` when the key is made of characters a bucket key allows, else `x-HEX`.
 pub(crate) fn id_from_key(key: &str) -> String {
     let plain = !key.is_empty()

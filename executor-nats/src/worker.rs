@@ -253,7 +253,10 @@ impl Running {
     }
 }
 
-/// Claims one consumer's messages while permits allow, until told to stop.
+/// Claims one consumer's messages while permits allow, until told to stop: as many as
+/// there are free permits (up to `batch`) in one fetch that does not wait; when that
+/// finds nothing, one fetch that waits up to a second for the next message, holding one
+/// permit, so an idle worker sends one request a second per task name.
 async fn claim(
     consumer: async_nats::jetstream::consumer::Consumer<pull::Config>,
     shared: Arc<Running>,
@@ -261,18 +264,34 @@ async fn claim(
     batch: usize,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let mut idle = false;
     loop {
-        let permit = tokio::select! {
+        let first = tokio::select! {
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = stop.wait_for(|s| *s) => return,
         };
-        // Fetch one at a time per free permit: a message in hand is a running lease.
-        let batch_result = tokio::select! {
-            b = consumer.fetch().max_messages(1).expires(Duration::from_secs(1)).messages() => b,
+        let mut held = vec![first];
+        if !idle {
+            while held.len() < batch {
+                match permits.clone().try_acquire_owned() {
+                    Ok(p) => held.push(p),
+                    Err(_) => break,
+                }
+            }
+        }
+        // A message in hand is a running lease: fetch no more than can start now.
+        let n = held.len();
+        let fetched = tokio::select! {
+            b = async {
+                if idle {
+                    consumer.batch().max_messages(1).expires(Duration::from_secs(1)).messages().await
+                } else {
+                    consumer.fetch().max_messages(n).messages().await
+                }
+            } => b,
             _ = stop.wait_for(|s| *s) => return,
         };
-        let _ = batch;
-        let mut messages = match batch_result {
+        let mut messages = match fetched {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!("nats worker: fetch failed: {e}");
@@ -280,28 +299,46 @@ async fn claim(
                 continue;
             }
         };
-        match messages.next().await {
-            Some(Ok(msg)) => {
-                if *stop.borrow() {
-                    // Claimed while stopping: hand it back at once (a killed worker
-                    // writes nothing; its lease runs out).
-                    if !shared.dead() {
-                        let _ = msg.ack_with(AckKind::Nak(None)).await;
-                    }
-                    return;
+        let mut got = 0;
+        loop {
+            let next = tokio::select! {
+                m = messages.next() => m,
+                _ = stop.wait_for(|s| *s) => None,
+            };
+            let msg = match next {
+                Some(Ok(msg)) => msg,
+                Some(Err(e)) => {
+                    tracing::debug!("nats worker: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    break;
                 }
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    handle(&shared, msg).await;
-                    drop(permit);
-                });
+                None => break,
+            };
+            got += 1;
+            let Some(permit) = held.pop() else {
+                // More than asked for (not expected): hand it back.
+                let _ = msg.ack_with(AckKind::Nak(None)).await;
+                continue;
+            };
+            if *stop.borrow() {
+                // Claimed while stopping: hand it back at once (a killed worker writes
+                // nothing; its lease runs out).
+                if !shared.dead() {
+                    let _ = msg.ack_with(AckKind::Nak(None)).await;
+                }
+                continue;
             }
-            Some(Err(e)) => {
-                tracing::debug!("nats worker: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            None => {}
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                handle(&shared, msg).await;
+                drop(permit);
+            });
         }
+        if *stop.borrow() {
+            return;
+        }
+        // Nothing there: wait for the next message (or wake from the wait's expiry).
+        idle = got == 0;
     }
 }
 
