@@ -7,13 +7,14 @@ use crate::names::{self, Names};
 use crate::server::Server;
 use crate::stored::{DeadLetter, Ended, Stored};
 use async_nats::jetstream::{kv, message::PublishMessage};
+use executor_core::TaskHandle;
 use executor_core::backend::{Admission, StatsRecorder, Unstarted};
 use executor_core::{
     Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, SubmitError, TaskError,
 };
 use futures::StreamExt;
 use named_tasks::wire::{ErrorKind, Reply, Request};
-use named_tasks::{Call, CallError, Codec, Remote};
+use named_tasks::{Args, Call, CallError, Codec, Output, Remote, Task};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -210,6 +211,7 @@ impl Shared {
         job: Job,
         id: String,
         request: Result<Request, CallError>,
+        key: Option<String>,
         published: Option<Published>,
         start: Option<Instant>,
     ) {
@@ -234,7 +236,8 @@ impl Shared {
         let outcome = match request {
             Ok(request) => {
                 let token = job.cancel_token();
-                self.publish_and_wait(token, &id, request, published).await
+                self.publish_and_wait(token, &id, request, key, published)
+                    .await
             }
             Err(e) => {
                 if let Some(p) = published {
@@ -276,6 +279,7 @@ impl Shared {
         token: executor_core::CancelToken,
         id: &str,
         request: Request,
+        key: Option<String>,
         published: Option<Published>,
     ) -> Result<Stored, CallError> {
         let name = request.name.clone();
@@ -312,6 +316,9 @@ impl Shared {
         headers.insert(names::ID, id);
         headers.insert(names::ATTEMPTS, attempts.to_string().as_str());
         headers.insert(names::BACKOFF_MS, backoff.as_millis().to_string().as_str());
+        if let Some(key) = &key {
+            headers.insert(names::KEY, key.as_str());
+        }
         let payload = named_tasks::wire::Message::Request(request).encode();
         let sent = async {
             server
@@ -474,8 +481,8 @@ impl NatsExecutor {
         }
     }
 
-    /// The durable id of a call with this key (`Task::call_keyed`): the same key is the
-    /// same task.
+    /// The durable id of a task enqueued with this idempotency key
+    /// ([`enqueue`](Self::enqueue)): the same key is the same task.
     pub fn id_for_key(key: &str) -> String {
         names::id_from_key(key)
     }
@@ -562,6 +569,22 @@ impl NatsExecutor {
         Ok(id)
     }
 
+    /// Enqueues `task(args)` (see [`enqueue`](Self::enqueue)): its durable id once the
+    /// server stored it, and its handle.
+    pub fn enqueue_call<A: Args, R: Output>(
+        &self,
+        task: &Task<A, R>,
+        args: A,
+        idempotency_key: Option<&str>,
+    ) -> Result<(String, TaskHandle<R>), NatsError> {
+        let capture = Capture(Mutex::new(None));
+        let handle = task.call(&capture, args);
+        let job = lock(&capture.0)
+            .take()
+            .expect("Task::call hands its job to the executor");
+        Ok((self.enqueue(job, idempotency_key)?, handle))
+    }
+
     /// Admits a named task's job as task `id` and starts its call on the runtime.
     fn submit(
         &self,
@@ -578,11 +601,31 @@ impl NatsExecutor {
         let request = Call::of(job.meta())
             .expect("checked by the caller")
             .request(shared.codec, job.id().as_u64(), job.attempt());
+        let key = job.meta().key().map(str::to_owned);
         shared.stats.accepted();
         shared
             .rt
-            .spawn(shared.clone().carry(job, id, request, published, None));
+            .spawn(shared.clone().carry(job, id, request, key, published, None));
         Ok(())
+    }
+}
+
+/// An executor that only keeps the job it is given ([`NatsExecutor::enqueue_call`]).
+struct Capture(Mutex<Option<Job>>);
+
+impl Executor for Capture {
+    fn name(&self) -> &str {
+        "capture"
+    }
+    fn execute(&self, job: Job) -> Result<(), SubmitError> {
+        *lock(&self.0) = Some(job);
+        Ok(())
+    }
+    fn stats(&self) -> ExecutorStats {
+        ExecutorStats::default()
+    }
+    fn shutdown(&self, _mode: ShutdownMode) -> ShutdownReport {
+        ShutdownReport::new("capture")
     }
 }
 
@@ -626,8 +669,7 @@ impl Executor for NatsExecutor {
             job.resolve(TaskError::rejected(reason));
             return Ok(());
         }
-        let id = names::task_id(job.meta().key());
-        self.submit(job, id, None)
+        self.submit(job, names::task_id(None), None)
     }
 
     fn stats(&self) -> ExecutorStats {

@@ -12,6 +12,8 @@ pub(crate) const ATTEMPTS: &str = "Switchyard-Attempts";
 pub(crate) const BACKOFF_MS: &str = "Switchyard-Backoff-Ms";
 /// Header on a dead letter: the last error.
 pub(crate) const ERROR: &str = "Switchyard-Error";
+/// Header on a request: the call's key (`Task::call_keyed`), which per-key limits count.
+pub(crate) const KEY: &str = "Switchyard-Key";
 
 /// The names of one deployment's stream, bucket and subjects, all under one prefix.
 #[derive(Clone, Debug)]
@@ -95,6 +97,11 @@ pub(crate) fn result_key(id: &str) -> String {
 /// The key counting the failed attempts of task `id`.
 pub(crate) fn failures_key(id: &str) -> String {
     format!("a.{id}")
+}
+
+/// The key holding who runs tasks called `name` with key `key` (per-key limits).
+pub(crate) fn slot_key(name: &str, key: &str) -> String {
+    format!("l.{}.{}", id_from_key(name), id_from_key(key))
 }
 
 /// A task's durable id: from its key (an idempotency key: the same key is the same task)
