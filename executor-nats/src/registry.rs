@@ -14,7 +14,7 @@ use supervisor::{BackendOptions, ConfigError, ExecutorPlan, Registry};
 /// | `prefix` | string | `"switchyard"` | names of the stream, bucket, subjects |
 /// | `attempts` | integer ≥ 1 | 3 | attempts before a task is dead-lettered |
 /// | `backoff` | duration | `"1s"` | first retry's delay, doubled per retry |
-/// | `in_flight` | integer ≥ 1 | 256 | calls this process waits on at once |
+/// | `in_flight` | integer ≥ 1 | 4096 | calls this process has sent and waits on at once (a waiting call holds no thread) |
 /// | `codec` | `"json"` \| `"msgpack"` | `"json"` | how arguments and results travel |
 ///
 /// Workers are separate: [`Worker`](crate::Worker) with the same url and prefix.

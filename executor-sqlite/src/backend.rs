@@ -446,6 +446,33 @@ impl SqliteExecutor {
         Ok(lock(&self.inner.store).counts()?)
     }
 
+    /// Runs a worker in this thread with `tasks` until SIGTERM or SIGINT, then drains:
+    /// claims nothing more, finishes and records what runs, and returns. While it runs,
+    /// those signals no longer end the process at once.
+    pub fn run_worker_until_signal(&self, tasks: Tasks) -> Result<(), BoxError> {
+        let control = WorkerControl::new();
+        let signalled = Arc::new(AtomicBool::new(false));
+        let mut ids = Vec::new();
+        for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            ids.push(signal_hook::flag::register(sig, signalled.clone())?);
+        }
+        let out = std::thread::scope(|s| {
+            s.spawn(|| {
+                while !signalled.load(Ordering::SeqCst) && !control.is_stopping() {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                control.drain();
+            });
+            let out = self.run_worker(tasks, &control);
+            control.drain(); // ends the watching thread if the worker stopped on its own
+            out
+        });
+        for id in ids {
+            signal_hook::low_level::unregister(id);
+        }
+        out
+    }
+
     /// Runs a worker in this thread with `tasks` until `control` stops it: it claims only
     /// the names `tasks` knows, `slots` at a time, under the lease.
     pub fn run_worker(&self, tasks: Tasks, control: &WorkerControl) -> Result<(), BoxError> {
