@@ -112,9 +112,12 @@ fn bare_sqlite(path: &Path, jobs: usize) -> Result<f64> {
 }
 
 fn sqlite_backend(path: &Path, jobs: usize, window: usize) -> Result<Run> {
+    // A stored call waits for its end on a submitter thread: as many as the window,
+    // up to 256.
     let exec = SqliteExecutor::builder("sqlite")
         .path(path)
-        .slots(16)
+        .slots(64)
+        .submitters(window.min(256))
         .build()?;
     let control = WorkerControl::new();
     std::thread::scope(|s| {
@@ -154,7 +157,11 @@ fn raw_nats(url: &str, jobs: usize, window: usize) -> Result<f64> {
         let t0 = Instant::now();
         let mut acks = futures::stream::FuturesUnordered::new();
         for i in 0..jobs {
-            acks.push(js.publish("raw.job", i.to_string().into()).await?.into_future());
+            acks.push(
+                js.publish("raw.job", i.to_string().into())
+                    .await?
+                    .into_future(),
+            );
             if acks.len() >= window {
                 acks.next().await.expect("a pending ack")?;
             }
@@ -182,7 +189,7 @@ fn nats_backend(url: &str, jobs: usize, window: usize) -> Result<Run> {
         Worker::builder(Tasks::new().with(&NOOP))
             .url(wurl)
             .prefix("bench")
-            .parallel(64)
+            .parallel(256)
             .build()
             .run(async move {
                 let _ = rx.await;
@@ -215,10 +222,14 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&dir.0)?;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
-        "durable no-op jobs, end to end (enqueue, run, result): {} jobs, {} in flight; load average {}",
+        "durable no-op jobs, end to end (enqueue, run, result): {} jobs, {} in flight \
+         (one worker: sqlite 64 slots, nats 256); load average {}",
         a.jobs,
         a.window,
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     let want = |b: &str| a.only.as_deref().is_none_or(|o| o == b);
     let row = |name: &str, per_sec: f64, run: Option<&Run>| match run {
