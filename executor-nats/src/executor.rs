@@ -1,21 +1,24 @@
-//! [`NatsExecutor`]: the submitting side. A named task's attempt publishes its request
-//! and waits for its result in the bucket, on a thread of an inner threads pool.
+//! [`NatsExecutor`]: the submitting side. A call publishes its request from a task on
+//! the client's runtime; one watch of the results bucket per executor hands each result
+//! to the calls waiting for it; one finishing thread runs the job on its outcome.
 
 use crate::NatsError;
 use crate::names::{self, Names};
 use crate::server::Server;
 use crate::stored::{DeadLetter, Ended, Stored};
 use async_nats::jetstream::{kv, message::PublishMessage};
+use executor_core::TaskHandle;
+use executor_core::backend::{Admission, StatsRecorder, Unstarted};
 use executor_core::{
-    Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, SubmitError, TaskContext, TaskError,
+    Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, SubmitError, TaskError,
 };
-use executor_threads::ThreadsExecutor;
 use futures::StreamExt;
 use named_tasks::wire::{ErrorKind, Reply, Request};
-use named_tasks::{Call, CallError, Codec, Remote};
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use named_tasks::{Args, Call, CallError, Codec, Output, Remote, Task};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{Semaphore, oneshot};
 
 /// Configures a [`NatsExecutor`].
 #[derive(Clone, Debug)]
@@ -69,7 +72,9 @@ impl Builder {
         self
     }
 
-    /// Calls this submitter waits on at once (default 256): each holds a thread.
+    /// Calls this submitter has sent and waits on at once (default 4096); further calls
+    /// wait in this process, unsent, for one of them to end. A waiting call holds no
+    /// thread: a task on the client's runtime and an entry in the watch's table.
     pub fn in_flight(mut self, n: usize) -> Self {
         self.in_flight = n.max(1);
         self
@@ -80,31 +85,86 @@ impl Builder {
         let names = Names::new(&self.prefix).map_err(|e| NatsError::new("config", e))?;
         let rt = crate::server::runtime(&format!("{}-nats", self.name))?;
         let server = rt.block_on(Server::connect(&self.url, names))?;
-        let threads = ThreadsExecutor::builder(self.name.clone())
-            .workers(self.in_flight)
-            .build()
-            .map_err(|e| NatsError::new("starting the submitting threads", e))?;
+        // Made before the first call, so no result of a call of ours goes unseen.
+        let kv = server.kv.clone();
+        let watch = rt
+            .block_on(async move { kv.watch(names::result_key(">")).await })
+            .map_err(|e| NatsError::new("watching the results", e))?;
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<Done>();
+        let shared = Arc::new(Shared {
+            name: self.name.clone(),
+            rt: rt.handle().clone(),
+            server,
+            codec: self.codec,
+            attempts: self.attempts,
+            backoff: self.backoff,
+            routes: self.routes,
+            gate: Admission::new(),
+            stats: StatsRecorder::new(),
+            unstarted: Unstarted::new(),
+            permits: Arc::new(Semaphore::new(self.in_flight)),
+            waiting: Mutex::new(HashMap::new()),
+            closing: tokio::sync::watch::channel(false).0,
+            done: Mutex::new(Some(done_tx)),
+            threads: Mutex::new(Vec::new()),
+        });
+        shared.rt.spawn(shared.clone().watch(Some(watch)));
+        let finisher = shared.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("{}-finish", self.name))
+            .spawn(move || {
+                for done in done_rx {
+                    finisher.finish(done);
+                }
+            })
+            .map_err(|e| NatsError::new("starting the finishing thread", e))?;
+        lock(&shared.threads).push(t);
         Ok(NatsExecutor {
-            threads,
-            shared: Arc::new(Shared {
-                rt,
-                server,
-                codec: self.codec,
-                attempts: self.attempts,
-                backoff: self.backoff,
-                routes: self.routes,
-            }),
+            shared,
+            rt: Some(rt),
         })
     }
 }
 
 struct Shared {
-    rt: tokio::runtime::Runtime,
+    name: String,
+    /// The client's runtime, owned by the [`NatsExecutor`] (tasks on it hold this).
+    rt: tokio::runtime::Handle,
     server: Server,
     codec: Codec,
     attempts: u32,
     backoff: Duration,
     routes: BTreeMap<String, (u32, Duration)>,
+    gate: Admission,
+    stats: StatsRecorder,
+    unstarted: Unstarted,
+    /// One per call sent and not ended ([`Builder::in_flight`]).
+    permits: Arc<Semaphore>,
+    /// Task id → the calls of this process waiting for its outcome; the one watch of
+    /// the results hands each outcome to them.
+    waiting: Mutex<HashMap<String, Vec<oneshot::Sender<Stored>>>>,
+    /// Set at shutdown: calls still waiting end (their tasks stay queued).
+    closing: tokio::sync::watch::Sender<bool>,
+    /// Calls whose outcome is known, for the finishing thread to run.
+    done: Mutex<Option<std::sync::mpsc::Sender<Done>>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+/// A call whose outcome is known: the job is run on it (with a remote that returns it).
+struct Done {
+    job: Job,
+    outcome: Result<Vec<u8>, CallError>,
+    start: Option<Instant>,
+}
+
+/// Completes once the executor is shutting down.
+async fn closed(closing: &mut tokio::sync::watch::Receiver<bool>) {
+    // The guard `wait_for` returns must not live across an await.
+    let _ = closing.wait_for(|c| *c).await.map(|_| ());
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Shared {
@@ -122,26 +182,285 @@ impl Shared {
         // Not `Runtime::block_on`: the caller may be inside another runtime's context.
         futures::executor::block_on(self.rt.spawn(f)).expect("the NATS client's task")
     }
+
+    /// Hands a result from the watch to the calls waiting for it.
+    fn deliver(&self, id: &str, stored: &Stored) {
+        let Some(waiters) = lock(&self.waiting).remove(id) else {
+            return;
+        };
+        for w in waiters {
+            let _ = w.send(stored.clone());
+        }
+    }
+
+    /// Takes a call that stopped waiting off the list.
+    fn forget(&self, id: &str) {
+        let mut waiting = lock(&self.waiting);
+        if let Some(list) = waiting.get_mut(id) {
+            list.retain(|w| !w.is_closed());
+            if list.is_empty() {
+                waiting.remove(id);
+            }
+        }
+    }
+
+    /// One call: publish (unless its outcome exists), then wait for the outcome, a
+    /// cancel or the shutdown, and hand the job to the finishing thread.
+    async fn carry(
+        self: Arc<Self>,
+        job: Job,
+        id: String,
+        request: Result<Request, CallError>,
+        key: Option<String>,
+        published: Option<Published>,
+        start: Option<Instant>,
+    ) {
+        let mut closing = self.closing.subscribe();
+        let permit = tokio::select! {
+            p = self.permits.clone().acquire_owned() => p.ok(),
+            _ = closed(&mut closing) => None,
+        };
+        let Some(_permit) = permit else {
+            // Shut down before it was sent: not started.
+            if let Some(p) = published {
+                let _ = p.send(Err("the executor shut down".into()));
+            }
+            self.unstarted.abandon(&self.stats, job);
+            return;
+        };
+        let start = start.or_else(|| self.stats.started());
+        let name = request
+            .as_ref()
+            .map(|r| r.name.clone())
+            .unwrap_or_else(|e| e.task().to_owned());
+        let outcome = match request {
+            Ok(request) => {
+                let token = job.cancel_token();
+                self.publish_and_wait(token, &id, request, key, published)
+                    .await
+            }
+            Err(e) => {
+                if let Some(p) = published {
+                    let _ = p.send(Err(e.to_string()));
+                }
+                Err(e)
+            }
+        };
+        let outcome = outcome.and_then(|stored| match (stored.ended, stored.reply) {
+            (Ended::Succeeded, Reply::Ok { payload, .. }) => Ok(payload),
+            (Ended::Cancelled, _) => Err(CallError::lost(
+                &name,
+                format!("task {id} was cancelled by id"),
+            )),
+            (_, Reply::Err { kind, message, .. }) => Err(CallError::worker(&name, kind, message)),
+            (_, Reply::Ok { .. }) => Err(CallError::lost(
+                &name,
+                format!("task {id}: a result without a value"),
+            )),
+        });
+        let done = Done {
+            job,
+            outcome,
+            start,
+        };
+        let sender = lock(&self.done).clone();
+        match sender {
+            Some(tx) => {
+                if let Err(back) = tx.send(done) {
+                    self.finish(back.0);
+                }
+            }
+            None => self.finish(done),
+        }
+    }
+
+    async fn publish_and_wait(
+        &self,
+        token: executor_core::CancelToken,
+        id: &str,
+        request: Request,
+        key: Option<String>,
+        published: Option<Published>,
+    ) -> Result<Stored, CallError> {
+        let name = request.name.clone();
+        let lost = |what: String| CallError::lost(&name, what);
+        let (tx, mut rx) = oneshot::channel();
+        lock(&self.waiting)
+            .entry(id.to_owned())
+            .or_default()
+            .push(tx);
+        let server = &self.server;
+        // A keyed id may have ended before (an idempotent repeat): its result is read,
+        // nothing is sent. A result written after the registration above comes on the
+        // watch.
+        let existing = if names::is_keyed(id) {
+            server
+                .kv
+                .get(names::result_key(id))
+                .await
+                .ok()
+                .flatten()
+                .and_then(|b| Stored::decode(&b).ok())
+        } else {
+            None
+        };
+        if let Some(stored) = existing {
+            if let Some(p) = published {
+                let _ = p.send(Ok(()));
+            }
+            self.forget(id);
+            return Ok(stored);
+        }
+        let (attempts, backoff) = self.route(&name);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(names::ID, id);
+        headers.insert(names::ATTEMPTS, attempts.to_string().as_str());
+        headers.insert(names::BACKOFF_MS, backoff.as_millis().to_string().as_str());
+        if let Some(key) = &key {
+            headers.insert(names::KEY, key.as_str());
+        }
+        let payload = named_tasks::wire::Message::Request(request).encode();
+        let sent = async {
+            server
+                .js
+                .send_publish(
+                    server.names.subject(&name),
+                    PublishMessage::build()
+                        .payload(payload.into())
+                        .headers(headers)
+                        .message_id(id),
+                )
+                .await
+                .map_err(|e| format!("publishing {id}: {e}"))?
+                .await
+                .map_err(|e| format!("publishing {id}: {e}"))
+        }
+        .await;
+        if let Some(p) = published {
+            let _ = p.send(sent.as_ref().map(|_| ()).map_err(Clone::clone));
+        }
+        if let Err(e) = sent {
+            self.forget(id);
+            return Err(lost(e));
+        }
+        let mut closing = self.closing.subscribe();
+        let out = tokio::select! {
+            got = &mut rx => got.map_err(|_| lost(format!("the watch on the result of {id} ended"))),
+            _ = token.cancelled() => {
+                let _ = cancel(&server.kv, id).await;
+                Err(lost(format!("cancelled; task {id} is marked cancelled")))
+            }
+            _ = closed(&mut closing) => Err(lost(format!(
+                "the submitter shut down; task {id} stays queued (read it by id)"
+            ))),
+        };
+        if out.is_err() {
+            drop(rx);
+            self.forget(id);
+        }
+        out
+    }
+
+    /// Runs a call's job on its known outcome (on the finishing thread).
+    fn finish(&self, done: Done) {
+        let Done {
+            job,
+            outcome,
+            start,
+        } = done;
+        if let Some(call) = Call::of(job.meta()) {
+            call.install(Remote::new(self.codec, move |_ctx, _request| outcome));
+        }
+        let status = job.run();
+        self.stats.finished(status, start.map(|t| t.elapsed()));
+    }
+
+    /// The one watch of this executor: every result written to the bucket, handed to
+    /// the calls that wait for it. A watch that ends is made again, and the calls that
+    /// wait then read their results, so none written meanwhile is missed.
+    async fn watch(self: Arc<Self>, mut first: Option<kv::Watch>) {
+        let mut closing = self.closing.subscribe();
+        loop {
+            let mut watch = match first.take() {
+                Some(w) => w,
+                None => {
+                    let made = tokio::select! {
+                        w = self.server.kv.watch(names::result_key(">")) => w,
+                        _ = closed(&mut closing) => return,
+                    };
+                    match made {
+                        Ok(w) => {
+                            self.recheck().await;
+                            w
+                        }
+                        Err(e) => {
+                            tracing::warn!("nats: watching the results: {e}");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue;
+                        }
+                    }
+                }
+            };
+            loop {
+                let entry = tokio::select! {
+                    e = watch.next() => e,
+                    _ = closed(&mut closing) => return,
+                };
+                match entry {
+                    Some(Ok(entry)) if entry.operation == kv::Operation::Put => {
+                        let Some(id) = entry.key.strip_prefix("r.") else {
+                            continue;
+                        };
+                        if !lock(&self.waiting).contains_key(id) {
+                            continue;
+                        }
+                        match Stored::decode(&entry.value) {
+                            Ok(stored) => self.deliver(id, &stored),
+                            Err(e) => tracing::warn!("nats: the result of {id}: {e}"),
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        tracing::warn!("nats: watching the results: {e}");
+                        break;
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+
+    /// Reads the result of every call that waits (after the watch was made again).
+    async fn recheck(&self) {
+        let ids: Vec<String> = lock(&self.waiting).keys().cloned().collect();
+        for id in ids {
+            if let Ok(Some(bytes)) = self.server.kv.get(names::result_key(&id)).await
+                && let Ok(stored) = Stored::decode(&bytes)
+            {
+                self.deliver(&id, &stored);
+            }
+        }
+    }
 }
 
 /// The submitting side of the NATS backend: runs named tasks on whatever [`Worker`]s
 /// serve the same server and prefix, durably.
 ///
-/// A call's attempt publishes the request and waits for the result in the bucket; the
-/// wait holds a thread of an inner pool ([`Builder::in_flight`]), so stats, timeouts and
-/// shutdown are those of `executor-threads`. Closures are refused: they cannot leave
-/// the process.
+/// A call publishes its request from a task on the client's runtime and waits, holding
+/// no thread, until the executor's one watch of the results bucket brings its result;
+/// the job then runs on that outcome on the executor's finishing thread (decoding it
+/// and resolving the handle). Closures are refused: they cannot leave the process.
 ///
 /// [`Worker`]: crate::Worker
 pub struct NatsExecutor {
-    threads: ThreadsExecutor,
     shared: Arc<Shared>,
+    rt: Option<tokio::runtime::Runtime>,
 }
 
 impl std::fmt::Debug for NatsExecutor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NatsExecutor")
-            .field("name", &self.threads.name())
+            .field("name", &self.shared.name)
             .field("names", &self.shared.server.names)
             .finish()
     }
@@ -157,13 +476,13 @@ impl NatsExecutor {
             codec: Codec::default(),
             attempts: 3,
             backoff: Duration::from_secs(1),
-            in_flight: 256,
+            in_flight: 4096,
             routes: BTreeMap::new(),
         }
     }
 
-    /// The durable id of a call with this key (`Task::call_keyed`): the same key is the
-    /// same task.
+    /// The durable id of a task enqueued with this idempotency key
+    /// ([`enqueue`](Self::enqueue)): the same key is the same task.
     pub fn id_for_key(key: &str) -> String {
         names::id_from_key(key)
     }
@@ -228,21 +547,20 @@ impl NatsExecutor {
     /// `idempotency_key` already enqueued (within ten minutes, or finished since), it is
     /// the same task: the same id, and the handle follows that task.
     pub fn enqueue(&self, job: Job, idempotency_key: Option<&str>) -> Result<String, NatsError> {
-        let Some(call) = Call::of(job.meta()) else {
+        if Call::of(job.meta()).is_none() {
             job.resolve(TaskError::rejected("a closure cannot be enqueued durably"));
             return Err(NatsError::new(
                 "enqueue",
                 "a closure cannot be enqueued durably",
             ));
-        };
+        }
         let id = names::task_id(idempotency_key);
         let (tx, rx) = std::sync::mpsc::channel();
-        self.install(call, &id, Some(tx));
-        if let Err(refused) = self.threads.execute(job) {
+        if let Err(refused) = self.submit(job, id.clone(), Some(tx)) {
             drop(refused);
             return Err(NatsError::new("enqueue", "the executor is shut down"));
         }
-        // The job's body encodes the arguments and publishes; wait for the server's ack.
+        // The call publishes; wait for the server's ack.
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(NatsError::new(format!("enqueueing {id}"), e)),
@@ -250,18 +568,64 @@ impl NatsExecutor {
         }
         Ok(id)
     }
+
+    /// Enqueues `task(args)` (see [`enqueue`](Self::enqueue)): its durable id once the
+    /// server stored it, and its handle.
+    pub fn enqueue_call<A: Args, R: Output>(
+        &self,
+        task: &Task<A, R>,
+        args: A,
+        idempotency_key: Option<&str>,
+    ) -> Result<(String, TaskHandle<R>), NatsError> {
+        let capture = Capture(Mutex::new(None));
+        let handle = task.call(&capture, args);
+        let job = lock(&capture.0)
+            .take()
+            .expect("Task::call hands its job to the executor");
+        Ok((self.enqueue(job, idempotency_key)?, handle))
+    }
+
+    /// Admits a named task's job as task `id` and starts its call on the runtime.
+    fn submit(
+        &self,
+        job: Job,
+        id: String,
+        published: Option<Published>,
+    ) -> Result<(), SubmitError> {
+        let shared = &self.shared;
+        let entry = shared.gate.enter();
+        if !entry.is_open() {
+            shared.stats.rejected();
+            return Err(SubmitError::shutdown(job));
+        }
+        let request = Call::of(job.meta())
+            .expect("checked by the caller")
+            .request(shared.codec, job.id().as_u64(), job.attempt());
+        let key = job.meta().key().map(str::to_owned);
+        shared.stats.accepted();
+        shared
+            .rt
+            .spawn(shared.clone().carry(job, id, request, key, published, None));
+        Ok(())
+    }
 }
 
-impl NatsExecutor {
-    /// Makes the call's next attempt publish as task `id` and wait for its outcome;
-    /// `published` hears when the server has stored the message.
-    fn install(&self, call: &Call, id: &str, published: Option<Published>) {
-        let shared = self.shared.clone();
-        let name = call.name();
-        let id = id.to_owned();
-        call.install(Remote::new(self.shared.codec, move |ctx, request| {
-            remote(&shared, name, &id, ctx, request, published)
-        }));
+/// An executor that only keeps the job it is given ([`NatsExecutor::enqueue_call`]).
+struct Capture(Mutex<Option<Job>>);
+
+impl Executor for Capture {
+    fn name(&self) -> &str {
+        "capture"
+    }
+    fn execute(&self, job: Job) -> Result<(), SubmitError> {
+        *lock(&self.0) = Some(job);
+        Ok(())
+    }
+    fn stats(&self) -> ExecutorStats {
+        ExecutorStats::default()
+    }
+    fn shutdown(&self, _mode: ShutdownMode) -> ShutdownReport {
+        ShutdownReport::new("capture")
     }
 }
 
@@ -289,107 +653,67 @@ async fn cancel(kv: &kv::Store, id: &str) -> Result<bool, kv::CreateError> {
 
 impl Executor for NatsExecutor {
     fn name(&self) -> &str {
-        self.threads.name()
+        &self.shared.name
     }
 
     fn execute(&self, job: Job) -> Result<(), SubmitError> {
-        let Some(call) = Call::of(job.meta()) else {
+        if Call::of(job.meta()).is_none() {
             let reason = format!(
                 "executor '{}' runs tasks on NATS workers, and '{}' is a closure, which \
                  cannot leave this process; declare it as a named task (named_tasks::Task) \
                  or route it to an in-process executor",
-                self.threads.name(),
+                self.shared.name,
                 job.meta().name()
             );
+            self.shared.stats.rejected();
             job.resolve(TaskError::rejected(reason));
             return Ok(());
-        };
-        let id = names::task_id(job.meta().key());
-        self.install(call, &id, None);
-        self.threads.execute(job)
+        }
+        self.submit(job, names::task_id(None), None)
     }
 
     fn stats(&self) -> ExecutorStats {
-        self.threads.stats()
+        self.shared.stats.snapshot()
     }
 
+    /// Stops taking calls. `Graceful(d)`: waits up to `d` for the outcomes of the calls
+    /// in flight; then (at once for `Now`) calls not yet sent end as not started, and
+    /// calls still waiting end with an error saying their task stays queued: a sent task
+    /// is never lost, and its result stays readable by id.
     fn shutdown(&self, mode: ShutdownMode) -> ShutdownReport {
-        self.threads.shutdown(mode)
+        let shared = &*self.shared;
+        let mut report = ShutdownReport::new(shared.name.clone());
+        if !shared.gate.begin_shutdown() {
+            report.stats = shared.stats.snapshot();
+            return report;
+        }
+        let deadline = Instant::now() + mode.deadline();
+        shared.gate.close();
+        shared.gate.wait_in_flight(None);
+        if !shared.stats.wait_idle(deadline) {
+            report.deadline_passed = true;
+        }
+        shared.closing.send_replace(true);
+        // Every call now ends at once; wait for them to reach the finishing thread.
+        let _ = shared
+            .stats
+            .wait_idle(Instant::now() + Duration::from_secs(10));
+        drop(lock(&shared.done).take());
+        for t in lock(&shared.threads).drain(..) {
+            let _ = t.join();
+        }
+        report.not_started = shared.unstarted.take();
+        report.stats = shared.stats.snapshot();
+        report
     }
 }
 
-/// One attempt: publish (de-duplicated by id), then wait for the outcome or cancellation.
-fn remote(
-    shared: &Arc<Shared>,
-    name: &'static str,
-    id: &str,
-    ctx: &TaskContext,
-    request: Request,
-    published: Option<Published>,
-) -> Result<Vec<u8>, CallError> {
-    let lost = move |what: String| CallError::lost(name, what);
-    let server = shared.server.clone();
-    let (attempts, backoff) = shared.route(name);
-    let owned_id = id.to_owned();
-    let work = shared.rt.spawn(async move {
-        let id = owned_id;
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(names::ID, id.as_str());
-        headers.insert(names::ATTEMPTS, attempts.to_string().as_str());
-        headers.insert(names::BACKOFF_MS, backoff.as_millis().to_string().as_str());
-        // Watch first, so that a result written between the publish and the watch is
-        // not missed (the watch also delivers a result that is already there).
-        let mut watch = server
-            .kv
-            .watch_with_history(names::result_key(&id))
-            .await
-            .map_err(|e| format!("watching the result of {id}: {e}"))?;
-        let payload = named_tasks::wire::Message::Request(request).encode();
-        let sent = async {
-            server
-                .js
-                .send_publish(
-                    server.names.subject(name),
-                    PublishMessage::build()
-                        .payload(payload.into())
-                        .headers(headers)
-                        .message_id(&id),
-                )
-                .await
-                .map_err(|e| format!("publishing {id}: {e}"))?
-                .await
-                .map_err(|e| format!("publishing {id}: {e}"))
-        }
-        .await;
-        if let Some(p) = published {
-            let _ = p.send(sent.as_ref().map(|_| ()).map_err(Clone::clone));
-        }
-        sent?;
-        while let Some(entry) = watch.next().await {
-            let entry = entry.map_err(|e| format!("watching the result of {id}: {e}"))?;
-            if entry.operation == kv::Operation::Put {
-                return Stored::decode(&entry.value);
-            }
-        }
-        Err(format!("the watch on the result of {id} ended"))
-    });
-    let cancelled = ctx.cancel_token().cancelled();
-    use futures::future::Either;
-    match futures::executor::block_on(futures::future::select(work, cancelled)) {
-        Either::Left((Ok(Ok(stored)), _)) => match (stored.ended, stored.reply) {
-            (Ended::Succeeded, Reply::Ok { payload, .. }) => Ok(payload),
-            (Ended::Cancelled, _) => Err(lost(format!("task {id} was cancelled by id"))),
-            (_, Reply::Err { kind, message, .. }) => Err(CallError::worker(name, kind, message)),
-            (_, Reply::Ok { .. }) => Err(lost(format!("task {id}: a result without a value"))),
-        },
-        Either::Left((Ok(Err(e)), _)) => Err(lost(e)),
-        Either::Left((Err(e), _)) => Err(lost(format!("the NATS client: {e}"))),
-        Either::Right((_, work)) => {
-            work.abort();
-            let kv = shared.server.kv.clone();
-            let owned = id.to_owned();
-            let _ = shared.block_on(async move { cancel(&kv, &owned).await });
-            Err(lost(format!("cancelled; task {id} is marked cancelled")))
+impl Drop for NatsExecutor {
+    fn drop(&mut self) {
+        self.shutdown(ShutdownMode::Now);
+        if let Some(rt) = self.rt.take() {
+            // Not a blocking drop: this may run inside another runtime.
+            rt.shutdown_background();
         }
     }
 }

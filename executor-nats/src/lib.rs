@@ -4,7 +4,9 @@
 //! The policy moves a named task here with one line (`backend = "nats"`); its code does
 //! not change. [`NatsExecutor`] is the submitting side: each call becomes a JetStream
 //! message in the [`wire`](named_tasks::wire) form, and its [`TaskHandle`](executor_core::TaskHandle) resolves
-//! from the results bucket. [`Worker`] is the running side: it claims the tasks its
+//! from the results bucket. A waiting call holds no thread: the executor has one watch
+//! of the bucket, which hands each result to the calls waiting for it, and one thread
+//! that runs each job on its outcome. [`Worker`] is the running side: it claims the tasks its
 //! [`Tasks`](named_tasks::Tasks) registry knows and nothing else.
 //!
 //! # What JetStream does, and what this crate adds
@@ -16,16 +18,17 @@
 //! | lease | the consumer's `AckWait`; a running task sends in-progress acks (`+WPI`) every third of it, so a long task keeps its lease; a killed worker's tasks come back after it |
 //! | attempts, backoff | the submitter puts the route's attempts and first delay in headers; a failed attempt is counted in the bucket (`a.ID`) and NAKed with a delay that doubles per attempt |
 //! | dead letters | after the last failed attempt (or past `2 × attempts + 2` deliveries: a task that keeps killing its workers) the request goes to `PREFIX_dead` on `PREFIX.dead.NAME` with the last error in a header, and the error becomes the result |
-//! | idempotency | a call's task id is its key when it has one (`Task::call_keyed`), else fresh; the id is the message's `Nats-Msg-Id`, so enqueueing the same key twice within ten minutes is one message, and later it finds the stored result |
+//! | idempotency | [`NatsExecutor::enqueue`] with an idempotency key makes the task id from the key (other calls get fresh ids); the id is the message's `Nats-Msg-Id`, so enqueueing the same key twice within ten minutes is one message, and later it finds the stored result without sending anything |
 //! | results | bucket `PREFIX_results`, key `r.ID`, written create-if-absent before the ack: a redelivered task whose result exists is acked without running, so nothing completes twice; readable by id after a restart ([`NatsExecutor::result`]) |
 //! | cancel by id | a "cancelled" result written create-if-absent ([`NatsExecutor::cancel`]; a cancelled handle writes it too): it wins unless the task already ended, and a worker skips a task whose result exists |
 //! | concurrency per task name across all workers | the consumer's `max_ack_pending` ([`WorkerBuilder::limit`]) |
+//! | concurrency per key across all workers | the call's key (`Task::call_keyed`) travels in a header; the key's holders are a list in the bucket (`l.NAME.KEY`) changed by compare-and-set, each place expiring a lease after its last renewal ([`WorkerBuilder::key_limit`]) |
 //! | drain | [`Worker::run_until_signal`]: on SIGTERM or SIGINT stop claiming, finish and ack what runs, exit |
 //!
-//! Not built yet: per-key limits across workers (the shared suite's
-//! `key_limit_holds_across_workers` is left out of this crate's run), and throughput:
-//! each waiting call holds a thread and a KV watch of its own, and a worker fetches one
-//! message per free slot (`examples/bench.rs` measures it against raw JetStream).
+//! Workers fetch as many messages as they have free slots in one request, and long-poll
+//! for one when idle. `cargo xtask bench jobs` measures the backend against raw
+//! JetStream; [`LocalServer`] starts a `nats-server -js` of one's own for tests and
+//! benchmarks.
 //!
 //! [`LocalServer`] starts a `nats-server -js` of your own (free port, its own store) for
 //! demos and tests, and `run_policy_worker` (feature `supervisor`) runs a worker from a
@@ -45,7 +48,7 @@ mod stored;
 mod worker;
 
 pub use executor::{Builder, NatsExecutor};
-pub use local::{LocalServer, LocalServerError};
+pub use local::{INSTALL_HINT, LocalServer, LocalServerError};
 #[cfg(feature = "supervisor")]
 pub use registry::{URL_ENV, register, run_policy_worker};
 pub use stored::{DeadLetter, Ended, Stored};

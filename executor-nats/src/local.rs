@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// What to print when `nats-server` is missing: the tests that need it skip with this.
+pub const INSTALL_HINT: &str = "nats-server is not installed (Debian: apt-get install nats-server)";
+
 /// A `nats-server -js` of this process's own, on `127.0.0.1` and a free port, storing
 /// JetStream in a directory the caller chooses. Killed (and reaped) on drop.
 #[derive(Debug)]
@@ -44,9 +47,7 @@ impl LocalServer {
     /// accepts connections.
     pub fn start(store: impl AsRef<Path>) -> Result<Self, LocalServerError> {
         if !Self::installed() {
-            return Err(LocalServerError(
-                "nats-server is not installed (Debian: apt-get install nats-server)".into(),
-            ));
+            return Err(LocalServerError(INSTALL_HINT.into()));
         }
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())

@@ -12,6 +12,8 @@ pub(crate) const ATTEMPTS: &str = "Switchyard-Attempts";
 pub(crate) const BACKOFF_MS: &str = "Switchyard-Backoff-Ms";
 /// Header on a dead letter: the last error.
 pub(crate) const ERROR: &str = "Switchyard-Error";
+/// Header on a request: the call's key (`Task::call_keyed`), which per-key limits count.
+pub(crate) const KEY: &str = "Switchyard-Key";
 
 /// The names of one deployment's stream, bucket and subjects, all under one prefix.
 #[derive(Clone, Debug)]
@@ -97,6 +99,11 @@ pub(crate) fn failures_key(id: &str) -> String {
     format!("a.{id}")
 }
 
+/// The key holding who runs tasks called `name` with key `key` (per-key limits).
+pub(crate) fn slot_key(name: &str, key: &str) -> String {
+    format!("l.{}.{}", id_from_key(name), id_from_key(key))
+}
+
 /// A task's durable id: from its key (an idempotency key: the same key is the same task)
 /// when it has one, else fresh and unique.
 pub(crate) fn task_id(key: Option<&str>) -> String {
@@ -104,6 +111,11 @@ pub(crate) fn task_id(key: Option<&str>) -> String {
         Some(key) => id_from_key(key),
         None => fresh_id(),
     }
+}
+
+/// True for an id made from a key (which may have ended before it was enqueued again).
+pub(crate) fn is_keyed(id: &str) -> bool {
+    !id.starts_with("t-")
 }
 
 /// `k-KEY` when the key is made of characters a bucket key allows, else `x-HEX`.

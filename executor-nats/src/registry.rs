@@ -16,7 +16,7 @@ use supervisor::{BackendOptions, ConfigError, ExecutorPlan, PolicyConfig, Regist
 /// | `prefix` | string | `"switchyard"` | names of the stream, bucket, subjects |
 /// | `attempts` | integer ≥ 1 | 3 | attempts before a task is dead-lettered |
 /// | `backoff` | duration | `"1s"` | first retry's delay, doubled per retry |
-/// | `in_flight` | integer ≥ 1 | 256 | calls this process waits on at once |
+/// | `in_flight` | integer ≥ 1 | 4096 | calls this process has sent and waits on at once (a waiting call holds no thread) |
 /// | `codec` | `"json"` \| `"msgpack"` | `"json"` | how arguments and results travel |
 /// | `lease` | duration | `"30s"` | workers: the consumers' `AckWait` (see [`run_policy_worker`]) |
 /// | `slots` | integer ≥ 1 | 4 | workers: tasks one worker runs at once |

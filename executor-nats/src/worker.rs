@@ -26,6 +26,7 @@ pub struct WorkerBuilder {
     parallel: usize,
     ack_wait: Duration,
     limits: BTreeMap<String, i64>,
+    key_limits: BTreeMap<String, usize>,
 }
 
 impl WorkerBuilder {
@@ -60,6 +61,18 @@ impl WorkerBuilder {
     pub fn limit(mut self, name: impl Into<String>, n: usize) -> Self {
         self.limits
             .insert(name.into(), i64::try_from(n.max(1)).unwrap_or(i64::MAX));
+        self
+    }
+
+    /// At most `n` tasks called `name` with the same key (`Task::call_keyed`) run at
+    /// once across **all** workers that set this limit (give every worker the same).
+    ///
+    /// The holders of a key are a list in the results bucket (`l.NAME.KEY`), changed
+    /// only by compare-and-set; each entry expires a lease after its last renewal, so a
+    /// killed worker's places come back. A delivery whose key is full waits for a place
+    /// (holding its worker slot and extending its lease meanwhile).
+    pub fn key_limit(mut self, name: impl Into<String>, n: usize) -> Self {
+        self.key_limits.insert(name.into(), n.max(1));
         self
     }
 
@@ -132,6 +145,7 @@ impl Worker {
             parallel: 4,
             ack_wait: Duration::from_secs(30),
             limits: BTreeMap::new(),
+            key_limits: BTreeMap::new(),
         }
     }
 
@@ -181,6 +195,7 @@ impl Worker {
             tasks: b.tasks,
             counts: Counts::default(),
             ack_wait: b.ack_wait,
+            key_limits: b.key_limits,
             killed: AtomicBool::new(false),
         });
         let permits = Arc::new(Semaphore::new(b.parallel));
@@ -243,6 +258,7 @@ struct Running {
     tasks: Tasks,
     counts: Counts,
     ack_wait: Duration,
+    key_limits: BTreeMap<String, usize>,
     /// Set by [`Stop::Kill`]: write nothing more.
     killed: AtomicBool,
 }
@@ -253,7 +269,10 @@ impl Running {
     }
 }
 
-/// Claims one consumer's messages while permits allow, until told to stop.
+/// Claims one consumer's messages while permits allow, until told to stop: as many as
+/// there are free permits (up to `batch`) in one fetch that does not wait; when that
+/// finds nothing, one fetch that waits up to a second for the next message, holding one
+/// permit, so an idle worker sends one request a second per task name.
 async fn claim(
     consumer: async_nats::jetstream::consumer::Consumer<pull::Config>,
     shared: Arc<Running>,
@@ -261,18 +280,34 @@ async fn claim(
     batch: usize,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let mut idle = false;
     loop {
-        let permit = tokio::select! {
+        let first = tokio::select! {
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = stop.wait_for(|s| *s) => return,
         };
-        // Fetch one at a time per free permit: a message in hand is a running lease.
-        let batch_result = tokio::select! {
-            b = consumer.fetch().max_messages(1).expires(Duration::from_secs(1)).messages() => b,
+        let mut held = vec![first];
+        if !idle {
+            while held.len() < batch {
+                match permits.clone().try_acquire_owned() {
+                    Ok(p) => held.push(p),
+                    Err(_) => break,
+                }
+            }
+        }
+        // A message in hand is a running lease: fetch no more than can start now.
+        let n = held.len();
+        let fetched = tokio::select! {
+            b = async {
+                if idle {
+                    consumer.batch().max_messages(1).expires(Duration::from_secs(1)).messages().await
+                } else {
+                    consumer.fetch().max_messages(n).messages().await
+                }
+            } => b,
             _ = stop.wait_for(|s| *s) => return,
         };
-        let _ = batch;
-        let mut messages = match batch_result {
+        let mut messages = match fetched {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!("nats worker: fetch failed: {e}");
@@ -280,28 +315,46 @@ async fn claim(
                 continue;
             }
         };
-        match messages.next().await {
-            Some(Ok(msg)) => {
-                if *stop.borrow() {
-                    // Claimed while stopping: hand it back at once (a killed worker
-                    // writes nothing; its lease runs out).
-                    if !shared.dead() {
-                        let _ = msg.ack_with(AckKind::Nak(None)).await;
-                    }
-                    return;
+        let mut got = 0;
+        loop {
+            let next = tokio::select! {
+                m = messages.next() => m,
+                _ = stop.wait_for(|s| *s) => None,
+            };
+            let msg = match next {
+                Some(Ok(msg)) => msg,
+                Some(Err(e)) => {
+                    tracing::debug!("nats worker: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    break;
                 }
-                let shared = shared.clone();
-                tokio::spawn(async move {
-                    handle(&shared, msg).await;
-                    drop(permit);
-                });
+                None => break,
+            };
+            got += 1;
+            let Some(permit) = held.pop() else {
+                // More than asked for (not expected): hand it back.
+                let _ = msg.ack_with(AckKind::Nak(None)).await;
+                continue;
+            };
+            if *stop.borrow() {
+                // Claimed while stopping: hand it back at once (a killed worker writes
+                // nothing; its lease runs out).
+                if !shared.dead() {
+                    let _ = msg.ack_with(AckKind::Nak(None)).await;
+                }
+                continue;
             }
-            Some(Err(e)) => {
-                tracing::debug!("nats worker: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            None => {}
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                handle(&shared, msg).await;
+                drop(permit);
+            });
         }
+        if *stop.borrow() {
+            return;
+        }
+        // Nothing there: wait for the next message (or wake from the wait's expiry).
+        idle = got == 0;
     }
 }
 
@@ -383,9 +436,31 @@ async fn handle(shared: &Running, msg: JsMessage) {
         finish_dead(shared, &msg, &id, &request.name, request.id, failures, &why).await;
         return;
     }
-    let reply = run_with_lease(shared, &msg, request.clone()).await;
+    // A per-key limit: take a place among the key's holders first.
+    let place = match (
+        header(&msg, names::KEY),
+        shared.key_limits.get(&request.name),
+    ) {
+        (Some(key), Some(&limit)) => {
+            let place = names::slot_key(&request.name, &key);
+            if !take_place(shared, &msg, &place, &id, limit).await {
+                return; // killed while waiting
+            }
+            Some(place)
+        }
+        _ => None,
+    };
+    let reply = run_with_lease(shared, &msg, request.clone(), place.as_deref(), &id).await;
     if shared.dead() {
         return; // killed meanwhile: as if this process were gone
+    }
+    if let Some(place) = &place {
+        let _ = edit_places(kv, place, |holders| {
+            let before = holders.len();
+            holders.retain(|(h, _)| h != &id);
+            (true, holders.len() != before)
+        })
+        .await;
     }
     let retryable = matches!(
         &reply,
@@ -466,8 +541,15 @@ async fn finish_dead(
     dead_letter(shared, msg, id, name, failures, why).await;
 }
 
-/// Runs the request on a blocking thread, extending the lease every third of it.
-async fn run_with_lease(shared: &Running, msg: &JsMessage, request: Request) -> Reply {
+/// Runs the request on a blocking thread, extending the lease (and the task's place
+/// under a per-key limit) every third of it.
+async fn run_with_lease(
+    shared: &Running,
+    msg: &JsMessage,
+    request: Request,
+    place: Option<&str>,
+    task: &str,
+) -> Reply {
     let tasks = shared.tasks.clone();
     let id = request.id;
     let mut run = tokio::task::spawn_blocking(move || tasks.handle(&request));
@@ -487,7 +569,133 @@ async fn run_with_lease(shared: &Running, msg: &JsMessage, request: Request) -> 
                     std::future::pending::<()>().await;
                 }
                 let _ = msg.ack_with(AckKind::Progress).await;
+                if let Some(place) = place {
+                    let _ = edit_places(&shared.server.kv, place, |holders| {
+                        renew(holders, task, shared.ack_wait);
+                        (true, true)
+                    })
+                    .await;
+                }
             }
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch (places expire by the workers' clocks).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Sets (or adds) `task`'s place to expire a lease from now.
+fn renew(holders: &mut Vec<(String, u64)>, task: &str, lease: Duration) {
+    let until = now_ms() + lease.as_millis() as u64;
+    match holders.iter_mut().find(|(h, _)| h == task) {
+        Some(h) => h.1 = until,
+        None => holders.push((task.to_owned(), until)),
+    }
+}
+
+/// Waits for a place among the holders of a limited key (extending the delivery's
+/// lease meanwhile); false when the worker was killed while it waited.
+async fn take_place(
+    shared: &Running,
+    msg: &JsMessage,
+    place: &str,
+    task: &str,
+    limit: usize,
+) -> bool {
+    let lease = shared.ack_wait;
+    let mut extended = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(2);
+    loop {
+        if shared.dead() {
+            return false;
+        }
+        let taken = edit_places(&shared.server.kv, place, |holders| {
+            if holders.iter().any(|(h, _)| h == task) || holders.len() < limit {
+                renew(holders, task, lease);
+                (true, true)
+            } else {
+                (false, false)
+            }
+        })
+        .await;
+        match taken {
+            Ok(true) => return true,
+            Ok(false) => {}
+            Err(e) => tracing::warn!("nats worker: the holders of {place}: {e}"),
+        }
+        if extended.elapsed() >= lease / 3 {
+            let _ = msg.ack_with(AckKind::Progress).await;
+            extended = tokio::time::Instant::now();
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// Reads the holders of `place` (expired ones dropped), lets `change` decide
+/// (`(answer, write?)`) and writes the list back by compare-and-set, again on a
+/// conflict.
+async fn edit_places(
+    kv: &kv::Store,
+    place: &str,
+    change: impl Fn(&mut Vec<(String, u64)>) -> (bool, bool),
+) -> Result<bool, String> {
+    loop {
+        let entry = kv.entry(place).await.map_err(|e| e.to_string())?;
+        let revision = entry.as_ref().map(|e| e.revision);
+        let now = now_ms();
+        let mut holders: Vec<(String, u64)> = entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .map(|e| {
+                String::from_utf8_lossy(&e.value)
+                    .lines()
+                    .filter_map(|l| {
+                        let (id, until) = l.split_once(' ')?;
+                        Some((id.to_owned(), until.parse().ok()?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        holders.retain(|(_, until)| *until > now);
+        let (answer, write) = change(&mut holders);
+        if !write {
+            return Ok(answer);
+        }
+        let value: String = holders
+            .iter()
+            .map(|(id, until)| format!("{id} {until}\n"))
+            .collect();
+        let written = match revision {
+            Some(r) => kv
+                .update(place, value.into(), r)
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    (
+                        e.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                        e.to_string(),
+                    )
+                }),
+            None => kv
+                .create(place, value.into())
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    (
+                        e.kind() == kv::CreateErrorKind::AlreadyExists,
+                        e.to_string(),
+                    )
+                }),
+        };
+        match written {
+            Ok(()) => return Ok(answer),
+            Err((true, _)) => continue, // another worker wrote first: read again
+            Err((false, e)) => return Err(e),
         }
     }
 }

@@ -1,94 +1,70 @@
 //! The NATS backend against a real `nats-server -js` per test (on a free loopback port,
 //! with a temporary store): round trips, retries, dead letters, idempotency, results
-//! after a restart, cancel by id, leases, limits across workers, drain, server restart.
+//! after a restart, cancel by id, leases, limits across workers, drain, server restart;
+//! and, as module `suite`, the shared durable conformance suite.
 
 use executor_core::{Executor, ShutdownMode, TaskError};
-use executor_nats::{NatsExecutor, Worker, WorkerReport};
+use executor_nats::{LocalServer, NatsExecutor, Worker, WorkerReport};
 use named_tasks::{Task, Tasks};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, Once};
+use std::sync::{Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// A `nats-server -js` of our own; killed on drop.
+#[path = "suite/mod.rs"]
+mod suite;
+
+/// True when nats-server is installed. Without it, every NATS test of this binary (this
+/// file and the shared suite) passes without running, and this says once how to
+/// install it, on stderr past the harness's capture (so a plain `cargo test` shows it).
+fn installed() -> bool {
+    static INSTALLED: OnceLock<bool> = OnceLock::new();
+    *INSTALLED.get_or_init(|| {
+        let ok = LocalServer::installed();
+        if !ok {
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipping the NATS tests: {}",
+                executor_nats::INSTALL_HINT
+            );
+        }
+        ok
+    })
+}
+
+/// A `nats-server -js` of our own on a temporary store; killed on drop.
 struct Server {
-    child: Option<Child>,
-    port: u16,
-    store: tempfile::TempDir,
+    inner: LocalServer,
+    // Dropped after the server stops.
+    _store: tempfile::TempDir,
 }
 
 impl Server {
-    /// None (after one printed line) when nats-server is not installed.
+    /// None when nats-server is not installed.
     fn start() -> Option<Server> {
-        if Command::new("nats-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_err()
-        {
-            static SAID: Once = Once::new();
-            SAID.call_once(|| {
-                println!(
-                    "skipping the NATS tests: nats-server is not installed \
-                     (Debian: apt-get install nats-server)"
-                )
-            });
+        if !installed() {
             return None;
         }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut s = Server {
-            child: None,
-            port,
-            store: tempfile::tempdir().unwrap(),
-        };
-        s.spawn();
-        Some(s)
+        let store = tempfile::tempdir().unwrap();
+        Some(Server {
+            inner: LocalServer::start(store.path()).unwrap(),
+            _store: store,
+        })
     }
 
     fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
+        self.inner.url()
     }
 
-    fn spawn(&mut self) {
-        let child = Command::new("nats-server")
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-sd",
-            ])
-            .arg(self.store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
+    /// Kills the server (its store stays).
     fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.inner.stop();
     }
-}
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
+    /// Starts it again on the same port and store.
+    fn spawn(&mut self) {
+        self.inner.restart().unwrap();
     }
 }
 
@@ -217,7 +193,8 @@ fn the_last_failure_is_dead_lettered_with_its_error() {
     };
     let w = Running::start(worker(&server, Tasks::new().with(&ALWAYS)));
     let e = exec(&server);
-    let err = wait(ALWAYS.call_keyed(&e, "job-1", 5)).unwrap_err();
+    let (id, h) = e.enqueue_call(&ALWAYS, 5, None).unwrap();
+    let err = wait(h).unwrap_err();
     assert!(err.to_string().contains("bad 5"), "{err}");
     let report = w.stop();
     assert_eq!((report.retried, report.dead), (2, 1));
@@ -242,10 +219,7 @@ fn the_last_failure_is_dead_lettered_with_its_error() {
         assert!(error.contains("bad 5"), "{error}");
     });
     // And the result, read by id, is the error.
-    let stored = e
-        .result(&NatsExecutor::id_for_key("job-1"))
-        .unwrap()
-        .unwrap();
+    let stored = e.result(&id).unwrap().unwrap();
     assert_eq!(
         (stored.ended, stored.attempts),
         (executor_nats::Ended::Dead, 3)
@@ -265,13 +239,18 @@ fn the_same_key_is_one_task_and_its_result_outlives_the_submitter() {
     };
     let e = exec(&server);
     // Enqueued twice before any worker runs: one message.
-    let a = ONCE.call_keyed(&e, "order-9", 1);
-    let b = ONCE.call_keyed(&e, "order-9", 1);
+    let (id, a) = e.enqueue_call(&ONCE, 1, Some("order-9")).unwrap();
+    let (id_b, b) = e.enqueue_call(&ONCE, 1, Some("order-9")).unwrap();
+    assert_eq!(
+        (id.as_str(), id_b.as_str()),
+        (&*NatsExecutor::id_for_key("order-9"), &*id)
+    );
     let w = Running::start(worker(&server, Tasks::new().with(&ONCE)));
     assert_eq!(wait(a).unwrap(), 2);
     assert_eq!(wait(b).unwrap(), 2);
     // Later, again: the stored result, no run.
-    assert_eq!(wait(ONCE.call_keyed(&e, "order-9", 1)).unwrap(), 2);
+    let (_, again) = e.enqueue_call(&ONCE, 1, Some("order-9")).unwrap();
+    assert_eq!(wait(again).unwrap(), 2);
     assert_eq!(ONCE_RUNS.load(Ordering::SeqCst), 1);
     e.shutdown(ShutdownMode::Graceful(BOUND));
     drop(e);
@@ -301,15 +280,15 @@ fn a_task_cancelled_by_id_does_not_run() {
         return;
     };
     let e = exec(&server);
-    let h = NEVER.call_keyed(&e, "c1", 1);
-    assert!(e.cancel(&NatsExecutor::id_for_key("c1")).unwrap());
-    assert!(!e.cancel(&NatsExecutor::id_for_key("c1")).unwrap(), "once");
+    let (id, h) = e.enqueue_call(&NEVER, 1, None).unwrap();
+    assert!(e.cancel(&id).unwrap());
+    assert!(!e.cancel(&id).unwrap(), "once");
     let w = Running::start(worker(&server, Tasks::new().with(&NEVER)));
     let err = wait(h).unwrap_err();
     assert!(err.to_string().contains("cancelled"), "{err}");
     // The handle resolved after c1 was published; c2, behind it on the same consumer,
     // runs only after the worker has passed over c1.
-    assert_eq!(wait(NEVER.call_keyed(&e, "c2", 2)).unwrap(), 2);
+    assert_eq!(wait(NEVER.call(&e, 2)).unwrap(), 2);
     assert_eq!(NEVER_RUNS.load(Ordering::SeqCst), 1);
     assert_eq!(w.stop().skipped, 1);
 }
@@ -429,9 +408,7 @@ fn nothing_is_lost_when_the_server_restarts() {
         return;
     };
     let e = exec(&server);
-    let first: Vec<_> = (0..20)
-        .map(|i| DOUBLE.call_keyed(&e, format!("r{i}"), i))
-        .collect();
+    let first: Vec<_> = (0..20).map(|i| DOUBLE.call(&e, i)).collect();
     // Give the publishes time to land, then restart the server (file storage).
     let deadline = Instant::now() + BOUND;
     while e.stats().running < 20 && Instant::now() < deadline {

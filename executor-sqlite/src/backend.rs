@@ -115,6 +115,7 @@ impl Builder {
         let (tx, rx) = crossbeam_channel::unbounded();
         let inner = Arc::new(Inner {
             store: Mutex::new(store),
+            to_store: Mutex::new(Vec::new()),
             gate: Admission::new(),
             stats: StatsRecorder::new(),
             unstarted: Unstarted::new(),
@@ -165,6 +166,8 @@ pub struct SqliteExecutor {
 struct Inner {
     b: Builder,
     store: Mutex<Store>,
+    /// Calls waiting to be stored by the next group commit.
+    to_store: Mutex<Vec<ToStore>>,
     gate: Admission,
     stats: StatsRecorder,
     unstarted: Unstarted,
@@ -174,6 +177,9 @@ struct Inner {
     closing: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
+
+/// A call waiting for the group commit, and where its id (or why not) goes.
+type ToStore = (NewTask, Sender<Result<i64, String>>);
 
 /// The tasks this process's submitters wait for, and how they ended.
 #[derive(Default)]
@@ -257,6 +263,34 @@ impl Inner {
         }
     }
 
+    /// Stores one task as part of a group commit: whichever submitter holds the store
+    /// commits every call waiting to be stored in one transaction.
+    fn enqueue(&self, task: NewTask) -> Result<i64, String> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        lock(&self.to_store).push((task, tx));
+        {
+            let mut store = lock(&self.store);
+            let batch = std::mem::take(&mut *lock(&self.to_store));
+            if !batch.is_empty() {
+                let tasks: Vec<&NewTask> = batch.iter().map(|(t, _)| t).collect();
+                match store.enqueue_many(&tasks) {
+                    Ok(ids) => {
+                        for ((_, reply), id) in batch.iter().zip(ids) {
+                            let _ = reply.send(Ok(id));
+                        }
+                    }
+                    Err(e) => {
+                        for (_, reply) in &batch {
+                            let _ = reply.send(Err(e.to_string()));
+                        }
+                    }
+                }
+            }
+        }
+        rx.recv()
+            .unwrap_or_else(|_| Err("the group commit dropped the task".into()))
+    }
+
     /// Stores one call, tells the enqueuer its id, and waits for its end.
     fn carry(
         &self,
@@ -268,12 +302,12 @@ impl Inner {
         let name = req.name.clone();
         let route = self.route(&name);
         let key = ctx.meta().key();
-        let stored = lock(&self.store).enqueue(&NewTask {
-            name: &name,
-            key,
-            idem_key: opts.idempotency_key.as_deref(),
+        let stored = self.enqueue(NewTask {
+            name: name.clone(),
+            key: key.map(str::to_owned),
+            idem_key: opts.idempotency_key.clone(),
             codec: req.codec.name(),
-            payload: &req.payload,
+            payload: req.payload,
             max_attempts: route.attempts,
             backoff: route.backoff,
             concurrency: route.concurrency,
@@ -444,6 +478,33 @@ impl SqliteExecutor {
     /// `cancelled`).
     pub fn counts(&self) -> Result<Vec<(String, u64)>, BoxError> {
         Ok(lock(&self.inner.store).counts()?)
+    }
+
+    /// Runs a worker in this thread with `tasks` until SIGTERM or SIGINT, then drains:
+    /// claims nothing more, finishes and records what runs, and returns. While it runs,
+    /// those signals no longer end the process at once.
+    pub fn run_worker_until_signal(&self, tasks: Tasks) -> Result<(), BoxError> {
+        let control = WorkerControl::new();
+        let signalled = Arc::new(AtomicBool::new(false));
+        let mut ids = Vec::new();
+        for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+            ids.push(signal_hook::flag::register(sig, signalled.clone())?);
+        }
+        let out = std::thread::scope(|s| {
+            s.spawn(|| {
+                while !signalled.load(Ordering::SeqCst) && !control.is_stopping() {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                control.drain();
+            });
+            let out = self.run_worker(tasks, &control);
+            control.drain(); // ends the watching thread if the worker stopped on its own
+            out
+        });
+        for id in ids {
+            signal_hook::low_level::unregister(id);
+        }
+        out
     }
 
     /// Runs a worker in this thread with `tasks` until `control` stops it: it claims only

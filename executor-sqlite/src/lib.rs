@@ -22,7 +22,7 @@
 //!   inside the claim's write transaction.
 //! - **Cancel by id** ([`DurableBackend::cancel`]), and cancelling the handle cancels the
 //!   stored task; **drain**: a worker told to drain claims nothing more and records what
-//!   it runs.
+//!   it runs; [`SqliteExecutor::run_worker_until_signal`] drains on SIGTERM or SIGINT.
 //!
 //! The queue is SQLite in WAL mode (several processes share the file, one writer at a
 //! time), `synchronous = NORMAL` by default: a commit survives `kill -9` of any process;

@@ -99,12 +99,12 @@ pub(crate) struct Row {
 }
 
 /// What one enqueue stores.
-pub(crate) struct NewTask<'a> {
-    pub(crate) name: &'a str,
-    pub(crate) key: Option<&'a str>,
-    pub(crate) idem_key: Option<&'a str>,
-    pub(crate) codec: &'a str,
-    pub(crate) payload: &'a [u8],
+pub(crate) struct NewTask {
+    pub(crate) name: String,
+    pub(crate) key: Option<String>,
+    pub(crate) idem_key: Option<String>,
+    pub(crate) codec: &'static str,
+    pub(crate) payload: Vec<u8>,
     pub(crate) max_attempts: u32,
     pub(crate) backoff: Duration,
     pub(crate) concurrency: Option<u32>,
@@ -172,40 +172,45 @@ impl Store {
     }
 
     /// Stores the task; with a known idempotency key, returns the first task's id.
-    pub(crate) fn enqueue(&mut self, t: &NewTask<'_>) -> rusqlite::Result<i64> {
+    /// Stores the tasks in one transaction (a group commit of several submitters' calls):
+    /// their ids, in order; with a known idempotency key, the first task's id.
+    pub(crate) fn enqueue_many(&mut self, ts: &[&NewTask]) -> rusqlite::Result<Vec<i64>> {
         let now = now_ms();
         let tx = self.immediate()?;
-        let id = {
+        let mut ids = Vec::with_capacity(ts.len());
+        {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO tasks (name, key, idem_key, codec, payload, state, max_attempts,
                                     backoff_ms, concurrency, key_concurrency, run_at, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9, ?10, ?10)
                  ON CONFLICT (idem_key) DO NOTHING",
             )?;
-            let n = insert.execute(params![
-                t.name,
-                t.key,
-                t.idem_key,
-                t.codec,
-                t.payload,
-                t.max_attempts.max(1),
-                t.backoff.as_millis() as i64,
-                t.concurrency,
-                t.key_concurrency,
-                now
-            ])?;
-            if n == 1 {
-                tx.last_insert_rowid()
-            } else {
-                tx.query_row(
-                    "SELECT id FROM tasks WHERE idem_key = ?1",
-                    [t.idem_key],
-                    |r| r.get(0),
-                )?
+            for t in ts {
+                let n = insert.execute(params![
+                    t.name,
+                    t.key,
+                    t.idem_key,
+                    t.codec,
+                    t.payload,
+                    t.max_attempts.max(1),
+                    t.backoff.as_millis() as i64,
+                    t.concurrency,
+                    t.key_concurrency,
+                    now
+                ])?;
+                ids.push(if n == 1 {
+                    tx.last_insert_rowid()
+                } else {
+                    tx.query_row(
+                        "SELECT id FROM tasks WHERE idem_key = ?1",
+                        [&t.idem_key],
+                        |r| r.get(0),
+                    )?
+                });
             }
-        };
+        }
         tx.commit()?;
-        Ok(id)
+        Ok(ids)
     }
 
     /// Claims up to `n` runnable tasks among `names` for `owner`, under the route and

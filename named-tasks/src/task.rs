@@ -204,18 +204,21 @@ impl<A: Args, R: Output> Task<A, R> {
         T: Send + 'static,
         F: Then<R, T>,
     {
+        let args = Arc::new(args);
+        let encoder = args.clone();
         let call = Arc::new(Call {
             name: self.name,
             remote: Mutex::new(None),
+            encode: Box::new(move |codec| codec.encode(&*encoder).map_err(|e| e.to_string())),
         });
         let meta = meta.with_extension(call.clone());
         let name = self.name;
         match self.body {
             Body::Sync(f) => Job::repeatable(meta, move |ctx| {
                 let value = match call.take() {
-                    Some(remote) => run_remote(ctx, name, &args, remote)?,
+                    Some(remote) => run_remote(ctx, name, &*args, remote)?,
                     None => {
-                        let args = checked(name, &args, ErrorKind::BadArgs)?;
+                        let args = checked(name, &*args, ErrorKind::BadArgs)?;
                         let value = f(ctx, args).map_err(TaskError::failed)?;
                         checked_owned(name, value, ErrorKind::BadResult)?
                     }
@@ -226,7 +229,7 @@ impl<A: Args, R: Output> Task<A, R> {
                 let then = Arc::new(then);
                 Job::future_repeatable(meta, move |ctx: TaskContext| {
                     let remote = call.take();
-                    let args = args.clone();
+                    let args = A::clone(&args);
                     let then = then.clone();
                     async move {
                         let value = match remote {
@@ -465,7 +468,11 @@ impl std::fmt::Debug for Remote {
 pub struct Call {
     name: &'static str,
     remote: Mutex<Option<Remote>>,
+    encode: Encoder,
 }
+
+/// Encodes a call's arguments with a codec (the message is the codec's error).
+type Encoder = Box<dyn Fn(Codec) -> Result<Vec<u8>, String> + Send + Sync>;
 
 impl Call {
     /// The call carried by a job with this meta, if the job is a named task.
@@ -476,6 +483,28 @@ impl Call {
     /// The task's name.
     pub fn name(&self) -> &'static str {
         self.name
+    }
+
+    /// The request an attempt of this call sends, encoded with `codec`, without running
+    /// the job: `id` and `attempt` are the job's ([`Job::id`], [`Job::attempt`]). A
+    /// backend that must send the request before it has a thread to run the job on (it
+    /// runs the job, with a [`Remote`] that returns the answer, once the answer is
+    /// there) builds it here.
+    pub fn request(&self, codec: Codec, id: u64, attempt: u32) -> Result<Request, CallError> {
+        let payload = (self.encode)(codec).map_err(|e| {
+            CallError::worker(
+                self.name,
+                ErrorKind::BadArgs,
+                format!("did not encode ({e})"),
+            )
+        })?;
+        Ok(Request {
+            id,
+            attempt,
+            name: self.name.to_owned(),
+            codec,
+            payload,
+        })
     }
 
     /// Makes the next attempt run through `remote`.

@@ -204,3 +204,58 @@ fn call_then_runs_once_where_the_call_ran_and_never_for_a_failure() {
     assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
     exec.shutdown(ShutdownMode::Graceful(bound));
 }
+
+/// A backend that sends the request before it runs the job (`Call::request`) sends the
+/// same bytes the job's body would encode, and the job then runs on the answer alone.
+#[test]
+fn a_call_builds_its_request_before_the_job_runs() {
+    let tasks = Tasks::new().with(&SUM);
+    let stats = Stats {
+        name: "b".into(),
+        values: vec![4, 5],
+    };
+    for codec in Codec::ALL {
+        let (job, handle) = {
+            let inner = std::sync::Mutex::new(None);
+            // Capture the job instead of running it.
+            struct Hold<'a>(&'a std::sync::Mutex<Option<executor_core::Job>>);
+            impl Executor for Hold<'_> {
+                fn name(&self) -> &str {
+                    "hold"
+                }
+                fn execute(
+                    &self,
+                    job: executor_core::Job,
+                ) -> Result<(), executor_core::SubmitError> {
+                    *self.0.lock().unwrap() = Some(job);
+                    Ok(())
+                }
+                fn stats(&self) -> executor_core::ExecutorStats {
+                    executor_core::ExecutorStats::default()
+                }
+                fn shutdown(&self, _mode: ShutdownMode) -> executor_core::ShutdownReport {
+                    executor_core::ShutdownReport::new("hold")
+                }
+            }
+            let handle = SUM.call(&Hold(&inner), stats.clone());
+            (inner.into_inner().unwrap().expect("held"), handle)
+        };
+        let call = Call::of(job.meta()).expect("a named task");
+        let request = call
+            .request(codec, job.id().as_u64(), job.attempt())
+            .unwrap();
+        assert_eq!(request.name, "math.sum");
+        assert_eq!(request.attempt, job.attempt());
+        let answer = match tasks.handle(&request) {
+            Reply::Ok { payload, .. } => payload,
+            other => panic!("unexpected {other:?}"),
+        };
+        let sent = request.payload.clone();
+        call.install(Remote::new(codec, move |_ctx, again| {
+            assert_eq!(again.payload, sent, "the body encodes the same request");
+            Ok(answer)
+        }));
+        job.run();
+        assert_eq!(handle.wait().unwrap(), ("b".into(), 9));
+    }
+}

@@ -128,10 +128,11 @@ fn bench(rest: &[String]) -> Result<()> {
     cmd.arg(match name {
         "overhead" => "bench-overhead",
         "auto" => "bench-auto",
+        "jobs" => "bench-jobs",
         _ => "demos",
     });
     cmd.arg("--");
-    if name != "overhead" && name != "auto" {
+    if !matches!(name, "overhead" | "auto" | "jobs") {
         cmd.args([name, "bench"]);
     }
     cmd.args(args);

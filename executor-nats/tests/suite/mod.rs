@@ -1,5 +1,5 @@
-//! The shared durable conformance suite (`durable-testing`) on NATS: one `nats-server
-//! -js` per test's store directory, restarted on the same store when every backend of
+//! The shared durable conformance suite (`durable-testing`) on NATS, a module of the
+//! `nats` test binary: one `nats-server -js` per test's store directory, restarted on the same store when every backend of
 //! that directory was dropped (a "restarted submitter" then also restarts the server).
 
 use durable_testing::{DeadLetter, DurableBackend, Enqueue, Record, Setup, State, WorkerControl};
@@ -152,6 +152,9 @@ impl DurableBackend for Adapter {
             if let Some(n) = r.concurrency {
                 b = b.limit(r.name.clone(), n as usize);
             }
+            if let Some(n) = r.key_concurrency {
+                b = b.key_limit(r.name.clone(), n as usize);
+            }
         }
         b.build().run_with(async move {
             loop {
@@ -168,37 +171,19 @@ impl DurableBackend for Adapter {
     }
 }
 
-fn installed() -> bool {
-    let ok = Command::new("nats-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok();
-    if !ok {
-        static SAID: std::sync::Once = std::sync::Once::new();
-        SAID.call_once(|| {
-            println!(
-                "skipping the NATS suite: nats-server is not installed \
-                 (Debian: apt-get install nats-server)"
-            )
-        });
-    }
-    ok
-}
-
 macro_rules! suite {
     ($($name:ident,)*) => {$(
         #[test]
         fn $name() {
-            if installed() {
+            if crate::installed() {
                 durable_testing::suite::$name(&open);
             }
         }
     )*};
 }
 
-// Not `durable_tests!`: per-key limits across workers are not built on NATS yet, so
-// `key_limit_holds_across_workers` is left out (see the crate docs).
+// Not `durable_tests!`: each check first looks for nats-server (and skips, with one
+// printed line, without it).
 suite!(
     results_reach_handle_and_id,
     results_readable_after_submitter_restart,
@@ -209,5 +194,6 @@ suite!(
     killed_worker_task_comes_back_after_lease,
     long_task_extends_its_lease,
     route_limit_holds_across_workers,
+    key_limit_holds_across_workers,
     drain_finishes_running_and_claims_nothing,
 );
