@@ -32,6 +32,11 @@ pub struct ExecutorStats {
     pub rejected: u64,
     /// Jobs dropped at shutdown before they started.
     pub not_started: u64,
+    /// Tasks seen holding a worker thread that must not block (a tokio runtime's worker,
+    /// a rayon thread) past the blocking threshold. The supervisor measures it, on its
+    /// `executor = "auto"` routes, and reports it in its own stats (per task name in
+    /// `Supervisor::learned` and `explain`); a backend's own stats leave it 0.
+    pub blocked: u64,
     /// Run time of the attempts that ran (completed, failed or panicked).
     pub latency: Latency,
 }
@@ -366,6 +371,7 @@ impl StatsRecorder {
             timed_out: get(Status::TimedOut),
             rejected: get(Status::Rejected),
             not_started: get(Status::NotStarted),
+            blocked: 0,
             latency: Latency {
                 count,
                 mean: Duration::from_nanos(sum.checked_div(count).unwrap_or(0)),

@@ -162,6 +162,8 @@ fn blocking_detection_counts_a_task_that_holds_a_tokio_worker_and_not_one_that_y
     assert_eq!(get("async.yield").blocking, 0, "{learned:?}");
     let why = sup.explain(&TaskMeta::new("async.hold")).to_string();
     assert!(why.contains("3 blocked a worker"), "{why}");
+    // The supervisor's stats carry the total, as its ledger carries the ends.
+    assert_eq!(sup.stats().blocked, 3, "{:?}", sup.stats());
     sup.shutdown(ShutdownMode::Graceful(BOUND));
 }
 

@@ -366,6 +366,7 @@ impl Executor for Supervisor {
         s.timed_out = c.timed_out;
         s.rejected = c.rejected;
         s.not_started = c.not_started;
+        s.blocked = self.learned().iter().map(|l| l.blocking).sum();
         s
     }
 

@@ -320,7 +320,10 @@ pub(crate) fn compile(
             };
             let auto_cpu = c.routes().iter().map(|r| place(r.auto_cpu().is_some()));
             let auto_cpu: Vec<usize> = auto_cpu.collect();
-            let auto_blocking = c.routes().iter().map(|r| place(r.auto_blocking().is_some()));
+            let auto_blocking = c
+                .routes()
+                .iter()
+                .map(|r| place(r.auto_blocking().is_some()));
             let auto_blocking: Vec<usize> = auto_blocking.collect();
             file_positions = Some(FilePositions {
                 auto_cpu,
