@@ -373,7 +373,7 @@ proptest::proptest! {
         cfg.setup.seed = seed;
         let reference = run(&cfg, &exec).state_hash;
         let geom = demos::physics::sim::Geometry::new(2, particles, density, DEFAULT_SKIN).unwrap();
-        cfg.dec.regions = regions.min(geom.nc);
+        cfg.dec.regions = regions.min(geom.cells());
         cfg.dec.balance = true;
         cfg.dec.rebalance_every = rebalance_every;
         proptest::prop_assert_eq!(run(&cfg, &exec).state_hash, reference);
