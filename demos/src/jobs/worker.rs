@@ -2,7 +2,7 @@
 //!
 //! The queue, the leases, the retries and the dead letters are the backends' own
 //! (`executor-sqlite`, `executor-nats`); a worker here only says which tasks it knows
-//! ([`kinds::tasks`](super::kinds::tasks)) and runs each durable executor's worker loop
+//! ([`kinds::tasks`]) and runs each durable executor's worker loop
 //! from the policy file, one thread per executor, until Ctrl-C or SIGTERM asks it to
 //! drain: claim nothing more, finish and record what runs, exit.
 
