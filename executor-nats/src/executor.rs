@@ -404,6 +404,16 @@ impl Shared {
             loop {
                 let entry = tokio::select! {
                     e = watch.next() => e,
+                    // A safety net: a watch quiet for a while, with calls waiting, is
+                    // checked against the bucket. Across a server restart the client's
+                    // watch can come back without an error yet miss a result written
+                    // while it was away; the calls waiting for it would wait forever.
+                    _ = tokio::time::sleep(QUIET_RECHECK) => {
+                        if !lock(&self.waiting).is_empty() {
+                            self.recheck().await;
+                        }
+                        continue;
+                    }
                     _ = closed(&mut closing) => return,
                 };
                 match entry {
@@ -442,6 +452,10 @@ impl Shared {
         }
     }
 }
+
+/// How long the results watch may stay quiet, with calls waiting, before those calls'
+/// results are read from the bucket directly.
+const QUIET_RECHECK: Duration = Duration::from_secs(2);
 
 /// The submitting side of the NATS backend: runs named tasks on whatever [`Worker`]s
 /// serve the same server and prefix, durably.

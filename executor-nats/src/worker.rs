@@ -319,6 +319,9 @@ async fn claim(
         loop {
             let next = tokio::select! {
                 m = messages.next() => m,
+                // A pull request the server forgot (it restarted while the request was
+                // open) never ends by itself: past its expiry, ask again.
+                _ = tokio::time::sleep(FETCH_STALL) => None,
                 _ = stop.wait_for(|s| *s) => None,
             };
             let msg = match next {
@@ -357,6 +360,10 @@ async fn claim(
         idle = got == 0;
     }
 }
+
+/// How long a fetch may go without a message or its end before the worker gives it up
+/// and fetches again (the idle wait's expiry is 1 s).
+const FETCH_STALL: Duration = Duration::from_secs(3);
 
 fn header(msg: &JsMessage, name: &str) -> Option<String> {
     msg.headers

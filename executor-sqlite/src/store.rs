@@ -151,18 +151,25 @@ pub(crate) struct Store {
 
 impl Store {
     pub(crate) fn open(path: &Path, durability: Durability) -> rusqlite::Result<Store> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(30))?;
-        let _mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        // Switching to WAL while another process opens the same file can answer "busy"
+        // without waiting on the busy timeout: try again for as long as it would wait.
+        let _mode: String =
+            while_busy(|| conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)))?;
         let sync = match durability {
             Durability::Normal => "NORMAL",
             Durability::Full => "FULL",
         };
         conn.execute_batch(&format!("PRAGMA synchronous = {sync};"))?;
-        // Two processes creating the schema at once: the second waits on the lock.
-        let tx = conn.unchecked_transaction()?;
-        tx.execute_batch(SCHEMA)?;
-        tx.commit()?;
+        // Two processes creating the schema at once: the second waits on the write lock,
+        // taken up front (a deferred transaction that reads the schema, then writes, may
+        // be refused at once when the other commits in between).
+        while_busy(|| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute_batch(SCHEMA)?;
+            tx.commit()
+        })?;
         Ok(Store { conn })
     }
 
@@ -510,6 +517,22 @@ pub(crate) fn backoff(base: Duration, attempt: u32) -> Duration {
     let capped = exp.min(Duration::from_secs(60));
     let half = capped / 2;
     half + half.mul_f64(rand::random_range(0.0..=1.0f64))
+}
+
+/// Runs `f` again while SQLite answers "busy" (for up to 30 s, as the busy timeout).
+fn while_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let give_up = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match f() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < give_up =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
 }
 
 #[cfg(test)]
