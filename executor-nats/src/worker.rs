@@ -212,14 +212,24 @@ impl Worker {
                 max_ack_pending: b.limits.get(name).copied().unwrap_or(10_000),
                 ..Default::default()
             };
-            let consumer = match shared
-                .server
-                .tasks
-                .get_or_create_consumer(&names.consumer(name), config.clone())
-                .await
-            {
-                Ok(c) => c,
-                Err(e) => return Err(NatsError::new(format!("consumer for {name}"), e)),
+            // A worker that starts while its server restarts waits for it (for up to
+            // `START_PATIENCE`) rather than exit: the request times out, the next one
+            // reaches the restarted server.
+            let give_up = tokio::time::Instant::now() + START_PATIENCE;
+            let consumer = loop {
+                match shared
+                    .server
+                    .tasks
+                    .get_or_create_consumer(&names.consumer(name), config.clone())
+                    .await
+                {
+                    Ok(c) => break c,
+                    Err(e) if tokio::time::Instant::now() < give_up => {
+                        tracing::warn!("nats worker: consumer for {name}: {e}; trying again");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => return Err(NatsError::new(format!("consumer for {name}"), e)),
+                }
             };
             loops.push(tokio::spawn(claim(
                 consumer,
@@ -360,6 +370,9 @@ async fn claim(
         idle = got == 0;
     }
 }
+
+/// How long a starting worker keeps trying to set up its consumers.
+const START_PATIENCE: Duration = Duration::from_secs(30);
 
 /// How long a fetch may go without a message or its end before the worker gives it up
 /// and fetches again (the idle wait's expiry is 1 s).
