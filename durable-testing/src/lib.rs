@@ -44,13 +44,11 @@
 //! more, return) or kill (return at once and write nothing more, not even lease renewals
 //! or outcomes of tasks still running on its threads: what `kill -9` does to a process).
 
-use executor_core::{
-    BoxError, Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, SubmitError, TaskHandle,
-};
+use executor_core::{BoxError, Executor, Job, TaskHandle};
 use named_tasks::{Args, Output, Task, Tasks};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub mod suite;
@@ -221,38 +219,12 @@ pub trait DurableExt: DurableBackend {
         args: A,
         opts: Enqueue,
     ) -> Result<(String, TaskHandle<R>), BoxError> {
-        let capture = Capture(Mutex::new(None));
-        let handle = task.call(&capture, args);
-        let job = capture
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .expect("Task::call hands its job to the executor");
+        let (job, handle) = task.job(args);
         Ok((self.enqueue_job(job, opts)?, handle))
     }
 }
 
 impl<B: DurableBackend + ?Sized> DurableExt for B {}
-
-/// An executor that only keeps the job it is given.
-struct Capture(Mutex<Option<Job>>);
-
-impl Executor for Capture {
-    fn name(&self) -> &str {
-        "capture"
-    }
-    fn execute(&self, job: Job) -> Result<(), SubmitError> {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(job);
-        Ok(())
-    }
-    fn stats(&self) -> ExecutorStats {
-        ExecutorStats::default()
-    }
-    fn shutdown(&self, _mode: ShutdownMode) -> ShutdownReport {
-        ShutdownReport::new("capture")
-    }
-}
 
 /// Generates one `#[test]` per check of the suite, each calling `$factory(&Setup)`.
 #[macro_export]

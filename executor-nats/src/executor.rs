@@ -591,11 +591,7 @@ impl NatsExecutor {
         args: A,
         idempotency_key: Option<&str>,
     ) -> Result<(String, TaskHandle<R>), NatsError> {
-        let capture = Capture(Mutex::new(None));
-        let handle = task.call(&capture, args);
-        let job = lock(&capture.0)
-            .take()
-            .expect("Task::call hands its job to the executor");
+        let (job, handle) = task.job(args);
         Ok((self.enqueue(job, idempotency_key)?, handle))
     }
 
@@ -621,25 +617,6 @@ impl NatsExecutor {
             .rt
             .spawn(shared.clone().carry(job, id, request, key, published, None));
         Ok(())
-    }
-}
-
-/// An executor that only keeps the job it is given ([`NatsExecutor::enqueue_call`]).
-struct Capture(Mutex<Option<Job>>);
-
-impl Executor for Capture {
-    fn name(&self) -> &str {
-        "capture"
-    }
-    fn execute(&self, job: Job) -> Result<(), SubmitError> {
-        *lock(&self.0) = Some(job);
-        Ok(())
-    }
-    fn stats(&self) -> ExecutorStats {
-        ExecutorStats::default()
-    }
-    fn shutdown(&self, _mode: ShutdownMode) -> ShutdownReport {
-        ShutdownReport::new("capture")
     }
 }
 

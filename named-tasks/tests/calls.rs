@@ -215,31 +215,8 @@ fn a_call_builds_its_request_before_the_job_runs() {
         values: vec![4, 5],
     };
     for codec in Codec::ALL {
-        let (job, handle) = {
-            let inner = std::sync::Mutex::new(None);
-            // Capture the job instead of running it.
-            struct Hold<'a>(&'a std::sync::Mutex<Option<executor_core::Job>>);
-            impl Executor for Hold<'_> {
-                fn name(&self) -> &str {
-                    "hold"
-                }
-                fn execute(
-                    &self,
-                    job: executor_core::Job,
-                ) -> Result<(), executor_core::SubmitError> {
-                    *self.0.lock().unwrap() = Some(job);
-                    Ok(())
-                }
-                fn stats(&self) -> executor_core::ExecutorStats {
-                    executor_core::ExecutorStats::default()
-                }
-                fn shutdown(&self, _mode: ShutdownMode) -> executor_core::ShutdownReport {
-                    executor_core::ShutdownReport::new("hold")
-                }
-            }
-            let handle = SUM.call(&Hold(&inner), stats.clone());
-            (inner.into_inner().unwrap().expect("held"), handle)
-        };
+        // The job as a backend receives it, not run yet.
+        let (job, handle) = SUM.job(stats.clone());
         let call = Call::of(job.meta()).expect("a named task");
         let request = call
             .request(codec, job.id().as_u64(), job.attempt())
