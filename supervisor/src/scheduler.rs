@@ -20,10 +20,6 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) trait Timed: Send {
     /// Does it (on the scheduler thread).
     fn fire(self: Box<Self>);
-    /// False once it has nothing left to do (swept from a growing timer heap).
-    fn alive(&self) -> bool {
-        true
-    }
     /// The supervisor is closing and it will never fire: end what it holds.
     fn abandon(self: Box<Self>) {}
     /// `Some` for a task waiting for its turn once due (a retry): due items with a
@@ -32,12 +28,6 @@ pub(crate) trait Timed: Send {
     fn priority(&self) -> Option<i8> {
         None
     }
-}
-
-// `Timers` takes a `fn(&T)`, and `T` here is the box itself.
-#[allow(clippy::borrowed_box)]
-fn alive(item: &Box<dyn Timed>) -> bool {
-    item.alive()
 }
 
 /// What the layers of every route share: the scheduler's timers, the shutdown flag, and
@@ -55,7 +45,7 @@ pub(crate) struct Core {
 impl Core {
     pub(crate) fn new() -> Self {
         Core {
-            timers: Timers::new(alive),
+            timers: Timers::new(),
             closing: AtomicBool::new(false),
             retries_pending: AtomicU64::new(0),
             limiters: Mutex::new(Vec::new()),

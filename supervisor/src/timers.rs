@@ -9,9 +9,6 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
-/// Below this many timers the heap is never swept for dead entries.
-const SWEEP_MIN: usize = 4096;
-
 struct Entry<T> {
     at: Instant,
     seq: u64,
@@ -41,29 +38,24 @@ struct State<T> {
     now: VecDeque<T>,
     seq: u64,
     closed: bool,
-    swept_at: usize,
 }
 
 /// Items due now or at a given instant; see the module docs.
 pub(crate) struct Timers<T> {
     state: Mutex<State<T>>,
     cond: Condvar,
-    /// False for items that no longer need their timer (swept when the heap grows).
-    alive: fn(&T) -> bool,
 }
 
 impl<T> Timers<T> {
-    pub(crate) fn new(alive: fn(&T) -> bool) -> Self {
+    pub(crate) fn new() -> Self {
         Timers {
             state: Mutex::new(State {
                 heap: BinaryHeap::new(),
                 now: VecDeque::new(),
                 seq: 0,
                 closed: false,
-                swept_at: SWEEP_MIN,
             }),
             cond: Condvar::new(),
-            alive,
         }
     }
 
@@ -81,11 +73,6 @@ impl<T> Timers<T> {
         s.seq += 1;
         let seq = s.seq;
         s.heap.push(Entry { at, seq, item });
-        if s.heap.len() >= s.swept_at {
-            let alive = self.alive;
-            s.heap.retain(|e| alive(&e.item));
-            s.swept_at = (s.heap.len() * 2).max(SWEEP_MIN);
-        }
         drop(s);
         if wake {
             self.cond.notify_one();
@@ -176,7 +163,7 @@ mod tests {
 
     #[test]
     fn due_in_time_order_and_immediate_first() {
-        let t: Arc<Timers<u32>> = Arc::new(Timers::new(|_| true));
+        let t: Arc<Timers<u32>> = Arc::new(Timers::new());
         let base = Instant::now();
         t.at(base + Duration::from_millis(30), 3).unwrap();
         t.at(base + Duration::from_millis(10), 1).unwrap();
@@ -196,7 +183,7 @@ mod tests {
 
     #[test]
     fn an_earlier_timer_wakes_the_sleeper() {
-        let t: Arc<Timers<u32>> = Arc::new(Timers::new(|_| true));
+        let t: Arc<Timers<u32>> = Arc::new(Timers::new());
         t.at(Instant::now() + Duration::from_secs(60), 1).unwrap();
         let t2 = t.clone();
         let waiter = std::thread::spawn(move || t2.next_batch());
@@ -205,18 +192,5 @@ mod tests {
         t.at(Instant::now() + Duration::from_millis(5), 2).unwrap();
         assert_eq!(waiter.join().unwrap(), Some(vec![2]));
         assert!(start.elapsed() < Duration::from_secs(5));
-    }
-
-    #[test]
-    fn dead_entries_are_swept() {
-        let t: Timers<u32> = Timers::new(|x| *x % 2 == 0);
-        let far = Instant::now() + Duration::from_secs(3600);
-        for i in 0..(SWEEP_MIN as u32 * 2) {
-            t.at(far, i).unwrap();
-        }
-        assert!(
-            t.state.lock().unwrap().heap.len() < SWEEP_MIN * 2,
-            "odd entries should have been swept"
-        );
     }
 }
