@@ -59,8 +59,6 @@ struct FilePositions {
 /// A route with its executor and layers resolved. A task keeps the stack it was routed
 /// to for its whole life, retries included, even across reloads.
 pub(crate) struct Compiled {
-    /// The route as the policy gives it (its address, for a fast match).
-    addr: usize,
     pub(crate) route: Route,
     /// True when this entry serves any rule name (a code policy's plain route).
     any_rule: bool,
@@ -88,10 +86,6 @@ impl Table {
             return Ok(&self.routes[index]);
         }
         let route = self.policy.route(meta);
-        let addr = route as *const Route as usize;
-        if let Some(c) = self.routes.iter().find(|c| c.addr == addr) {
-            return Ok(c);
-        }
         self.routes
             .iter()
             .find(|c| !c.any_rule && c.route == *route)
@@ -207,7 +201,7 @@ pub(crate) fn compile(
         executors.insert(exec.name().to_owned(), e);
     }
     let config = config.map(Arc::new);
-    let compile_one = |route: &Route, spec: Option<&RouteSpec>, addr: usize, any_rule: bool| {
+    let compile_one = |route: &Route, spec: Option<&RouteSpec>, any_rule: bool| {
         let executor = executors
             .get(route.executor())
             .cloned()
@@ -265,7 +259,6 @@ pub(crate) fn compile(
             }));
         }
         Compiled {
-            addr,
             route: route.clone(),
             any_rule,
             executor,
@@ -294,9 +287,9 @@ pub(crate) fn compile(
                 for rule in &rules {
                     let route = Route::new(name.clone(), *rule);
                     let spec = specs.iter().find(|s| s.route.rule() == *rule).copied();
-                    routes.push(compile_one(&route, spec, 0, false));
+                    routes.push(compile_one(&route, spec, false));
                 }
-                routes.push(compile_one(&Route::new(name.clone(), "*"), None, 0, true));
+                routes.push(compile_one(&Route::new(name.clone(), "*"), None, true));
             }
         }
         (None, Some(c)) => {
@@ -307,8 +300,7 @@ pub(crate) fn compile(
             let blocking = c.routes().iter().filter_map(|r| r.auto_blocking());
             let specs = c.routes().iter().map(|r| r.route());
             for spec in specs.chain(auto).chain(blocking).chain([c.defaults()]) {
-                let addr = &spec.route as *const Route as usize;
-                routes.push(compile_one(&spec.route, Some(spec), addr, false));
+                routes.push(compile_one(&spec.route, Some(spec), false));
             }
             // Compiled in that order: the rules, the auto CPU routes, the auto blocking
             // routes, then the defaults.
