@@ -5,7 +5,7 @@
 pub use crate::admission::{Admission, Entry};
 pub use crate::handle::EndObserver;
 pub use crate::help::{HelpGuard, help_while_waiting};
-pub use crate::job::{AttemptHook, FailureHook, JobFuture, RunHook};
+pub use crate::job::{AttemptHook, FailureHandler, FailureHook, JobFuture, RunHook};
 pub use crate::meta::MetaRef;
 pub use crate::ranked::{AGING, Ranked};
 pub use crate::stats::{StatsRecorder, StatusCounters};

@@ -21,6 +21,30 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// error).
 pub type FailureHook = Box<dyn FnOnce(Job, TaskError) -> Option<(Job, TaskError)> + Send>;
 
+/// A failure hook shared by many jobs: a layer installs one handler (an `Arc` clone) on
+/// each job instead of boxing a closure per job (see [`Job::on_failure_with`]). It does
+/// what a [`FailureHook`] does: take the job to retry it later and return `None`, or give
+/// the job and error back.
+pub trait FailureHandler: Send + Sync + 'static {
+    /// Handles a failed attempt of `job`, which failed with `err`.
+    fn on_failure(&self, job: Job, err: TaskError) -> Option<(Job, TaskError)>;
+}
+
+/// One failure hook of a job: a closure of its own or a shared handler.
+enum Failure {
+    Once(FailureHook),
+    Shared(Arc<dyn FailureHandler>),
+}
+
+impl Failure {
+    fn call(self, job: Job, err: TaskError) -> Option<(Job, TaskError)> {
+        match self {
+            Failure::Once(hook) => hook(job, err),
+            Failure::Shared(handler) => handler.on_failure(job, err),
+        }
+    }
+}
+
 /// Called once when an attempt ends, with how it ended (see [`Job::on_attempt_end`]).
 pub type AttemptHook = Box<dyn FnOnce(Status) + Send>;
 
@@ -39,7 +63,7 @@ pub trait RunHook: Send {
 /// nothing for them.
 #[derive(Default)]
 struct Hooks {
-    failure: List<FailureHook>,
+    failure: List<Failure>,
     run: List<Box<dyn RunHook>>,
     /// Run hooks kept for every attempt (outside the per-attempt ones).
     run_always: List<Box<dyn RunHook>>,
@@ -347,6 +371,9 @@ pub struct Job {
     deadline: Option<Instant>,
     task: Box<dyn ErasedTask>,
     hooks: Option<Box<Hooks>>,
+    /// The first failure hook, when it is a shared handler (the retry layer's): kept
+    /// inline, so a layered job that carries only that allocates no `Hooks`.
+    failure: Option<Arc<dyn FailureHandler>>,
     started: bool,
     settled: bool,
     /// A priority given by the route (see [`Job::set_priority`]), valid with
@@ -379,6 +406,7 @@ impl Job {
             deadline: None,
             task,
             hooks: None,
+            failure: None,
             started: false,
             settled: false,
             priority: 0,
@@ -540,7 +568,18 @@ impl Job {
     /// handing the job and error on to the next, until one takes the job (a retry) or
     /// none is left (the task ends with the error).
     pub fn on_failure(&mut self, hook: FailureHook) {
-        self.hooks().failure.push(hook);
+        self.hooks().failure.push(Failure::Once(hook));
+    }
+
+    /// [`on_failure`](Self::on_failure) with a handler shared by many jobs: installing it
+    /// costs an `Arc` clone, not a boxed closure per job.
+    pub fn on_failure_with(&mut self, handler: Arc<dyn FailureHandler>) {
+        let listed = self.hooks.as_ref().is_some_and(|h| !h.failure.is_empty());
+        if self.failure.is_none() && !listed {
+            self.failure = Some(handler);
+        } else {
+            self.hooks().failure.push(Failure::Shared(handler));
+        }
     }
 
     /// Adds a hook called once when this attempt ends, however it ends: with its status
@@ -698,10 +737,14 @@ impl Job {
         };
         let status = err.status();
         let retryable = matches!(status, Status::Failed | Status::Panicked) && self.can_retry();
-        let failure = match self.hooks.as_mut() {
-            Some(h) if retryable && !h.failure.is_empty() => h.failure.take(),
-            _ => return self.resolve(err),
-        };
+        let listed = self.hooks.as_ref().is_some_and(|h| !h.failure.is_empty());
+        if !retryable || (self.failure.is_none() && !listed) {
+            return self.resolve(err);
+        }
+        // The inline handler was added before any listed hook.
+        let first = self.failure.take().map(Failure::Shared);
+        let rest = self.hooks.as_mut().map(|h| h.failure.take());
+        let failure = first.into_iter().chain(rest.into_iter().flatten());
         // The hooks own the job now: one retries it later, or the last hands it back to
         // end it. Either way this attempt's status is what the backend counts.
         // A panicking hook must not unwind into the worker (skipping its bookkeeping);
@@ -711,7 +754,7 @@ impl Job {
         let mut held = Some((self, err));
         for hook in failure {
             let Some((job, err)) = held.take() else { break };
-            match catch_unwind(AssertUnwindSafe(|| hook(job, err))) {
+            match catch_unwind(AssertUnwindSafe(|| hook.call(job, err))) {
                 Ok(next) => held = next,
                 Err(payload) => eprintln!(
                     "switchyard: a task's failure hook panicked: {}",

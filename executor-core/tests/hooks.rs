@@ -2,7 +2,7 @@
 //! one takes the job; attempt-end hooks hear once how each attempt ended; run hooks nest
 //! around the body and finish before the handle resolves.
 
-use executor_core::backend::RunHook;
+use executor_core::backend::{FailureHandler, RunHook};
 use executor_core::{Job, Status, TaskError, TaskMeta};
 use std::sync::{Arc, Mutex};
 
@@ -52,6 +52,58 @@ fn failure_hooks_chain_until_one_takes_the_job() {
     assert_eq!(next.run(), Status::Failed);
     assert!(handle.wait().unwrap_err().is_failed());
     assert_eq!(l.lock().unwrap().len(), 3);
+}
+
+/// A shared handler: logs what it sees and passes the job on.
+struct Watcher(&'static str, Log);
+
+impl FailureHandler for Watcher {
+    fn on_failure(&self, job: Job, err: TaskError) -> Option<(Job, TaskError)> {
+        log(&self.1, format!("{} saw attempt {}", self.0, job.attempt()));
+        Some((job, err))
+    }
+}
+
+#[test]
+fn shared_failure_handlers_keep_their_place_among_boxed_hooks() {
+    let l: Log = Arc::default();
+    let (mut job, handle) = Job::repeatable(TaskMeta::new("flaky"), |_| {
+        Err::<(), _>(TaskError::failed("down"))
+    });
+    // First a shared handler (kept inline), then a boxed hook, then another shared one.
+    let first: Arc<dyn FailureHandler> = Arc::new(Watcher("first", l.clone()));
+    let last: Arc<dyn FailureHandler> = Arc::new(Watcher("last", l.clone()));
+    job.on_failure_with(first.clone());
+    let b = l.clone();
+    job.on_failure(Box::new(move |job, err| {
+        log(&b, "boxed");
+        Some((job, err))
+    }));
+    job.on_failure_with(last.clone());
+    assert_eq!(job.run(), Status::Failed);
+    assert!(handle.wait().unwrap_err().is_failed());
+    assert_eq!(
+        *l.lock().unwrap(),
+        ["first saw attempt 1", "boxed", "last saw attempt 1"]
+    );
+    // The job let go of the handlers when it ended.
+    assert_eq!(Arc::strong_count(&first), 1);
+    assert_eq!(Arc::strong_count(&last), 1);
+
+    // A boxed hook added first stays first.
+    let l2: Log = Arc::default();
+    let (mut job, handle) = Job::repeatable(TaskMeta::new("flaky"), |_| {
+        Err::<(), _>(TaskError::failed("down"))
+    });
+    let b = l2.clone();
+    job.on_failure(Box::new(move |job, err| {
+        log(&b, "boxed");
+        Some((job, err))
+    }));
+    job.on_failure_with(Arc::new(Watcher("shared", l2.clone())));
+    assert_eq!(job.run(), Status::Failed);
+    assert!(handle.wait().unwrap_err().is_failed());
+    assert_eq!(*l2.lock().unwrap(), ["boxed", "shared saw attempt 1"]);
 }
 
 #[test]
