@@ -1,9 +1,10 @@
 //! The retry layer: a failed attempt (an error or a panic) runs again after an
 //! exponential backoff, through the layers inside this one.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use executor_core::backend::FailureHandler;
 use executor_core::{Job, SubmitError, TaskError};
 
 use super::{Layer, LayerContext, Service};
@@ -52,10 +53,11 @@ impl RetryPolicy {
 
 impl Layer for RetryPolicy {
     fn layer(&self, inner: Arc<dyn Service>, cx: &LayerContext<'_>) -> Arc<dyn Service> {
-        Arc::new(RetryService(Arc::new(Shared {
+        Arc::new(RetryService(Arc::new_cyclic(|me| Shared {
             inner,
             policy: *self,
             core: cx.core.clone(),
+            me: me.clone(),
         })))
     }
 }
@@ -64,6 +66,8 @@ struct Shared {
     inner: Arc<dyn Service>,
     policy: RetryPolicy,
     core: Arc<Core>,
+    /// This layer itself, for a retry to hold while it waits out its backoff.
+    me: Weak<Shared>,
 }
 
 struct RetryService(Arc<Shared>);
@@ -74,18 +78,24 @@ impl Service for RetryService {
     }
 }
 
-/// Hands one attempt inward with the retry hook installed.
+/// Hands one attempt inward with the retry handler installed (the route's one handler,
+/// shared by every job: no allocation per task).
 fn dispatch(shared: &Arc<Shared>, mut job: Job) -> Result<(), SubmitError> {
     if job.can_retry() {
-        let s = shared.clone();
-        job.on_failure(Box::new(move |job, err| on_failure(&s, job, err)));
+        job.on_failure_with(shared.clone());
     }
     shared.inner.dispatch(job)
 }
 
+impl FailureHandler for Shared {
+    fn on_failure(&self, job: Job, err: TaskError) -> Option<(Job, TaskError)> {
+        on_failure(self, job, err)
+    }
+}
+
 /// The failure hook: schedule the next attempt after a backoff, or give the job back to
 /// end it with its error.
-fn on_failure(shared: &Arc<Shared>, job: Job, err: TaskError) -> Option<(Job, TaskError)> {
+fn on_failure(shared: &Shared, job: Job, err: TaskError) -> Option<(Job, TaskError)> {
     let policy = shared.policy;
     let attempt = job.attempt();
     if attempt > policy.max || shared.core.is_closing() || job.is_resolved() {
@@ -119,11 +129,15 @@ fn on_failure(shared: &Arc<Shared>, job: Job, err: TaskError) -> Option<(Job, Ta
         error = %err,
         "attempt failed; retrying"
     );
+    // The handler being called is a strong reference to this layer, so it is alive.
+    let Some(me) = shared.me.upgrade() else {
+        return Some((job, err));
+    };
     let pending = &shared.core.retries_pending;
     pending.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     let next = Box::new(Next {
         job: job.next_attempt_after(err),
-        shared: shared.clone(),
+        shared: me,
     });
     match shared.core.at(at, next) {
         Ok(()) => None,
