@@ -26,8 +26,55 @@ enum PatternKind {
     Exact,
     /// `prefix*` with no other metacharacters: a prefix test.
     Prefix(String),
+    /// One `{a,b,..}` group whose expansions are each exact or `prefix*`: any of them.
+    AnyOf(Vec<Simple>),
     /// Anything else goes through globset.
     Glob(GlobMatcher),
+}
+
+/// A glob that needs no glob engine: a name, or a name prefix (`prefix*`).
+#[derive(Debug, Clone)]
+enum Simple {
+    Exact(String),
+    Prefix(String),
+}
+
+impl Simple {
+    /// `glob` as a simple pattern, when it is one.
+    fn parse(glob: &str) -> Option<Simple> {
+        if !glob.contains(GLOB_META) {
+            Some(Simple::Exact(glob.to_owned()))
+        } else {
+            glob.strip_suffix('*')
+                .filter(|p| !p.contains(GLOB_META))
+                .map(|p| Simple::Prefix(p.to_owned()))
+        }
+    }
+
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            Simple::Exact(s) => name == s,
+            Simple::Prefix(p) => name.starts_with(p.as_str()),
+        }
+    }
+
+    /// `before{a,b,..}after` as the simple patterns of its expansions, when the glob has
+    /// exactly one brace group with no nesting and every expansion is simple.
+    fn expand(glob: &str) -> Option<Vec<Simple>> {
+        let (before, rest) = glob.split_once('{')?;
+        let (group, after) = rest.split_once('}')?;
+        // An empty alternative (`{,b}`) is left to globset, which reads it its own way.
+        if before.contains(GLOB_META)
+            || group.contains(GLOB_META)
+            || group.split(',').any(str::is_empty)
+        {
+            return None;
+        }
+        group
+            .split(',')
+            .map(|alt| Simple::parse(&format!("{before}{alt}{after}")))
+            .collect()
+    }
 }
 
 /// Why a single route did or did not match a task.
@@ -55,14 +102,13 @@ impl Matcher {
         let name = match name {
             None => None,
             Some(glob) => {
-                let kind = if !glob.contains(GLOB_META) {
-                    PatternKind::Exact
-                } else if let Some(prefix) =
-                    glob.strip_suffix('*').filter(|p| !p.contains(GLOB_META))
-                {
-                    PatternKind::Prefix(prefix.to_owned())
-                } else {
-                    PatternKind::Glob(Glob::new(glob)?.compile_matcher())
+                let kind = match Simple::parse(glob) {
+                    Some(Simple::Exact(_)) => PatternKind::Exact,
+                    Some(Simple::Prefix(prefix)) => PatternKind::Prefix(prefix),
+                    None => match Simple::expand(glob) {
+                        Some(alts) => PatternKind::AnyOf(alts),
+                        None => PatternKind::Glob(Glob::new(glob)?.compile_matcher()),
+                    },
                 };
                 // Always let globset check the glob, so a typo is an error even when the
                 // fast path would accept it.
@@ -99,6 +145,7 @@ impl Matcher {
             Some(pattern) => match &pattern.kind {
                 PatternKind::Exact => name == pattern.source,
                 PatternKind::Prefix(p) => name.starts_with(p.as_str()),
+                PatternKind::AnyOf(alts) => alts.iter().any(|a| a.matches(name)),
                 PatternKind::Glob(g) => g.is_match(name),
             },
         }
@@ -301,6 +348,62 @@ mod tests {
         assert!(!m(Some("job.{mail,hook}"), &[]).matches("job.clean", none));
         assert!(m(None, &[]).matches("anything", none));
         assert!(Matcher::new(Some("a.[b"), vec![]).is_err());
+    }
+
+    /// The patterns matched without globset agree with globset on every name tried.
+    #[test]
+    fn fast_paths_agree_with_globset() {
+        let globs = [
+            "a.b",
+            "scrape.*",
+            "job.{mail,hook}",
+            "job.{mail,hook}.x",
+            "{a,b}.*",
+            "x.{a*,b}",
+            "x.{,b}",
+            "x.{a}",
+            "*.fetch",
+            "x.{a,b}.{c,d}",
+        ];
+        let names = [
+            "",
+            "a",
+            "a.b",
+            "a.bc",
+            "scrape.",
+            "scrape.fetch",
+            "job.mail",
+            "job.hook",
+            "job.hook.x",
+            "job.mail.x",
+            "job.clean",
+            "a.x",
+            "b.",
+            "c.x",
+            "x.a",
+            "x.ab",
+            "x.b",
+            "x.",
+            "x.bb",
+            "x.a.c",
+            "x.b.d",
+            "x.a.e",
+        ];
+        for glob in globs {
+            let ours = m(Some(glob), &[]);
+            let theirs = Glob::new(glob).unwrap().compile_matcher();
+            for name in names {
+                assert_eq!(
+                    ours.matches(name, |_| false),
+                    theirs.is_match(name),
+                    "glob {glob:?} on {name:?}"
+                );
+            }
+        }
+        assert!(matches!(
+            m(Some("job.{mail,hook}"), &[]).name.unwrap().kind,
+            PatternKind::AnyOf(_)
+        ));
     }
 
     #[test]
