@@ -3,7 +3,11 @@
 //! routing (first-match over the rules) and its ledger bookkeeping — and, on a route with
 //! a timeout and retries, its layers (a deadline timer per task, a retry hook).
 //!
-//! `cargo run --release -p supervisor --example route_overhead [TASKS]`
+//! `cargo run --release -p supervisor --example route_overhead [TASKS] [CASE]`
+//!
+//! With a CASE (`direct`, `routed`, `direct_meta`, `routed_meta`, `direct_layered`,
+//! `routed_layered`) it runs only that case, once: for counting instructions under
+//! `valgrind --tool=callgrind` at two task counts, whose difference is the cost per task.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -44,9 +48,15 @@ timeout = "30s"
 retries = { max = 2, backoff = "1ms" }
 "#;
 
+/// The case to run alone, if one was named.
+fn only() -> Option<String> {
+    std::env::args().nth(2)
+}
+
 fn per_task(n: usize, f: impl Fn(usize)) -> f64 {
     let mut best = f64::MAX;
-    for _ in 0..5 {
+    let runs = if only().is_some() { 1 } else { 5 };
+    for _ in 0..runs {
         let t = Instant::now();
         for i in 0..n {
             f(i);
@@ -54,6 +64,14 @@ fn per_task(n: usize, f: impl Fn(usize)) -> f64 {
         best = best.min(t.elapsed().as_nanos() as f64 / n as f64);
     }
     best
+}
+
+/// Runs case `name` unless another was named alone (then it reports 0).
+fn run_case(name: &str, n: usize, f: impl Fn(usize)) -> f64 {
+    match only() {
+        Some(case) if case != name => 0.0,
+        _ => per_task(n, f),
+    }
 }
 
 fn main() {
@@ -73,27 +91,27 @@ fn main() {
             .unwrap();
     let inline = InlineExecutor::new("inline");
 
-    let direct = per_task(n, |i| {
+    let direct = run_case("direct", n, |i| {
         std::hint::black_box(inline.submit(move || i).wait().unwrap());
     });
-    let routed = per_task(n, |i| {
+    let routed = run_case("routed", n, |i| {
         std::hint::black_box(sup.submit(move || i).wait().unwrap());
     });
     let meta = TaskMeta::new("plain.task").with_key("k");
-    let direct_meta = per_task(n, |i| {
+    let direct_meta = run_case("direct_meta", n, |i| {
         let h = inline.run(meta.clone(), move |_| Ok::<_, std::io::Error>(i));
         std::hint::black_box(h.wait().unwrap());
     });
-    let routed_meta = per_task(n, |i| {
+    let routed_meta = run_case("routed_meta", n, |i| {
         let h = sup.run(meta.clone(), move |_| Ok::<_, std::io::Error>(i));
         std::hint::black_box(h.wait().unwrap());
     });
     let layered_meta = TaskMeta::new("layered.task");
-    let direct_layered = per_task(n, |i| {
+    let direct_layered = run_case("direct_layered", n, |i| {
         let h = inline.run(layered_meta.clone(), move |_| Ok::<_, std::io::Error>(i));
         std::hint::black_box(h.wait().unwrap());
     });
-    let routed_layered = per_task(n, |i| {
+    let routed_layered = run_case("routed_layered", n, |i| {
         let h = sup.run(layered_meta.clone(), move |_| Ok::<_, std::io::Error>(i));
         std::hint::black_box(h.wait().unwrap());
     });

@@ -64,6 +64,7 @@ impl Service for TimeoutService {
             if job.deadline().is_none_or(|d| deadline < d) {
                 job.set_deadline(Some(deadline));
                 // Weak: a task that ends long before its deadline frees its state at once.
+                pending.pop_ended();
                 pending.queue.push_back((deadline, job.weak_cancel_token()));
                 if !pending.armed {
                     pending.armed = true;
@@ -99,6 +100,19 @@ struct Pending {
 }
 
 impl Pending {
+    /// Drops the ended tasks at the front of the queue. Tasks mostly end in the order they
+    /// came, so this frees each one's state soon after it ends (while it is still in
+    /// cache), rather than in bulk at a sweep or its deadline.
+    fn pop_ended(&mut self) {
+        while self
+            .queue
+            .front()
+            .is_some_and(|(_, token)| !token.is_alive())
+        {
+            self.queue.pop_front();
+        }
+    }
+
     /// Drops the entries of tasks whose state is gone, once the queue has doubled since
     /// the last sweep: memory stays in proportion to the tasks alive, for any timeout.
     fn sweep_if_large(&mut self) {
