@@ -71,7 +71,12 @@ struct Slot<T> {
 
 impl<T> Shared<T> {
     pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Shared {
+        Arc::new(Self::unshared())
+    }
+
+    /// The state of a task not yet resolved, to place in an allocation of the caller's.
+    pub(crate) fn unshared() -> Self {
+        Shared {
             lifecycle: AtomicU8::new(QUEUED),
             cancel: CancelFlag::default(),
             slot: Mutex::new(Slot {
@@ -84,7 +89,7 @@ impl<T> Shared<T> {
                 observer: None,
             }),
             cond: Condvar::new(),
-        })
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Slot<T>> {
@@ -258,6 +263,19 @@ impl<T: Send + 'static> CancelSource for Shared<T> {
     }
 }
 
+/// What a handle holds of its task: the shared state, inside whatever allocation carries
+/// it (a job's single allocation, with its body beside it, or a bare `Shared` for a
+/// handle made resolved).
+pub(crate) trait State<T>: CancelSource {
+    fn shared(&self) -> &Shared<T>;
+}
+
+impl<T: Send + 'static> State<T> for Shared<T> {
+    fn shared(&self) -> &Shared<T> {
+        self
+    }
+}
+
 /// The handle of a submitted task: wait for it (`wait`, `wait_timeout`), `.await` it, or
 /// cancel it. Dropping the handle detaches the task; it still runs.
 ///
@@ -269,12 +287,18 @@ impl<T: Send + 'static> CancelSource for Shared<T> {
 /// ```
 pub struct TaskHandle<T> {
     id: TaskId,
-    shared: Arc<Shared<T>>,
+    state: Arc<dyn State<T>>,
+}
+
+impl<T> TaskHandle<T> {
+    fn shared(&self) -> &Shared<T> {
+        self.state.shared()
+    }
 }
 
 impl<T: Send + 'static> TaskHandle<T> {
-    pub(crate) fn new(id: TaskId, shared: Arc<Shared<T>>) -> Self {
-        Self { id, shared }
+    pub(crate) fn new(id: TaskId, state: Arc<dyn State<T>>) -> Self {
+        Self { id, state }
     }
 
     /// The task's id.
@@ -298,7 +322,7 @@ impl<T: Send + 'static> TaskHandle<T> {
     /// # Panics
     /// When the handle was polled as a future to completion already.
     pub fn wait(self) -> Result<T, TaskError> {
-        let mut slot = self.shared.lock();
+        let mut slot = self.shared().lock();
         let mut polite = 0;
         loop {
             if let Some(r) = slot.result.take() {
@@ -312,27 +336,27 @@ impl<T: Send + 'static> TaskHandle<T> {
                 polite += 1;
                 drop(slot);
                 yield_now();
-                slot = self.shared.lock();
+                slot = self.shared().lock();
                 continue;
             }
             // On a pool's worker: run a queued job of the pool (perhaps the awaited one)
             // instead of sleeping. Without the lock: the job may resolve this very handle.
             drop(slot);
             let helped = crate::help::help_once();
-            slot = self.shared.lock();
+            slot = self.shared().lock();
             if helped == Some(true) || slot.result.is_some() {
                 continue;
             }
             slot.sync_waiters += 1;
             slot = match helped {
                 None => self
-                    .shared
+                    .shared()
                     .cond
                     .wait(slot)
                     .unwrap_or_else(|e| e.into_inner()),
                 // Nothing queued yet: look again soon, the awaited job may still come.
                 Some(_) => {
-                    self.shared
+                    self.shared()
                         .cond
                         .wait_timeout(slot, HELP_POLL)
                         .unwrap_or_else(|e| e.into_inner())
@@ -359,7 +383,7 @@ impl<T: Send + 'static> TaskHandle<T> {
     /// ```
     pub fn wait_timeout(self, timeout: Duration) -> Result<Result<T, TaskError>, TaskHandle<T>> {
         let deadline = Instant::now() + timeout;
-        let mut slot = self.shared.lock();
+        let mut slot = self.shared().lock();
         loop {
             if let Some(r) = slot.result.take() {
                 slot.taken = true;
@@ -373,7 +397,7 @@ impl<T: Send + 'static> TaskHandle<T> {
             }
             slot.sync_waiters += 1;
             slot = self
-                .shared
+                .shared()
                 .cond
                 .wait_timeout(slot, left)
                 .unwrap_or_else(|e| e.into_inner())
@@ -384,7 +408,7 @@ impl<T: Send + 'static> TaskHandle<T> {
 
     /// True once the task has ended (its result may be taken already).
     pub fn is_finished(&self) -> bool {
-        self.shared.is_finished()
+        self.shared().is_finished()
     }
 
     /// Asks the task to stop. A task that has not started never runs and resolves as
@@ -393,13 +417,13 @@ impl<T: Send + 'static> TaskHandle<T> {
     /// Returns true when the task has ended as cancelled by the time this returns.
     pub fn cancel(&self) -> bool {
         self.cancel_token().cancel();
-        let slot = self.shared.lock();
+        let slot = self.shared().lock();
         matches!(&slot.result, Some(Err(e)) if e.is_cancelled())
     }
 
     /// The task's cancellation token.
     pub fn cancel_token(&self) -> CancelToken {
-        CancelToken::from_source(self.shared.clone())
+        CancelToken::from_source(self.state.clone())
     }
 }
 
@@ -407,7 +431,7 @@ impl<T: Send + 'static> Future for TaskHandle<T> {
     type Output = Result<T, TaskError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut slot = self.shared.lock();
+        let mut slot = self.shared().lock();
         if let Some(r) = slot.result.take() {
             slot.taken = true;
             return Poll::Ready(r);
@@ -424,7 +448,7 @@ impl<T: Send + 'static> Future for TaskHandle<T> {
 impl<T> TaskHandle<T> {
     /// Cancels the task without needing `T: Send` bounds (for `TaskSet`'s `Drop`).
     pub(crate) fn cancel_on_drop(&self) {
-        self.shared.cancel();
+        self.shared().cancel();
     }
 }
 
@@ -439,6 +463,6 @@ impl<T: Send + 'static> TaskHandle<T> {
     pub(crate) fn ready(id: TaskId, result: Result<T, TaskError>) -> Self {
         let shared = Shared::new();
         shared.resolve(result);
-        TaskHandle { id, shared }
+        TaskHandle { id, state: shared }
     }
 }

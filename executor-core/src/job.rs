@@ -1,8 +1,10 @@
 //! [`Job`]: a type-erased task as executors receive it, and how a backend runs one.
 
 use crate::backend::MetaRef;
+use crate::cancel::CancelFlag;
 use crate::cancel::{CancelReason, CancelSource};
-use crate::handle::{EndObserver, Observer, Shared};
+use crate::handle::{EndObserver, Observer, Shared, State};
+use crate::sync::TaskCell;
 use crate::{
     CancelToken, Status, TaskContext, TaskError, TaskHandle, TaskId, TaskMeta, WeakCancelToken,
 };
@@ -158,29 +160,103 @@ fn run_hooked<R>(hooks: &mut Hooks, attempt: u32, body: impl FnOnce() -> R) -> O
 
 const SKIPPED: &str = "a layer's run hook did not run the task";
 
-/// The typed task behind a job's erasure.
-trait ErasedTask: Send {
+/// The typed task behind a job's erasure, in the task's one allocation.
+///
+/// The `unsafe` methods reach the job's cell (body, running future, value); see
+/// [`TaskRef`], the only place that calls them.
+#[allow(unsafe_code)] // The task's cell: see `Joint`'s SAFETY comment.
+trait ErasedTask: CancelSource {
     fn is_async(&self) -> bool;
     fn can_retry(&self) -> bool;
     fn shared(&self) -> &dyn SharedOps;
-    fn token(&self) -> CancelToken;
-    fn weak_token(&self) -> WeakCancelToken;
     /// Runs a blocking body; `Ok` when it returned its value, which waits for
     /// [`deliver`](Self::deliver).
-    fn run_blocking(&mut self, ctx: &TaskContext) -> Result<(), TaskError>;
+    ///
+    /// # Safety
+    /// No other call of these `unsafe` methods on the same task may run at the same time.
+    unsafe fn run_blocking(&self, ctx: &TaskContext) -> Result<(), TaskError>;
     /// Polls the async body (starting it on the first poll); `Ready(Ok)` as for
     /// [`run_blocking`](Self::run_blocking).
-    fn poll_async(
-        &mut self,
+    ///
+    /// # Safety
+    /// As for [`run_blocking`](Self::run_blocking).
+    unsafe fn poll_async(
+        &self,
         cx: &mut Context<'_>,
         ctx: &TaskContext,
     ) -> Poll<Result<(), TaskError>>;
     /// Resolves the handle with the value the body returned (after the run hooks have
     /// finished, so what they measured is in place when observers run); false when the
     /// handle had resolved already (timed out while it ran).
-    fn deliver(&mut self) -> bool;
+    ///
+    /// # Safety
+    /// As for [`run_blocking`](Self::run_blocking).
+    unsafe fn deliver(&self) -> bool;
     /// Drops a running async body.
-    fn stop(&mut self);
+    ///
+    /// # Safety
+    /// As for [`run_blocking`](Self::run_blocking).
+    unsafe fn stop(&self);
+    /// Drops the body, a running future and an undelivered value: the job is gone, and
+    /// what the body captured must not live on with the handle.
+    ///
+    /// # Safety
+    /// As for [`run_blocking`](Self::run_blocking).
+    unsafe fn release(&self);
+}
+
+/// A job's reference to its task: the only `ErasedTask` reference there is (the handle
+/// and tokens reach the same allocation only as its shared state), and not `Clone`. So
+/// `&mut self` here is exclusive access to the task's cell, which is what the `unsafe`
+/// methods of [`ErasedTask`] ask of their caller.
+struct TaskRef(Arc<dyn ErasedTask>);
+
+#[allow(unsafe_code)] // The task's cell: see `Joint`'s SAFETY comment.
+impl TaskRef {
+    fn is_async(&self) -> bool {
+        self.0.is_async()
+    }
+    fn can_retry(&self) -> bool {
+        self.0.can_retry()
+    }
+    fn shared(&self) -> &dyn SharedOps {
+        self.0.shared()
+    }
+    fn token(&self) -> CancelToken {
+        CancelToken::from_source(self.0.clone())
+    }
+    fn weak_token(&self) -> WeakCancelToken {
+        let weak: std::sync::Weak<dyn ErasedTask> = Arc::downgrade(&self.0);
+        WeakCancelToken::from_weak(weak)
+    }
+    fn run_blocking(&mut self, ctx: &TaskContext) -> Result<(), TaskError> {
+        // SAFETY: `&mut self` on the only `TaskRef` of this task (see the type's docs).
+        unsafe { self.0.run_blocking(ctx) }
+    }
+    fn poll_async(
+        &mut self,
+        cx: &mut Context<'_>,
+        ctx: &TaskContext,
+    ) -> Poll<Result<(), TaskError>> {
+        // SAFETY: as in `run_blocking`.
+        unsafe { self.0.poll_async(cx, ctx) }
+    }
+    fn deliver(&mut self) -> bool {
+        // SAFETY: as in `run_blocking`.
+        unsafe { self.0.deliver() }
+    }
+    fn stop(&mut self) {
+        // SAFETY: as in `run_blocking`.
+        unsafe { self.0.stop() }
+    }
+}
+
+#[allow(unsafe_code)] // The task's cell: see `Joint`'s SAFETY comment.
+impl Drop for TaskRef {
+    fn drop(&mut self) {
+        // SAFETY: as in `run_blocking`; this is the last use of this `TaskRef`.
+        unsafe { self.0.release() }
+    }
 }
 
 /// The untyped operations on a task's shared state.
@@ -221,7 +297,8 @@ impl<T: Send + 'static> SharedOps for Shared<T> {
 /// How a task body is called.
 trait Body<T>: Send + 'static {
     const ASYNC: bool;
-    fn repeatable(&self) -> bool;
+    /// The body may run again (retries).
+    const REPEATABLE: bool;
     fn call(&mut self, ctx: &TaskContext) -> Result<T, TaskError>;
     fn start(&mut self, ctx: &TaskContext) -> BoxFuture<Result<T, TaskError>>;
 }
@@ -242,9 +319,7 @@ where
     F: FnOnce(&TaskContext) -> Result<T, TaskError> + Send + 'static,
 {
     const ASYNC: bool = false;
-    fn repeatable(&self) -> bool {
-        false
-    }
+    const REPEATABLE: bool = false;
     fn call(&mut self, ctx: &TaskContext) -> Result<T, TaskError> {
         (self.0.take().expect(TAKEN))(ctx)
     }
@@ -258,9 +333,7 @@ where
     F: Fn(&TaskContext) -> Result<T, TaskError> + Send + 'static,
 {
     const ASYNC: bool = false;
-    fn repeatable(&self) -> bool {
-        true
-    }
+    const REPEATABLE: bool = true;
     fn call(&mut self, ctx: &TaskContext) -> Result<T, TaskError> {
         (self.0)(ctx)
     }
@@ -274,9 +347,7 @@ where
     Fut: Future<Output = Result<T, TaskError>> + Send + 'static,
 {
     const ASYNC: bool = true;
-    fn repeatable(&self) -> bool {
-        false
-    }
+    const REPEATABLE: bool = false;
     fn call(&mut self, _: &TaskContext) -> Result<T, TaskError> {
         unreachable!("an async body is never called as a closure")
     }
@@ -291,9 +362,7 @@ where
     Fut: Future<Output = Result<T, TaskError>> + Send + 'static,
 {
     const ASYNC: bool = true;
-    fn repeatable(&self) -> bool {
-        true
-    }
+    const REPEATABLE: bool = true;
     fn call(&mut self, _: &TaskContext) -> Result<T, TaskError> {
         unreachable!("an async body is never called as a closure")
     }
@@ -302,58 +371,124 @@ where
     }
 }
 
-struct Cell<T, B> {
-    body: B,
-    shared: Arc<Shared<T>>,
+/// A task's one allocation: the state it shares with its handle and tokens, and beside
+/// it the part only its job touches.
+struct Joint<T, B> {
+    shared: Shared<T>,
+    cell: TaskCell<Work<T, B>>,
+}
+
+/// What only the job touches.
+struct Work<T, B> {
+    /// `None` once the job is gone.
+    body: Option<B>,
     running: Option<BoxFuture<Result<T, TaskError>>>,
     /// The value the body returned, until it is delivered.
     value: Option<T>,
 }
 
-impl<T: Send + 'static, B: Body<T>> ErasedTask for Cell<T, B> {
+// SAFETY: a `Joint` is shared between threads through the `Arc`s of its job, its handle
+// and its tokens. `shared` is `Sync` by itself (a mutex, atomics, a condvar). `cell` is
+// reached only by `ErasedTask`'s `unsafe` methods, whose contract is that no two run at
+// once: only the task's `TaskRef` calls them, from `&mut self` or its drop, and there is
+// one `TaskRef` per task. The other holders see the allocation as `State` or
+// `CancelSource`, which never reach `cell`. So the cell's contents are used by one thread
+// at a time, and need only be `Send`. The loom model `loom_job_cell_is_never_shared`
+// checks this against a handle and a token used from other threads.
+#[allow(unsafe_code)] // The task's cell: see `Joint`'s SAFETY comment.
+unsafe impl<T: Send, B: Send> Sync for Joint<T, B> {}
+
+#[allow(unsafe_code)] // The task's cell: see `Joint`'s SAFETY comment.
+impl<T: Send + 'static, B: Body<T>> Joint<T, B> {
+    /// Calls `f` on the job's part.
+    ///
+    /// # Safety
+    /// The caller is one of `ErasedTask`'s `unsafe` methods, under their contract.
+    unsafe fn work<R>(&self, f: impl FnOnce(&mut Work<T, B>) -> R) -> R {
+        // SAFETY: exclusive by the caller's contract, so no other reference exists.
+        self.cell.with_mut(|work| f(unsafe { &mut *work }))
+    }
+}
+
+const GONE: &str = "a task body was run after its job was dropped";
+
+#[allow(unsafe_code)] // The task's cell: see `Joint`'s SAFETY comment.
+impl<T: Send + 'static, B: Body<T>> ErasedTask for Joint<T, B> {
     fn is_async(&self) -> bool {
         B::ASYNC
     }
     fn can_retry(&self) -> bool {
-        self.body.repeatable()
+        B::REPEATABLE
     }
     fn shared(&self) -> &dyn SharedOps {
-        &*self.shared
+        &self.shared
     }
-    fn token(&self) -> CancelToken {
-        CancelToken::from_source(self.shared.clone() as Arc<dyn CancelSource>)
+    unsafe fn run_blocking(&self, ctx: &TaskContext) -> Result<(), TaskError> {
+        // SAFETY: the caller's contract is `work`'s.
+        unsafe {
+            self.work(|w| {
+                w.value = Some(w.body.as_mut().expect(GONE).call(ctx)?);
+                Ok(())
+            })
+        }
     }
-    fn weak_token(&self) -> WeakCancelToken {
-        let weak: std::sync::Weak<Shared<T>> = Arc::downgrade(&self.shared);
-        let weak: std::sync::Weak<dyn CancelSource> = weak;
-        WeakCancelToken::from_weak(weak)
-    }
-    fn run_blocking(&mut self, ctx: &TaskContext) -> Result<(), TaskError> {
-        self.value = Some(self.body.call(ctx)?);
-        Ok(())
-    }
-    fn poll_async(
-        &mut self,
+    unsafe fn poll_async(
+        &self,
         cx: &mut Context<'_>,
         ctx: &TaskContext,
     ) -> Poll<Result<(), TaskError>> {
-        let fut = self.running.get_or_insert_with(|| self.body.start(ctx));
-        match fut.as_mut().poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(r) => {
-                self.running = None;
-                Poll::Ready(r.map(|v| self.value = Some(v)))
-            }
+        // SAFETY: the caller's contract is `work`'s.
+        unsafe {
+            self.work(|w| {
+                let body = &mut w.body;
+                let fut = w
+                    .running
+                    .get_or_insert_with(|| body.as_mut().expect(GONE).start(ctx));
+                match fut.as_mut().poll(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(r) => {
+                        w.running = None;
+                        Poll::Ready(r.map(|v| w.value = Some(v)))
+                    }
+                }
+            })
         }
     }
-    fn deliver(&mut self) -> bool {
-        match self.value.take() {
+    unsafe fn deliver(&self) -> bool {
+        // SAFETY: the caller's contract is `work`'s.
+        match unsafe { self.work(|w| w.value.take()) } {
             Some(v) => self.shared.resolve(Ok(v)),
             None => false,
         }
     }
-    fn stop(&mut self) {
-        self.running = None;
+    unsafe fn stop(&self) {
+        // SAFETY: the caller's contract is `work`'s. The future drops outside `work`.
+        let running = unsafe { self.work(|w| w.running.take()) };
+        drop(running);
+    }
+    unsafe fn release(&self) {
+        // SAFETY: the caller's contract is `work`'s. What the body captured drops outside
+        // `work`, so a drop that reaches this task again finds the cell free.
+        let parts = unsafe { self.work(|w| (w.body.take(), w.running.take(), w.value.take())) };
+        drop(parts);
+    }
+}
+
+impl<T: Send + 'static, B: Send> CancelSource for Joint<T, B> {
+    fn flag(&self) -> &CancelFlag {
+        CancelSource::flag(&self.shared)
+    }
+    fn fired(&self, reason: CancelReason) {
+        self.shared.fired(reason)
+    }
+    fn is_done(&self) -> bool {
+        self.shared.is_done()
+    }
+}
+
+impl<T: Send + 'static, B: Send> State<T> for Joint<T, B> {
+    fn shared(&self) -> &Shared<T> {
+        &self.shared
     }
 }
 
@@ -369,7 +504,7 @@ pub struct Job {
     meta: MetaRef,
     attempt: u32,
     deadline: Option<Instant>,
-    task: Box<dyn ErasedTask>,
+    task: TaskRef,
     hooks: Option<Box<Hooks>>,
     /// The first failure hook, when it is a shared handler (the retry layer's): kept
     /// inline, so a layered job that carries only that allocates no `Hooks`.
@@ -391,14 +526,17 @@ const ON_THREAD: u8 = 2;
 impl Job {
     fn new<T: Send + 'static, B: Body<T>>(meta: MetaRef, body: B) -> (Job, TaskHandle<T>) {
         let id = TaskId::next();
-        let shared = Shared::new();
-        let handle = TaskHandle::new(id, shared.clone());
-        let task = Box::new(Cell {
-            body,
-            shared,
-            running: None,
-            value: None,
+        // One allocation for the task: the handle's state and the job's body together.
+        let joint = Arc::new(Joint {
+            shared: Shared::unshared(),
+            cell: TaskCell::new(Work {
+                body: Some(body),
+                running: None,
+                value: None,
+            }),
         });
+        let handle = TaskHandle::new(id, joint.clone());
+        let task = TaskRef(joint);
         let job = Job {
             id,
             meta,

@@ -41,7 +41,7 @@
 //! assert_eq!(stats.completed, 7);
 //! assert_eq!(stats.panicked, 1);
 //! ```
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // One exception: a task's single allocation (`job.rs`, `Joint`).
 
 mod admission;
 pub mod backend;

@@ -129,3 +129,39 @@ fn loom_cancel_between_attempts_is_never_lost() {
         );
     });
 }
+
+/// A task's single allocation (`Job` and `TaskHandle` share it): the job runs the body and
+/// drops it on one thread while, on another, a token times the task out and the handle is
+/// cancelled and waited for. Loom's cell checks that the job's part of the allocation (the
+/// body, its value) is never reached from two threads at once, and the handle gets one
+/// answer.
+#[test]
+fn loom_job_cell_is_never_shared() {
+    loom::model(|| {
+        let seen = Arc::new(Mutex::new(0u32));
+        let captured = seen.clone();
+        let (job, handle) = crate::Job::once(crate::TaskMeta::new("cell"), move |_ctx| {
+            *captured.lock().unwrap() += 1;
+            Ok::<u32, crate::TaskError>(7)
+        });
+        let token = job.weak_cancel_token();
+        let worker = thread::spawn(move || {
+            job.run();
+        });
+        if let Some(token) = token.upgrade() {
+            token.expire();
+        }
+        handle.cancel();
+        let result = handle.wait();
+        worker.join().unwrap();
+        let runs = *seen.lock().unwrap();
+        match result {
+            Ok(7) => assert_eq!(runs, 1),
+            Err(e) => assert!(e.is_timeout() || e.is_cancelled(), "{e}"),
+            Ok(other) => panic!("unexpected value {other}"),
+        }
+        assert!(runs <= 1);
+        // The job dropped its body, and with it the body's clone of `seen`.
+        assert_eq!(Arc::strong_count(&seen), 1);
+    });
+}

@@ -31,3 +31,32 @@ pub(crate) fn back_off(spins: u32) {
     let _ = spins;
     yield_now();
 }
+
+/// A cell that only a task's job writes (its body, running future and value), beside the
+/// state the task shares with its handle in one allocation. Under loom, loom's cell, so the
+/// models check that no two threads ever reach it at once.
+pub(crate) struct TaskCell<T> {
+    #[cfg(not(loom))]
+    inner: std::cell::UnsafeCell<T>,
+    #[cfg(loom)]
+    inner: loom::cell::UnsafeCell<T>,
+}
+
+impl<T> TaskCell<T> {
+    pub(crate) fn new(value: T) -> Self {
+        TaskCell {
+            #[cfg(not(loom))]
+            inner: std::cell::UnsafeCell::new(value),
+            #[cfg(loom)]
+            inner: loom::cell::UnsafeCell::new(value),
+        }
+    }
+
+    /// Calls `f` with a pointer to the value; the caller proves its access exclusive.
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        #[cfg(not(loom))]
+        return f(self.inner.get());
+        #[cfg(loom)]
+        return self.inner.with_mut(f);
+    }
+}

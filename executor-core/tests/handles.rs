@@ -98,3 +98,44 @@ fn a_set_drained_to_the_end_cancels_nothing() {
     assert_eq!(got, [0, 1, 2]);
     assert_eq!(executor_core::Executor::stats(&exec).cancelled, 0);
 }
+
+/// A task's body shares one allocation with its handle, but what it captured drops when
+/// its job ends, not when the last handle goes: a held handle must not keep a channel's
+/// sender (or a big buffer) alive.
+#[test]
+fn a_body_drops_with_its_job_not_with_its_handle() {
+    use executor_core::{Job, TaskError, TaskMeta};
+    let alive = std::sync::Arc::new(());
+    // Run to the end.
+    let held = alive.clone();
+    let (job, ran) = Job::once(TaskMeta::new("ran"), move |_| {
+        let _ = &held;
+        Ok::<_, TaskError>(1)
+    });
+    job.run();
+    assert_eq!(std::sync::Arc::strong_count(&alive), 1, "ran: body kept");
+    // Dropped without running.
+    let held = alive.clone();
+    let (job, dropped) = Job::repeatable(TaskMeta::new("dropped"), move |_| {
+        let _ = &held;
+        Ok::<_, TaskError>(2)
+    });
+    drop(job);
+    assert_eq!(
+        std::sync::Arc::strong_count(&alive),
+        1,
+        "dropped: body kept"
+    );
+    // An async body whose future never finished.
+    let held = alive.clone();
+    let (job, stopped) = Job::future(TaskMeta::new("stopped"), async move {
+        let _ = &held;
+        std::future::pending::<()>().await;
+        Ok::<_, TaskError>(3)
+    });
+    drop(job.into_future());
+    assert_eq!(std::sync::Arc::strong_count(&alive), 1, "future: body kept");
+    assert_eq!(ran.wait().unwrap(), 1);
+    assert!(dropped.wait().unwrap_err().is_shutdown());
+    assert!(stopped.wait().is_err());
+}
