@@ -110,14 +110,15 @@ impl<T> Shared<T> {
         slot.resolved = true;
         slot.status = status;
         let observer = slot.observer.take();
-        drop(slot);
         self.lifecycle.store(DONE, Ordering::Release);
         // Observers (ledgers) run before the result is visible, so whoever the result
-        // wakes sees them updated.
+        // wakes sees them updated; they run without the lock. With none, the result goes
+        // in under the same lock.
         if let Some(obs) = observer {
+            drop(slot);
             report_observer(obs, status);
+            slot = self.lock();
         }
-        let mut slot = self.lock();
         slot.result = Some(result);
         let waker = slot.waker.take();
         let notify = slot.sync_waiters > 0;
