@@ -121,6 +121,20 @@ impl TaskMeta {
         &self.name
     }
 
+    /// The name, when it was given as a `&'static str` (it then never changes or moves:
+    /// its address identifies it, which lets a router remember where it sent it).
+    pub fn static_name(&self) -> Option<&'static str> {
+        match self.name {
+            Cow::Borrowed(name) => Some(name),
+            Cow::Owned(_) => None,
+        }
+    }
+
+    /// True when the task carries no tags.
+    pub fn is_untagged(&self) -> bool {
+        self.tags.is_empty()
+    }
+
     /// The task's tags.
     pub fn tags(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
         self.tags.iter().map(|t| &**t)

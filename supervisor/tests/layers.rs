@@ -509,6 +509,34 @@ fn reload_swaps_routes_and_a_bad_file_keeps_the_old_ones() {
     assert_eq!(report.counts.completed, 2);
 }
 
+/// The supervisor remembers where a thread last routed a task name; that memory must
+/// never send a task where its own policy would not: not across supervisors, not for a
+/// tagged task, not for an owned name.
+#[test]
+fn a_remembered_route_belongs_to_its_policy_and_name() {
+    let scrape_on_io = ROUTING.replace("executor = \"net\"", "executor = \"io\"");
+    let a = Supervisor::from_toml(ROUTING).unwrap();
+    let b = Supervisor::from_toml(&scrape_on_io).unwrap();
+    let ran_on = |sup: &Supervisor, meta: TaskMeta| {
+        wait(sup.run(meta, |_| Ok::<_, TaskError>(thread_name()))).unwrap()
+    };
+    for _ in 0..3 {
+        assert!(ran_on(&a, TaskMeta::new("scrape.fetch")).starts_with("net-"));
+        assert!(ran_on(&b, TaskMeta::new("scrape.fetch")).starts_with("io-"));
+        // Same name, now with a tag that the first rule takes.
+        let tagged = TaskMeta::new("scrape.fetch").with_tag("cpu");
+        assert!(ran_on(&a, tagged).starts_with("cpu-"));
+        // An owned name equal to a remembered one routes by the rules too.
+        let owned = TaskMeta::new(String::from("scrape.fetch"));
+        assert!(ran_on(&a, owned).starts_with("net-"));
+        assert!(ran_on(&a, TaskMeta::new("sum")).starts_with("io-"));
+    }
+    for sup in [a, b] {
+        let report = sup.shutdown_ledger(ShutdownMode::Graceful(WAIT));
+        assert!(report.is_balanced(), "{report}");
+    }
+}
+
 #[test]
 fn backend_errors_have_positions() {
     let text = "[executors.io]\nbackend = \"threads\"\non_full = \"drop\"\n[defaults]\nexecutor = \"io\"\n";

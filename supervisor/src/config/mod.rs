@@ -32,6 +32,9 @@ use crate::routing::{self, Explanation, Matcher};
 pub(crate) enum RoutePos {
     /// The `[[route]]` rule at this index.
     Rule(usize),
+    /// The `executor = "auto"` rule at this index, routed by its own executor while it
+    /// learns the task (so the answer may change).
+    Learning(usize),
     /// The CPU executor of the `executor = "auto"` rule at this index.
     AutoCpu(usize),
     /// The blocking route of the `executor = "auto"` rule at this index.
@@ -219,7 +222,7 @@ impl PolicyConfig {
                     match self.learner.placement(meta.name()) {
                         Some((Class::Cpu, _)) => RoutePos::AutoCpu(i),
                         Some((Class::Io, true)) => RoutePos::AutoBlocking(i),
-                        _ => RoutePos::Rule(i),
+                        _ => RoutePos::Learning(i),
                     }
                 } else {
                     RoutePos::Rule(i)
@@ -307,7 +310,7 @@ impl Policy for PolicyConfig {
     #[inline]
     fn route(&self, meta: &TaskMeta) -> &Route {
         match self.route_pos(meta) {
-            RoutePos::Rule(i) => &self.routes[i].route.route,
+            RoutePos::Rule(i) | RoutePos::Learning(i) => &self.routes[i].route.route,
             RoutePos::AutoCpu(i) => {
                 &self.routes[i]
                     .auto_cpu

@@ -1,8 +1,10 @@
 //! One version of the routes, compiled: for each route its executor and the stack of
 //! layers in front of it. `execute` reads it; a reload swaps it whole.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use executor_core::{Executor, Job, Policy, Route, ShutdownMode, TaskMeta};
 
@@ -25,8 +27,57 @@ pub(crate) struct CodeParts {
     pub(crate) route_layers: Vec<(String, Arc<dyn Layer>)>,
 }
 
+/// Gives each table an id of its own, for [`LastRoute`].
+static TABLE_IDS: AtomicU64 = AtomicU64::new(1);
+
+thread_local! {
+    /// Where this thread last routed a task by the policy file's rules.
+    static LAST_ROUTE: Cell<LastRoute> = const { Cell::new(LastRoute::EMPTY) };
+}
+
+/// One routing decision remembered: tasks of a program mostly repeat the same few
+/// `&'static str` names, and a hit costs two compares instead of a walk over the rules.
+/// Only untagged tasks with a static name and a rule that cannot change its answer (not
+/// an auto rule) are remembered; the table's id makes a reload (a new table) miss.
+#[derive(Clone, Copy)]
+struct LastRoute {
+    table: u64,
+    /// The name's address and length: a `&'static str` never moves or changes, so equal
+    /// address and length mean the same name (a different name at a new address only
+    /// misses).
+    name: *const u8,
+    len: usize,
+    index: usize,
+}
+
+impl LastRoute {
+    const EMPTY: LastRoute = LastRoute {
+        table: 0,
+        name: std::ptr::null(),
+        len: 0,
+        index: 0,
+    };
+
+    fn new(table: u64, name: &'static str, index: usize) -> Self {
+        LastRoute {
+            table,
+            name: name.as_ptr(),
+            len: name.len(),
+            index,
+        }
+    }
+
+    #[inline]
+    fn hit(self, table: u64, name: &'static str) -> Option<usize> {
+        (self.table == table && self.name == name.as_ptr() && self.len == name.len())
+            .then_some(self.index)
+    }
+}
+
 /// The compiled routes.
 pub(crate) struct Table {
+    /// This table's own id (see [`LastRoute`]).
+    id: u64,
     pub(crate) config: Option<Arc<PolicyConfig>>,
     /// What routes: the code policy, or the policy file.
     policy: Arc<dyn Policy>,
@@ -77,12 +128,26 @@ impl Table {
     #[inline]
     pub(crate) fn select(&self, meta: &TaskMeta) -> Result<&Compiled, &str> {
         if let (Some(at), Some(config)) = (&self.file_positions, &self.config) {
-            let index = match config.route_pos(meta) {
-                RoutePos::Rule(i) => i,
-                RoutePos::AutoCpu(i) => at.auto_cpu[i],
-                RoutePos::AutoBlocking(i) => at.auto_blocking[i],
-                RoutePos::Defaults => at.defaults,
+            // A task named by a `&'static str`, with no tags, that this thread routed
+            // last through this table goes where it went then, without matching rules.
+            let name = meta.static_name().filter(|_| meta.is_untagged());
+            if let Some(name) = name
+                && let Some(index) = LAST_ROUTE.with(|last| last.get().hit(self.id, name))
+            {
+                return Ok(&self.routes[index]);
+            }
+            let (index, fixed) = match config.route_pos(meta) {
+                RoutePos::Rule(i) => (i, true),
+                RoutePos::Learning(i) => (i, false),
+                RoutePos::AutoCpu(i) => (at.auto_cpu[i], false),
+                RoutePos::AutoBlocking(i) => (at.auto_blocking[i], false),
+                RoutePos::Defaults => (at.defaults, true),
             };
+            if let Some(name) = name
+                && fixed
+            {
+                LAST_ROUTE.with(|last| last.set(LastRoute::new(self.id, name, index)));
+            }
             return Ok(&self.routes[index]);
         }
         let route = self.policy.route(meta);
@@ -333,6 +398,7 @@ pub(crate) fn compile(
     }
     Ok((
         Table {
+            id: TABLE_IDS.fetch_add(1, Ordering::Relaxed),
             config,
             policy,
             observer,
