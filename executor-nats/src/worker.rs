@@ -10,10 +10,10 @@ use async_nats::jetstream::{AckKind, Message as JsMessage, kv, message::PublishM
 use futures::StreamExt;
 use named_tasks::Tasks;
 use named_tasks::wire::{ErrorKind, Message, Reply, Request};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
@@ -197,7 +197,17 @@ impl Worker {
             ack_wait: b.ack_wait,
             key_limits: b.key_limits,
             killed: AtomicBool::new(false),
+            cancelled: Mutex::new(HashSet::new()),
         });
+        // Every cancel made so far is known before the first claim.
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let follower = tokio::spawn(follow_cancels(shared.clone(), ready_tx));
+        if ready_rx.await.is_err() {
+            return Err(NatsError::new(
+                "following the cancels",
+                "the server did not answer within 30 s",
+            ));
+        }
         let permits = Arc::new(Semaphore::new(b.parallel));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut loops = Vec::new();
@@ -247,6 +257,7 @@ impl Worker {
         for l in loops {
             let _ = l.await;
         }
+        follower.abort();
         if how == Stop::Drain {
             // Drain: every permit back means every running task has been acknowledged.
             let _ = permits
@@ -271,11 +282,87 @@ struct Running {
     key_limits: BTreeMap<String, usize>,
     /// Set by [`Stop::Kill`]: write nothing more.
     killed: AtomicBool,
+    /// Ids cancelled by id, from the cancels bucket ([`follow_cancels`]).
+    cancelled: Mutex<HashSet<String>>,
 }
 
 impl Running {
     fn dead(&self) -> bool {
         self.killed.load(Ordering::SeqCst)
+    }
+
+    fn is_cancelled(&self, id: &str) -> bool {
+        self.cancelled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
+    }
+}
+
+/// Keeps `shared.cancelled` up to date with the cancels bucket: one watch with history
+/// (made again, from the start, when it ends, e.g. across a server restart). `ready`
+/// fires once every cancel that existed when the watch was made is in the set (before
+/// that, the worker claims nothing); dropped unfired if the server did not answer
+/// within [`START_PATIENCE`].
+async fn follow_cancels(shared: Arc<Running>, ready: tokio::sync::oneshot::Sender<()>) {
+    let cancels = &shared.server.cancels;
+    let mut ready = Some(ready);
+    let give_up = tokio::time::Instant::now() + START_PATIENCE;
+    loop {
+        // How many cancels exist: none means the watch is current from the start.
+        let made = async {
+            let existing = cancels
+                .status()
+                .await
+                .map_err(|e| e.to_string())?
+                .info
+                .state
+                .messages;
+            let watch = cancels
+                .watch_with_history(">")
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((existing, watch))
+        }
+        .await;
+        let (existing, mut watch) = match made {
+            Ok(m) => m,
+            Err(e) => {
+                if ready.is_some() && tokio::time::Instant::now() >= give_up {
+                    return; // `ready` dropped: the worker does not start
+                }
+                tracing::warn!("nats worker: following the cancels: {e}; trying again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        if existing == 0
+            && let Some(r) = ready.take()
+        {
+            let _ = r.send(());
+        }
+        while let Some(entry) = watch.next().await {
+            match entry {
+                Ok(entry) => {
+                    if entry.operation == kv::Operation::Put {
+                        shared
+                            .cancelled
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(entry.key);
+                    }
+                    if (entry.seen_current || entry.delta == 0)
+                        && let Some(r) = ready.take()
+                    {
+                        let _ = r.send(());
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("nats worker: following the cancels: {e}");
+                    break;
+                }
+            }
+        }
     }
 }
 
@@ -415,8 +502,21 @@ async fn handle(shared: &Running, msg: JsMessage) {
             .and_then(|a| a.parse().ok())
             .unwrap_or(1000),
     );
-    if matches!(kv.get(names::result_key(&id)).await, Ok(Some(_))) {
-        // Finished already (a worker died between its result and its ack).
+    if shared.is_cancelled(&id) {
+        // Cancelled by id: its result is "cancelled" unless it ended first (written here
+        // too, in case the canceller died between its mark and its result).
+        if put_result(kv, &id, &crate::stored::cancelled(&id)).await {
+            shared.counts.skipped.fetch_add(1, Ordering::Relaxed);
+            let _ = msg.ack().await;
+        }
+        return;
+    }
+    // Only a redelivery (or an idempotency key's task, which may have ended under an
+    // earlier message) can find its result stored: a worker died between its result and
+    // its ack. A first delivery of a fresh id has no result but a cancel's, known above.
+    if (delivered > 1 || names::is_keyed(&id))
+        && matches!(kv.get(names::result_key(&id)).await, Ok(Some(_)))
+    {
         shared.counts.skipped.fetch_add(1, Ordering::Relaxed);
         let _ = msg.ack().await;
         return;
