@@ -43,6 +43,7 @@ mod local;
 mod names;
 #[cfg(feature = "supervisor")]
 mod registry;
+mod runners;
 mod server;
 mod stored;
 mod worker;

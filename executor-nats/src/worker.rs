@@ -3,6 +3,7 @@
 
 use crate::NatsError;
 use crate::names::{self, Names};
+use crate::runners::{NUDGE_AFTER, Runners};
 use crate::server::Server;
 use crate::stored::{Ended, Stored};
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
@@ -42,7 +43,7 @@ impl WorkerBuilder {
         self
     }
 
-    /// Tasks this worker runs at once (default 4), each on a blocking thread.
+    /// Tasks this worker runs at once (default 4), each on a thread of its pool.
     pub fn parallel(mut self, n: usize) -> Self {
         self.parallel = n.max(1);
         self
@@ -181,7 +182,7 @@ impl Worker {
     pub fn run_with(self, stop: impl Future<Output = Stop>) -> Result<WorkerReport, NatsError> {
         let rt = crate::server::runtime("nats-worker")?;
         let out = rt.block_on(self.serve(stop));
-        // A killed worker's tasks may still run on blocking threads: do not wait for them.
+        // A killed worker's tasks may still run on its threads: do not wait for them.
         rt.shutdown_background();
         out
     }
@@ -198,6 +199,7 @@ impl Worker {
             key_limits: b.key_limits,
             killed: AtomicBool::new(false),
             cancelled: Mutex::new(HashSet::new()),
+            runners: Runners::new("nats-task", b.parallel),
         });
         // Every cancel made so far is known before the first claim.
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
@@ -284,6 +286,8 @@ struct Running {
     killed: AtomicBool,
     /// Ids cancelled by id, from the cancels bucket ([`follow_cancels`]).
     cancelled: Mutex<HashSet<String>>,
+    /// The threads tasks run on.
+    runners: Runners,
 }
 
 impl Running {
@@ -661,7 +665,7 @@ async fn finish_dead(
     dead_letter(shared, msg, id, name, failures, why).await;
 }
 
-/// Runs the request on a blocking thread, extending the lease (and the task's place
+/// Runs the request on a runner thread, extending the lease (and the task's place
 /// under a per-key limit) every third of it.
 async fn run_with_lease(
     shared: &Running,
@@ -672,17 +676,26 @@ async fn run_with_lease(
 ) -> Reply {
     let tasks = shared.tasks.clone();
     let id = request.id;
-    let mut run = tokio::task::spawn_blocking(move || tasks.handle(&request));
+    let mut run = shared.runners.run(move || tasks.handle(&request));
     let mut tick = tokio::time::interval((shared.ack_wait / 3).max(Duration::from_millis(10)));
     tick.tick().await;
+    // Not done soon: its thread may be stuck behind a long task; wake another for the
+    // queue.
+    let nudge = tokio::time::sleep(NUDGE_AFTER);
+    tokio::pin!(nudge);
+    let mut nudged = false;
     loop {
         tokio::select! {
             out = &mut run => {
-                return out.unwrap_or_else(|e| Reply::Err {
+                return out.unwrap_or_else(|_| Reply::Err {
                     id,
                     kind: ErrorKind::Panicked,
-                    message: format!("the worker's thread: {e}"),
+                    message: "the worker's thread panicked".into(),
                 });
+            }
+            _ = &mut nudge, if !nudged => {
+                nudged = true;
+                shared.runners.nudge();
             }
             _ = tick.tick() => {
                 if shared.dead() {
