@@ -320,16 +320,18 @@ impl Shared {
             headers.insert(names::KEY, key.as_str());
         }
         let payload = named_tasks::wire::Message::Request(request).encode();
+        let mut message = PublishMessage::build()
+            .payload(payload.into())
+            .headers(headers);
+        if names::is_keyed(id) {
+            // De-duplication by id is for idempotency keys: a fresh id is sent once (and
+            // the server's check and memory of it cost as much as a fifth of a job).
+            message = message.message_id(id);
+        }
         let sent = async {
             server
                 .js
-                .send_publish(
-                    server.names.subject(&name),
-                    PublishMessage::build()
-                        .payload(payload.into())
-                        .headers(headers)
-                        .message_id(id),
-                )
+                .send_publish(server.names.subject(&name), message)
                 .await
                 .map_err(|e| format!("publishing {id}: {e}"))?
                 .await

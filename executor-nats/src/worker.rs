@@ -371,7 +371,8 @@ async fn follow_cancels(shared: Arc<Running>, ready: tokio::sync::oneshot::Sende
 }
 
 /// Claims one consumer's messages while permits allow, until told to stop: as many as
-/// there are free permits (up to `batch`) in one fetch that does not wait; when that
+/// there are free permits (up to `batch`, and once at least an eighth of them are
+/// free) in one fetch that does not wait; when that
 /// finds nothing, one fetch that waits up to a second for the next message, holding one
 /// permit, so an idle worker sends one request a second per task name.
 async fn claim(
@@ -382,12 +383,20 @@ async fn claim(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut idle = false;
+    // A fetch costs the server about as much as several messages: unless idle, wait
+    // for a few free slots (an eighth of them) before asking.
+    let least = u32::try_from((batch / 8).max(1)).unwrap_or(1);
     loop {
-        let first = tokio::select! {
-            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        let want = if idle { 1 } else { least };
+        let mut first = tokio::select! {
+            p = permits.clone().acquire_many_owned(want) => match p { Ok(p) => p, Err(_) => return },
             _ = stop.wait_for(|s| *s) => return,
         };
-        let mut held = vec![first];
+        let mut held = Vec::with_capacity(batch);
+        while first.num_permits() > 1 {
+            held.push(first.split(1).expect("more than one permit"));
+        }
+        held.push(first);
         if !idle {
             while held.len() < batch {
                 match permits.clone().try_acquire_owned() {
@@ -677,13 +686,13 @@ async fn run_with_lease(
     let tasks = shared.tasks.clone();
     let id = request.id;
     let mut run = shared.runners.run(move || tasks.handle(&request));
-    let mut tick = tokio::time::interval((shared.ack_wait / 3).max(Duration::from_millis(10)));
-    tick.tick().await;
-    // Not done soon: its thread may be stuck behind a long task; wake another for the
-    // queue.
-    let nudge = tokio::time::sleep(NUDGE_AFTER);
-    tokio::pin!(nudge);
+    let every = (shared.ack_wait / 3).max(Duration::from_millis(10));
+    // One timer: first the nudge (not done soon, its thread may be stuck behind a long
+    // task: wake another for the queue), then the lease's renewals.
+    let tick = tokio::time::sleep(NUDGE_AFTER.min(every));
+    tokio::pin!(tick);
     let mut nudged = false;
+    let mut renew_at = tokio::time::Instant::now() + every;
     loop {
         tokio::select! {
             out = &mut run => {
@@ -693,11 +702,17 @@ async fn run_with_lease(
                     message: "the worker's thread panicked".into(),
                 });
             }
-            _ = &mut nudge, if !nudged => {
-                nudged = true;
-                shared.runners.nudge();
-            }
-            _ = tick.tick() => {
+            _ = &mut tick => {
+                if !nudged {
+                    nudged = true;
+                    shared.runners.nudge();
+                    tick.as_mut().reset(renew_at);
+                    if tokio::time::Instant::now() < renew_at {
+                        continue;
+                    }
+                }
+                renew_at += every;
+                tick.as_mut().reset(renew_at);
                 if shared.dead() {
                     std::future::pending::<()>().await;
                 }
