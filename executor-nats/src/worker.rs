@@ -371,8 +371,8 @@ async fn follow_cancels(shared: Arc<Running>, ready: tokio::sync::oneshot::Sende
 }
 
 /// Claims one consumer's messages while permits allow, until told to stop: as many as
-/// there are free permits (up to `batch`, and once at least an eighth of them are
-/// free) in one fetch that does not wait; when that
+/// there are free permits (up to `batch`; with fewer than an eighth of them free,
+/// after [`GATHER`]) in one fetch that does not wait; when that
 /// finds nothing, one fetch that waits up to a second for the next message, holding one
 /// permit, so an idle worker sends one request a second per task name.
 async fn claim(
@@ -383,20 +383,21 @@ async fn claim(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut idle = false;
-    // A fetch costs the server about as much as several messages: unless idle, wait
-    // for a few free slots (an eighth of them) before asking.
-    let least = u32::try_from((batch / 8).max(1)).unwrap_or(1);
+    // A fetch costs the server about as much as several messages: unless idle, with
+    // fewer than an eighth of the slots free, give running tasks a moment to free more.
+    let least = (batch / 8).max(1);
     loop {
-        let want = if idle { 1 } else { least };
-        let mut first = tokio::select! {
-            p = permits.clone().acquire_many_owned(want) => match p { Ok(p) => p, Err(_) => return },
+        let first = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = stop.wait_for(|s| *s) => return,
         };
-        let mut held = Vec::with_capacity(batch);
-        while first.num_permits() > 1 {
-            held.push(first.split(1).expect("more than one permit"));
+        if !idle && permits.available_permits() + 1 < least {
+            tokio::select! {
+                _ = tokio::time::sleep(GATHER) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
         }
-        held.push(first);
+        let mut held = vec![first];
         if !idle {
             while held.len() < batch {
                 match permits.clone().try_acquire_owned() {
@@ -470,6 +471,9 @@ async fn claim(
         idle = got == 0;
     }
 }
+
+/// How long a worker with few free slots waits for more before it fetches.
+const GATHER: Duration = Duration::from_millis(1);
 
 /// How long a starting worker keeps trying to set up its consumers.
 const START_PATIENCE: Duration = Duration::from_secs(30);
