@@ -13,7 +13,7 @@ use executor_core::{
     Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, SubmitError, TaskError,
 };
 use futures::StreamExt;
-use named_tasks::wire::{ErrorKind, Reply, Request};
+use named_tasks::wire::{Reply, Request};
 use named_tasks::{Args, Call, CallError, Codec, Output, Remote, Task};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -320,16 +320,18 @@ impl Shared {
             headers.insert(names::KEY, key.as_str());
         }
         let payload = named_tasks::wire::Message::Request(request).encode();
+        let mut message = PublishMessage::build()
+            .payload(payload.into())
+            .headers(headers);
+        if names::is_keyed(id) {
+            // De-duplication by id is for idempotency keys: a fresh id is sent once (and
+            // the server's check and memory of it cost as much as a fifth of a job).
+            message = message.message_id(id);
+        }
         let sent = async {
             server
                 .js
-                .send_publish(
-                    server.names.subject(&name),
-                    PublishMessage::build()
-                        .payload(payload.into())
-                        .headers(headers)
-                        .message_id(id),
-                )
+                .send_publish(server.names.subject(&name), message)
                 .await
                 .map_err(|e| format!("publishing {id}: {e}"))?
                 .await
@@ -347,7 +349,7 @@ impl Shared {
         let out = tokio::select! {
             got = &mut rx => got.map_err(|_| lost(format!("the watch on the result of {id} ended"))),
             _ = token.cancelled() => {
-                let _ = cancel(&server.kv, id).await;
+                let _ = cancel(server, id).await;
                 Err(lost(format!("cancelled; task {id} is marked cancelled")))
             }
             _ = closed(&mut closing) => Err(lost(format!(
@@ -516,13 +518,14 @@ impl NatsExecutor {
     }
 
     /// Cancels task `id` unless it already ended: true if this cancelled it. A worker
-    /// does not start a cancelled task; one that runs it now runs to its end, and its
+    /// does not start a cancelled task; one that runs it now (or claimed it a moment
+    /// before its watch of the cancels brought this one) runs to its end, and its
     /// outcome is dropped.
     pub fn cancel(&self, id: &str) -> Result<bool, NatsError> {
-        let kv = self.shared.server.kv.clone();
+        let server = self.shared.server.clone();
         let id2 = id.to_owned();
         self.shared
-            .block_on(async move { cancel(&kv, &id2).await })
+            .block_on(async move { cancel(&server, &id2).await })
             .map_err(|e| NatsError::new(format!("cancelling {id}"), e))
     }
 
@@ -622,23 +625,25 @@ impl NatsExecutor {
 
 type Published = std::sync::mpsc::Sender<Result<(), String>>;
 
-async fn cancel(kv: &kv::Store, id: &str) -> Result<bool, kv::CreateError> {
-    let stored = Stored {
-        ended: Ended::Cancelled,
-        attempts: 0,
-        reply: Reply::Err {
-            id: 0,
-            kind: ErrorKind::Failed,
-            message: format!("task {id} was cancelled by id"),
-        },
-    };
-    match kv
+/// Marks `id` cancelled where the workers follow cancels, then writes its "cancelled"
+/// result create-if-absent: true if that result is the task's (it had not ended). The
+/// mark comes first so that a result never says "cancelled" while the workers would
+/// still run the task; a worker that finds the mark without the result (this process
+/// died in between) writes the result itself.
+async fn cancel(
+    server: &Server,
+    id: &str,
+) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
+    server.cancels.put(id, bytes::Bytes::new()).await?;
+    let stored = crate::stored::cancelled(id);
+    match server
+        .kv
         .create(names::result_key(id), stored.encode().into())
         .await
     {
         Ok(_) => Ok(true),
         Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }
 

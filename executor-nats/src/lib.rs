@@ -18,9 +18,9 @@
 //! | lease | the consumer's `AckWait`; a running task sends in-progress acks (`+WPI`) every third of it, so a long task keeps its lease; a killed worker's tasks come back after it |
 //! | attempts, backoff | the submitter puts the route's attempts and first delay in headers; a failed attempt is counted in the bucket (`a.ID`) and NAKed with a delay that doubles per attempt |
 //! | dead letters | after the last failed attempt (or past `2 × attempts + 2` deliveries: a task that keeps killing its workers) the request goes to `PREFIX_dead` on `PREFIX.dead.NAME` with the last error in a header, and the error becomes the result |
-//! | idempotency | [`NatsExecutor::enqueue`] with an idempotency key makes the task id from the key (other calls get fresh ids); the id is the message's `Nats-Msg-Id`, so enqueueing the same key twice within ten minutes is one message, and later it finds the stored result without sending anything |
+//! | idempotency | [`NatsExecutor::enqueue`] with an idempotency key makes the task id from the key (other calls get fresh ids, sent once); that id is the message's `Nats-Msg-Id`, so enqueueing the same key twice within ten minutes is one message, and later it finds the stored result without sending anything |
 //! | results | bucket `PREFIX_results`, key `r.ID`, written create-if-absent before the ack: a redelivered task whose result exists is acked without running, so nothing completes twice; readable by id after a restart ([`NatsExecutor::result`]) |
-//! | cancel by id | a "cancelled" result written create-if-absent ([`NatsExecutor::cancel`]; a cancelled handle writes it too): it wins unless the task already ended, and a worker skips a task whose result exists |
+//! | cancel by id | the id is marked in bucket `PREFIX_cancels`, then a "cancelled" result is written create-if-absent ([`NatsExecutor::cancel`]; a cancelled handle does the same): it wins unless the task already ended. Every worker follows the marks with one watch (loaded before its first claim) and skips a marked task, writing its "cancelled" result if the canceller died before it did; a worker that claimed the task a moment before the mark reached it runs it, and its outcome is dropped. A first delivery is not checked against the results bucket (only redeliveries and idempotency keys' tasks are) |
 //! | concurrency per task name across all workers | the consumer's `max_ack_pending` ([`WorkerBuilder::limit`]) |
 //! | concurrency per key across all workers | the call's key (`Task::call_keyed`) travels in a header; the key's holders are a list in the bucket (`l.NAME.KEY`) changed by compare-and-set, each place expiring a lease after its last renewal ([`WorkerBuilder::key_limit`]) |
 //! | drain | [`Worker::run_until_signal`]: on SIGTERM or SIGINT stop claiming, finish and ack what runs, exit |
@@ -43,6 +43,7 @@ mod local;
 mod names;
 #[cfg(feature = "supervisor")]
 mod registry;
+mod runners;
 mod server;
 mod stored;
 mod worker;

@@ -73,6 +73,11 @@ impl Names {
         format!("{}_results", self.prefix)
     }
 
+    /// The key-value bucket of ids cancelled by id, which every worker follows.
+    pub(crate) fn cancel_bucket(&self) -> String {
+        format!("{}_cancels", self.prefix)
+    }
+
     /// The durable pull consumer every worker shares for the task called `name`.
     pub(crate) fn consumer(&self, name: &str) -> String {
         let name: String = name

@@ -1,5 +1,6 @@
-//! Connecting to NATS and making sure the stream, the dead-letter stream and the results
-//! bucket exist (whoever comes first creates them; the configs are the same everywhere).
+//! Connecting to NATS and making sure the stream, the dead-letter stream, the results
+//! bucket and the cancels bucket exist (whoever comes first creates them; the configs are
+//! the same everywhere).
 
 use crate::NatsError;
 use crate::names::Names;
@@ -16,6 +17,8 @@ pub(crate) const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
 pub(crate) struct Server {
     pub(crate) js: jetstream::Context,
     pub(crate) kv: kv::Store,
+    /// Ids cancelled by id (key = id), which every worker follows with one watch.
+    pub(crate) cancels: kv::Store,
     pub(crate) tasks: stream::Stream,
     pub(crate) names: Names,
 }
@@ -52,35 +55,40 @@ impl Server {
         })
         .await
         .map_err(|e| NatsError::new(format!("creating stream {}", names.dead_stream()), e))?;
-        // The bucket's stream, made by hand: `create_key_value` first asks for the
-        // account's info, whose 2.9 form this client does not parse. Same settings as
-        // the client's own (history 1, rollups, direct get, discard new).
-        let bucket = names.bucket();
-        js.get_or_create_stream(stream::Config {
-            name: format!("KV_{bucket}"),
-            subjects: vec![format!("$KV.{bucket}.>")],
-            max_messages_per_subject: 1,
-            storage: stream::StorageType::File,
-            allow_rollup: true,
-            deny_delete: true,
-            allow_direct: true,
-            discard: stream::DiscardPolicy::New,
-            num_replicas: 1,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| NatsError::new(format!("creating bucket {bucket}"), e))?;
-        let kv = js
-            .get_key_value(&bucket)
-            .await
-            .map_err(|e| NatsError::new(format!("opening bucket {bucket}"), e))?;
+        let kv = bucket(&js, &names.bucket()).await?;
+        let cancels = bucket(&js, &names.cancel_bucket()).await?;
         Ok(Self {
             js,
             kv,
+            cancels,
             tasks,
             names,
         })
     }
+}
+
+/// Creates (if missing) and opens the key-value bucket `name`. Its stream is made by
+/// hand: `create_key_value` first asks for the account's info, whose 2.9 form this client
+/// does not parse. Same settings as the client's own (history 1, rollups, direct get,
+/// discard new).
+async fn bucket(js: &jetstream::Context, name: &str) -> Result<kv::Store, NatsError> {
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{name}"),
+        subjects: vec![format!("$KV.{name}.>")],
+        max_messages_per_subject: 1,
+        storage: stream::StorageType::File,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        num_replicas: 1,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| NatsError::new(format!("creating bucket {name}"), e))?;
+    js.get_key_value(name)
+        .await
+        .map_err(|e| NatsError::new(format!("opening bucket {name}"), e))
 }
 
 /// A current-thread tokio runtime on a thread of its own, named `name`, that runs until

@@ -62,6 +62,19 @@ impl Stored {
     }
 }
 
+/// The result a task cancelled by id gets.
+pub(crate) fn cancelled(id: &str) -> Stored {
+    Stored {
+        ended: Ended::Cancelled,
+        attempts: 0,
+        reply: Reply::Err {
+            id: 0,
+            kind: named_tasks::wire::ErrorKind::Failed,
+            message: format!("task {id} was cancelled by id"),
+        },
+    }
+}
+
 /// A dead-lettered task, from the dead-letter stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeadLetter {

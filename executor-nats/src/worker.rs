@@ -3,6 +3,7 @@
 
 use crate::NatsError;
 use crate::names::{self, Names};
+use crate::runners::{NUDGE_AFTER, Runners};
 use crate::server::Server;
 use crate::stored::{Ended, Stored};
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
@@ -10,10 +11,10 @@ use async_nats::jetstream::{AckKind, Message as JsMessage, kv, message::PublishM
 use futures::StreamExt;
 use named_tasks::Tasks;
 use named_tasks::wire::{ErrorKind, Message, Reply, Request};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
@@ -42,7 +43,7 @@ impl WorkerBuilder {
         self
     }
 
-    /// Tasks this worker runs at once (default 4), each on a blocking thread.
+    /// Tasks this worker runs at once (default 4), each on a thread of its pool.
     pub fn parallel(mut self, n: usize) -> Self {
         self.parallel = n.max(1);
         self
@@ -181,7 +182,7 @@ impl Worker {
     pub fn run_with(self, stop: impl Future<Output = Stop>) -> Result<WorkerReport, NatsError> {
         let rt = crate::server::runtime("nats-worker")?;
         let out = rt.block_on(self.serve(stop));
-        // A killed worker's tasks may still run on blocking threads: do not wait for them.
+        // A killed worker's tasks may still run on its threads: do not wait for them.
         rt.shutdown_background();
         out
     }
@@ -197,7 +198,18 @@ impl Worker {
             ack_wait: b.ack_wait,
             key_limits: b.key_limits,
             killed: AtomicBool::new(false),
+            cancelled: Mutex::new(HashSet::new()),
+            runners: Runners::new("nats-task", b.parallel),
         });
+        // Every cancel made so far is known before the first claim.
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let follower = tokio::spawn(follow_cancels(shared.clone(), ready_tx));
+        if ready_rx.await.is_err() {
+            return Err(NatsError::new(
+                "following the cancels",
+                "the server did not answer within 30 s",
+            ));
+        }
         let permits = Arc::new(Semaphore::new(b.parallel));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut loops = Vec::new();
@@ -247,6 +259,7 @@ impl Worker {
         for l in loops {
             let _ = l.await;
         }
+        follower.abort();
         if how == Stop::Drain {
             // Drain: every permit back means every running task has been acknowledged.
             let _ = permits
@@ -271,16 +284,95 @@ struct Running {
     key_limits: BTreeMap<String, usize>,
     /// Set by [`Stop::Kill`]: write nothing more.
     killed: AtomicBool,
+    /// Ids cancelled by id, from the cancels bucket ([`follow_cancels`]).
+    cancelled: Mutex<HashSet<String>>,
+    /// The threads tasks run on.
+    runners: Runners,
 }
 
 impl Running {
     fn dead(&self) -> bool {
         self.killed.load(Ordering::SeqCst)
     }
+
+    fn is_cancelled(&self, id: &str) -> bool {
+        self.cancelled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id)
+    }
+}
+
+/// Keeps `shared.cancelled` up to date with the cancels bucket: one watch with history
+/// (made again, from the start, when it ends, e.g. across a server restart). `ready`
+/// fires once every cancel that existed when the watch was made is in the set (before
+/// that, the worker claims nothing); dropped unfired if the server did not answer
+/// within [`START_PATIENCE`].
+async fn follow_cancels(shared: Arc<Running>, ready: tokio::sync::oneshot::Sender<()>) {
+    let cancels = &shared.server.cancels;
+    let mut ready = Some(ready);
+    let give_up = tokio::time::Instant::now() + START_PATIENCE;
+    loop {
+        // How many cancels exist: none means the watch is current from the start.
+        let made = async {
+            let existing = cancels
+                .status()
+                .await
+                .map_err(|e| e.to_string())?
+                .info
+                .state
+                .messages;
+            let watch = cancels
+                .watch_with_history(">")
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((existing, watch))
+        }
+        .await;
+        let (existing, mut watch) = match made {
+            Ok(m) => m,
+            Err(e) => {
+                if ready.is_some() && tokio::time::Instant::now() >= give_up {
+                    return; // `ready` dropped: the worker does not start
+                }
+                tracing::warn!("nats worker: following the cancels: {e}; trying again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        if existing == 0
+            && let Some(r) = ready.take()
+        {
+            let _ = r.send(());
+        }
+        while let Some(entry) = watch.next().await {
+            match entry {
+                Ok(entry) => {
+                    if entry.operation == kv::Operation::Put {
+                        shared
+                            .cancelled
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(entry.key);
+                    }
+                    if (entry.seen_current || entry.delta == 0)
+                        && let Some(r) = ready.take()
+                    {
+                        let _ = r.send(());
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("nats worker: following the cancels: {e}");
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// Claims one consumer's messages while permits allow, until told to stop: as many as
-/// there are free permits (up to `batch`) in one fetch that does not wait; when that
+/// there are free permits (up to `batch`; with fewer than an eighth of them free,
+/// after [`GATHER`]) in one fetch that does not wait; when that
 /// finds nothing, one fetch that waits up to a second for the next message, holding one
 /// permit, so an idle worker sends one request a second per task name.
 async fn claim(
@@ -291,11 +383,20 @@ async fn claim(
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut idle = false;
+    // A fetch costs the server about as much as several messages: unless idle, with
+    // fewer than an eighth of the slots free, give running tasks a moment to free more.
+    let least = (batch / 8).max(1);
     loop {
         let first = tokio::select! {
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = stop.wait_for(|s| *s) => return,
         };
+        if !idle && permits.available_permits() + 1 < least {
+            tokio::select! {
+                _ = tokio::time::sleep(GATHER) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
         let mut held = vec![first];
         if !idle {
             while held.len() < batch {
@@ -371,6 +472,9 @@ async fn claim(
     }
 }
 
+/// How long a worker with few free slots waits for more before it fetches.
+const GATHER: Duration = Duration::from_millis(1);
+
 /// How long a starting worker keeps trying to set up its consumers.
 const START_PATIENCE: Duration = Duration::from_secs(30);
 
@@ -415,8 +519,21 @@ async fn handle(shared: &Running, msg: JsMessage) {
             .and_then(|a| a.parse().ok())
             .unwrap_or(1000),
     );
-    if matches!(kv.get(names::result_key(&id)).await, Ok(Some(_))) {
-        // Finished already (a worker died between its result and its ack).
+    if shared.is_cancelled(&id) {
+        // Cancelled by id: its result is "cancelled" unless it ended first (written here
+        // too, in case the canceller died between its mark and its result).
+        if put_result(kv, &id, &crate::stored::cancelled(&id)).await {
+            shared.counts.skipped.fetch_add(1, Ordering::Relaxed);
+            let _ = msg.ack().await;
+        }
+        return;
+    }
+    // Only a redelivery (or an idempotency key's task, which may have ended under an
+    // earlier message) can find its result stored: a worker died between its result and
+    // its ack. A first delivery of a fresh id has no result but a cancel's, known above.
+    if (delivered > 1 || names::is_keyed(&id))
+        && matches!(kv.get(names::result_key(&id)).await, Ok(Some(_)))
+    {
         shared.counts.skipped.fetch_add(1, Ordering::Relaxed);
         let _ = msg.ack().await;
         return;
@@ -561,7 +678,7 @@ async fn finish_dead(
     dead_letter(shared, msg, id, name, failures, why).await;
 }
 
-/// Runs the request on a blocking thread, extending the lease (and the task's place
+/// Runs the request on a runner thread, extending the lease (and the task's place
 /// under a per-key limit) every third of it.
 async fn run_with_lease(
     shared: &Running,
@@ -572,19 +689,34 @@ async fn run_with_lease(
 ) -> Reply {
     let tasks = shared.tasks.clone();
     let id = request.id;
-    let mut run = tokio::task::spawn_blocking(move || tasks.handle(&request));
-    let mut tick = tokio::time::interval((shared.ack_wait / 3).max(Duration::from_millis(10)));
-    tick.tick().await;
+    let mut run = shared.runners.run(move || tasks.handle(&request));
+    let every = (shared.ack_wait / 3).max(Duration::from_millis(10));
+    // One timer: first the nudge (not done soon, its thread may be stuck behind a long
+    // task: wake another for the queue), then the lease's renewals.
+    let tick = tokio::time::sleep(NUDGE_AFTER.min(every));
+    tokio::pin!(tick);
+    let mut nudged = false;
+    let mut renew_at = tokio::time::Instant::now() + every;
     loop {
         tokio::select! {
             out = &mut run => {
-                return out.unwrap_or_else(|e| Reply::Err {
+                return out.unwrap_or_else(|_| Reply::Err {
                     id,
                     kind: ErrorKind::Panicked,
-                    message: format!("the worker's thread: {e}"),
+                    message: "the worker's thread panicked".into(),
                 });
             }
-            _ = tick.tick() => {
+            _ = &mut tick => {
+                if !nudged {
+                    nudged = true;
+                    shared.runners.nudge();
+                    tick.as_mut().reset(renew_at);
+                    if tokio::time::Instant::now() < renew_at {
+                        continue;
+                    }
+                }
+                renew_at += every;
+                tick.as_mut().reset(renew_at);
                 if shared.dead() {
                     std::future::pending::<()>().await;
                 }
