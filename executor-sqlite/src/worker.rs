@@ -2,8 +2,8 @@
 //! with [`Tasks`], and records their ends in group commits, renewing its leases.
 
 use crate::backend::kind_name;
-use crate::store::{Claimed, Durability, Outcome, Store};
-use crossbeam_channel::RecvTimeoutError;
+use crate::hub::{Ended, Hub};
+use crate::store::{ClaimSpec, Claimed, Durability, Outcome, Store, Stored, now_ms};
 use durable_testing::WorkerControl;
 use executor_core::BoxError;
 use named_tasks::wire::{ErrorKind, Reply, Request};
@@ -52,6 +52,39 @@ fn run_one(tasks: &Tasks, c: &Claimed) -> Outcome {
     }
 }
 
+/// The longest an idle worker waits before it looks at the queue again (polling backs
+/// off to this while it finds nothing; stores of this process wake it at once).
+pub(crate) const MAX_IDLE_POLL: Duration = Duration::from_millis(50);
+
+/// What the worker's own commits tell this process's executors: the ends it recorded.
+fn ends(done: &[(Claimed, Outcome)], recorded: &[bool]) -> Vec<Ended> {
+    done.iter()
+        .zip(recorded)
+        .filter(|(_, r)| **r)
+        .filter_map(|((c, outcome), _)| match outcome {
+            Outcome::Succeeded(value) => Some(Ended {
+                id: c.id,
+                state: Stored::Succeeded,
+                result: Some(value.clone()),
+                last_error: None,
+                last_kind: None,
+            }),
+            Outcome::Failed {
+                error,
+                kind,
+                permanent,
+            } if *permanent || c.attempt >= c.max_attempts => Some(Ended {
+                id: c.id,
+                state: Stored::Dead,
+                result: None,
+                last_error: Some(error.clone()),
+                last_kind: Some((*kind).to_owned()),
+            }),
+            Outcome::Failed { .. } => None,
+        })
+        .collect()
+}
+
 pub(crate) fn run(
     path: &Path,
     durability: Durability,
@@ -60,6 +93,8 @@ pub(crate) fn run(
     control: &WorkerControl,
 ) -> Result<(), BoxError> {
     let mut store = Store::open(path, durability)?;
+    let hub = Hub::of(path);
+    let doorbell = hub.doorbell();
     let owner = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
     let names = serde_json::to_string(&tasks.names().collect::<Vec<_>>())?;
     let tasks = Arc::new(tasks);
@@ -79,64 +114,117 @@ pub(crate) fn run(
             })?;
     }
     drop(out_tx);
+    let poll = s.poll.max(Duration::from_micros(100));
     let mut flights: HashMap<(i64, u32), Claimed> = HashMap::new();
     let mut ended: Vec<(Claimed, Outcome)> = Vec::new();
     let mut last_renew = Instant::now();
     let mut last_reap = Instant::now() - s.lease;
     let mut drain_deadline: Option<Instant> = None;
+    // Whether there may be runnable tasks: at start, after a doorbell, after a full claim.
+    let mut hint = true;
+    // The next look at the queue when nothing rings (backs off while it finds nothing).
+    let mut idle = poll;
+    let mut next_look = Instant::now();
     loop {
         // A killed worker writes nothing more; its slot threads end after their task.
         if control.is_killed() {
             return Ok(());
         }
         ended.extend(out_rx.try_iter());
-        if !ended.is_empty() {
-            for (c, _) in &ended {
-                flights.remove(&(c.id, c.attempt));
+        for (c, _) in &ended {
+            flights.remove(&(c.id, c.attempt));
+        }
+        let stopping = control.is_stopping();
+        let free = s.slots.saturating_sub(flights.len());
+        let now = Instant::now();
+        let mut claim = !stopping && free > 0 && (hint || now >= next_look);
+        if claim && !hint && ended.is_empty() {
+            // A poll, not a ring: look before taking the write lock.
+            claim = store.ready(&names)?;
+            if !claim {
+                idle = (idle * 2).min(MAX_IDLE_POLL);
+                next_look = now + idle;
             }
-            store.finish(&owner, &ended)?;
+        }
+        if !ended.is_empty() || claim {
+            let spec = claim.then_some(ClaimSpec {
+                names: &names,
+                n: free,
+                lease: s.lease,
+            });
+            let round = {
+                let _turn = hub.writing();
+                store.round(&owner, &ended, spec)?
+            };
+            hub.ended(ends(&ended, &round.recorded));
             ended.clear();
+            if let Some(at) = round.next_retry {
+                let wait = Duration::from_millis((at - now_ms()).max(0) as u64);
+                next_look = next_look.min(Instant::now() + wait);
+            }
+            if claim {
+                let got = round.claimed.len();
+                // A full claim: more may wait. Anything claimed: poll eagerly again.
+                hint = got == free;
+                if got > 0 {
+                    idle = poll;
+                    next_look = Instant::now() + idle;
+                } else {
+                    idle = (idle * 2).min(MAX_IDLE_POLL);
+                    next_look = Instant::now() + idle;
+                }
+                for c in round.claimed {
+                    flights.insert((c.id, c.attempt), c.clone());
+                    job_tx
+                        .send(c)
+                        .map_err(|_| "the worker's slot threads are gone")?;
+                }
+            }
         }
         if last_renew.elapsed() >= s.lease / 3 {
+            let _turn = hub.writing();
             store.renew(&owner, s.lease)?;
             last_renew = Instant::now();
         }
-        if control.is_stopping() {
+        if stopping {
             let deadline = *drain_deadline.get_or_insert_with(|| Instant::now() + DRAIN_GRACE);
             if flights.is_empty() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
                 let left: Vec<Claimed> = flights.drain().map(|(_, c)| c).collect();
+                let _turn = hub.writing();
                 store.release(&owner, &left)?;
                 return Ok(());
             }
-        } else {
-            if last_reap.elapsed() >= s.lease / 2 {
-                store.requeue_expired()?;
-                last_reap = Instant::now();
-            }
-            let free = s.slots.saturating_sub(flights.len());
-            if free > 0 {
-                let claimed = store.claim(&owner, &names, free, s.lease)?;
-                let full = claimed.len() == free;
-                for c in claimed {
-                    flights.insert((c.id, c.attempt), c.clone());
-                    job_tx
-                        .send(c)
-                        .map_err(|_| "the worker's slot threads are gone")?;
-                }
-                if full && !flights.is_empty() && free == s.slots {
-                    continue;
-                }
-            }
+        } else if last_reap.elapsed() >= s.lease / 2 {
+            let _turn = hub.writing();
+            store.requeue_expired()?;
+            last_reap = Instant::now();
+            hint = true;
         }
-        match out_rx.recv_timeout(s.poll.max(Duration::from_millis(1))) {
-            Ok(d) => ended.push(d),
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                return Err("the worker's slot threads are gone".into());
-            }
+        if hint && flights.len() < s.slots && !stopping {
+            continue;
+        }
+        // Wait for an end, a ring, the next look, the next renewal, or a drain's check.
+        let renew_at = last_renew + s.lease / 3;
+        let mut until = renew_at.min(next_look);
+        if stopping || flights.len() >= s.slots {
+            until = renew_at.min(Instant::now() + MAX_IDLE_POLL);
+        }
+        let timeout = until
+            .saturating_duration_since(Instant::now())
+            .min(MAX_IDLE_POLL);
+        crossbeam_channel::select! {
+            recv(out_rx) -> d => match d {
+                Ok(d) => ended.push(d),
+                Err(_) => return Err("the worker's slot threads are gone".into()),
+            },
+            recv(doorbell) -> _ => {
+                hint = true;
+                idle = poll;
+            },
+            default(timeout) => {}
         }
     }
 }

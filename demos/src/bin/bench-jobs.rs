@@ -112,12 +112,9 @@ fn bare_sqlite(path: &Path, jobs: usize) -> Result<f64> {
 }
 
 fn sqlite_backend(path: &Path, jobs: usize, window: usize) -> Result<Run> {
-    // A stored call waits for its end on a submitter thread: as many as the window,
-    // up to 256.
     let exec = SqliteExecutor::builder("sqlite")
         .path(path)
         .slots(64)
-        .submitters(window.min(256))
         .build()?;
     let control = WorkerControl::new();
     std::thread::scope(|s| {
