@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     id              INTEGER PRIMARY KEY,
     name            TEXT    NOT NULL,
     key             TEXT,
-    idem_key        TEXT    UNIQUE,
+    idem_key        TEXT,
     codec           TEXT    NOT NULL,
     payload         BLOB    NOT NULL,
     state           TEXT    NOT NULL CHECK (state IN ('queued','running','succeeded','failed','dead','cancelled')),
@@ -54,8 +54,11 @@ CREATE TABLE IF NOT EXISTS tasks (
     finished_at     INTEGER
 );
 CREATE INDEX IF NOT EXISTS tasks_ready ON tasks (run_at, id) WHERE state IN ('queued','failed');
+CREATE UNIQUE INDEX IF NOT EXISTS tasks_idem ON tasks (idem_key) WHERE idem_key IS NOT NULL;
+-- Renewals and the reaper scan this one too (running tasks are few): each index costs
+-- every claim and every end a b-tree write.
 CREATE INDEX IF NOT EXISTS tasks_running ON tasks (name, key) WHERE state = 'running';
-CREATE INDEX IF NOT EXISTS tasks_leases ON tasks (lease_until) WHERE state = 'running';
+DROP INDEX IF EXISTS tasks_leases;
 CREATE TABLE IF NOT EXISTS done (
     seq     INTEGER PRIMARY KEY,
     task_id INTEGER NOT NULL
@@ -121,6 +124,26 @@ pub(crate) struct Claimed {
     pub(crate) attempt: u32,
     pub(crate) max_attempts: u32,
     pub(crate) backoff: Duration,
+}
+
+/// The lease of one claimed attempt: what recording its end needs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Lease {
+    pub(crate) id: i64,
+    pub(crate) attempt: u32,
+    pub(crate) max_attempts: u32,
+    pub(crate) backoff: Duration,
+}
+
+impl Claimed {
+    pub(crate) fn lease(&self) -> Lease {
+        Lease {
+            id: self.id,
+            attempt: self.attempt,
+            max_attempts: self.max_attempts,
+            backoff: self.backoff,
+        }
+    }
 }
 
 /// How an attempt ended.
@@ -190,7 +213,7 @@ impl Store {
                 "INSERT INTO tasks (name, key, idem_key, codec, payload, state, max_attempts,
                                     backoff_ms, concurrency, key_concurrency, run_at, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9, ?10, ?10)
-                 ON CONFLICT (idem_key) DO NOTHING",
+                 ON CONFLICT DO NOTHING",
             )?;
             for t in ts {
                 let n = insert.execute(params![
@@ -226,7 +249,7 @@ impl Store {
     pub(crate) fn round(
         &mut self,
         owner: &str,
-        done: &[(Claimed, Outcome)],
+        done: &[(Lease, Outcome)],
         claim: Option<ClaimSpec<'_>>,
     ) -> rusqlite::Result<Round> {
         let now = now_ms();
@@ -298,7 +321,7 @@ impl Store {
     }
 
     /// Gives unfinished tasks back without counting the attempt (a drain past its grace).
-    pub(crate) fn release(&mut self, owner: &str, tasks: &[Claimed]) -> rusqlite::Result<usize> {
+    pub(crate) fn release(&mut self, owner: &str, tasks: &[(i64, u32)]) -> rusqlite::Result<usize> {
         let tx = self.immediate()?;
         let mut n = 0;
         {
@@ -307,8 +330,8 @@ impl Store {
                         attempts = MAX(attempts - 1, 0)
                  WHERE id = ?1 AND state = 'running' AND lease_owner = ?2 AND attempts = ?3",
             )?;
-            for t in tasks {
-                n += stmt.execute(params![t.id, owner, t.attempt])?;
+            for (id, attempt) in tasks {
+                n += stmt.execute(params![id, owner, attempt])?;
             }
         }
         tx.commit()?;
@@ -399,6 +422,9 @@ impl Store {
     }
 }
 
+/// How many runnable tasks a claim passes over for limits before it stops looking.
+const MAX_SKIPPED: usize = 256;
+
 /// What a round claims: up to `n` tasks among the JSON array `names`, for `lease`.
 #[derive(Clone, Copy)]
 pub(crate) struct ClaimSpec<'a> {
@@ -432,14 +458,19 @@ fn claim_in(
         "SELECT id, name, key, concurrency, key_concurrency FROM tasks
          WHERE state IN ('queued','failed') AND run_at <= ?1
            AND name IN (SELECT value FROM json_each(?2))
-         ORDER BY run_at, id LIMIT ?3",
+         ORDER BY run_at, id LIMIT ?3 OFFSET ?4",
     )?;
     type Candidate = (i64, String, Option<String>, Option<u32>, Option<u32>);
-    let rows: Vec<Candidate> = candidates
-        .query_map(params![now, c.names, (n + 64) as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
+    // Candidates come a page at a time: a page as large as what is still wanted, after
+    // the ones skipped so far (those claimed left the ready set), up to MAX_SKIPPED.
+    let mut skipped = 0usize;
+    let mut page = |want: usize, skipped: usize| -> rusqlite::Result<Vec<Candidate>> {
+        candidates
+            .query_map(params![now, c.names, want as i64, skipped as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect()
+    };
     let mut per_name: HashMap<String, u32> = HashMap::new();
     let mut per_key: HashMap<(String, String), u32> = HashMap::new();
     let mut count_name =
@@ -453,47 +484,53 @@ fn claim_in(
          WHERE id = ?4
          RETURNING name, codec, payload, attempts, max_attempts, backoff_ms",
     )?;
-    for (id, name, key, limit, key_limit) in rows {
-        if out.len() == n {
+    while out.len() < n && skipped <= MAX_SKIPPED {
+        let want = n - out.len();
+        let rows = page(want, skipped)?;
+        let last_page = rows.len() < want;
+        for (id, name, key, limit, key_limit) in rows {
+            if limit.is_some() && !per_name.contains_key(&name) {
+                let running = count_name.query_row([&name], |r| r.get(0))?;
+                per_name.insert(name.clone(), running);
+            }
+            let key_id = key.map(|k| (name.clone(), k));
+            if let (Some(_), Some(k)) = (key_limit, &key_id)
+                && !per_key.contains_key(k)
+            {
+                let running = count_key.query_row(params![k.0, k.1], |r| r.get(0))?;
+                per_key.insert(k.clone(), running);
+            }
+            let name_full = limit.is_some_and(|l| per_name[&name] >= l);
+            let key_full = match (key_limit, &key_id) {
+                (Some(l), Some(k)) => per_key[k] >= l,
+                _ => false,
+            };
+            if name_full || key_full {
+                skipped += 1;
+                continue;
+            }
+            if let Some(c) = per_name.get_mut(&name) {
+                *c += 1;
+            }
+            if let Some(c) = key_id.as_ref().and_then(|k| per_key.get_mut(k)) {
+                *c += 1;
+            }
+            let c = take.query_row(params![owner, until, now, id], |r| {
+                Ok(Claimed {
+                    id,
+                    name: r.get(0)?,
+                    codec: r.get(1)?,
+                    payload: r.get(2)?,
+                    attempt: r.get(3)?,
+                    max_attempts: r.get(4)?,
+                    backoff: Duration::from_millis(r.get::<_, i64>(5)?.max(0) as u64),
+                })
+            })?;
+            out.push(c);
+        }
+        if last_page {
             break;
         }
-        if limit.is_some() && !per_name.contains_key(&name) {
-            let running = count_name.query_row([&name], |r| r.get(0))?;
-            per_name.insert(name.clone(), running);
-        }
-        let key_id = key.map(|k| (name.clone(), k));
-        if let (Some(_), Some(k)) = (key_limit, &key_id)
-            && !per_key.contains_key(k)
-        {
-            let running = count_key.query_row(params![k.0, k.1], |r| r.get(0))?;
-            per_key.insert(k.clone(), running);
-        }
-        let name_full = limit.is_some_and(|l| per_name[&name] >= l);
-        let key_full = match (key_limit, &key_id) {
-            (Some(l), Some(k)) => per_key[k] >= l,
-            _ => false,
-        };
-        if name_full || key_full {
-            continue;
-        }
-        if let Some(c) = per_name.get_mut(&name) {
-            *c += 1;
-        }
-        if let Some(c) = key_id.as_ref().and_then(|k| per_key.get_mut(k)) {
-            *c += 1;
-        }
-        let c = take.query_row(params![owner, until, now, id], |r| {
-            Ok(Claimed {
-                id,
-                name: r.get(0)?,
-                codec: r.get(1)?,
-                payload: r.get(2)?,
-                attempt: r.get(3)?,
-                max_attempts: r.get(4)?,
-                backoff: Duration::from_millis(r.get::<_, i64>(5)?.max(0) as u64),
-            })
-        })?;
-        out.push(c);
     }
     Ok(out)
 }
@@ -504,7 +541,7 @@ fn claim_in(
 fn finish_in(
     tx: &rusqlite::Transaction<'_>,
     owner: &str,
-    done: &[(Claimed, Outcome)],
+    done: &[(Lease, Outcome)],
     now: i64,
 ) -> rusqlite::Result<(Vec<bool>, Option<i64>)> {
     let mut recorded = Vec::with_capacity(done.len());

@@ -3,14 +3,14 @@
 
 use crate::backend::kind_name;
 use crate::hub::{Ended, Hub};
-use crate::store::{ClaimSpec, Claimed, Durability, Outcome, Store, Stored, now_ms};
+use crate::store::{ClaimSpec, Claimed, Durability, Lease, Outcome, Store, Stored, now_ms};
 use durable_testing::WorkerControl;
 use executor_core::BoxError;
 use named_tasks::wire::{ErrorKind, Reply, Request};
 use named_tasks::{Codec, Tasks};
-use std::collections::HashMap;
+use std::collections::{HashSet, VecDeque};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// How a worker runs.
@@ -23,7 +23,7 @@ pub(crate) struct Settings {
 /// How long a drain waits for running tasks before it gives them back to the queue.
 const DRAIN_GRACE: Duration = Duration::from_secs(60);
 
-fn run_one(tasks: &Tasks, c: &Claimed) -> Outcome {
+fn run_one(tasks: &Tasks, c: Claimed) -> Outcome {
     let Some(codec) = Codec::from_name(&c.codec) else {
         return Outcome::Failed {
             error: format!("the worker does not know codec '{}'", c.codec),
@@ -34,9 +34,9 @@ fn run_one(tasks: &Tasks, c: &Claimed) -> Outcome {
     let req = Request {
         id: c.id as u64,
         attempt: c.attempt,
-        name: c.name.clone(),
+        name: c.name,
         codec,
-        payload: c.payload.clone(),
+        payload: c.payload,
     };
     match tasks.handle(&req) {
         Reply::Ok { payload, .. } => Outcome::Succeeded(payload),
@@ -52,20 +52,73 @@ fn run_one(tasks: &Tasks, c: &Claimed) -> Outcome {
     }
 }
 
+/// The claimed tasks waiting for a slot thread. The loop (the writer everybody waits
+/// on) wakes one sleeping slot thread per batch, and a slot thread that takes a task and
+/// sees more left wakes the next, so the loop does not pay a wake-up per task.
+#[derive(Default)]
+struct Queue {
+    /// The tasks, and whether the worker stopped.
+    state: Mutex<(VecDeque<Claimed>, bool)>,
+    more: Condvar,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, (VecDeque<Claimed>, bool)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, tasks: Vec<Claimed>) {
+        if tasks.is_empty() {
+            return;
+        }
+        self.lock().0.extend(tasks);
+        self.more.notify_one();
+    }
+
+    /// The next task, or `None` once the worker stopped and none is left.
+    fn pop(&self) -> Option<Claimed> {
+        let mut state = self.lock();
+        loop {
+            if let Some(c) = state.0.pop_front() {
+                let left = !state.0.is_empty();
+                drop(state);
+                if left {
+                    self.more.notify_one();
+                }
+                return Some(c);
+            }
+            if state.1 {
+                return None;
+            }
+            state = self.more.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Closes the queue when the worker returns.
+struct Closer(Arc<Queue>);
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.0.lock().1 = true;
+        self.0.more.notify_all();
+    }
+}
+
 /// The longest an idle worker waits before it looks at the queue again (polling backs
 /// off to this while it finds nothing; stores of this process wake it at once).
 pub(crate) const MAX_IDLE_POLL: Duration = Duration::from_millis(50);
 
 /// What the worker's own commits tell this process's executors: the ends it recorded.
-fn ends(done: &[(Claimed, Outcome)], recorded: &[bool]) -> Vec<Ended> {
-    done.iter()
+fn ends(done: &mut Vec<(Lease, Outcome)>, recorded: &[bool]) -> Vec<Ended> {
+    done.drain(..)
         .zip(recorded)
         .filter(|(_, r)| **r)
         .filter_map(|((c, outcome), _)| match outcome {
             Outcome::Succeeded(value) => Some(Ended {
                 id: c.id,
                 state: Stored::Succeeded,
-                result: Some(value.clone()),
+                result: Some(value),
                 last_error: None,
                 last_kind: None,
             }),
@@ -73,12 +126,12 @@ fn ends(done: &[(Claimed, Outcome)], recorded: &[bool]) -> Vec<Ended> {
                 error,
                 kind,
                 permanent,
-            } if *permanent || c.attempt >= c.max_attempts => Some(Ended {
+            } if permanent || c.attempt >= c.max_attempts => Some(Ended {
                 id: c.id,
                 state: Stored::Dead,
                 result: None,
-                last_error: Some(error.clone()),
-                last_kind: Some((*kind).to_owned()),
+                last_error: Some(error),
+                last_kind: Some(kind.to_owned()),
             }),
             Outcome::Failed { .. } => None,
         })
@@ -98,16 +151,19 @@ pub(crate) fn run(
     let owner = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
     let names = serde_json::to_string(&tasks.names().collect::<Vec<_>>())?;
     let tasks = Arc::new(tasks);
-    let (job_tx, job_rx) = crossbeam_channel::unbounded::<Claimed>();
-    let (out_tx, out_rx) = crossbeam_channel::unbounded::<(Claimed, Outcome)>();
+    let queue = Arc::new(Queue::default());
+    // Ends the slot threads (after the tasks already handed to them) however we return.
+    let _close = Closer(queue.clone());
+    let (out_tx, out_rx) = crossbeam_channel::unbounded::<(Lease, Outcome)>();
     for i in 0..s.slots {
-        let (tasks, job_rx, out_tx) = (tasks.clone(), job_rx.clone(), out_tx.clone());
+        let (tasks, queue, out_tx) = (tasks.clone(), queue.clone(), out_tx.clone());
         std::thread::Builder::new()
             .name(format!("sqlite-worker-{i}"))
             .spawn(move || {
-                for c in job_rx {
-                    let outcome = run_one(&tasks, &c);
-                    if out_tx.send((c, outcome)).is_err() {
+                while let Some(c) = queue.pop() {
+                    let lease = c.lease();
+                    let outcome = run_one(&tasks, c);
+                    if out_tx.send((lease, outcome)).is_err() {
                         break;
                     }
                 }
@@ -115,8 +171,8 @@ pub(crate) fn run(
     }
     drop(out_tx);
     let poll = s.poll.max(Duration::from_micros(100));
-    let mut flights: HashMap<(i64, u32), Claimed> = HashMap::new();
-    let mut ended: Vec<(Claimed, Outcome)> = Vec::new();
+    let mut flights: HashSet<(i64, u32)> = HashSet::new();
+    let mut ended: Vec<(Lease, Outcome)> = Vec::new();
     let mut last_renew = Instant::now();
     let mut last_reap = Instant::now() - s.lease;
     let mut drain_deadline: Option<Instant> = None;
@@ -156,8 +212,7 @@ pub(crate) fn run(
                 let _turn = hub.writing();
                 store.round(&owner, &ended, spec)?
             };
-            hub.ended(ends(&ended, &round.recorded));
-            ended.clear();
+            hub.ended(ends(&mut ended, &round.recorded));
             if let Some(at) = round.next_retry {
                 let wait = Duration::from_millis((at - now_ms()).max(0) as u64);
                 next_look = next_look.min(Instant::now() + wait);
@@ -173,12 +228,8 @@ pub(crate) fn run(
                     idle = (idle * 2).min(MAX_IDLE_POLL);
                     next_look = Instant::now() + idle;
                 }
-                for c in round.claimed {
-                    flights.insert((c.id, c.attempt), c.clone());
-                    job_tx
-                        .send(c)
-                        .map_err(|_| "the worker's slot threads are gone")?;
-                }
+                flights.extend(round.claimed.iter().map(|c| (c.id, c.attempt)));
+                queue.push(round.claimed);
             }
         }
         if last_renew.elapsed() >= s.lease / 3 {
@@ -192,7 +243,7 @@ pub(crate) fn run(
                 return Ok(());
             }
             if Instant::now() >= deadline {
-                let left: Vec<Claimed> = flights.drain().map(|(_, c)| c).collect();
+                let left: Vec<(i64, u32)> = flights.drain().collect();
                 let _turn = hub.writing();
                 store.release(&owner, &left)?;
                 return Ok(());
