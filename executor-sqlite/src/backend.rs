@@ -114,10 +114,10 @@ impl Builder {
         if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| err(e.into()))?;
         }
+        let hub = Hub::of(&self.path, self.durability).map_err(|e| err(e.into()))?;
         let open = || Store::open(&self.path, self.durability).map_err(|e| err(e.into()));
-        let (store, commit_store, watch_store) = (open()?, open()?, open()?);
+        let (store, watch_store) = (open()?, open()?);
         let cursor = watch_store.last_seq().map_err(|e| err(e.into()))?;
-        let hub = Hub::of(&self.path);
         let inbox = hub.sink();
         let inner = Arc::new(Inner {
             store: Mutex::new(store),
@@ -138,7 +138,7 @@ impl Builder {
         threads.push(
             std::thread::Builder::new()
                 .name(format!("{}-store", inner.b.name))
-                .spawn(move || committer.store_loop(commit_store))
+                .spawn(move || committer.store_loop())
                 .map_err(|e| err(e.into()))?,
         );
         let (poke_tx, poke_rx) = crossbeam_channel::bounded(1);
@@ -297,10 +297,7 @@ impl Inner {
 
     /// Cancels stored task `id` (unless it ended) and tells this process's executors.
     fn cancel(&self, id: i64) -> rusqlite::Result<bool> {
-        let cancelled = {
-            let _turn = self.hub.writing();
-            lock(&self.store).cancel(id)?
-        };
+        let cancelled = self.hub.store().cancel(id)?;
         if cancelled {
             self.hub.ended(vec![Ended {
                 id,
@@ -315,7 +312,7 @@ impl Inner {
 
     /// The storing thread: stores every call waiting in one transaction, then registers
     /// them as pending and rings this process's workers.
-    fn store_loop(&self, mut store: Store) {
+    fn store_loop(&self) {
         loop {
             let batch = {
                 let mut q = lock(&self.to_store);
@@ -328,19 +325,18 @@ impl Inner {
                 }
                 std::mem::take(&mut *q)
             };
-            self.store_batch(&mut store, batch);
+            self.store_batch(batch);
         }
     }
 
-    fn store_batch(&self, store: &mut Store, batch: Vec<ToStore>) {
+    fn store_batch(&self, batch: Vec<ToStore>) {
         // Pending is held across the commit, so whoever reads an end of these tasks
         // (the watcher, under the same lock) finds them registered.
         let mut pending = lock(&self.pending);
         let was_empty = pending.is_empty();
         let stored = {
             let tasks: Vec<&NewTask> = batch.iter().map(|t| &t.task).collect();
-            let _turn = self.hub.writing();
-            store.enqueue_many(&tasks)
+            self.hub.store().enqueue_many(&tasks)
         };
         let ids = match stored {
             Ok(ids) => ids,
@@ -382,7 +378,7 @@ impl Inner {
         // An idempotent repeat may name a task that ended before.
         let ended: Vec<Ended> = keyed
             .into_iter()
-            .filter_map(|id| store.get(id).ok().flatten())
+            .filter_map(|id| lock(&self.store).get(id).ok().flatten())
             .filter(|r| r.state != Stored::Pending)
             .map(Ended::from)
             .collect();

@@ -2,12 +2,15 @@
 //! canonical path, shared by this process's executors and workers on that file.
 //!
 //! Through it a worker hands the ends it records straight to the executors waiting for
-//! them, an executor that stored calls wakes the workers at once, and writers of one
-//! process take turns on a mutex instead of meeting on SQLite's busy handler (which
-//! sleeps). Other processes on the same file are still served by polling, which backs
-//! off while it finds nothing.
+//! them, and an executor that stored calls wakes the workers at once. Other processes on
+//! the same file are still served by polling, which backs off while it finds nothing.
+//!
+//! Every write of the process goes through the hub's one connection, taken in turns: a
+//! connection's page cache is dropped whenever another connection wrote, so two writers
+//! of one process alternating would each start every transaction cold; and turns on a
+//! mutex never meet SQLite's busy handler (which sleeps).
 
-use crate::store::Stored;
+use crate::store::{Durability, Store, Stored};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,10 +27,9 @@ pub(crate) struct Ended {
 }
 
 /// What one process shares about one queue file.
-#[derive(Default)]
 pub(crate) struct Hub {
-    /// Taken around every write transaction of this process on the file.
-    write: Mutex<()>,
+    /// The process's writing connection: its lock is the turn to write.
+    writer: Mutex<Store>,
     /// The executors of this process on the file: where ended tasks go.
     sinks: Mutex<Vec<Sender<Vec<Ended>>>>,
     /// The workers of this process on the file: told when tasks were stored.
@@ -41,23 +43,42 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 static HUBS: Mutex<Option<HashMap<PathBuf, Weak<Hub>>>> = Mutex::new(None);
 
 impl Hub {
-    /// The hub of the queue file at `path` (which exists: the store opened it).
-    pub(crate) fn of(path: &Path) -> Arc<Hub> {
-        let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    /// The hub of the queue file at `path`, opening (and creating) the file if this
+    /// process has no hub for it yet. `Full` durability asked by anyone holds for all.
+    pub(crate) fn of(path: &Path, durability: Durability) -> rusqlite::Result<Arc<Hub>> {
+        let mut opened = None;
+        let key = match std::fs::canonicalize(path) {
+            Ok(k) => k,
+            Err(_) => {
+                opened = Some(Store::open(path, durability)?);
+                std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+            }
+        };
         let mut hubs = lock(&HUBS);
         let hubs = hubs.get_or_insert_with(HashMap::new);
         if let Some(hub) = hubs.get(&key).and_then(Weak::upgrade) {
-            return hub;
+            if durability == Durability::Full {
+                hub.store().make_full()?;
+            }
+            return Ok(hub);
         }
         hubs.retain(|_, h| h.strong_count() > 0);
-        let hub = Arc::new(Hub::default());
+        let writer = match opened {
+            Some(s) => s,
+            None => Store::open(path, durability)?,
+        };
+        let hub = Arc::new(Hub {
+            writer: Mutex::new(writer),
+            sinks: Mutex::default(),
+            wakers: Mutex::default(),
+        });
         hubs.insert(key, Arc::downgrade(&hub));
-        hub
+        Ok(hub)
     }
 
-    /// This process's turn to write (held for one transaction).
-    pub(crate) fn writing(&self) -> MutexGuard<'_, ()> {
-        lock(&self.write)
+    /// The process's writing connection, for one transaction (or a few statements).
+    pub(crate) fn store(&self) -> MutexGuard<'_, Store> {
+        lock(&self.writer)
     }
 
     /// An executor's inbox of ended tasks.

@@ -196,6 +196,11 @@ impl Store {
         Ok(Store { conn })
     }
 
+    /// Fsyncs every commit from now on ([`Durability::Full`]).
+    pub(crate) fn make_full(&self) -> rusqlite::Result<()> {
+        self.conn.execute_batch("PRAGMA synchronous = FULL;")
+    }
+
     fn immediate(&mut self) -> rusqlite::Result<rusqlite::Transaction<'_>> {
         self.conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

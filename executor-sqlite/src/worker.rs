@@ -52,18 +52,41 @@ fn run_one(tasks: &Tasks, c: Claimed) -> Outcome {
     }
 }
 
-/// The claimed tasks waiting for a slot thread. The loop (the writer everybody waits
-/// on) wakes one sleeping slot thread per batch, and a slot thread that takes a task and
-/// sees more left wakes the next, so the loop does not pay a wake-up per task.
+/// The claimed tasks waiting for a slot thread. At most one wake-up is on its way at
+/// a time: a slot thread that takes a task and sees more left wakes the next only when
+/// none is being woken already, and a slot thread that finished its task takes the next
+/// without sleeping. Short tasks then run on the few threads that are awake instead of
+/// costing a wake-up each, and long ones still spread over every slot.
 #[derive(Default)]
 struct Queue {
-    /// The tasks, and whether the worker stopped.
-    state: Mutex<(VecDeque<Claimed>, bool)>,
+    state: Mutex<QueueState>,
     more: Condvar,
 }
 
+#[derive(Default)]
+struct QueueState {
+    tasks: VecDeque<Claimed>,
+    /// The worker stopped: slot threads end once no task is left.
+    closed: bool,
+    /// Slot threads asleep in `pop`.
+    sleeping: usize,
+    /// Wake-ups sent and not yet taken by a slot thread.
+    waking: usize,
+}
+
+impl QueueState {
+    /// Whether to send a wake-up now (and count it).
+    fn wake_one(&mut self) -> bool {
+        let wake = !self.tasks.is_empty() && self.waking == 0 && self.sleeping > self.waking;
+        if wake {
+            self.waking += 1;
+        }
+        wake
+    }
+}
+
 impl Queue {
-    fn lock(&self) -> MutexGuard<'_, (VecDeque<Claimed>, bool)> {
+    fn lock(&self) -> MutexGuard<'_, QueueState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -71,26 +94,34 @@ impl Queue {
         if tasks.is_empty() {
             return;
         }
-        self.lock().0.extend(tasks);
-        self.more.notify_one();
+        let mut state = self.lock();
+        state.tasks.extend(tasks);
+        let wake = state.wake_one();
+        drop(state);
+        if wake {
+            self.more.notify_one();
+        }
     }
 
     /// The next task, or `None` once the worker stopped and none is left.
     fn pop(&self) -> Option<Claimed> {
         let mut state = self.lock();
         loop {
-            if let Some(c) = state.0.pop_front() {
-                let left = !state.0.is_empty();
+            if let Some(c) = state.tasks.pop_front() {
+                let wake = state.wake_one();
                 drop(state);
-                if left {
+                if wake {
                     self.more.notify_one();
                 }
                 return Some(c);
             }
-            if state.1 {
+            if state.closed {
                 return None;
             }
+            state.sleeping += 1;
             state = self.more.wait(state).unwrap_or_else(|e| e.into_inner());
+            state.sleeping -= 1;
+            state.waking = state.waking.saturating_sub(1);
         }
     }
 }
@@ -100,7 +131,7 @@ struct Closer(Arc<Queue>);
 
 impl Drop for Closer {
     fn drop(&mut self) {
-        self.0.lock().1 = true;
+        self.0.lock().closed = true;
         self.0.more.notify_all();
     }
 }
@@ -145,8 +176,9 @@ pub(crate) fn run(
     tasks: Tasks,
     control: &WorkerControl,
 ) -> Result<(), BoxError> {
-    let mut store = Store::open(path, durability)?;
-    let hub = Hub::of(path);
+    let hub = Hub::of(path, durability)?;
+    // Writes go through the hub's connection; this one only looks for work when polling.
+    let reader = Store::open(path, durability)?;
     let doorbell = hub.doorbell();
     let owner = format!("{}-{:08x}", std::process::id(), rand::random::<u32>());
     let names = serde_json::to_string(&tasks.names().collect::<Vec<_>>())?;
@@ -196,7 +228,7 @@ pub(crate) fn run(
         let mut claim = !stopping && free > 0 && (hint || now >= next_look);
         if claim && !hint && ended.is_empty() {
             // A poll, not a ring: look before taking the write lock.
-            claim = store.ready(&names)?;
+            claim = reader.ready(&names)?;
             if !claim {
                 idle = (idle * 2).min(MAX_IDLE_POLL);
                 next_look = now + idle;
@@ -208,10 +240,7 @@ pub(crate) fn run(
                 n: free,
                 lease: s.lease,
             });
-            let round = {
-                let _turn = hub.writing();
-                store.round(&owner, &ended, spec)?
-            };
+            let round = hub.store().round(&owner, &ended, spec)?;
             hub.ended(ends(&mut ended, &round.recorded));
             if let Some(at) = round.next_retry {
                 let wait = Duration::from_millis((at - now_ms()).max(0) as u64);
@@ -233,8 +262,7 @@ pub(crate) fn run(
             }
         }
         if last_renew.elapsed() >= s.lease / 3 {
-            let _turn = hub.writing();
-            store.renew(&owner, s.lease)?;
+            hub.store().renew(&owner, s.lease)?;
             last_renew = Instant::now();
         }
         if stopping {
@@ -244,13 +272,11 @@ pub(crate) fn run(
             }
             if Instant::now() >= deadline {
                 let left: Vec<(i64, u32)> = flights.drain().collect();
-                let _turn = hub.writing();
-                store.release(&owner, &left)?;
+                hub.store().release(&owner, &left)?;
                 return Ok(());
             }
         } else if last_reap.elapsed() >= s.lease / 2 {
-            let _turn = hub.writing();
-            store.requeue_expired()?;
+            hub.store().requeue_expired()?;
             last_reap = Instant::now();
             hint = true;
         }
