@@ -459,20 +459,41 @@ fn claim_in(
     let n = c.n;
     let until = now + c.lease.as_millis() as i64;
     let mut out = Vec::new();
+    // The candidate carries what the claim returns: the update needs no RETURNING
+    // (which costs a temporary table per statement).
     let mut candidates = tx.prepare_cached(
-        "SELECT id, name, key, concurrency, key_concurrency FROM tasks
+        "SELECT id, name, key, concurrency, key_concurrency,
+                codec, payload, attempts, max_attempts, backoff_ms FROM tasks
          WHERE state IN ('queued','failed') AND run_at <= ?1
            AND name IN (SELECT value FROM json_each(?2))
          ORDER BY run_at, id LIMIT ?3 OFFSET ?4",
     )?;
-    type Candidate = (i64, String, Option<String>, Option<u32>, Option<u32>);
+    struct Candidate {
+        key: Option<String>,
+        limit: Option<u32>,
+        key_limit: Option<u32>,
+        claimed: Claimed,
+    }
     // Candidates come a page at a time: a page as large as what is still wanted, after
     // the ones skipped so far (those claimed left the ready set), up to MAX_SKIPPED.
     let mut skipped = 0usize;
     let mut page = |want: usize, skipped: usize| -> rusqlite::Result<Vec<Candidate>> {
         candidates
             .query_map(params![now, c.names, want as i64, skipped as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                Ok(Candidate {
+                    key: r.get(2)?,
+                    limit: r.get(3)?,
+                    key_limit: r.get(4)?,
+                    claimed: Claimed {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        codec: r.get(5)?,
+                        payload: r.get(6)?,
+                        attempt: r.get::<_, u32>(7)? + 1,
+                        max_attempts: r.get(8)?,
+                        backoff: Duration::from_millis(r.get::<_, i64>(9)?.max(0) as u64),
+                    },
+                })
             })?
             .collect()
     };
@@ -485,17 +506,23 @@ fn claim_in(
     )?;
     let mut take = tx.prepare_cached(
         "UPDATE tasks SET state = 'running', lease_owner = ?1, lease_until = ?2,
-                attempts = attempts + 1, started_at = ?3
-         WHERE id = ?4
-         RETURNING name, codec, payload, attempts, max_attempts, backoff_ms",
+                attempts = ?3, started_at = ?4
+         WHERE id = ?5",
     )?;
     while out.len() < n && skipped <= MAX_SKIPPED {
         let want = n - out.len();
         let rows = page(want, skipped)?;
         let last_page = rows.len() < want;
-        for (id, name, key, limit, key_limit) in rows {
-            if limit.is_some() && !per_name.contains_key(&name) {
-                let running = count_name.query_row([&name], |r| r.get(0))?;
+        for cand in rows {
+            let Candidate {
+                key,
+                limit,
+                key_limit,
+                claimed,
+            } = cand;
+            let name = &claimed.name;
+            if limit.is_some() && !per_name.contains_key(name) {
+                let running = count_name.query_row([name], |r| r.get(0))?;
                 per_name.insert(name.clone(), running);
             }
             let key_id = key.map(|k| (name.clone(), k));
@@ -505,7 +532,7 @@ fn claim_in(
                 let running = count_key.query_row(params![k.0, k.1], |r| r.get(0))?;
                 per_key.insert(k.clone(), running);
             }
-            let name_full = limit.is_some_and(|l| per_name[&name] >= l);
+            let name_full = limit.is_some_and(|l| per_name[name] >= l);
             let key_full = match (key_limit, &key_id) {
                 (Some(l), Some(k)) => per_key[k] >= l,
                 _ => false,
@@ -514,23 +541,14 @@ fn claim_in(
                 skipped += 1;
                 continue;
             }
-            if let Some(c) = per_name.get_mut(&name) {
+            if let Some(c) = per_name.get_mut(name) {
                 *c += 1;
             }
             if let Some(c) = key_id.as_ref().and_then(|k| per_key.get_mut(k)) {
                 *c += 1;
             }
-            let c = take.query_row(params![owner, until, now, id], |r| {
-                Ok(Claimed {
-                    id,
-                    name: r.get(0)?,
-                    codec: r.get(1)?,
-                    payload: r.get(2)?,
-                    attempt: r.get(3)?,
-                    max_attempts: r.get(4)?,
-                    backoff: Duration::from_millis(r.get::<_, i64>(5)?.max(0) as u64),
-                })
-            })?;
+            take.execute(params![owner, until, claimed.attempt, now, claimed.id])?;
+            let c = claimed;
             out.push(c);
         }
         if last_page {
