@@ -28,6 +28,9 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The schema. The check on `state` is a chain of comparisons, not `IN (...)`: SQLite
+/// evaluates a constant list of more than two values through a temporary table it
+/// builds on every execution of a statement that writes `state`.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tasks (
     id              INTEGER PRIMARY KEY,
@@ -36,7 +39,9 @@ CREATE TABLE IF NOT EXISTS tasks (
     idem_key        TEXT,
     codec           TEXT    NOT NULL,
     payload         BLOB    NOT NULL,
-    state           TEXT    NOT NULL CHECK (state IN ('queued','running','succeeded','failed','dead','cancelled')),
+    state           TEXT    NOT NULL CHECK (state = 'queued' OR state = 'running'
+                                OR state = 'succeeded' OR state = 'failed'
+                                OR state = 'dead' OR state = 'cancelled'),
     attempts        INTEGER NOT NULL DEFAULT 0,
     max_attempts    INTEGER NOT NULL,
     backoff_ms      INTEGER NOT NULL,
