@@ -314,7 +314,7 @@ impl Inner {
     /// them as pending and rings this process's workers.
     fn store_loop(&self) {
         loop {
-            let batch = {
+            {
                 let mut q = lock(&self.to_store);
                 while q.is_empty() && !self.closing.load(Ordering::SeqCst) {
                     q = self.to_store_cv.wait(q).unwrap_or_else(|e| e.into_inner());
@@ -323,21 +323,25 @@ impl Inner {
                     // The shutdown ends what was not stored.
                     return;
                 }
-                std::mem::take(&mut *q)
-            };
-            self.store_batch(batch);
+            }
+            self.store_batch();
         }
     }
 
-    fn store_batch(&self, batch: Vec<ToStore>) {
+    fn store_batch(&self) {
         // Pending is held across the commit, so whoever reads an end of these tasks
         // (the watcher, under the same lock) finds them registered.
         let mut pending = lock(&self.pending);
         let was_empty = pending.is_empty();
+        // The batch is taken once it is our turn to write: the calls that came while a
+        // worker's round held the writer go in this commit too.
+        let mut writer = self.hub.store();
+        let batch = std::mem::take(&mut *lock(&self.to_store));
         let stored = {
             let tasks: Vec<&NewTask> = batch.iter().map(|t| &t.task).collect();
-            self.hub.store().enqueue_many(&tasks)
+            writer.enqueue_many(&tasks)
         };
+        drop(writer);
         let ids = match stored {
             Ok(ids) => ids,
             Err(e) => {

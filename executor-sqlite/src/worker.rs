@@ -136,6 +136,10 @@ impl Drop for Closer {
     }
 }
 
+/// How long the worker, woken by an end while other tasks run, waits for more ends to
+/// record in the same round.
+const GATHER: Duration = Duration::from_micros(250);
+
 /// The longest an idle worker waits before it looks at the queue again (polling backs
 /// off to this while it finds nothing; stores of this process wake it at once).
 pub(crate) const MAX_IDLE_POLL: Duration = Duration::from_millis(50);
@@ -294,7 +298,18 @@ pub(crate) fn run(
             .min(MAX_IDLE_POLL);
         crossbeam_channel::select! {
             recv(out_rx) -> d => match d {
-                Ok(d) => ended.push(d),
+                Ok(d) => {
+                    ended.push(d);
+                    // Let the round gather the ends of tasks finishing right now: one
+                    // commit for many ends, not one for each.
+                    let until = Instant::now() + GATHER;
+                    while ended.len() < flights.len() {
+                        match out_rx.recv_deadline(until) {
+                            Ok(d) => ended.push(d),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 Err(_) => return Err("the worker's slot threads are gone".into()),
             },
             recv(doorbell) -> _ => {
