@@ -1,16 +1,17 @@
 //! [`SqliteExecutor`]: the submitter side (enqueue, results, cancel) and its builder.
 
+use crate::hub::{Ended, Hub};
 use crate::store::{Durability, NewTask, Row, Store, Stored};
+use crate::worker::MAX_IDLE_POLL;
 use crossbeam_channel::{Receiver, Sender};
 use durable_testing::{
     DeadLetter, DurableBackend, Enqueue, Record, RouteConfig, State, WorkerControl,
 };
 use executor_core::backend::{Admission, StatsRecorder, Unstarted};
 use executor_core::{
-    BoxError, Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, SubmitError, TaskContext,
-    TaskError,
+    BoxError, Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, SubmitError, TaskError,
 };
-use named_tasks::wire::{ErrorKind, Request};
+use named_tasks::wire::ErrorKind;
 use named_tasks::{Call, CallError, Codec, Remote, Tasks};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -72,13 +73,16 @@ impl Builder {
         self.slots = n.max(1);
         self
     }
-    /// Submitter threads: calls of this process that can wait for their results at
-    /// once (64 by default). Each call is stored first, whatever this is.
+    /// Accepted for older policy files and ignored: a call waits for its result in a
+    /// table of this process's pending tasks, not on a thread of its own.
     pub fn submitters(mut self, n: usize) -> Self {
         self.submitters = n.max(1);
         self
     }
-    /// How often idle workers and waiting submitters look at the queue (2 ms by default).
+    /// The first interval of polling for what this process is not told directly
+    /// (2 ms by default): tasks stored and ended by other processes on the same file.
+    /// Polling backs off, doubling to 50 ms, while it finds nothing. Workers and
+    /// executors of one process on one file wake each other without polling.
     pub fn poll(mut self, poll: Duration) -> Self {
         self.poll = poll.max(Duration::from_micros(100));
         self
@@ -99,7 +103,8 @@ impl Builder {
         self
     }
 
-    /// Opens the queue (creating it) and starts the submitter threads.
+    /// Opens the queue (creating it) and starts the executor's two threads: one stores
+    /// calls in group commits, one hands ended tasks to their handles.
     pub fn build(self) -> Result<SqliteExecutor, BuildError> {
         let path = self.path.clone();
         let err = |source: Box<dyn std::error::Error + Send + Sync>| BuildError {
@@ -109,41 +114,40 @@ impl Builder {
         if let Some(parent) = self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| err(e.into()))?;
         }
-        let store = Store::open(&self.path, self.durability).map_err(|e| err(e.into()))?;
-        let watch_store = Store::open(&self.path, self.durability).map_err(|e| err(e.into()))?;
+        let hub = Hub::of(&self.path, self.durability).map_err(|e| err(e.into()))?;
+        let open = || Store::open(&self.path, self.durability).map_err(|e| err(e.into()));
+        let (store, watch_store) = (open()?, open()?);
         let cursor = watch_store.last_seq().map_err(|e| err(e.into()))?;
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let inbox = hub.sink();
         let inner = Arc::new(Inner {
             store: Mutex::new(store),
             to_store: Mutex::new(Vec::new()),
+            to_store_cv: Condvar::new(),
+            pending: Mutex::new(HashMap::new()),
+            poke: Mutex::new(None),
+            hub,
             gate: Admission::new(),
             stats: StatsRecorder::new(),
             unstarted: Unstarted::new(),
-            tx: Mutex::new(Some(tx)),
-            rx: rx.clone(),
-            watch: Watch::default(),
             closing: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
             b: self,
         });
         let mut threads = Vec::new();
-        for i in 0..inner.b.submitters {
-            let (inner, rx) = (inner.clone(), rx.clone());
-            let t = std::thread::Builder::new()
-                .name(format!("{}-submit-{i}", inner.b.name))
-                .spawn(move || {
-                    for job in rx {
-                        inner.stats.run(job);
-                    }
-                })
-                .map_err(|e| err(e.into()))?;
-            threads.push(t);
-        }
+        let committer = inner.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("{}-store", inner.b.name))
+                .spawn(move || committer.store_loop())
+                .map_err(|e| err(e.into()))?,
+        );
+        let (poke_tx, poke_rx) = crossbeam_channel::bounded(1);
+        *lock(&inner.poke) = Some(poke_tx);
         let watcher = inner.clone();
         threads.push(
             std::thread::Builder::new()
                 .name(format!("{}-watch", inner.b.name))
-                .spawn(move || watcher.watch(watch_store, cursor))
+                .spawn(move || watcher.watch(watch_store, inbox, poke_rx, cursor))
                 .map_err(|e| err(e.into()))?,
         );
         *lock(&inner.threads) = threads;
@@ -165,29 +169,41 @@ pub struct SqliteExecutor {
 
 struct Inner {
     b: Builder,
+    /// For reads and cancels asked through the API.
     store: Mutex<Store>,
     /// Calls waiting to be stored by the next group commit.
     to_store: Mutex<Vec<ToStore>>,
+    to_store_cv: Condvar,
+    /// Stored calls waiting for their ends, by task id (an idempotent repeat may wait
+    /// beside the first call).
+    pending: Mutex<HashMap<i64, Vec<Waiting>>>,
+    /// Tells the watcher that calls wait (it polls other processes' ends again soon).
+    poke: Mutex<Option<Sender<()>>>,
+    /// What this process shares about the file (workers' ends, wake-ups, write turns).
+    hub: Arc<Hub>,
     gate: Admission,
     stats: StatsRecorder,
     unstarted: Unstarted,
-    tx: Mutex<Option<Sender<Job>>>,
-    rx: Receiver<Job>,
-    watch: Watch,
     closing: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// A call waiting for the group commit, and where its id (or why not) goes.
-type ToStore = (NewTask, Sender<Result<i64, String>>);
-
-/// The tasks this process's submitters wait for, and how they ended.
-#[derive(Default)]
-struct Watch {
-    /// id → (waiters, the row once it ended).
-    waiting: Mutex<HashMap<i64, (usize, Option<Row>)>>,
-    ended: Condvar,
+struct ToStore {
+    task: NewTask,
+    job: Job,
+    reply: Option<Sender<Result<i64, String>>>,
 }
+
+/// A stored call waiting for its task's end.
+struct Waiting {
+    job: Job,
+    name: String,
+    start: Option<Instant>,
+}
+
+/// How often the watcher looks for handles cancelled while their task waits.
+const CANCEL_SCAN: Duration = Duration::from_millis(20);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -220,171 +236,266 @@ fn parse_id(id: &str) -> Result<i64, BoxError> {
         .map_err(|_| format!("'{id}' is not a task id of a sqlite queue").into())
 }
 
+/// What a call's handle gets from its task's end.
+fn outcome(name: &str, e: &Ended) -> Result<Vec<u8>, CallError> {
+    match e.state {
+        Stored::Succeeded => Ok(e.result.clone().unwrap_or_default()),
+        Stored::Cancelled => Err(CallError::lost(
+            name,
+            format!("task {} was cancelled", e.id),
+        )),
+        _ => Err(CallError::worker(
+            name,
+            kind_of(e.last_kind.as_deref()),
+            e.last_error.clone().unwrap_or_default(),
+        )),
+    }
+}
+
+impl From<Row> for Ended {
+    fn from(r: Row) -> Ended {
+        Ended {
+            id: r.id,
+            state: r.state,
+            result: r.result,
+            last_error: r.last_error,
+            last_kind: r.last_kind,
+        }
+    }
+}
+
 impl Inner {
     fn route(&self, name: &str) -> &RouteConfig {
         self.b.routes.get(name).unwrap_or(&self.b.default_route)
     }
 
-    /// The watcher thread: follows the `done` log while anybody waits.
-    fn watch(&self, store: Store, mut cursor: i64) {
-        while !self.closing.load(Ordering::SeqCst) {
-            let mut waiting = lock(&self.watch.waiting);
-            if waiting.is_empty() {
-                let (w, _) = self
-                    .watch
-                    .ended
-                    .wait_timeout(waiting, Duration::from_millis(50))
-                    .unwrap_or_else(|e| e.into_inner());
-                drop(w);
-                continue;
-            }
-            drop(waiting);
-            match store.ended_since(cursor) {
-                Ok((rows, last)) => {
-                    cursor = last;
-                    if !rows.is_empty() {
-                        waiting = lock(&self.watch.waiting);
-                        let mut any = false;
-                        for row in rows {
-                            if let Some(slot) = waiting.get_mut(&row.id) {
-                                slot.1 = Some(row);
-                                any = true;
-                            }
-                        }
-                        drop(waiting);
-                        if any {
-                            self.watch.ended.notify_all();
-                        }
-                    }
-                }
-                Err(e) => tracing_free_warn(&format!("cannot read finished tasks: {e}")),
-            }
-            std::thread::sleep(self.b.poll);
+    /// Runs a call's job on its known outcome (a remote that returns it) and counts it.
+    fn finish(&self, job: Job, outcome: Result<Vec<u8>, CallError>, start: Option<Instant>) {
+        if let Some(call) = Call::of(job.meta()) {
+            call.install(Remote::new(self.b.codec, move |_ctx, _request| outcome));
         }
+        let status = job.run();
+        self.stats.finished(status, start.map(|t| t.elapsed()));
     }
 
-    /// Stores one task as part of a group commit: whichever submitter holds the store
-    /// commits every call waiting to be stored in one transaction.
-    fn enqueue(&self, task: NewTask) -> Result<i64, String> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        lock(&self.to_store).push((task, tx));
+    /// Hands ended tasks to the calls waiting for them.
+    fn deliver(&self, ends: Vec<Ended>) {
+        let mut ready = Vec::new();
         {
-            let mut store = lock(&self.store);
-            let batch = std::mem::take(&mut *lock(&self.to_store));
-            if !batch.is_empty() {
-                let tasks: Vec<&NewTask> = batch.iter().map(|(t, _)| t).collect();
-                match store.enqueue_many(&tasks) {
-                    Ok(ids) => {
-                        for ((_, reply), id) in batch.iter().zip(ids) {
-                            let _ = reply.send(Ok(id));
-                        }
-                    }
-                    Err(e) => {
-                        for (_, reply) in &batch {
-                            let _ = reply.send(Err(e.to_string()));
-                        }
-                    }
+            let mut pending = lock(&self.pending);
+            for e in ends {
+                if let Some(ws) = pending.remove(&e.id) {
+                    ready.extend(ws.into_iter().map(|w| (w, e.clone())));
                 }
             }
         }
-        rx.recv()
-            .unwrap_or_else(|_| Err("the group commit dropped the task".into()))
+        for (w, e) in ready {
+            let out = outcome(&w.name, &e);
+            self.finish(w.job, out, w.start);
+        }
     }
 
-    /// Stores one call, tells the enqueuer its id, and waits for its end.
-    fn carry(
-        &self,
-        ctx: &TaskContext,
-        req: Request,
-        opts: &Enqueue,
-        reply: Option<Sender<Result<i64, String>>>,
-    ) -> Result<Vec<u8>, CallError> {
-        let name = req.name.clone();
-        let route = self.route(&name);
-        let key = ctx.meta().key();
-        let stored = self.enqueue(NewTask {
-            name: name.clone(),
-            key: key.map(str::to_owned),
-            idem_key: opts.idempotency_key.clone(),
-            codec: req.codec.name(),
-            payload: req.payload,
-            max_attempts: route.attempts,
-            backoff: route.backoff,
-            concurrency: route.concurrency,
-            key_concurrency: route.key_concurrency,
-        });
-        let id = match stored {
-            Ok(id) => id,
+    /// Cancels stored task `id` (unless it ended) and tells this process's executors.
+    fn cancel(&self, id: i64) -> rusqlite::Result<bool> {
+        let cancelled = self.hub.store().cancel(id)?;
+        if cancelled {
+            self.hub.ended(vec![Ended {
+                id,
+                state: Stored::Cancelled,
+                result: None,
+                last_error: None,
+                last_kind: None,
+            }]);
+        }
+        Ok(cancelled)
+    }
+
+    /// The storing thread: stores every call waiting in one transaction, then registers
+    /// them as pending and rings this process's workers.
+    fn store_loop(&self) {
+        loop {
+            {
+                let mut q = lock(&self.to_store);
+                while q.is_empty() && !self.closing.load(Ordering::SeqCst) {
+                    q = self.to_store_cv.wait(q).unwrap_or_else(|e| e.into_inner());
+                }
+                if self.closing.load(Ordering::SeqCst) {
+                    // The shutdown ends what was not stored.
+                    return;
+                }
+            }
+            self.store_batch();
+        }
+    }
+
+    fn store_batch(&self) {
+        // Pending is held across the commit, so whoever reads an end of these tasks
+        // (the watcher, under the same lock) finds them registered.
+        let mut pending = lock(&self.pending);
+        let was_empty = pending.is_empty();
+        // The batch is taken once it is our turn to write: the calls that came while a
+        // worker's round held the writer go in this commit too.
+        let mut writer = self.hub.store();
+        let batch = std::mem::take(&mut *lock(&self.to_store));
+        let stored = {
+            let tasks: Vec<&NewTask> = batch.iter().map(|t| &t.task).collect();
+            writer.enqueue_many(&tasks)
+        };
+        drop(writer);
+        let ids = match stored {
+            Ok(ids) => ids,
             Err(e) => {
-                if let Some(r) = reply {
-                    let _ = r.send(Err(e.to_string()));
+                drop(pending);
+                for t in batch {
+                    if let Some(r) = t.reply {
+                        let _ = r.send(Err(e.to_string()));
+                    }
+                    let start = self.stats.started();
+                    let out = Err(CallError::lost(
+                        &t.task.name,
+                        format!("could not store the task: {e}"),
+                    ));
+                    self.finish(t.job, out, start);
                 }
-                return Err(CallError::lost(
-                    name,
-                    format!("could not store the task: {e}"),
-                ));
+                return;
             }
         };
-        if let Some(r) = reply {
-            let _ = r.send(Ok(id));
+        let mut keyed = Vec::new();
+        for (t, id) in batch.into_iter().zip(ids) {
+            if let Some(r) = t.reply {
+                let _ = r.send(Ok(id));
+            }
+            if t.task.idem_key.is_some() {
+                keyed.push(id);
+            }
+            pending.entry(id).or_default().push(Waiting {
+                job: t.job,
+                name: t.task.name,
+                start: self.stats.started(),
+            });
         }
-        let row = self.wait_end(ctx, &name, id)?;
-        match row.state {
-            Stored::Succeeded => Ok(row.result.unwrap_or_default()),
-            Stored::Cancelled => Err(CallError::lost(name, format!("task {id} was cancelled"))),
-            _ => Err(CallError::worker(
-                name,
-                kind_of(row.last_kind.as_deref()),
-                row.last_error.unwrap_or_default(),
-            )),
+        drop(pending);
+        self.hub.stored();
+        if was_empty && let Some(poke) = lock(&self.poke).as_ref() {
+            let _ = poke.try_send(());
+        }
+        // An idempotent repeat may name a task that ended before.
+        let ended: Vec<Ended> = keyed
+            .into_iter()
+            .filter_map(|id| lock(&self.store).get(id).ok().flatten())
+            .filter(|r| r.state != Stored::Pending)
+            .map(Ended::from)
+            .collect();
+        if !ended.is_empty() {
+            self.deliver(ended);
         }
     }
 
-    fn wait_end(&self, ctx: &TaskContext, name: &str, id: i64) -> Result<Row, CallError> {
-        {
-            let mut waiting = lock(&self.watch.waiting);
-            waiting.entry(id).or_insert((0, None)).0 += 1;
+    /// The watcher thread: hands ends that this process's workers push to the waiting
+    /// calls, follows the `done` log for ends recorded by other processes (polling that
+    /// backs off while it finds nothing), and cancels the tasks of cancelled handles.
+    fn watch(
+        &self,
+        store: Store,
+        inbox: Receiver<Vec<Ended>>,
+        poke: Receiver<()>,
+        mut cursor: i64,
+    ) {
+        let poll = self.b.poll;
+        let mut idle = poll;
+        let mut next_poll = Instant::now() + idle;
+        let mut next_scan = Instant::now() + CANCEL_SCAN;
+        while !self.closing.load(Ordering::SeqCst) {
+            let timeout = next_poll
+                .min(next_scan)
+                .saturating_duration_since(Instant::now())
+                .min(MAX_IDLE_POLL);
+            crossbeam_channel::select! {
+                recv(inbox) -> ends => {
+                    if let Ok(ends) = ends {
+                        self.deliver(ends);
+                    }
+                    for more in inbox.try_iter() {
+                        self.deliver(more);
+                    }
+                }
+                recv(poke) -> _ => {
+                    idle = poll;
+                    next_poll = next_poll.min(Instant::now() + idle);
+                }
+                default(timeout) => {}
+            }
+            let now = Instant::now();
+            if now >= next_scan {
+                self.cancel_scan();
+                next_scan = now + CANCEL_SCAN;
+            }
+            if now >= next_poll {
+                match self.poll_ended(&store, cursor) {
+                    Ok((found, last)) => {
+                        cursor = last;
+                        idle = if found {
+                            poll
+                        } else {
+                            (idle * 2).min(MAX_IDLE_POLL)
+                        };
+                    }
+                    Err(e) => tracing_free_warn(&format!("cannot read finished tasks: {e}")),
+                }
+                next_poll = Instant::now() + idle;
+            }
         }
-        self.watch.ended.notify_all();
-        // It may have ended before we registered (an idempotent repeat).
-        let now = lock(&self.store).get(id).ok().flatten();
-        let mut waiting = lock(&self.watch.waiting);
-        if let Some(row) = now.filter(|r| r.state != Stored::Pending) {
-            waiting
-                .get_mut(&id)
-                .expect("registered")
-                .1
-                .get_or_insert(row);
-        }
-        let out = loop {
-            if let Some(row) = waiting.get(&id).and_then(|s| s.1.clone()) {
-                break Ok(row);
+    }
+
+    /// Reads the ends logged after `cursor` and delivers those that calls wait for:
+    /// whether there were any, and the new cursor.
+    fn poll_ended(&self, store: &Store, cursor: i64) -> rusqlite::Result<(bool, i64)> {
+        let (wanted, last) = {
+            let pending = lock(&self.pending);
+            if pending.is_empty() {
+                // Nothing waits: skip what ended so far (calls stored later end later).
+                return Ok((false, store.last_seq()?));
             }
-            if ctx.is_cancelled() {
-                drop(waiting);
-                let _ = lock(&self.store).cancel(id);
-                waiting = lock(&self.watch.waiting);
-                break Err(CallError::lost(name, format!("task {id} was cancelled")));
-            }
-            if self.closing.load(Ordering::SeqCst) {
-                break Err(CallError::lost(
-                    name,
-                    format!("the submitter shut down; task {id} stays queued (read it by id)"),
-                ));
-            }
-            waiting = self
-                .watch
-                .ended
-                .wait_timeout(waiting, Duration::from_millis(20))
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            let (ids, last) = store.ended_ids_since(cursor)?;
+            let wanted: Vec<i64> = ids
+                .into_iter()
+                .filter(|id| pending.contains_key(id))
+                .collect();
+            (wanted, last)
         };
-        let slot = waiting.get_mut(&id).expect("registered");
-        slot.0 -= 1;
-        if slot.0 == 0 {
-            waiting.remove(&id);
+        let mut ends = Vec::with_capacity(wanted.len());
+        for id in wanted {
+            if let Some(row) = store.get(id)? {
+                ends.push(Ended::from(row));
+            }
         }
-        out
+        let found = !ends.is_empty();
+        self.deliver(ends);
+        Ok((found, last))
+    }
+
+    /// Cancels the stored tasks of handles cancelled (or timed out) while they wait.
+    fn cancel_scan(&self) {
+        let mut gone = Vec::new();
+        {
+            let mut pending = lock(&self.pending);
+            pending.retain(|id, ws| {
+                let mut i = 0;
+                while i < ws.len() {
+                    if ws[i].job.is_resolved() || ws[i].job.cancel_token().is_cancelled() {
+                        gone.push((*id, ws.swap_remove(i)));
+                    } else {
+                        i += 1;
+                    }
+                }
+                !ws.is_empty()
+            });
+        }
+        for (id, w) in gone {
+            let _ = self.cancel(id);
+            let out = Err(CallError::lost(&w.name, format!("task {id} was cancelled")));
+            self.finish(w.job, out, w.start);
+        }
     }
 
     fn submit(
@@ -409,22 +520,33 @@ impl Inner {
             self.stats.rejected();
             return Err(SubmitError::shutdown(job));
         }
-        let inner = self.clone();
-        call.install(Remote::new(self.b.codec, move |ctx, req| {
-            inner.carry(ctx, req, &opts, reply)
-        }));
         self.stats.accepted();
-        let tx = lock(&self.tx);
-        match tx.as_ref() {
-            Some(tx) => tx
-                .send(job)
-                .map_err(|e| SubmitError::shutdown(e.into_inner())),
-            None => {
-                self.stats.unqueued();
-                self.stats.rejected();
-                Err(SubmitError::shutdown(job))
+        let req = match call.request(self.b.codec, job.id().as_u64(), job.attempt()) {
+            Ok(req) => req,
+            Err(e) => {
+                if let Some(r) = reply {
+                    let _ = r.send(Err(e.to_string()));
+                }
+                let start = self.stats.started();
+                self.finish(job, Err(e), start);
+                return Ok(());
             }
-        }
+        };
+        let route = self.route(&req.name);
+        let task = NewTask {
+            name: req.name,
+            key: job.meta().key().map(str::to_owned),
+            idem_key: opts.idempotency_key,
+            codec: req.codec.name(),
+            payload: req.payload,
+            max_attempts: route.attempts,
+            backoff: route.backoff,
+            concurrency: route.concurrency,
+            key_concurrency: route.key_concurrency,
+        };
+        lock(&self.to_store).push(ToStore { task, job, reply });
+        self.to_store_cv.notify_one();
+        Ok(())
     }
 }
 
@@ -457,7 +579,7 @@ impl SqliteExecutor {
     }
 
     /// Stores a named task's job and returns its id once it is stored (see
-    /// [`DurableBackend::enqueue_job`]); waits while every submitter thread is busy.
+    /// [`DurableBackend::enqueue_job`]).
     pub fn enqueue_job(&self, job: Job, opts: Enqueue) -> Result<i64, BoxError> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.inner
@@ -552,7 +674,7 @@ impl DurableBackend for SqliteExecutor {
     }
 
     fn cancel(&self, id: &str) -> Result<bool, BoxError> {
-        Ok(lock(&self.inner.store).cancel(parse_id(id)?)?)
+        Ok(self.inner.cancel(parse_id(id)?)?)
     }
 
     fn dead_letters(&self) -> Result<Vec<DeadLetter>, BoxError> {
@@ -600,17 +722,34 @@ impl Executor for SqliteExecutor {
         let deadline = Instant::now() + mode.deadline();
         inner.gate.close();
         inner.gate.wait_in_flight(None);
-        drop(lock(&inner.tx).take());
         if !inner.stats.wait_idle(deadline) {
             report.deadline_passed = true;
         }
         inner.closing.store(true, Ordering::SeqCst);
-        inner.watch.ended.notify_all();
-        inner
-            .unstarted
-            .abandon_all(&inner.stats, || inner.rx.try_recv().ok());
+        inner.to_store_cv.notify_all();
+        if let Some(poke) = lock(&inner.poke).take() {
+            let _ = poke.try_send(());
+        }
         for t in lock(&inner.threads).drain(..) {
             let _ = t.join();
+        }
+        // Calls not stored yet are dropped, not started.
+        let unstored = std::mem::take(&mut *lock(&inner.to_store));
+        let mut unstored = unstored.into_iter().map(|t| t.job);
+        inner
+            .unstarted
+            .abandon_all(&inner.stats, || unstored.next());
+        // Stored calls still waiting: the task stays queued, readable by id.
+        let waiting: Vec<(i64, Waiting)> = lock(&inner.pending)
+            .drain()
+            .flat_map(|(id, ws)| ws.into_iter().map(move |w| (id, w)))
+            .collect();
+        for (id, w) in waiting {
+            let out = Err(CallError::lost(
+                &w.name,
+                format!("the submitter shut down; task {id} stays queued (read it by id)"),
+            ));
+            inner.finish(w.job, out, w.start);
         }
         report.not_started = inner.unstarted.take();
         report.stats = inner.stats.snapshot();

@@ -26,8 +26,15 @@
 //!
 //! The queue is SQLite in WAL mode (several processes share the file, one writer at a
 //! time), `synchronous = NORMAL` by default: a commit survives `kill -9` of any process;
-//! [`Durability::Full`] also survives a power cut. Workers record the ends of their
-//! tasks in one transaction per round (group commit).
+//! [`Durability::Full`] also survives a power cut. Calls are stored in group commits,
+//! and a worker records the ends of a round of its tasks and claims its next batch in
+//! one transaction.
+//!
+//! Within one process, nothing polls: a worker on the file is woken when calls are
+//! stored, and the ends it records go straight to the waiting handles of every executor
+//! of the process on that file (a handle waits in a table of pending task ids, not on a
+//! thread). Work stored or ended by other processes is found by polling, which backs off
+//! from [`Builder::poll`] to 50 ms while it finds nothing.
 //!
 //! The trait [`DurableBackend`] and the conformance suite this backend passes are in
 //! `durable-testing`, shared with the NATS backend.
@@ -54,6 +61,7 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+mod hub;
 #[cfg(feature = "supervisor")]
 mod registry;
 mod store;

@@ -18,8 +18,8 @@ pub const PATH_ENV: &str = "SWITCHYARD_SQLITE_PATH";
 /// | `path` | string | `"switchyard-queue.sqlite3"` | the queue's file (`SWITCHYARD_SQLITE_PATH` overrides) |
 /// | `lease` | duration | `"10s"` | a claim's life without renewal |
 /// | `slots` | integer ≥ 1 | 4 | tasks one worker runs at once |
-/// | `submitters` | integer ≥ 1 | 64 | calls of one process waiting for results at once |
-/// | `poll` | duration | `"2ms"` | how often idle workers look at the queue |
+/// | `submitters` | integer ≥ 1 | 64 | ignored (older files): calls wait in a table, not on threads |
+/// | `poll` | duration | `"2ms"` | first interval of polling for other processes' work (backs off to 50 ms) |
 /// | `durability` | `"normal"` \| `"full"` | `"normal"` | `full` fsyncs every commit |
 /// | `codec` | `"json"` \| `"msgpack"` | `"json"` | how arguments and results are stored |
 /// | `attempts` | integer ≥ 1 | 3 | attempts before a task is dead-lettered |

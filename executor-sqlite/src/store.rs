@@ -28,15 +28,20 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The schema. The check on `state` is a chain of comparisons, not `IN (...)`: SQLite
+/// evaluates a constant list of more than two values through a temporary table it
+/// builds on every execution of a statement that writes `state`.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tasks (
     id              INTEGER PRIMARY KEY,
     name            TEXT    NOT NULL,
     key             TEXT,
-    idem_key        TEXT    UNIQUE,
+    idem_key        TEXT,
     codec           TEXT    NOT NULL,
     payload         BLOB    NOT NULL,
-    state           TEXT    NOT NULL CHECK (state IN ('queued','running','succeeded','failed','dead','cancelled')),
+    state           TEXT    NOT NULL CHECK (state = 'queued' OR state = 'running'
+                                OR state = 'succeeded' OR state = 'failed'
+                                OR state = 'dead' OR state = 'cancelled'),
     attempts        INTEGER NOT NULL DEFAULT 0,
     max_attempts    INTEGER NOT NULL,
     backoff_ms      INTEGER NOT NULL,
@@ -54,8 +59,11 @@ CREATE TABLE IF NOT EXISTS tasks (
     finished_at     INTEGER
 );
 CREATE INDEX IF NOT EXISTS tasks_ready ON tasks (run_at, id) WHERE state IN ('queued','failed');
+CREATE UNIQUE INDEX IF NOT EXISTS tasks_idem ON tasks (idem_key) WHERE idem_key IS NOT NULL;
+-- Renewals and the reaper scan this one too (running tasks are few): each index costs
+-- every claim and every end a b-tree write.
 CREATE INDEX IF NOT EXISTS tasks_running ON tasks (name, key) WHERE state = 'running';
-CREATE INDEX IF NOT EXISTS tasks_leases ON tasks (lease_until) WHERE state = 'running';
+DROP INDEX IF EXISTS tasks_leases;
 CREATE TABLE IF NOT EXISTS done (
     seq     INTEGER PRIMARY KEY,
     task_id INTEGER NOT NULL
@@ -123,6 +131,26 @@ pub(crate) struct Claimed {
     pub(crate) backoff: Duration,
 }
 
+/// The lease of one claimed attempt: what recording its end needs.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Lease {
+    pub(crate) id: i64,
+    pub(crate) attempt: u32,
+    pub(crate) max_attempts: u32,
+    pub(crate) backoff: Duration,
+}
+
+impl Claimed {
+    pub(crate) fn lease(&self) -> Lease {
+        Lease {
+            id: self.id,
+            attempt: self.attempt,
+            max_attempts: self.max_attempts,
+            backoff: self.backoff,
+        }
+    }
+}
+
 /// How an attempt ended.
 #[derive(Clone, Debug)]
 pub(crate) enum Outcome {
@@ -173,6 +201,11 @@ impl Store {
         Ok(Store { conn })
     }
 
+    /// Fsyncs every commit from now on ([`Durability::Full`]).
+    pub(crate) fn make_full(&self) -> rusqlite::Result<()> {
+        self.conn.execute_batch("PRAGMA synchronous = FULL;")
+    }
+
     fn immediate(&mut self) -> rusqlite::Result<rusqlite::Transaction<'_>> {
         self.conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -190,7 +223,7 @@ impl Store {
                 "INSERT INTO tasks (name, key, idem_key, codec, payload, state, max_attempts,
                                     backoff_ms, concurrency, key_concurrency, run_at, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?7, ?8, ?9, ?10, ?10)
-                 ON CONFLICT (idem_key) DO NOTHING",
+                 ON CONFLICT DO NOTHING",
             )?;
             for t in ts {
                 let n = insert.execute(params![
@@ -220,94 +253,40 @@ impl Store {
         Ok(ids)
     }
 
-    /// Claims up to `n` runnable tasks among `names` for `owner`, under the route and
-    /// key limits counted over every worker's running tasks.
-    pub(crate) fn claim(
+    /// One round of a worker in one transaction (group commit): records the ends of its
+    /// finished attempts, then claims up to `claim.n` runnable tasks among `claim.names`.
+    /// Each end applies only while the task is still leased to `owner` for that attempt.
+    pub(crate) fn round(
         &mut self,
         owner: &str,
-        names: &str,
-        n: usize,
-        lease: Duration,
-    ) -> rusqlite::Result<Vec<Claimed>> {
-        if n == 0 {
-            return Ok(Vec::new());
-        }
+        done: &[(Lease, Outcome)],
+        claim: Option<ClaimSpec<'_>>,
+    ) -> rusqlite::Result<Round> {
         let now = now_ms();
-        let until = now + lease.as_millis() as i64;
         let tx = self.immediate()?;
-        let mut out = Vec::new();
-        {
-            let mut candidates = tx.prepare_cached(
-                "SELECT id, name, key, concurrency, key_concurrency FROM tasks
-                 WHERE state IN ('queued','failed') AND run_at <= ?1
-                   AND name IN (SELECT value FROM json_each(?2))
-                 ORDER BY run_at, id LIMIT ?3",
-            )?;
-            type Candidate = (i64, String, Option<String>, Option<u32>, Option<u32>);
-            let rows: Vec<Candidate> = candidates
-                .query_map(params![now, names, (n + 64) as i64], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            let mut per_name: HashMap<String, u32> = HashMap::new();
-            let mut per_key: HashMap<(String, String), u32> = HashMap::new();
-            let mut count_name = tx.prepare_cached(
-                "SELECT COUNT(*) FROM tasks WHERE state = 'running' AND name = ?1",
-            )?;
-            let mut count_key = tx.prepare_cached(
-                "SELECT COUNT(*) FROM tasks WHERE state = 'running' AND name = ?1 AND key = ?2",
-            )?;
-            let mut take = tx.prepare_cached(
-                "UPDATE tasks SET state = 'running', lease_owner = ?1, lease_until = ?2,
-                        attempts = attempts + 1, started_at = ?3
-                 WHERE id = ?4
-                 RETURNING name, codec, payload, attempts, max_attempts, backoff_ms",
-            )?;
-            for (id, name, key, limit, key_limit) in rows {
-                if out.len() == n {
-                    break;
-                }
-                if limit.is_some() && !per_name.contains_key(&name) {
-                    let running = count_name.query_row([&name], |r| r.get(0))?;
-                    per_name.insert(name.clone(), running);
-                }
-                let key_id = key.map(|k| (name.clone(), k));
-                if let (Some(_), Some(k)) = (key_limit, &key_id)
-                    && !per_key.contains_key(k)
-                {
-                    let running = count_key.query_row(params![k.0, k.1], |r| r.get(0))?;
-                    per_key.insert(k.clone(), running);
-                }
-                let name_full = limit.is_some_and(|l| per_name[&name] >= l);
-                let key_full = match (key_limit, &key_id) {
-                    (Some(l), Some(k)) => per_key[k] >= l,
-                    _ => false,
-                };
-                if name_full || key_full {
-                    continue;
-                }
-                if let Some(c) = per_name.get_mut(&name) {
-                    *c += 1;
-                }
-                if let Some(c) = key_id.as_ref().and_then(|k| per_key.get_mut(k)) {
-                    *c += 1;
-                }
-                let c = take.query_row(params![owner, until, now, id], |r| {
-                    Ok(Claimed {
-                        id,
-                        name: r.get(0)?,
-                        codec: r.get(1)?,
-                        payload: r.get(2)?,
-                        attempt: r.get(3)?,
-                        max_attempts: r.get(4)?,
-                        backoff: Duration::from_millis(r.get::<_, i64>(5)?.max(0) as u64),
-                    })
-                })?;
-                out.push(c);
-            }
-        }
+        let (recorded, next_retry) = finish_in(&tx, owner, done, now)?;
+        let claimed = match claim {
+            Some(c) if c.n > 0 => claim_in(&tx, owner, c, now)?,
+            _ => Vec::new(),
+        };
         tx.commit()?;
-        Ok(out)
+        Ok(Round {
+            recorded,
+            claimed,
+            next_retry,
+        })
+    }
+
+    /// True when a task among `names` may be runnable now (a read, no lock taken): an idle
+    /// worker looks before it opens a write transaction to claim.
+    pub(crate) fn ready(&self, names: &str) -> rusqlite::Result<bool> {
+        self.conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM tasks
+                 WHERE state IN ('queued','failed') AND run_at <= ?1
+                   AND name IN (SELECT value FROM json_each(?2)))",
+            )?
+            .query_row(params![now_ms(), names], |r| r.get(0))
     }
 
     /// Extends the leases of every task `owner` runs.
@@ -351,62 +330,8 @@ impl Store {
         Ok((requeued, dead))
     }
 
-    /// Records finished attempts in one transaction (group commit); each applies only
-    /// while the task is still leased to `owner` for that attempt. Returns, per outcome,
-    /// whether it was recorded.
-    pub(crate) fn finish(
-        &mut self,
-        owner: &str,
-        done: &[(Claimed, Outcome)],
-    ) -> rusqlite::Result<Vec<bool>> {
-        let now = now_ms();
-        let tx = self.immediate()?;
-        let mut recorded = Vec::with_capacity(done.len());
-        {
-            let mut ok = tx.prepare_cached(
-                "UPDATE tasks SET state = 'succeeded', result = ?1, finished_at = ?2,
-                        lease_owner = NULL, lease_until = NULL
-                 WHERE id = ?3 AND state = 'running' AND lease_owner = ?4 AND attempts = ?5",
-            )?;
-            let mut failed = tx.prepare_cached(
-                "UPDATE tasks SET state = ?1, last_error = ?2, last_kind = ?3, run_at = ?4,
-                        finished_at = CASE WHEN ?1 = 'dead' THEN ?5 END,
-                        lease_owner = NULL, lease_until = NULL
-                 WHERE id = ?6 AND state = 'running' AND lease_owner = ?7 AND attempts = ?8",
-            )?;
-            let mut log = tx.prepare_cached("INSERT INTO done (task_id) VALUES (?1)")?;
-            for (c, outcome) in done {
-                let (n, ended) = match outcome {
-                    Outcome::Succeeded(value) => (
-                        ok.execute(params![value, now, c.id, owner, c.attempt])?,
-                        true,
-                    ),
-                    Outcome::Failed {
-                        error,
-                        kind,
-                        permanent,
-                    } => {
-                        let last = *permanent || c.attempt >= c.max_attempts;
-                        let state = if last { "dead" } else { "failed" };
-                        let at = now + backoff(c.backoff, c.attempt).as_millis() as i64;
-                        let n = failed.execute(params![
-                            state, error, kind, at, now, c.id, owner, c.attempt
-                        ])?;
-                        (n, last)
-                    }
-                };
-                if n == 1 && ended {
-                    log.execute([c.id])?;
-                }
-                recorded.push(n == 1);
-            }
-        }
-        tx.commit()?;
-        Ok(recorded)
-    }
-
     /// Gives unfinished tasks back without counting the attempt (a drain past its grace).
-    pub(crate) fn release(&mut self, owner: &str, tasks: &[Claimed]) -> rusqlite::Result<usize> {
+    pub(crate) fn release(&mut self, owner: &str, tasks: &[(i64, u32)]) -> rusqlite::Result<usize> {
         let tx = self.immediate()?;
         let mut n = 0;
         {
@@ -415,8 +340,8 @@ impl Store {
                         attempts = MAX(attempts - 1, 0)
                  WHERE id = ?1 AND state = 'running' AND lease_owner = ?2 AND attempts = ?3",
             )?;
-            for t in tasks {
-                n += stmt.execute(params![t.id, owner, t.attempt])?;
+            for (id, attempt) in tasks {
+                n += stmt.execute(params![id, owner, attempt])?;
             }
         }
         tx.commit()?;
@@ -462,26 +387,23 @@ impl Store {
             .optional()
     }
 
-    /// Tasks that ended after cursor `seq`, and the new cursor.
-    pub(crate) fn ended_since(&self, seq: i64) -> rusqlite::Result<(Vec<Row>, i64)> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT t.id, t.name, t.state, t.attempts, t.result, t.last_error, t.last_kind, d.seq
-             FROM done d JOIN tasks t ON t.id = d.task_id WHERE d.seq > ?1 ORDER BY d.seq",
-        )?;
+    /// The ids of tasks that ended after cursor `seq` (the log only, not the rows), and
+    /// the new cursor.
+    pub(crate) fn ended_ids_since(&self, seq: i64) -> rusqlite::Result<(Vec<i64>, i64)> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT seq, task_id FROM done WHERE seq > ?1 ORDER BY seq")?;
         let mut last = seq;
-        let rows = stmt
-            .query_map([seq], |r| {
-                let row = Self::row(r)?;
-                Ok((row, r.get::<_, i64>(7)?))
-            })?
+        let ids = stmt
+            .query_map([seq], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
             .map(|r| {
-                r.map(|(row, s)| {
+                r.map(|(s, id)| {
                     last = last.max(s);
-                    row
+                    id
                 })
             })
             .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok((rows, last))
+        Ok((ids, last))
     }
 
     /// The cursor of the last ended task.
@@ -508,6 +430,193 @@ impl Store {
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
         rows.collect()
     }
+}
+
+/// How many runnable tasks a claim passes over for limits before it stops looking.
+const MAX_SKIPPED: usize = 256;
+
+/// What a round claims: up to `n` tasks among the JSON array `names`, for `lease`.
+#[derive(Clone, Copy)]
+pub(crate) struct ClaimSpec<'a> {
+    pub(crate) names: &'a str,
+    pub(crate) n: usize,
+    pub(crate) lease: Duration,
+}
+
+/// What a worker's round did.
+pub(crate) struct Round {
+    /// Per end, whether it was recorded (the lease was still this attempt's).
+    pub(crate) recorded: Vec<bool>,
+    /// The tasks claimed.
+    pub(crate) claimed: Vec<Claimed>,
+    /// When the soonest retry this round scheduled is due (ms since the epoch).
+    pub(crate) next_retry: Option<i64>,
+}
+
+/// Claims up to `c.n` runnable tasks among `c.names` for `owner`, under the route and key
+/// limits counted over every worker's running tasks, inside the caller's transaction.
+fn claim_in(
+    tx: &rusqlite::Transaction<'_>,
+    owner: &str,
+    c: ClaimSpec<'_>,
+    now: i64,
+) -> rusqlite::Result<Vec<Claimed>> {
+    let n = c.n;
+    let until = now + c.lease.as_millis() as i64;
+    let mut out = Vec::new();
+    // The candidate carries what the claim returns: the update needs no RETURNING
+    // (which costs a temporary table per statement).
+    let mut candidates = tx.prepare_cached(
+        "SELECT id, name, key, concurrency, key_concurrency,
+                codec, payload, attempts, max_attempts, backoff_ms FROM tasks
+         WHERE state IN ('queued','failed') AND run_at <= ?1
+           AND name IN (SELECT value FROM json_each(?2))
+         ORDER BY run_at, id LIMIT ?3 OFFSET ?4",
+    )?;
+    struct Candidate {
+        key: Option<String>,
+        limit: Option<u32>,
+        key_limit: Option<u32>,
+        claimed: Claimed,
+    }
+    // Candidates come a page at a time: a page as large as what is still wanted, after
+    // the ones skipped so far (those claimed left the ready set), up to MAX_SKIPPED.
+    let mut skipped = 0usize;
+    let mut page = |want: usize, skipped: usize| -> rusqlite::Result<Vec<Candidate>> {
+        candidates
+            .query_map(params![now, c.names, want as i64, skipped as i64], |r| {
+                Ok(Candidate {
+                    key: r.get(2)?,
+                    limit: r.get(3)?,
+                    key_limit: r.get(4)?,
+                    claimed: Claimed {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        codec: r.get(5)?,
+                        payload: r.get(6)?,
+                        attempt: r.get::<_, u32>(7)? + 1,
+                        max_attempts: r.get(8)?,
+                        backoff: Duration::from_millis(r.get::<_, i64>(9)?.max(0) as u64),
+                    },
+                })
+            })?
+            .collect()
+    };
+    let mut per_name: HashMap<String, u32> = HashMap::new();
+    let mut per_key: HashMap<(String, String), u32> = HashMap::new();
+    let mut count_name =
+        tx.prepare_cached("SELECT COUNT(*) FROM tasks WHERE state = 'running' AND name = ?1")?;
+    let mut count_key = tx.prepare_cached(
+        "SELECT COUNT(*) FROM tasks WHERE state = 'running' AND name = ?1 AND key = ?2",
+    )?;
+    let mut take = tx.prepare_cached(
+        "UPDATE tasks SET state = 'running', lease_owner = ?1, lease_until = ?2,
+                attempts = ?3, started_at = ?4
+         WHERE id = ?5",
+    )?;
+    while out.len() < n && skipped <= MAX_SKIPPED {
+        let want = n - out.len();
+        let rows = page(want, skipped)?;
+        let last_page = rows.len() < want;
+        for cand in rows {
+            let Candidate {
+                key,
+                limit,
+                key_limit,
+                claimed,
+            } = cand;
+            let name = &claimed.name;
+            if limit.is_some() && !per_name.contains_key(name) {
+                let running = count_name.query_row([name], |r| r.get(0))?;
+                per_name.insert(name.clone(), running);
+            }
+            let key_id = key.map(|k| (name.clone(), k));
+            if let (Some(_), Some(k)) = (key_limit, &key_id)
+                && !per_key.contains_key(k)
+            {
+                let running = count_key.query_row(params![k.0, k.1], |r| r.get(0))?;
+                per_key.insert(k.clone(), running);
+            }
+            let name_full = limit.is_some_and(|l| per_name[name] >= l);
+            let key_full = match (key_limit, &key_id) {
+                (Some(l), Some(k)) => per_key[k] >= l,
+                _ => false,
+            };
+            if name_full || key_full {
+                skipped += 1;
+                continue;
+            }
+            if let Some(c) = per_name.get_mut(name) {
+                *c += 1;
+            }
+            if let Some(c) = key_id.as_ref().and_then(|k| per_key.get_mut(k)) {
+                *c += 1;
+            }
+            take.execute(params![owner, until, claimed.attempt, now, claimed.id])?;
+            let c = claimed;
+            out.push(c);
+        }
+        if last_page {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// Records finished attempts inside the caller's transaction; each applies only while
+/// the task is still leased to `owner` for that attempt. Returns, per outcome, whether
+/// it was recorded, and when the soonest retry scheduled is due.
+fn finish_in(
+    tx: &rusqlite::Transaction<'_>,
+    owner: &str,
+    done: &[(Lease, Outcome)],
+    now: i64,
+) -> rusqlite::Result<(Vec<bool>, Option<i64>)> {
+    let mut recorded = Vec::with_capacity(done.len());
+    let mut next_retry: Option<i64> = None;
+    if done.is_empty() {
+        return Ok((recorded, next_retry));
+    }
+    let mut ok = tx.prepare_cached(
+        "UPDATE tasks SET state = 'succeeded', result = ?1, finished_at = ?2,
+                lease_owner = NULL, lease_until = NULL
+         WHERE id = ?3 AND state = 'running' AND lease_owner = ?4 AND attempts = ?5",
+    )?;
+    let mut failed = tx.prepare_cached(
+        "UPDATE tasks SET state = ?1, last_error = ?2, last_kind = ?3, run_at = ?4,
+                finished_at = CASE WHEN ?1 = 'dead' THEN ?5 END,
+                lease_owner = NULL, lease_until = NULL
+         WHERE id = ?6 AND state = 'running' AND lease_owner = ?7 AND attempts = ?8",
+    )?;
+    let mut log = tx.prepare_cached("INSERT INTO done (task_id) VALUES (?1)")?;
+    for (c, outcome) in done {
+        let (n, ended) = match outcome {
+            Outcome::Succeeded(value) => (
+                ok.execute(params![value, now, c.id, owner, c.attempt])?,
+                true,
+            ),
+            Outcome::Failed {
+                error,
+                kind,
+                permanent,
+            } => {
+                let last = *permanent || c.attempt >= c.max_attempts;
+                let state = if last { "dead" } else { "failed" };
+                let at = now + backoff(c.backoff, c.attempt).as_millis() as i64;
+                let n =
+                    failed.execute(params![state, error, kind, at, now, c.id, owner, c.attempt])?;
+                if n == 1 && !last {
+                    next_retry = Some(next_retry.map_or(at, |t| t.min(at)));
+                }
+                (n, last)
+            }
+        };
+        if n == 1 && ended {
+            log.execute([c.id])?;
+        }
+        recorded.push(n == 1);
+    }
+    Ok((recorded, next_retry))
 }
 
 /// The delay after failed attempt `attempt` (1-based): `base * 2^(attempt-1)`, at most a

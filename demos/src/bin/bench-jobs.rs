@@ -112,12 +112,9 @@ fn bare_sqlite(path: &Path, jobs: usize) -> Result<f64> {
 }
 
 fn sqlite_backend(path: &Path, jobs: usize, window: usize) -> Result<Run> {
-    // A stored call waits for its end on a submitter thread: as many as the window,
-    // up to 256.
     let exec = SqliteExecutor::builder("sqlite")
         .path(path)
-        .slots(64)
-        .submitters(window.min(256))
+        .slots(256)
         .build()?;
     let control = WorkerControl::new();
     std::thread::scope(|s| {
@@ -223,7 +220,7 @@ fn main() -> Result<()> {
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
         "durable no-op jobs, end to end (enqueue, run, result): {} jobs, {} in flight \
-         (one worker: sqlite 64 slots, nats 256); load average {}",
+         (one worker: sqlite 256 slots, nats 256); load average {}",
         a.jobs,
         a.window,
         load.split_whitespace()
