@@ -190,7 +190,20 @@ impl Worker {
     async fn serve(self, stop: impl Future<Output = Stop>) -> Result<WorkerReport, NatsError> {
         let b = self.b;
         let names = Names::new(&b.prefix).map_err(|e| NatsError::new("config", e))?;
-        let server = Server::connect(&b.url, names).await?;
+        // A worker that starts while its server restarts keeps trying (for up to
+        // `START_PATIENCE`): creating the streams and buckets times out until the
+        // restarted server answers.
+        let give_up = tokio::time::Instant::now() + START_PATIENCE;
+        let server = loop {
+            match Server::connect(&b.url, names.clone()).await {
+                Ok(server) => break server,
+                Err(e) if tokio::time::Instant::now() < give_up => {
+                    tracing::warn!("nats worker: {e}; trying again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let shared = Arc::new(Running {
             server,
             tasks: b.tasks,
@@ -475,7 +488,7 @@ async fn claim(
 /// How long a worker with few free slots waits for more before it fetches.
 const GATHER: Duration = Duration::from_millis(1);
 
-/// How long a starting worker keeps trying to set up its consumers.
+/// How long a starting worker keeps trying to set up its streams, buckets and consumers.
 const START_PATIENCE: Duration = Duration::from_secs(30);
 
 /// How long a fetch may go without a message or its end before the worker gives it up
