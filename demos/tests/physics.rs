@@ -34,6 +34,7 @@ fn config(particles: usize, steps: usize, density: f64, clustered: bool) -> Conf
             regions: 1,
             balance: false,
             rebalance_every: 3,
+            border_once: false,
         },
         skin: DEFAULT_SKIN,
         rebuild: Rebuild::OnDisplacement,
@@ -53,12 +54,16 @@ fn hashes_over_decompositions(base: &Config, regions: &[usize]) -> Vec<(String, 
         let exec = executor(threads);
         for &r in regions {
             for balance in [false, true] {
+                // Border pairs once (two phases a step) or on both sides: each region count
+                // and each balancing meet both, across the two thread counts.
+                let once = balance != (threads == 2);
                 let mut cfg = base.clone();
                 cfg.dec.regions = r;
                 cfg.dec.balance = balance;
+                cfg.dec.border_once = once;
                 let rep = run(&cfg, &exec);
                 out.push((
-                    format!("{threads} threads, {r} regions, balance {balance}"),
+                    format!("{threads} threads, {r} regions, balance {balance}, once {once}"),
                     rep.state_hash,
                 ));
             }
@@ -426,11 +431,13 @@ fn check_lists_against_brute_force(cfg: &Config) {
     }
     for regions in 1..=geom.nc.min(4) {
         let borders = equal_borders(geom.nc, regions);
-        let got = list_forces(&geom, state, &borders).unwrap();
-        assert_eq!(
-            got, want,
-            "{regions} regions: list forces differ from brute force"
-        );
+        for once in [false, true] {
+            let got = list_forces(&geom, state, &borders, once).unwrap();
+            assert_eq!(
+                got, want,
+                "{regions} regions, border pairs once {once}: list forces differ from brute force"
+            );
+        }
     }
     let _ = Geometry::new(geom.dim, state.len(), cfg.setup.density, geom.skin).unwrap();
 }

@@ -87,8 +87,13 @@ pub struct RegionState {
     pub(crate) x0: Axes,
     /// Column of each own particle at the last build (for the load per column).
     pub(crate) col: Vec<u32>,
-    /// Where each halo particle lives in the snapshot: (region, index).
-    pub(crate) halo: Vec<(u32, u32)>,
+    /// Where each halo particle lives in the snapshot: (region, index). Shared with the
+    /// other regions' finishing tasks, which add the forces found on it to their particles.
+    pub(crate) halo: Arc<Vec<(u32, u32)>>,
+    /// Whether each border pair is listed by one region only (the one on its left; the
+    /// halo then holds only the columns to the right, unless the window is the whole box),
+    /// so a step takes two phases: [`Phase::Forces`] then [`Phase::Finish`].
+    pub(crate) once: bool,
     pub(crate) list: NeighbourList,
     /// Load per own column, from the last build.
     pub(crate) col_work: Vec<u64>,
@@ -96,6 +101,9 @@ pub struct RegionState {
     pub(crate) pos: Vec<[f64; 3]>,
     pub(crate) force: Vec<[i64; 3]>,
     pub(crate) weight: Vec<f64>,
+    /// The potential energy and the load of the last [`Phase::Forces`], for its
+    /// [`Phase::Finish`] to report.
+    pending_pe: f64,
     disp: Vec<f64>,
     /// The list build's scratch (reused: fresh buffers cost page faults at every build).
     scratch: BuildScratch,
@@ -122,6 +130,30 @@ impl RegionState {
     }
 }
 
+/// Which part of a step a region task runs.
+#[derive(Debug, Clone, Default)]
+pub enum Phase {
+    /// The whole step in one task: a pair across a region border is computed by both
+    /// regions, each keeping its own side.
+    #[default]
+    Whole,
+    /// The forces only: each border pair is computed once, by one region, which hands the
+    /// forces it found on its halo particles back in [`RegionOut::halo_force`].
+    Forces,
+    /// Adds the forces the other regions found on this region's particles (every region's
+    /// halo forces from the [`Phase::Forces`] round, by region), then integrates.
+    Finish(Arc<Vec<HaloForces>>),
+}
+
+/// The forces one region's [`Phase::Forces`] task found on its halo particles.
+#[derive(Debug, Default)]
+pub struct HaloForces {
+    /// Where each halo particle lives: (region, index), as in the region's state.
+    pub(crate) halo: Arc<Vec<(u32, u32)>>,
+    /// The force on each halo particle, in fixed point.
+    pub(crate) force: Vec<[i64; 3]>,
+}
+
 /// One region's work for one round: everything a task needs, owned or shared read-only.
 #[derive(Debug)]
 pub struct RegionJob {
@@ -145,6 +177,11 @@ pub struct RegionJob {
     pub advance: bool,
     /// Compute the potential energy (forces alone are cheaper).
     pub energy: bool,
+    /// Which part of the step to run.
+    pub phase: Phase,
+    /// A buffer for the halo forces of a [`Phase::Forces`] task (its contents are
+    /// overwritten).
+    pub halo_buf: Vec<[i64; 3]>,
 }
 
 /// What a region task hands back.
@@ -172,6 +209,8 @@ pub struct RegionOut {
     pub pairs: usize,
     /// Wall time the task took, in nanoseconds.
     pub nanos: u64,
+    /// After [`Phase::Forces`]: the forces found on the halo particles, in halo order.
+    pub halo_force: Vec<[i64; 3]>,
 }
 
 impl RegionJob {
@@ -201,65 +240,48 @@ impl RegionJob {
             finish_kick,
             advance,
             energy,
+            phase,
+            mut halo_buf,
         } = self;
-        let own = &prev[region];
         let n = state.id.len();
-        let total = n + state.halo.len();
-        // The kernel's copy of the positions: own particles first, then the halo; one
-        // [f64; 3] per particle, since each neighbour visit reads all its coordinates.
-        state.pos.clear();
-        state.pos.extend((0..n).map(|i| {
-            let mut p = [0.0; 3];
-            for d in 0..D {
-                p[d] = own[d][i];
+        let pe = if let Phase::Finish(halos) = &phase {
+            // The forces the other regions found on this region's particles; integer sums,
+            // so the order they are added in does not matter.
+            let force = &mut state.force[..n];
+            for (q, h) in halos.iter().enumerate() {
+                if q == region {
+                    continue;
+                }
+                for (&(src, k), f) in h.halo.iter().zip(&h.force) {
+                    if src as usize == region {
+                        let fi = &mut force[k as usize];
+                        for d in 0..D {
+                            fi[d] = fi[d].wrapping_add(f[d]);
+                        }
+                    }
+                }
             }
-            p
-        }));
-        state.pos.extend(state.halo.iter().map(|&(r, k)| {
-            let (src, k) = (&prev[r as usize], k as usize);
-            let mut p = [0.0; 3];
-            for d in 0..D {
-                p[d] = src[d][k];
-            }
-            p
-        }));
-        if rebuild {
-            state.weight.clear();
-            state.weight.resize(n, 1.0);
-            state.weight.resize(total, 0.5);
-            // The old list's buffers are reused: fresh ones cost page faults at every build.
-            let mut list = std::mem::take(&mut state.list);
-            let mut scratch = std::mem::take(&mut state.scratch);
-            state.col_work = build::<D>(&geom, &state, n, &mut list, &mut scratch)?;
-            state.list = list;
-            state.scratch = scratch;
-        }
-        state.force.clear();
-        state.force.resize(total, [0; 3]);
-        let (pe, bad) = if energy {
-            forces::<D, true>(
-                &geom,
-                &state.list,
-                n,
-                &state.pos,
-                &state.weight,
-                &mut state.force,
-            )
+            state.pending_pe
         } else {
-            forces::<D, false>(
-                &geom,
-                &state.list,
-                n,
-                &state.pos,
-                &state.weight,
-                &mut state.force,
-            )
+            state.forces::<D>(&prev[..], region, &geom, rebuild, energy)?
         };
-        if bad {
-            bail!(
-                "the simulation blew up (two particles came closer than {}); use a smaller --dt",
-                MIN_R2.sqrt()
-            );
+        if let Phase::Forces = phase {
+            state.pending_pe = pe;
+            halo_buf.clear();
+            halo_buf.extend_from_slice(&state.force[n..]);
+            return Ok(RegionOut {
+                col_work: state.col_work.clone(),
+                particles: n,
+                pairs: state.list.pairs(),
+                state,
+                x: out,
+                ke: 0.0,
+                pe: 0.0,
+                p: [0.0; 3],
+                max_disp2: 0.0,
+                nanos: start.elapsed().as_nanos() as u64,
+                halo_force: halo_buf,
+            });
         }
 
         // Integrate the own particles, one axis at a time (plain loops over contiguous
@@ -316,7 +338,87 @@ impl RegionJob {
             p,
             max_disp2,
             nanos: start.elapsed().as_nanos() as u64,
+            halo_force: halo_buf,
         })
+    }
+}
+
+impl RegionState {
+    /// Copies the own and the halo positions out of the snapshot `prev`, rebuilds the list
+    /// if asked, and computes the forces on the own and the halo particles into `force`;
+    /// returns the potential energy (when `energy`, else 0).
+    fn forces<const D: usize>(
+        &mut self,
+        prev: &[Axes],
+        region: usize,
+        geom: &Geometry,
+        rebuild: bool,
+        energy: bool,
+    ) -> Result<f64> {
+        let state = self;
+        let own = &prev[region];
+        let n = state.id.len();
+        let total = n + state.halo.len();
+        // The kernel's copy of the positions: own particles first, then the halo; one
+        // [f64; 3] per particle, since each neighbour visit reads all its coordinates.
+        state.pos.clear();
+        state.pos.extend((0..n).map(|i| {
+            let mut p = [0.0; 3];
+            for d in 0..D {
+                p[d] = own[d][i];
+            }
+            p
+        }));
+        state.pos.extend(state.halo.iter().map(|&(r, k)| {
+            let (src, k) = (&prev[r as usize], k as usize);
+            let mut p = [0.0; 3];
+            for d in 0..D {
+                p[d] = src[d][k];
+            }
+            p
+        }));
+        if rebuild {
+            // A border pair computed by both regions counts half on each side.
+            state.weight.clear();
+            state.weight.resize(n, 1.0);
+            state
+                .weight
+                .resize(total, if state.once { 1.0 } else { 0.5 });
+            // The old list's buffers are reused: fresh ones cost page faults at every build.
+            let mut list = std::mem::take(&mut state.list);
+            let mut scratch = std::mem::take(&mut state.scratch);
+            state.col_work = build::<D>(geom, state, n, &mut list, &mut scratch)?;
+            state.list = list;
+            state.scratch = scratch;
+        }
+        state.force.clear();
+        state.force.resize(total, [0; 3]);
+        let (pe, bad) = if energy {
+            forces::<D, true>(
+                geom,
+                &state.list,
+                n,
+                &state.pos,
+                &state.weight,
+                &mut state.force,
+            )
+        } else {
+            forces::<D, false>(
+                geom,
+                &state.list,
+                n,
+                &state.pos,
+                &state.weight,
+                &mut state.force,
+            )
+        };
+        if bad {
+            bail!(
+                "the simulation blew up (two particles came closer than {}); use a smaller --dt",
+                MIN_R2.sqrt()
+            );
+        }
+        Ok(pe)
     }
 }
 
@@ -678,7 +780,14 @@ fn build<const D: usize>(
                 for d in 1..D {
                     idx = idx * nb + wrap(c[d], off[d]);
                 }
-                if !(idx < near_of && own_col(p)) {
+                // With each border pair listed once, only by the region on its left, a halo
+                // bin to the left holds no pair of ours.
+                let listed_there = if own_col(p) {
+                    idx < near_of
+                } else {
+                    st.once && off[0] < 0
+                };
+                if !listed_there {
                     let mut bshift = [0.0; 3];
                     for d in 0..D {
                         let to = c[d] as isize + off[d];
@@ -826,6 +935,7 @@ pub fn list_forces(
                 x0: st.x0.clone(),
                 col: st.col.clone(),
                 halo: st.halo.clone(),
+                once: st.once,
                 ..Default::default()
             },
             out: Axes::default(),
@@ -835,10 +945,22 @@ pub fn list_forces(
             finish_kick: false,
             advance: false,
             energy: false,
+            phase: if st.once { Phase::Forces } else { Phase::Whole },
+            halo_buf: Vec::new(),
         };
-        let st = job.run()?.state;
-        for (k, &id) in st.id.iter().enumerate() {
-            f[id as usize] = st.force[k];
+        let out = job.run()?;
+        let st = out.state;
+        let add = |to: &mut [i64; 3], from: &[i64; 3]| {
+            for (t, v) in to.iter_mut().zip(from) {
+                *t = t.wrapping_add(*v);
+            }
+        };
+        for (&id, fk) in st.id.iter().zip(&st.force) {
+            add(&mut f[id as usize], fk);
+        }
+        // Forces one region found on another's particles (border pairs listed once).
+        for (&(src, k), hf) in st.halo.iter().zip(&out.halo_force) {
+            add(&mut f[regions[src as usize].id[k as usize] as usize], hf);
         }
     }
     Ok(f)

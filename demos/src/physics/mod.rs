@@ -97,6 +97,11 @@ pub struct RunArgs {
     /// has moved more than half the skin.
     #[arg(long, default_value_t = 0)]
     pub rebuild_every: usize,
+    /// Compute each pair across a region border once, by the region on its left, in two
+    /// phases per step (forces, then the border forces exchanged and the integration),
+    /// instead of on both sides in one phase.
+    #[arg(long)]
+    pub border_once: bool,
     /// Policy file naming the executor for `physics.region` tasks.
     #[arg(long, default_value_os_t = default_policy())]
     pub policy: PathBuf,
@@ -214,6 +219,7 @@ impl RunArgs {
                 regions: self.regions,
                 balance: !self.no_balance,
                 rebalance_every: self.rebalance_every,
+                border_once: self.border_once,
             },
             skin: self.skin,
             rebuild: match self.rebuild_every {

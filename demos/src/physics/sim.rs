@@ -27,7 +27,7 @@
 //! bit for bit the same for any decomposition, and positions are never rewritten (no
 //! wrapping), so neither the build schedule nor the borders touch the trajectory.
 
-use super::kernel::{Axes, RegionJob, RegionOut, RegionState, Snapshot, window};
+use super::kernel::{Axes, HaloForces, Phase, RegionJob, RegionOut, RegionState, Snapshot, window};
 use anyhow::{Context, Result, bail, ensure};
 use std::sync::Arc;
 use std::time::Instant;
@@ -504,6 +504,10 @@ pub struct Decomposition {
     pub balance: bool,
     /// Rebalance every this many steps (the borders move at the next list build).
     pub rebalance_every: usize,
+    /// Compute each pair across a region border once, by the region on its left, in two
+    /// phases per step (forces, then the exchange of border forces and the integration);
+    /// otherwise both regions compute it, in one phase.
+    pub border_once: bool,
 }
 
 /// When the neighbour lists are rebuilt.
@@ -588,6 +592,7 @@ fn gather(regions: &mut [RegionState], snap: &Snapshot, dim: usize) -> Flat {
 fn distribute(
     geom: &Geometry,
     borders: &[usize],
+    once: bool,
     flat: Flat,
     mut old: Vec<RegionState>,
 ) -> (Vec<RegionState>, Snapshot) {
@@ -650,19 +655,25 @@ fn distribute(
                 col_start(col + 1) - col_start(col),
             ));
         }
-        st.halo.clear();
+        let mut halo = Arc::try_unwrap(std::mem::take(&mut st.halo)).unwrap_or_default();
+        halo.clear();
         let (ws, wl) = window(a, b, nc);
-        for p in 0..wl {
+        // With border pairs listed once (by the region on the left), a window short of the
+        // whole box needs no halo on the left.
+        let first = if once && wl < nc { 2 } else { 0 };
+        for p in first..wl {
             let col = (ws + p) % nc;
             if (a..b).contains(&col) {
                 continue;
             }
             let src = region_of_col[col] as usize;
             let base = col_start(borders[src]);
-            st.halo.extend(
+            halo.extend(
                 (col_start(col)..col_start(col + 1)).map(|g| (src as u32, (g - base) as u32)),
             );
         }
+        st.halo = Arc::new(halo);
+        st.once = once;
         states.push(st);
         snap.push(x);
     }
@@ -676,13 +687,15 @@ pub fn list_forces(
     geom: &Arc<Geometry>,
     p: &Particles,
     borders: &[usize],
+    border_once: bool,
 ) -> Result<Vec<[i64; 3]>> {
     let flat = Flat {
         id: (0..p.len() as u32).collect(),
         x: p.positions(),
         v: [p.vx.clone(), p.vy.clone(), p.vz.clone()],
     };
-    let (regions, snap) = distribute(geom, borders, flat, Vec::new());
+    let once = border_once && borders.len() > 2;
+    let (regions, snap) = distribute(geom, borders, once, flat, Vec::new());
     super::kernel::list_forces(geom, &regions, &snap)
 }
 
@@ -723,31 +736,97 @@ pub fn run(
     let mut rounds = Vec::with_capacity(steps + 1);
     let started = Instant::now();
     let mut setup_seconds = 0.0;
-    let (mut regions, mut snap) = distribute(&geom, &borders, flat, Vec::new());
+    // One region has no border: nothing to exchange.
+    let once = dec.border_once && dec.regions > 1;
+    let (mut regions, mut snap) = distribute(&geom, &borders, once, flat, Vec::new());
+    let mut halo_spare: Vec<Vec<[i64; 3]>> = Vec::new();
     let mut rebuild = true;
     let mut rebuilds = 0;
     let mut since_build = 0;
     let mut spare: Vec<Axes> = Vec::new();
     for round in 0..=steps {
-        let jobs = regions
-            .into_iter()
-            .enumerate()
-            .map(|(r, state)| RegionJob {
-                prev: snap.clone(),
-                region: r,
-                state,
-                out: spare.pop().unwrap_or_default(),
-                geom: geom.clone(),
-                dt,
-                rebuild,
-                finish_kick: round > 0,
-                advance: round < steps,
-                energy: round % ENERGY_EVERY == 0 || round == steps,
-            })
-            .collect();
-        let outs = runner
-            .run_round(jobs)
-            .with_context(|| format!("step {round} of {steps} failed"))?;
+        let job = |r: usize, state: RegionState, phase: Phase, halo_buf| RegionJob {
+            prev: snap.clone(),
+            region: r,
+            state,
+            out: Axes::default(),
+            geom: geom.clone(),
+            dt,
+            rebuild,
+            finish_kick: round > 0,
+            advance: round < steps,
+            energy: round % ENERGY_EVERY == 0 || round == steps,
+            phase,
+            halo_buf,
+        };
+        let outs = if once {
+            let jobs = regions
+                .into_iter()
+                .enumerate()
+                .map(|(r, state)| {
+                    job(
+                        r,
+                        state,
+                        Phase::Forces,
+                        halo_spare.pop().unwrap_or_default(),
+                    )
+                })
+                .collect();
+            let firsts = runner
+                .run_round(jobs)
+                .with_context(|| format!("step {round} of {steps} failed"))?;
+            ensure!(
+                firsts.len() == dec.regions,
+                "the runner returned {} results for {} regions",
+                firsts.len(),
+                dec.regions
+            );
+            let mut halos = Vec::with_capacity(firsts.len());
+            let mut jobs = Vec::with_capacity(firsts.len());
+            let mut first_nanos = Vec::with_capacity(firsts.len());
+            for o in firsts {
+                halos.push(HaloForces {
+                    halo: o.state.halo.clone(),
+                    force: o.halo_force,
+                });
+                first_nanos.push(o.nanos);
+                jobs.push(o.state);
+            }
+            let halos = Arc::new(halos);
+            let jobs = jobs
+                .into_iter()
+                .enumerate()
+                .map(|(r, state)| {
+                    let mut j = job(r, state, Phase::Finish(halos.clone()), Vec::new());
+                    j.out = spare.pop().unwrap_or_default();
+                    j
+                })
+                .collect();
+            let mut outs = runner
+                .run_round(jobs)
+                .with_context(|| format!("step {round} of {steps} failed"))?;
+            // Every task has dropped its share by now: the buffers go round again.
+            if let Ok(halos) = Arc::try_unwrap(halos) {
+                halo_spare.extend(halos.into_iter().map(|h| h.force));
+            }
+            for (o, n) in outs.iter_mut().zip(first_nanos) {
+                o.nanos += n;
+            }
+            outs
+        } else {
+            let jobs = regions
+                .into_iter()
+                .enumerate()
+                .map(|(r, state)| {
+                    let mut j = job(r, state, Phase::Whole, Vec::new());
+                    j.out = spare.pop().unwrap_or_default();
+                    j
+                })
+                .collect();
+            runner
+                .run_round(jobs)
+                .with_context(|| format!("step {round} of {steps} failed"))?
+        };
         ensure!(
             outs.len() == dec.regions,
             "the runner returned {} results for {} regions",
@@ -810,7 +889,7 @@ pub fn run(
                 balanced = true;
             }
             let flat = gather(&mut regions, &snap, dim);
-            (regions, snap) = distribute(&geom, &borders, flat, regions);
+            (regions, snap) = distribute(&geom, &borders, once, flat, regions);
         }
     }
     let seconds = started.elapsed().as_secs_f64() - setup_seconds;
