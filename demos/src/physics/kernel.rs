@@ -143,6 +143,29 @@ pub enum Phase {
     /// Adds the forces the other regions found on this region's particles (every region's
     /// halo forces from the [`Phase::Forces`] round, by region), then integrates.
     Finish(Arc<Vec<HaloForces>>),
+    /// Before a rebuild: only the bin of each own particle (column-major over the box), in
+    /// [`RegionOut::bins`], for the step loop's counting sort.
+    Bins,
+}
+
+/// Every particle in bin order after a rebuild's counting sort, and where it was before:
+/// each task of the round after a rebuild takes its own particles and its halo from here,
+/// so the cut into regions runs in parallel.
+#[derive(Debug, Default)]
+pub struct Moved {
+    /// (region, index) in the previous layout of each particle, in bin order (column-major,
+    /// so each column, and each region, is one contiguous range).
+    pub(crate) order: Vec<(u32, u32)>,
+    /// Where each column starts in `order` (columns + 1 entries).
+    pub(crate) col_start: Vec<u32>,
+    /// The new borders.
+    pub(crate) borders: Vec<usize>,
+    /// The new region of each column.
+    pub(crate) region_of_col: Vec<u32>,
+    /// Each previous region's particle ids and velocities.
+    pub(crate) from: Vec<(Vec<u32>, Axes)>,
+    /// Whether border pairs are listed once (no left halo then, see [`RegionState`]).
+    pub(crate) once: bool,
 }
 
 /// The forces one region's [`Phase::Forces`] task found on its halo particles.
@@ -182,6 +205,11 @@ pub struct RegionJob {
     /// A buffer for the halo forces of a [`Phase::Forces`] task (its contents are
     /// overwritten).
     pub halo_buf: Vec<[i64; 3]>,
+    /// A buffer for the bins of a [`Phase::Bins`] task (its contents are overwritten).
+    pub bins: Vec<u32>,
+    /// Right after a rebuild's sort: where the region's new particles are; `prev` then holds
+    /// the positions in the previous layout.
+    pub moved: Option<Arc<Moved>>,
 }
 
 /// What a region task hands back.
@@ -211,6 +239,8 @@ pub struct RegionOut {
     pub nanos: u64,
     /// After [`Phase::Forces`]: the forces found on the halo particles, in halo order.
     pub halo_force: Vec<[i64; 3]>,
+    /// After [`Phase::Bins`]: the bin of each own particle.
+    pub bins: Vec<u32>,
 }
 
 impl RegionJob {
@@ -242,7 +272,37 @@ impl RegionJob {
             energy,
             phase,
             mut halo_buf,
+            mut bins,
+            moved,
         } = self;
+        if let Phase::Bins = phase {
+            let own = &prev[region];
+            bins.clear();
+            bins.extend((0..state.id.len()).map(|i| {
+                let mut p = [0.0; 3];
+                for d in 0..D {
+                    p[d] = own[d][i];
+                }
+                geom.bin_index(&p) as u32
+            }));
+            return Ok(RegionOut {
+                col_work: state.col_work.clone(),
+                particles: state.id.len(),
+                pairs: state.list.pairs(),
+                state,
+                x: out,
+                ke: 0.0,
+                pe: 0.0,
+                p: [0.0; 3],
+                max_disp2: 0.0,
+                nanos: start.elapsed().as_nanos() as u64,
+                halo_force: halo_buf,
+                bins,
+            });
+        }
+        if let Some(m) = &moved {
+            state.take_from::<D>(m, &prev, region, geom.nc);
+        }
         let n = state.id.len();
         let pe = if let Phase::Finish(halos) = &phase {
             // The forces the other regions found on this region's particles; integer sums,
@@ -263,7 +323,8 @@ impl RegionJob {
             }
             state.pending_pe
         } else {
-            state.forces::<D>(&prev[..], region, &geom, rebuild, energy)?
+            let copy = moved.is_none();
+            state.forces::<D>(&prev[..], region, &geom, copy, rebuild, energy)?
         };
         if let Phase::Forces = phase {
             state.pending_pe = pe;
@@ -281,6 +342,7 @@ impl RegionJob {
                 max_disp2: 0.0,
                 nanos: start.elapsed().as_nanos() as u64,
                 halo_force: halo_buf,
+                bins,
             });
         }
 
@@ -339,44 +401,107 @@ impl RegionJob {
             max_disp2,
             nanos: start.elapsed().as_nanos() as u64,
             halo_force: halo_buf,
+            bins,
         })
     }
 }
 
 impl RegionState {
+    /// Takes the region's particles (ids, velocities, positions, columns) and its halo from
+    /// a rebuild's sort; `prev` holds the positions in the previous layout.
+    fn take_from<const D: usize>(&mut self, m: &Moved, prev: &[Axes], region: usize, nc: usize) {
+        let (a, b) = (m.borders[region], m.borders[region + 1]);
+        let cs = |c: usize| m.col_start[c] as usize;
+        let own = &m.order[cs(a)..cs(b)];
+        let at = |&(q, k): &(u32, u32)| {
+            let (q, k) = (q as usize, k as usize);
+            let mut p = [0.0; 3];
+            for d in 0..D {
+                p[d] = prev[q][d][k];
+            }
+            p
+        };
+        self.a = a;
+        self.b = b;
+        self.id.clear();
+        self.id
+            .extend(own.iter().map(|&(q, k)| m.from[q as usize].0[k as usize]));
+        for (d, (v, x0)) in self.v.iter_mut().zip(&mut self.x0).enumerate().take(D) {
+            v.clear();
+            v.extend(
+                own.iter()
+                    .map(|&(q, k)| m.from[q as usize].1[d][k as usize]),
+            );
+            x0.clear();
+            x0.extend(own.iter().map(|&(q, k)| prev[q as usize][d][k as usize]));
+        }
+        self.col.clear();
+        for col in a..b {
+            self.col
+                .extend(std::iter::repeat_n(col as u32, cs(col + 1) - cs(col)));
+        }
+        self.pos.clear();
+        self.pos.extend(own.iter().map(at));
+        let mut halo = Arc::try_unwrap(std::mem::take(&mut self.halo)).unwrap_or_default();
+        halo.clear();
+        let (ws, wl) = window(a, b, nc);
+        // With border pairs listed once (by the region on the left), a window short of the
+        // whole box needs no halo on the left.
+        let first = if m.once && wl < nc { 2 } else { 0 };
+        for p in first..wl {
+            let col = (ws + p) % nc;
+            if (a..b).contains(&col) {
+                continue;
+            }
+            let src = m.region_of_col[col] as usize;
+            let base = cs(m.borders[src]);
+            for g in cs(col)..cs(col + 1) {
+                halo.push((src as u32, (g - base) as u32));
+                self.pos.push(at(&m.order[g]));
+            }
+        }
+        self.halo = Arc::new(halo);
+        self.once = m.once;
+    }
+
     /// Copies the own and the halo positions out of the snapshot `prev`, rebuilds the list
     /// if asked, and computes the forces on the own and the halo particles into `force`;
     /// returns the potential energy (when `energy`, else 0).
+    #[allow(clippy::too_many_arguments)] // the round's flags, each named at the call
     fn forces<const D: usize>(
         &mut self,
         prev: &[Axes],
         region: usize,
         geom: &Geometry,
+        copy: bool,
         rebuild: bool,
         energy: bool,
     ) -> Result<f64> {
         let state = self;
-        let own = &prev[region];
         let n = state.id.len();
         let total = n + state.halo.len();
         // The kernel's copy of the positions: own particles first, then the halo; one
         // [f64; 3] per particle, since each neighbour visit reads all its coordinates.
-        state.pos.clear();
-        state.pos.extend((0..n).map(|i| {
-            let mut p = [0.0; 3];
-            for d in 0..D {
-                p[d] = own[d][i];
-            }
-            p
-        }));
-        state.pos.extend(state.halo.iter().map(|&(r, k)| {
-            let (src, k) = (&prev[r as usize], k as usize);
-            let mut p = [0.0; 3];
-            for d in 0..D {
-                p[d] = src[d][k];
-            }
-            p
-        }));
+        // (Right after a rebuild's sort, `take_from` has made it.)
+        if copy {
+            let own = &prev[region];
+            state.pos.clear();
+            state.pos.extend((0..n).map(|i| {
+                let mut p = [0.0; 3];
+                for d in 0..D {
+                    p[d] = own[d][i];
+                }
+                p
+            }));
+            state.pos.extend(state.halo.iter().map(|&(r, k)| {
+                let (src, k) = (&prev[r as usize], k as usize);
+                let mut p = [0.0; 3];
+                for d in 0..D {
+                    p[d] = src[d][k];
+                }
+                p
+            }));
+        }
         if rebuild {
             // A border pair computed by both regions counts half on each side.
             state.weight.clear();
@@ -914,30 +1039,19 @@ pub fn reference_forces(geom: &Geometry, x: &Axes) -> Vec<[i64; 3]> {
     f
 }
 
-/// Forces on every particle of a finished round's regions, by particle id, computed with a
-/// fresh neighbour list per region (for tests against [`reference_forces`]).
-pub fn list_forces(
-    geom: &Arc<Geometry>,
-    regions: &[RegionState],
-    snap: &Snapshot,
-) -> Result<Vec<[i64; 3]>> {
-    let n: usize = regions.iter().map(RegionState::len).sum();
-    let mut f = vec![[0i64; 3]; n];
-    for (r, st) in regions.iter().enumerate() {
+/// Forces on every particle, by particle id, computed with a fresh neighbour list for each
+/// region `moved` cuts the particles into (for tests against [`reference_forces`]).
+pub fn list_forces(geom: &Arc<Geometry>, moved: Moved, snap: &Snapshot) -> Result<Vec<[i64; 3]>> {
+    let n = moved.order.len();
+    let regions = moved.borders.len() - 1;
+    let once = moved.once;
+    let moved = Arc::new(moved);
+    let mut outs = Vec::with_capacity(regions);
+    for r in 0..regions {
         let job = RegionJob {
             prev: snap.clone(),
             region: r,
-            state: RegionState {
-                a: st.a,
-                b: st.b,
-                id: st.id.clone(),
-                v: st.v.clone(),
-                x0: st.x0.clone(),
-                col: st.col.clone(),
-                halo: st.halo.clone(),
-                once: st.once,
-                ..Default::default()
-            },
+            state: RegionState::default(),
             out: Axes::default(),
             geom: geom.clone(),
             dt: 0.0,
@@ -945,22 +1059,27 @@ pub fn list_forces(
             finish_kick: false,
             advance: false,
             energy: false,
-            phase: if st.once { Phase::Forces } else { Phase::Whole },
+            phase: if once { Phase::Forces } else { Phase::Whole },
             halo_buf: Vec::new(),
+            bins: Vec::new(),
+            moved: Some(moved.clone()),
         };
-        let out = job.run()?;
-        let st = out.state;
-        let add = |to: &mut [i64; 3], from: &[i64; 3]| {
-            for (t, v) in to.iter_mut().zip(from) {
-                *t = t.wrapping_add(*v);
-            }
-        };
+        outs.push(job.run()?);
+    }
+    let add = |to: &mut [i64; 3], from: &[i64; 3]| {
+        for (t, v) in to.iter_mut().zip(from) {
+            *t = t.wrapping_add(*v);
+        }
+    };
+    let mut f = vec![[0i64; 3]; n];
+    for out in &outs {
+        let st = &out.state;
         for (&id, fk) in st.id.iter().zip(&st.force) {
             add(&mut f[id as usize], fk);
         }
         // Forces one region found on another's particles (border pairs listed once).
         for (&(src, k), hf) in st.halo.iter().zip(&out.halo_force) {
-            add(&mut f[regions[src as usize].id[k as usize] as usize], hf);
+            add(&mut f[outs[src as usize].state.id[k as usize] as usize], hf);
         }
     }
     Ok(f)

@@ -290,7 +290,8 @@ pub struct Report {
     pub state_hash: String,
     /// The executor the region tasks ran on.
     pub executor: String,
-    /// Region tasks the run submitted (`regions x (steps + 1)`).
+    /// Region tasks the run submitted: `regions x (steps + 1)`, twice that with
+    /// `--border-once`, plus `regions` before each list build after the first.
     pub tasks: u64,
     /// Tasks the executor reports completed (filled in by the demo from its stats).
     pub tasks_completed: Option<u64>,
@@ -390,7 +391,7 @@ pub fn simulate(
         imbalance_time: mean(after.iter().map(|r| sim::imbalance(&r.nanos))),
         state_hash: res.final_state.state_hash(),
         executor: executor.to_string(),
-        tasks: (cfg.dec.regions * (cfg.steps + 1)) as u64,
+        tasks: res.tasks,
         tasks_completed: None,
         state_png: None,
         work_png: None,

@@ -27,7 +27,7 @@
 //! bit for bit the same for any decomposition, and positions are never rewritten (no
 //! wrapping), so neither the build schedule nor the borders touch the trajectory.
 
-use super::kernel::{Axes, HaloForces, Phase, RegionJob, RegionOut, RegionState, Snapshot, window};
+use super::kernel::{Axes, HaloForces, Moved, Phase, RegionJob, RegionOut, RegionState, Snapshot};
 use anyhow::{Context, Result, bail, ensure};
 use std::sync::Arc;
 use std::time::Instant;
@@ -162,6 +162,13 @@ impl Geometry {
             c[d] = ((self.wrap(p[d]) / h) as usize).min(nb - 1);
         }
         c
+    }
+
+    /// The bin holding an unwrapped position, numbered column-major over the box (so a
+    /// column's bins, and a region's, are one contiguous range).
+    pub(crate) fn bin_index(&self, p: &[f64; 3]) -> usize {
+        let (nb, c) = (self.bins(), self.bin_coords(p));
+        c[..self.dim].iter().fold(0, |idx, &cd| idx * nb + cd)
     }
 
     /// The column (and bin, per axis) holding an unwrapped position.
@@ -557,6 +564,9 @@ pub struct RunResult {
     pub final_borders: Vec<usize>,
     /// Number of neighbour-list builds (the first included).
     pub rebuilds: usize,
+    /// Region tasks submitted: one per region per round, a second per region per step with
+    /// border pairs once, and one more per region before every rebuild after the first.
+    pub tasks: u64,
     /// Wall time of the step loop, seconds: steps 1 to `steps`, like LAMMPS's "Loop time".
     pub seconds: f64,
     /// Wall time of the set-up round (sorting, the first list build and the forces at time
@@ -587,97 +597,69 @@ fn gather(regions: &mut [RegionState], snap: &Snapshot, dim: usize) -> Flat {
     f
 }
 
-/// Sorts the particles by cell (stable) and cuts them into regions at `borders`, each with its
-/// halo; reuses the scratch buffers of `old`.
-fn distribute(
+/// Sorts the particles by bin (a stable counting sort over the previous regions in order,
+/// from each particle's bin) and names the new regions at `borders`: the next round's tasks
+/// take their particles from the result. `from` holds each previous region's ids and
+/// velocities, `bins` the bins of its particles.
+fn sort(
     geom: &Geometry,
     borders: &[usize],
     once: bool,
-    flat: Flat,
-    mut old: Vec<RegionState>,
-) -> (Vec<RegionState>, Snapshot) {
-    let (nc, dim) = (geom.nc, geom.dim);
-    // Sorted by bin, column-major (a bin column is a column), so a region's particles are
-    // one contiguous range.
-    let nb = geom.bins();
-    let per_col = nb.pow(dim as u32 - 1);
-    let n = flat.id.len();
-    let mut cell = Vec::with_capacity(n);
-    let mut cstart = vec![0u32; nc * per_col + 1];
-    for i in 0..n {
-        let p = std::array::from_fn(|d| if d < dim { flat.x[d][i] } else { 0.0 });
-        let c = geom.bin_coords(&p);
-        let mut idx = 0;
-        for &cd in &c[..dim] {
-            idx = idx * nb + cd;
-        }
-        cell.push(idx as u32);
-        cstart[idx + 1] += 1;
+    bins: &[Vec<u32>],
+    from: Vec<(Vec<u32>, Axes)>,
+) -> Moved {
+    let nc = geom.nc;
+    let per_col = geom.cells_per_column();
+    let mut start = vec![0u32; nc * per_col + 1];
+    for b in bins.iter().flatten() {
+        start[*b as usize + 1] += 1;
     }
     for c in 0..nc * per_col {
-        cstart[c + 1] += cstart[c];
+        start[c + 1] += start[c];
     }
-    let mut next = cstart.clone();
-    let mut order = vec![0u32; n];
-    for (i, &c) in cell.iter().enumerate() {
-        order[next[c as usize] as usize] = i as u32;
-        next[c as usize] += 1;
+    let n = start[nc * per_col] as usize;
+    let col_start = (0..=nc).map(|c| start[c * per_col]).collect();
+    let mut order = vec![(0u32, 0u32); n];
+    for (q, bq) in bins.iter().enumerate() {
+        for (k, &b) in bq.iter().enumerate() {
+            let slot = &mut start[b as usize];
+            order[*slot as usize] = (q as u32, k as u32);
+            *slot += 1;
+        }
     }
-    let col_start = |col: usize| cstart[col * per_col] as usize;
-    let regions = borders.len() - 1;
     let mut region_of_col = vec![0u32; nc];
-    for r in 0..regions {
-        for c in &mut region_of_col[borders[r]..borders[r + 1]] {
-            *c = r as u32;
-        }
+    for r in 0..borders.len() - 1 {
+        region_of_col[borders[r]..borders[r + 1]].fill(r as u32);
     }
-    let mut states = Vec::with_capacity(regions);
-    let mut snap = Vec::with_capacity(regions);
-    for r in 0..regions {
-        let (a, b) = (borders[r], borders[r + 1]);
-        let own = &order[col_start(a)..col_start(b)];
-        let mut st = old.pop().unwrap_or_default();
-        st.a = a;
-        st.b = b;
-        st.id.clear();
-        st.id.extend(own.iter().map(|&k| flat.id[k as usize]));
-        let mut x = Axes::default();
-        for (d, xd) in x.iter_mut().enumerate().take(dim) {
-            *xd = own.iter().map(|&k| flat.x[d][k as usize]).collect();
-            st.x0[d].clone_from(xd);
-            st.v[d].clear();
-            st.v[d].extend(own.iter().map(|&k| flat.v[d][k as usize]));
-        }
-        st.col.clear();
-        for col in a..b {
-            st.col.extend(std::iter::repeat_n(
-                col as u32,
-                col_start(col + 1) - col_start(col),
-            ));
-        }
-        let mut halo = Arc::try_unwrap(std::mem::take(&mut st.halo)).unwrap_or_default();
-        halo.clear();
-        let (ws, wl) = window(a, b, nc);
-        // With border pairs listed once (by the region on the left), a window short of the
-        // whole box needs no halo on the left.
-        let first = if once && wl < nc { 2 } else { 0 };
-        for p in first..wl {
-            let col = (ws + p) % nc;
-            if (a..b).contains(&col) {
-                continue;
-            }
-            let src = region_of_col[col] as usize;
-            let base = col_start(borders[src]);
-            halo.extend(
-                (col_start(col)..col_start(col + 1)).map(|g| (src as u32, (g - base) as u32)),
-            );
-        }
-        st.halo = Arc::new(halo);
-        st.once = once;
-        states.push(st);
-        snap.push(x);
+    Moved {
+        order,
+        col_start,
+        borders: borders.to_vec(),
+        region_of_col,
+        from,
+        once,
     }
-    (states, Arc::new(snap))
+}
+
+/// [`sort`] for particles by id (the start of a run, and the tests), computing the bins here.
+fn sort_particles(
+    geom: &Geometry,
+    borders: &[usize],
+    once: bool,
+    p: &Particles,
+) -> (Moved, Snapshot) {
+    let x = p.positions();
+    let bins: Vec<u32> = (0..p.len())
+        .map(|i| {
+            let q = std::array::from_fn(|d| if d < geom.dim { x[d][i] } else { 0.0 });
+            geom.bin_index(&q) as u32
+        })
+        .collect();
+    let from = vec![(
+        (0..p.len() as u32).collect(),
+        [p.vx.clone(), p.vy.clone(), p.vz.clone()],
+    )];
+    (sort(geom, borders, once, &[bins], from), Arc::new(vec![x]))
 }
 
 /// Forces on every particle of `p` (by id) from neighbour lists built over the regions at
@@ -689,14 +671,9 @@ pub fn list_forces(
     borders: &[usize],
     border_once: bool,
 ) -> Result<Vec<[i64; 3]>> {
-    let flat = Flat {
-        id: (0..p.len() as u32).collect(),
-        x: p.positions(),
-        v: [p.vx.clone(), p.vy.clone(), p.vz.clone()],
-    };
     let once = border_once && borders.len() > 2;
-    let (regions, snap) = distribute(geom, borders, once, flat, Vec::new());
-    super::kernel::list_forces(geom, &regions, &snap)
+    let (moved, snap) = sort_particles(geom, borders, once, p);
+    super::kernel::list_forces(geom, moved, &snap)
 }
 
 /// Runs `steps` velocity-Verlet steps from `init`, one task per region per step on `runner`.
@@ -727,25 +704,33 @@ pub fn run(
     let mut borders = equal.clone();
     let mut pending: Option<Vec<usize>> = None;
     let mut balanced = false;
-    let flat = Flat {
-        id: (0..init.len() as u32).collect(),
-        x: init.positions(),
-        v: [init.vx.clone(), init.vy.clone(), init.vz.clone()],
-    };
     let half_skin2 = (geom.skin / 2.0).powi(2);
     let mut rounds = Vec::with_capacity(steps + 1);
     let started = Instant::now();
     let mut setup_seconds = 0.0;
     // One region has no border: nothing to exchange.
     let once = dec.border_once && dec.regions > 1;
-    let (mut regions, mut snap) = distribute(&geom, &borders, once, flat, Vec::new());
+    // The first round's tasks take their particles from the sorted initial state.
+    let (first, mut snap) = sort_particles(&geom, &borders, once, init);
+    let mut moved = Some(Arc::new(first));
+    let mut regions: Vec<RegionState> = (0..dec.regions).map(|_| RegionState::default()).collect();
+    // Ids and velocities of the layout before the last rebuild, reused at the next.
+    let mut moved_spare: Vec<(Vec<u32>, Axes)> = Vec::new();
+    let mut bins_spare: Vec<Vec<u32>> = Vec::new();
     let mut halo_spare: Vec<Vec<[i64; 3]>> = Vec::new();
     let mut rebuild = true;
     let mut rebuilds = 0;
+    let mut tasks = 0u64;
     let mut since_build = 0;
     let mut spare: Vec<Axes> = Vec::new();
     for round in 0..=steps {
         let job = |r: usize, state: RegionState, phase: Phase, halo_buf| RegionJob {
+            moved: if matches!(phase, Phase::Finish(_)) {
+                None
+            } else {
+                moved.clone()
+            },
+            bins: Vec::new(),
             prev: snap.clone(),
             region: r,
             state,
@@ -856,6 +841,7 @@ pub fn run(
             pairs: outs.iter().map(|o| o.pairs).sum(),
         });
         rebuilds += usize::from(rebuild);
+        tasks += (dec.regions * if once { 2 } else { 1 }) as u64;
         let max_disp2 = outs.iter().map(|o| o.max_disp2).fold(0.0, f64::max);
         let mut xs = Vec::with_capacity(outs.len());
         regions = Vec::with_capacity(outs.len());
@@ -865,6 +851,9 @@ pub fn run(
         }
         let old = std::mem::replace(&mut snap, Arc::new(xs));
         spare = Arc::try_unwrap(old).unwrap_or_default();
+        if let Some(m) = moved.take().and_then(|m| Arc::try_unwrap(m).ok()) {
+            moved_spare = m.from;
+        }
         progress(round);
         if round == 0 {
             setup_seconds = started.elapsed().as_secs_f64();
@@ -888,8 +877,53 @@ pub fn run(
                 borders = b;
                 balanced = true;
             }
-            let flat = gather(&mut regions, &snap, dim);
-            (regions, snap) = distribute(&geom, &borders, once, flat, regions);
+            // Each region finds the bins of its particles (in parallel); the counting sort
+            // over them is all the step loop does itself, and the next round's tasks take
+            // their new particles from its result.
+            let jobs = regions
+                .into_iter()
+                .enumerate()
+                .map(|(r, state)| RegionJob {
+                    prev: snap.clone(),
+                    region: r,
+                    state,
+                    out: Axes::default(),
+                    geom: geom.clone(),
+                    dt,
+                    rebuild: false,
+                    finish_kick: false,
+                    advance: false,
+                    energy: false,
+                    phase: Phase::Bins,
+                    halo_buf: Vec::new(),
+                    bins: bins_spare.pop().unwrap_or_default(),
+                    moved: None,
+                })
+                .collect();
+            let outs = runner
+                .run_round(jobs)
+                .with_context(|| format!("sorting after step {round} of {steps} failed"))?;
+            tasks += dec.regions as u64;
+            ensure!(
+                outs.len() == dec.regions,
+                "the runner returned {} results for {} regions",
+                outs.len(),
+                dec.regions
+            );
+            let mut bins = Vec::with_capacity(outs.len());
+            let mut from = Vec::with_capacity(outs.len());
+            regions = Vec::with_capacity(outs.len());
+            for o in outs {
+                let mut st = o.state;
+                let (mut id, mut v) = moved_spare.pop().unwrap_or_default();
+                std::mem::swap(&mut st.id, &mut id);
+                std::mem::swap(&mut st.v, &mut v);
+                from.push((id, v));
+                bins.push(o.bins);
+                regions.push(st);
+            }
+            moved = Some(Arc::new(sort(&geom, &borders, once, &bins, from)));
+            bins_spare = bins;
         }
     }
     let seconds = started.elapsed().as_secs_f64() - setup_seconds;
@@ -935,6 +969,7 @@ pub fn run(
         final_region,
         final_borders: borders,
         rebuilds,
+        tasks,
         seconds,
         setup_seconds,
     })
