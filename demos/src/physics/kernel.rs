@@ -210,6 +210,9 @@ pub struct RegionJob {
     /// Right after a rebuild's sort: where the region's new particles are; `prev` then holds
     /// the positions in the previous layout.
     pub moved: Option<Arc<Moved>>,
+    /// The next round rebuilds (known ahead with `Rebuild::Every`): also return the bins of
+    /// the new positions, as [`Phase::Bins`] would, saving that round.
+    pub bins_after: bool,
 }
 
 /// What a region task hands back.
@@ -274,6 +277,7 @@ impl RegionJob {
             mut halo_buf,
             mut bins,
             moved,
+            bins_after,
         } = self;
         if let Phase::Bins = phase {
             let own = &prev[region];
@@ -388,6 +392,16 @@ impl RegionJob {
                 "the simulation blew up (particle {} has a non-finite position); use a smaller --dt",
                 state.id[i]
             );
+        }
+        bins.clear();
+        if bins_after {
+            bins.extend((0..n).map(|i| {
+                let mut p = [0.0; 3];
+                for d in 0..D {
+                    p[d] = out[d][i];
+                }
+                geom.bin_index(&p) as u32
+            }));
         }
         Ok(RegionOut {
             col_work: state.col_work.clone(),
@@ -1063,6 +1077,7 @@ pub fn list_forces(geom: &Arc<Geometry>, moved: Moved, snap: &Snapshot) -> Resul
             halo_buf: Vec::new(),
             bins: Vec::new(),
             moved: Some(moved.clone()),
+            bins_after: false,
         };
         outs.push(job.run()?);
     }

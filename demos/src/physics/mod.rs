@@ -258,7 +258,7 @@ pub struct Report {
     /// Neighbour-list builds over the run (the first included).
     pub rebuilds: usize,
     /// Mean pairs in the neighbour lists per particle (pairs across a region border count
-    /// on both sides).
+    /// on both sides, unless `--border-once`).
     pub neighbours_per_particle: f64,
     /// Total energy at time 0.
     pub energy_initial: f64,
@@ -291,7 +291,8 @@ pub struct Report {
     /// The executor the region tasks ran on.
     pub executor: String,
     /// Region tasks the run submitted: `regions x (steps + 1)`, twice that with
-    /// `--border-once`, plus `regions` before each list build after the first.
+    /// `--border-once`, plus `regions` before each list build after the first when lists
+    /// are rebuilt on displacement.
     pub tasks: u64,
     /// Tasks the executor reports completed (filled in by the demo from its stats).
     pub tasks_completed: Option<u64>,

@@ -16,10 +16,13 @@
 //! keeps its particles; the tasks read every region's positions at `t` from a shared, read-only
 //! snapshot and each writes its own positions at `t + dt` into a buffer of its own. When any
 //! particle has moved more than half the skin since the last build (or every
-//! `rebuild_every` steps), the loop gathers all particles, sorts them by cell (a stable
-//! counting sort, so the order is canonical), cuts them into regions at the current borders
-//! and names each region's halo (the particles in the columns next to it); the next tasks
-//! build their lists. Region borders move (load balancing) only at such a rebuild.
+//! `rebuild_every` steps), a round of tasks computes the bin of every particle, the loop
+//! sorts them by bin (a stable counting sort, so the order is canonical) and names the
+//! regions at the current borders, and each of the next tasks takes its particles and its
+//! halo (the particles in the columns next to it) from the sorted order and builds its list.
+//! Region borders move (load balancing) only at such a rebuild. With
+//! [`Decomposition::border_once`] a step takes two rounds: forces, then the border forces
+//! exchanged and the integration.
 //!
 //! # Determinism
 //!
@@ -565,7 +568,8 @@ pub struct RunResult {
     /// Number of neighbour-list builds (the first included).
     pub rebuilds: usize,
     /// Region tasks submitted: one per region per round, a second per region per step with
-    /// border pairs once, and one more per region before every rebuild after the first.
+    /// border pairs once, and one more per region before every rebuild after the first
+    /// unless the schedule is fixed ([`Rebuild::Every`]: the tasks before find the bins).
     pub tasks: u64,
     /// Wall time of the step loop, seconds: steps 1 to `steps`, like LAMMPS's "Loop time".
     pub seconds: f64,
@@ -724,13 +728,25 @@ pub fn run(
     let mut since_build = 0;
     let mut spare: Vec<Axes> = Vec::new();
     for round in 0..=steps {
-        let job = |r: usize, state: RegionState, phase: Phase, halo_buf| RegionJob {
+        // With a fixed schedule the tasks know when the next round rebuilds, and find the
+        // bins of their new positions as they integrate.
+        let bins_after = round < steps
+            && match rebuild_rule {
+                Rebuild::OnDisplacement => false,
+                Rebuild::Every(n) => (if rebuild { 1 } else { since_build + 1 }) >= n.max(1),
+            };
+        let mut job = |r: usize, state: RegionState, phase: Phase, halo_buf| RegionJob {
             moved: if matches!(phase, Phase::Finish(_)) {
                 None
             } else {
                 moved.clone()
             },
-            bins: Vec::new(),
+            bins_after: bins_after && !matches!(phase, Phase::Forces),
+            bins: if bins_after && !matches!(phase, Phase::Forces) {
+                bins_spare.pop().unwrap_or_default()
+            } else {
+                Vec::new()
+            },
             prev: snap.clone(),
             region: r,
             state,
@@ -844,10 +860,14 @@ pub fn run(
         tasks += (dec.regions * if once { 2 } else { 1 }) as u64;
         let max_disp2 = outs.iter().map(|o| o.max_disp2).fold(0.0, f64::max);
         let mut xs = Vec::with_capacity(outs.len());
+        let mut ready_bins = Vec::with_capacity(outs.len());
         regions = Vec::with_capacity(outs.len());
         for o in outs {
             xs.push(o.x);
             regions.push(o.state);
+            if bins_after {
+                ready_bins.push(o.bins);
+            }
         }
         let old = std::mem::replace(&mut snap, Arc::new(xs));
         spare = Arc::try_unwrap(old).unwrap_or_default();
@@ -877,49 +897,53 @@ pub fn run(
                 borders = b;
                 balanced = true;
             }
-            // Each region finds the bins of its particles (in parallel); the counting sort
-            // over them is all the step loop does itself, and the next round's tasks take
-            // their new particles from its result.
-            let jobs = regions
-                .into_iter()
-                .enumerate()
-                .map(|(r, state)| RegionJob {
-                    prev: snap.clone(),
-                    region: r,
-                    state,
-                    out: Axes::default(),
-                    geom: geom.clone(),
-                    dt,
-                    rebuild: false,
-                    finish_kick: false,
-                    advance: false,
-                    energy: false,
-                    phase: Phase::Bins,
-                    halo_buf: Vec::new(),
-                    bins: bins_spare.pop().unwrap_or_default(),
-                    moved: None,
-                })
-                .collect();
-            let outs = runner
-                .run_round(jobs)
-                .with_context(|| format!("sorting after step {round} of {steps} failed"))?;
-            tasks += dec.regions as u64;
-            ensure!(
-                outs.len() == dec.regions,
-                "the runner returned {} results for {} regions",
-                outs.len(),
-                dec.regions
-            );
-            let mut bins = Vec::with_capacity(outs.len());
-            let mut from = Vec::with_capacity(outs.len());
-            regions = Vec::with_capacity(outs.len());
-            for o in outs {
-                let mut st = o.state;
+            // Each region finds the bins of its particles (in parallel: as it integrated,
+            // when the schedule said so, else in a round of its own); the counting sort over
+            // them is all the step loop does itself, and the next round's tasks take their
+            // new particles from its result.
+            let (states, bins) = if bins_after {
+                (std::mem::take(&mut regions), ready_bins)
+            } else {
+                let jobs = regions
+                    .into_iter()
+                    .enumerate()
+                    .map(|(r, state)| RegionJob {
+                        prev: snap.clone(),
+                        region: r,
+                        state,
+                        out: Axes::default(),
+                        geom: geom.clone(),
+                        dt,
+                        rebuild: false,
+                        finish_kick: false,
+                        advance: false,
+                        energy: false,
+                        phase: Phase::Bins,
+                        halo_buf: Vec::new(),
+                        bins: bins_spare.pop().unwrap_or_default(),
+                        moved: None,
+                        bins_after: false,
+                    })
+                    .collect();
+                let outs = runner
+                    .run_round(jobs)
+                    .with_context(|| format!("sorting after step {round} of {steps} failed"))?;
+                tasks += dec.regions as u64;
+                ensure!(
+                    outs.len() == dec.regions,
+                    "the runner returned {} results for {} regions",
+                    outs.len(),
+                    dec.regions
+                );
+                outs.into_iter().map(|o| (o.state, o.bins)).unzip()
+            };
+            let mut from = Vec::with_capacity(states.len());
+            regions = Vec::with_capacity(states.len());
+            for mut st in states {
                 let (mut id, mut v) = moved_spare.pop().unwrap_or_default();
                 std::mem::swap(&mut st.id, &mut id);
                 std::mem::swap(&mut st.v, &mut v);
                 from.push((id, v));
-                bins.push(o.bins);
                 regions.push(st);
             }
             moved = Some(Arc::new(sort(&geom, &borders, once, &bins, from)));
