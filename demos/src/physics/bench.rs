@@ -36,7 +36,7 @@ pub(super) struct BenchArgs {
     #[arg(long, default_value_t = 20)]
     rebuild_every: usize,
     /// With --vs-lammps: compute each border pair once (true: two phases a step) or on both
-    /// sides (false) [default: once in 3D, both sides in 2D].
+    /// sides (false) [default: true].
     #[arg(long)]
     border_once: Option<bool>,
 }

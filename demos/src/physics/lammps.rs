@@ -254,7 +254,7 @@ pub(super) fn run(
                     regions: workers,
                     balance: true,
                     rebalance_every: 10,
-                    border_once: border_once.unwrap_or(sys.dim == 3),
+                    border_once: border_once.unwrap_or(true),
                 },
                 skin: super::sim::DEFAULT_SKIN,
                 rebuild,
