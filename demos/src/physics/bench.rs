@@ -35,6 +35,10 @@ pub(super) struct BenchArgs {
     /// skin (our default elsewhere, safer and slower).
     #[arg(long, default_value_t = 20)]
     rebuild_every: usize,
+    /// With --vs-lammps: compute each border pair once (true: two phases a step) or on both
+    /// sides (false) [default: true].
+    #[arg(long)]
+    border_once: Option<bool>,
 }
 
 struct Scenario {
@@ -108,7 +112,12 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 pub(super) fn run(args: &BenchArgs) -> Result<()> {
     if args.vs_lammps {
-        return super::lammps::run(args.reps.unwrap_or(5), args.rebuild_every, args.json);
+        return super::lammps::run(
+            args.reps.unwrap_or(5),
+            args.rebuild_every,
+            args.border_once,
+            args.json,
+        );
     }
     let reps = args.reps.unwrap_or(3);
     ensure!(reps >= 1, "--reps must be at least 1 (got 0)");
@@ -144,6 +153,7 @@ pub(super) fn run(args: &BenchArgs) -> Result<()> {
                     regions: args.regions,
                     balance: sc.balance,
                     rebalance_every: 10,
+                    border_once: false,
                 },
                 skin: DEFAULT_SKIN,
                 rebuild: Rebuild::OnDisplacement,

@@ -87,8 +87,13 @@ pub struct RegionState {
     pub(crate) x0: Axes,
     /// Column of each own particle at the last build (for the load per column).
     pub(crate) col: Vec<u32>,
-    /// Where each halo particle lives in the snapshot: (region, index).
-    pub(crate) halo: Vec<(u32, u32)>,
+    /// Where each halo particle lives in the snapshot: (region, index). Shared with the
+    /// other regions' finishing tasks, which add the forces found on it to their particles.
+    pub(crate) halo: Arc<Vec<(u32, u32)>>,
+    /// Whether each border pair is listed by one region only (the one on its left; the
+    /// halo then holds only the columns to the right, unless the window is the whole box),
+    /// so a step takes two phases: [`Phase::Forces`] then [`Phase::Finish`].
+    pub(crate) once: bool,
     pub(crate) list: NeighbourList,
     /// Load per own column, from the last build.
     pub(crate) col_work: Vec<u64>,
@@ -96,6 +101,9 @@ pub struct RegionState {
     pub(crate) pos: Vec<[f64; 3]>,
     pub(crate) force: Vec<[i64; 3]>,
     pub(crate) weight: Vec<f64>,
+    /// The potential energy and the load of the last [`Phase::Forces`], for its
+    /// [`Phase::Finish`] to report.
+    pending_pe: f64,
     disp: Vec<f64>,
     /// The list build's scratch (reused: fresh buffers cost page faults at every build).
     scratch: BuildScratch,
@@ -122,6 +130,53 @@ impl RegionState {
     }
 }
 
+/// Which part of a step a region task runs.
+#[derive(Debug, Clone, Default)]
+pub enum Phase {
+    /// The whole step in one task: a pair across a region border is computed by both
+    /// regions, each keeping its own side.
+    #[default]
+    Whole,
+    /// The forces only: each border pair is computed once, by one region, which hands the
+    /// forces it found on its halo particles back in [`RegionOut::halo_force`].
+    Forces,
+    /// Adds the forces the other regions found on this region's particles (every region's
+    /// halo forces from the [`Phase::Forces`] round, by region), then integrates.
+    Finish(Arc<Vec<HaloForces>>),
+    /// Before a rebuild: only the bin of each own particle (column-major over the box), in
+    /// [`RegionOut::bins`], for the step loop's counting sort.
+    Bins,
+}
+
+/// Every particle in bin order after a rebuild's counting sort, and where it was before:
+/// each task of the round after a rebuild takes its own particles and its halo from here,
+/// so the cut into regions runs in parallel.
+#[derive(Debug, Default)]
+pub struct Moved {
+    /// (region, index) in the previous layout of each particle, in bin order (column-major,
+    /// so each column, and each region, is one contiguous range).
+    pub(crate) order: Vec<(u32, u32)>,
+    /// Where each column starts in `order` (columns + 1 entries).
+    pub(crate) col_start: Vec<u32>,
+    /// The new borders.
+    pub(crate) borders: Vec<usize>,
+    /// The new region of each column.
+    pub(crate) region_of_col: Vec<u32>,
+    /// Each previous region's particle ids and velocities.
+    pub(crate) from: Vec<(Vec<u32>, Axes)>,
+    /// Whether border pairs are listed once (no left halo then, see [`RegionState`]).
+    pub(crate) once: bool,
+}
+
+/// The forces one region's [`Phase::Forces`] task found on its halo particles.
+#[derive(Debug, Default)]
+pub struct HaloForces {
+    /// Where each halo particle lives: (region, index), as in the region's state.
+    pub(crate) halo: Arc<Vec<(u32, u32)>>,
+    /// The force on each halo particle, in fixed point.
+    pub(crate) force: Vec<[i64; 3]>,
+}
+
 /// One region's work for one round: everything a task needs, owned or shared read-only.
 #[derive(Debug)]
 pub struct RegionJob {
@@ -145,6 +200,19 @@ pub struct RegionJob {
     pub advance: bool,
     /// Compute the potential energy (forces alone are cheaper).
     pub energy: bool,
+    /// Which part of the step to run.
+    pub phase: Phase,
+    /// A buffer for the halo forces of a [`Phase::Forces`] task (its contents are
+    /// overwritten).
+    pub halo_buf: Vec<[i64; 3]>,
+    /// A buffer for the bins of a [`Phase::Bins`] task (its contents are overwritten).
+    pub bins: Vec<u32>,
+    /// Right after a rebuild's sort: where the region's new particles are; `prev` then holds
+    /// the positions in the previous layout.
+    pub moved: Option<Arc<Moved>>,
+    /// The next round rebuilds (known ahead with `Rebuild::Every`): also return the bins of
+    /// the new positions, as [`Phase::Bins`] would, saving that round.
+    pub bins_after: bool,
 }
 
 /// What a region task hands back.
@@ -172,6 +240,10 @@ pub struct RegionOut {
     pub pairs: usize,
     /// Wall time the task took, in nanoseconds.
     pub nanos: u64,
+    /// After [`Phase::Forces`]: the forces found on the halo particles, in halo order.
+    pub halo_force: Vec<[i64; 3]>,
+    /// After [`Phase::Bins`]: the bin of each own particle.
+    pub bins: Vec<u32>,
 }
 
 impl RegionJob {
@@ -201,65 +273,81 @@ impl RegionJob {
             finish_kick,
             advance,
             energy,
+            phase,
+            mut halo_buf,
+            mut bins,
+            moved,
+            bins_after,
         } = self;
-        let own = &prev[region];
-        let n = state.id.len();
-        let total = n + state.halo.len();
-        // The kernel's copy of the positions: own particles first, then the halo; one
-        // [f64; 3] per particle, since each neighbour visit reads all its coordinates.
-        state.pos.clear();
-        state.pos.extend((0..n).map(|i| {
-            let mut p = [0.0; 3];
-            for d in 0..D {
-                p[d] = own[d][i];
-            }
-            p
-        }));
-        state.pos.extend(state.halo.iter().map(|&(r, k)| {
-            let (src, k) = (&prev[r as usize], k as usize);
-            let mut p = [0.0; 3];
-            for d in 0..D {
-                p[d] = src[d][k];
-            }
-            p
-        }));
-        if rebuild {
-            state.weight.clear();
-            state.weight.resize(n, 1.0);
-            state.weight.resize(total, 0.5);
-            // The old list's buffers are reused: fresh ones cost page faults at every build.
-            let mut list = std::mem::take(&mut state.list);
-            let mut scratch = std::mem::take(&mut state.scratch);
-            state.col_work = build::<D>(&geom, &state, n, &mut list, &mut scratch)?;
-            state.list = list;
-            state.scratch = scratch;
+        if let Phase::Bins = phase {
+            let own = &prev[region];
+            bins.clear();
+            bins.extend((0..state.id.len()).map(|i| {
+                let mut p = [0.0; 3];
+                for d in 0..D {
+                    p[d] = own[d][i];
+                }
+                geom.bin_index(&p) as u32
+            }));
+            return Ok(RegionOut {
+                col_work: state.col_work.clone(),
+                particles: state.id.len(),
+                pairs: state.list.pairs(),
+                state,
+                x: out,
+                ke: 0.0,
+                pe: 0.0,
+                p: [0.0; 3],
+                max_disp2: 0.0,
+                nanos: start.elapsed().as_nanos() as u64,
+                halo_force: halo_buf,
+                bins,
+            });
         }
-        state.force.clear();
-        state.force.resize(total, [0; 3]);
-        let (pe, bad) = if energy {
-            forces::<D, true>(
-                &geom,
-                &state.list,
-                n,
-                &state.pos,
-                &state.weight,
-                &mut state.force,
-            )
+        if let Some(m) = &moved {
+            state.take_from::<D>(m, &prev, region, geom.nc);
+        }
+        let n = state.id.len();
+        let pe = if let Phase::Finish(halos) = &phase {
+            // The forces the other regions found on this region's particles; integer sums,
+            // so the order they are added in does not matter.
+            let force = &mut state.force[..n];
+            for (q, h) in halos.iter().enumerate() {
+                if q == region {
+                    continue;
+                }
+                for (&(src, k), f) in h.halo.iter().zip(&h.force) {
+                    if src as usize == region {
+                        let fi = &mut force[k as usize];
+                        for d in 0..D {
+                            fi[d] = fi[d].wrapping_add(f[d]);
+                        }
+                    }
+                }
+            }
+            state.pending_pe
         } else {
-            forces::<D, false>(
-                &geom,
-                &state.list,
-                n,
-                &state.pos,
-                &state.weight,
-                &mut state.force,
-            )
+            let copy = moved.is_none();
+            state.forces::<D>(&prev[..], region, &geom, copy, rebuild, energy)?
         };
-        if bad {
-            bail!(
-                "the simulation blew up (two particles came closer than {}); use a smaller --dt",
-                MIN_R2.sqrt()
-            );
+        if let Phase::Forces = phase {
+            state.pending_pe = pe;
+            halo_buf.clear();
+            halo_buf.extend_from_slice(&state.force[n..]);
+            return Ok(RegionOut {
+                col_work: state.col_work.clone(),
+                particles: n,
+                pairs: state.list.pairs(),
+                state,
+                x: out,
+                ke: 0.0,
+                pe: 0.0,
+                p: [0.0; 3],
+                max_disp2: 0.0,
+                nanos: start.elapsed().as_nanos() as u64,
+                halo_force: halo_buf,
+                bins,
+            });
         }
 
         // Integrate the own particles, one axis at a time (plain loops over contiguous
@@ -305,6 +393,16 @@ impl RegionJob {
                 state.id[i]
             );
         }
+        bins.clear();
+        if bins_after {
+            bins.extend((0..n).map(|i| {
+                let mut p = [0.0; 3];
+                for d in 0..D {
+                    p[d] = out[d][i];
+                }
+                geom.bin_index(&p) as u32
+            }));
+        }
         Ok(RegionOut {
             col_work: state.col_work.clone(),
             particles: n,
@@ -316,7 +414,150 @@ impl RegionJob {
             p,
             max_disp2,
             nanos: start.elapsed().as_nanos() as u64,
+            halo_force: halo_buf,
+            bins,
         })
+    }
+}
+
+impl RegionState {
+    /// Takes the region's particles (ids, velocities, positions, columns) and its halo from
+    /// a rebuild's sort; `prev` holds the positions in the previous layout.
+    fn take_from<const D: usize>(&mut self, m: &Moved, prev: &[Axes], region: usize, nc: usize) {
+        let (a, b) = (m.borders[region], m.borders[region + 1]);
+        let cs = |c: usize| m.col_start[c] as usize;
+        let own = &m.order[cs(a)..cs(b)];
+        let at = |&(q, k): &(u32, u32)| {
+            let (q, k) = (q as usize, k as usize);
+            let mut p = [0.0; 3];
+            for d in 0..D {
+                p[d] = prev[q][d][k];
+            }
+            p
+        };
+        self.a = a;
+        self.b = b;
+        self.id.clear();
+        self.id
+            .extend(own.iter().map(|&(q, k)| m.from[q as usize].0[k as usize]));
+        for (d, (v, x0)) in self.v.iter_mut().zip(&mut self.x0).enumerate().take(D) {
+            v.clear();
+            v.extend(
+                own.iter()
+                    .map(|&(q, k)| m.from[q as usize].1[d][k as usize]),
+            );
+            x0.clear();
+            x0.extend(own.iter().map(|&(q, k)| prev[q as usize][d][k as usize]));
+        }
+        self.col.clear();
+        for col in a..b {
+            self.col
+                .extend(std::iter::repeat_n(col as u32, cs(col + 1) - cs(col)));
+        }
+        self.pos.clear();
+        self.pos.extend(own.iter().map(at));
+        let mut halo = Arc::try_unwrap(std::mem::take(&mut self.halo)).unwrap_or_default();
+        halo.clear();
+        let (ws, wl) = window(a, b, nc);
+        // With border pairs listed once (by the region on the left), a window short of the
+        // whole box needs no halo on the left.
+        let first = if m.once && wl < nc { 2 } else { 0 };
+        for p in first..wl {
+            let col = (ws + p) % nc;
+            if (a..b).contains(&col) {
+                continue;
+            }
+            let src = m.region_of_col[col] as usize;
+            let base = cs(m.borders[src]);
+            for g in cs(col)..cs(col + 1) {
+                halo.push((src as u32, (g - base) as u32));
+                self.pos.push(at(&m.order[g]));
+            }
+        }
+        self.halo = Arc::new(halo);
+        self.once = m.once;
+    }
+
+    /// Copies the own and the halo positions out of the snapshot `prev`, rebuilds the list
+    /// if asked, and computes the forces on the own and the halo particles into `force`;
+    /// returns the potential energy (when `energy`, else 0).
+    #[allow(clippy::too_many_arguments)] // the round's flags, each named at the call
+    fn forces<const D: usize>(
+        &mut self,
+        prev: &[Axes],
+        region: usize,
+        geom: &Geometry,
+        copy: bool,
+        rebuild: bool,
+        energy: bool,
+    ) -> Result<f64> {
+        let state = self;
+        let n = state.id.len();
+        let total = n + state.halo.len();
+        // The kernel's copy of the positions: own particles first, then the halo; one
+        // [f64; 3] per particle, since each neighbour visit reads all its coordinates.
+        // (Right after a rebuild's sort, `take_from` has made it.)
+        if copy {
+            let own = &prev[region];
+            state.pos.clear();
+            state.pos.extend((0..n).map(|i| {
+                let mut p = [0.0; 3];
+                for d in 0..D {
+                    p[d] = own[d][i];
+                }
+                p
+            }));
+            state.pos.extend(state.halo.iter().map(|&(r, k)| {
+                let (src, k) = (&prev[r as usize], k as usize);
+                let mut p = [0.0; 3];
+                for d in 0..D {
+                    p[d] = src[d][k];
+                }
+                p
+            }));
+        }
+        if rebuild {
+            // A border pair computed by both regions counts half on each side.
+            state.weight.clear();
+            state.weight.resize(n, 1.0);
+            state
+                .weight
+                .resize(total, if state.once { 1.0 } else { 0.5 });
+            // The old list's buffers are reused: fresh ones cost page faults at every build.
+            let mut list = std::mem::take(&mut state.list);
+            let mut scratch = std::mem::take(&mut state.scratch);
+            state.col_work = build::<D>(geom, state, n, &mut list, &mut scratch)?;
+            state.list = list;
+            state.scratch = scratch;
+        }
+        state.force.clear();
+        state.force.resize(total, [0; 3]);
+        let (pe, bad) = if energy {
+            forces::<D, true>(
+                geom,
+                &state.list,
+                n,
+                &state.pos,
+                &state.weight,
+                &mut state.force,
+            )
+        } else {
+            forces::<D, false>(
+                geom,
+                &state.list,
+                n,
+                &state.pos,
+                &state.weight,
+                &mut state.force,
+            )
+        };
+        if bad {
+            bail!(
+                "the simulation blew up (two particles came closer than {}); use a smaller --dt",
+                MIN_R2.sqrt()
+            );
+        }
+        Ok(pe)
     }
 }
 
@@ -678,7 +919,14 @@ fn build<const D: usize>(
                 for d in 1..D {
                     idx = idx * nb + wrap(c[d], off[d]);
                 }
-                if !(idx < near_of && own_col(p)) {
+                // With each border pair listed once, only by the region on its left, a halo
+                // bin to the left holds no pair of ours.
+                let listed_there = if own_col(p) {
+                    idx < near_of
+                } else {
+                    st.once && off[0] < 0
+                };
+                if !listed_there {
                     let mut bshift = [0.0; 3];
                     for d in 0..D {
                         let to = c[d] as isize + off[d];
@@ -805,29 +1053,19 @@ pub fn reference_forces(geom: &Geometry, x: &Axes) -> Vec<[i64; 3]> {
     f
 }
 
-/// Forces on every particle of a finished round's regions, by particle id, computed with a
-/// fresh neighbour list per region (for tests against [`reference_forces`]).
-pub fn list_forces(
-    geom: &Arc<Geometry>,
-    regions: &[RegionState],
-    snap: &Snapshot,
-) -> Result<Vec<[i64; 3]>> {
-    let n: usize = regions.iter().map(RegionState::len).sum();
-    let mut f = vec![[0i64; 3]; n];
-    for (r, st) in regions.iter().enumerate() {
+/// Forces on every particle, by particle id, computed with a fresh neighbour list for each
+/// region `moved` cuts the particles into (for tests against [`reference_forces`]).
+pub fn list_forces(geom: &Arc<Geometry>, moved: Moved, snap: &Snapshot) -> Result<Vec<[i64; 3]>> {
+    let n = moved.order.len();
+    let regions = moved.borders.len() - 1;
+    let once = moved.once;
+    let moved = Arc::new(moved);
+    let mut outs = Vec::with_capacity(regions);
+    for r in 0..regions {
         let job = RegionJob {
             prev: snap.clone(),
             region: r,
-            state: RegionState {
-                a: st.a,
-                b: st.b,
-                id: st.id.clone(),
-                v: st.v.clone(),
-                x0: st.x0.clone(),
-                col: st.col.clone(),
-                halo: st.halo.clone(),
-                ..Default::default()
-            },
+            state: RegionState::default(),
             out: Axes::default(),
             geom: geom.clone(),
             dt: 0.0,
@@ -835,10 +1073,28 @@ pub fn list_forces(
             finish_kick: false,
             advance: false,
             energy: false,
+            phase: if once { Phase::Forces } else { Phase::Whole },
+            halo_buf: Vec::new(),
+            bins: Vec::new(),
+            moved: Some(moved.clone()),
+            bins_after: false,
         };
-        let st = job.run()?.state;
-        for (k, &id) in st.id.iter().enumerate() {
-            f[id as usize] = st.force[k];
+        outs.push(job.run()?);
+    }
+    let add = |to: &mut [i64; 3], from: &[i64; 3]| {
+        for (t, v) in to.iter_mut().zip(from) {
+            *t = t.wrapping_add(*v);
+        }
+    };
+    let mut f = vec![[0i64; 3]; n];
+    for out in &outs {
+        let st = &out.state;
+        for (&id, fk) in st.id.iter().zip(&st.force) {
+            add(&mut f[id as usize], fk);
+        }
+        // Forces one region found on another's particles (border pairs listed once).
+        for (&(src, k), hf) in st.halo.iter().zip(&out.halo_force) {
+            add(&mut f[outs[src as usize].state.id[k as usize] as usize], hf);
         }
     }
     Ok(f)

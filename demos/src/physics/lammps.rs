@@ -213,7 +213,12 @@ struct Line {
 }
 
 /// Runs the comparison; `reps` runs of each program per line, interleaved.
-pub(super) fn run(reps: usize, rebuild_every: usize, json: bool) -> Result<()> {
+pub(super) fn run(
+    reps: usize,
+    rebuild_every: usize,
+    border_once: Option<bool>,
+    json: bool,
+) -> Result<()> {
     ensure!(reps >= 1, "--reps must be at least 1 (got 0)");
     let have_lmp = on_path("lmp");
     let have_mpirun = on_path("mpirun");
@@ -249,6 +254,7 @@ pub(super) fn run(reps: usize, rebuild_every: usize, json: bool) -> Result<()> {
                     regions: workers,
                     balance: true,
                     rebalance_every: 10,
+                    border_once: border_once.unwrap_or(true),
                 },
                 skin: super::sim::DEFAULT_SKIN,
                 rebuild,

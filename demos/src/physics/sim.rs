@@ -16,10 +16,13 @@
 //! keeps its particles; the tasks read every region's positions at `t` from a shared, read-only
 //! snapshot and each writes its own positions at `t + dt` into a buffer of its own. When any
 //! particle has moved more than half the skin since the last build (or every
-//! `rebuild_every` steps), the loop gathers all particles, sorts them by cell (a stable
-//! counting sort, so the order is canonical), cuts them into regions at the current borders
-//! and names each region's halo (the particles in the columns next to it); the next tasks
-//! build their lists. Region borders move (load balancing) only at such a rebuild.
+//! `rebuild_every` steps), a round of tasks computes the bin of every particle, the loop
+//! sorts them by bin (a stable counting sort, so the order is canonical) and names the
+//! regions at the current borders, and each of the next tasks takes its particles and its
+//! halo (the particles in the columns next to it) from the sorted order and builds its list.
+//! Region borders move (load balancing) only at such a rebuild. With
+//! [`Decomposition::border_once`] a step takes two rounds: forces, then the border forces
+//! exchanged and the integration.
 //!
 //! # Determinism
 //!
@@ -27,7 +30,7 @@
 //! bit for bit the same for any decomposition, and positions are never rewritten (no
 //! wrapping), so neither the build schedule nor the borders touch the trajectory.
 
-use super::kernel::{Axes, RegionJob, RegionOut, RegionState, Snapshot, window};
+use super::kernel::{Axes, HaloForces, Moved, Phase, RegionJob, RegionOut, RegionState, Snapshot};
 use anyhow::{Context, Result, bail, ensure};
 use std::sync::Arc;
 use std::time::Instant;
@@ -162,6 +165,13 @@ impl Geometry {
             c[d] = ((self.wrap(p[d]) / h) as usize).min(nb - 1);
         }
         c
+    }
+
+    /// The bin holding an unwrapped position, numbered column-major over the box (so a
+    /// column's bins, and a region's, are one contiguous range).
+    pub(crate) fn bin_index(&self, p: &[f64; 3]) -> usize {
+        let (nb, c) = (self.bins(), self.bin_coords(p));
+        c[..self.dim].iter().fold(0, |idx, &cd| idx * nb + cd)
     }
 
     /// The column (and bin, per axis) holding an unwrapped position.
@@ -504,6 +514,10 @@ pub struct Decomposition {
     pub balance: bool,
     /// Rebalance every this many steps (the borders move at the next list build).
     pub rebalance_every: usize,
+    /// Compute each pair across a region border once, by the region on its left, in two
+    /// phases per step (forces, then the exchange of border forces and the integration);
+    /// otherwise both regions compute it, in one phase.
+    pub border_once: bool,
 }
 
 /// When the neighbour lists are rebuilt.
@@ -553,6 +567,10 @@ pub struct RunResult {
     pub final_borders: Vec<usize>,
     /// Number of neighbour-list builds (the first included).
     pub rebuilds: usize,
+    /// Region tasks submitted: one per region per round, a second per region per step with
+    /// border pairs once, and one more per region before every rebuild after the first
+    /// unless the schedule is fixed ([`Rebuild::Every`]: the tasks before find the bins).
+    pub tasks: u64,
     /// Wall time of the step loop, seconds: steps 1 to `steps`, like LAMMPS's "Loop time".
     pub seconds: f64,
     /// Wall time of the set-up round (sorting, the first list build and the forces at time
@@ -583,90 +601,69 @@ fn gather(regions: &mut [RegionState], snap: &Snapshot, dim: usize) -> Flat {
     f
 }
 
-/// Sorts the particles by cell (stable) and cuts them into regions at `borders`, each with its
-/// halo; reuses the scratch buffers of `old`.
-fn distribute(
+/// Sorts the particles by bin (a stable counting sort over the previous regions in order,
+/// from each particle's bin) and names the new regions at `borders`: the next round's tasks
+/// take their particles from the result. `from` holds each previous region's ids and
+/// velocities, `bins` the bins of its particles.
+fn sort(
     geom: &Geometry,
     borders: &[usize],
-    flat: Flat,
-    mut old: Vec<RegionState>,
-) -> (Vec<RegionState>, Snapshot) {
-    let (nc, dim) = (geom.nc, geom.dim);
-    // Sorted by bin, column-major (a bin column is a column), so a region's particles are
-    // one contiguous range.
-    let nb = geom.bins();
-    let per_col = nb.pow(dim as u32 - 1);
-    let n = flat.id.len();
-    let mut cell = Vec::with_capacity(n);
-    let mut cstart = vec![0u32; nc * per_col + 1];
-    for i in 0..n {
-        let p = std::array::from_fn(|d| if d < dim { flat.x[d][i] } else { 0.0 });
-        let c = geom.bin_coords(&p);
-        let mut idx = 0;
-        for &cd in &c[..dim] {
-            idx = idx * nb + cd;
-        }
-        cell.push(idx as u32);
-        cstart[idx + 1] += 1;
+    once: bool,
+    bins: &[Vec<u32>],
+    from: Vec<(Vec<u32>, Axes)>,
+) -> Moved {
+    let nc = geom.nc;
+    let per_col = geom.cells_per_column();
+    let mut start = vec![0u32; nc * per_col + 1];
+    for b in bins.iter().flatten() {
+        start[*b as usize + 1] += 1;
     }
     for c in 0..nc * per_col {
-        cstart[c + 1] += cstart[c];
+        start[c + 1] += start[c];
     }
-    let mut next = cstart.clone();
-    let mut order = vec![0u32; n];
-    for (i, &c) in cell.iter().enumerate() {
-        order[next[c as usize] as usize] = i as u32;
-        next[c as usize] += 1;
+    let n = start[nc * per_col] as usize;
+    let col_start = (0..=nc).map(|c| start[c * per_col]).collect();
+    let mut order = vec![(0u32, 0u32); n];
+    for (q, bq) in bins.iter().enumerate() {
+        for (k, &b) in bq.iter().enumerate() {
+            let slot = &mut start[b as usize];
+            order[*slot as usize] = (q as u32, k as u32);
+            *slot += 1;
+        }
     }
-    let col_start = |col: usize| cstart[col * per_col] as usize;
-    let regions = borders.len() - 1;
     let mut region_of_col = vec![0u32; nc];
-    for r in 0..regions {
-        for c in &mut region_of_col[borders[r]..borders[r + 1]] {
-            *c = r as u32;
-        }
+    for r in 0..borders.len() - 1 {
+        region_of_col[borders[r]..borders[r + 1]].fill(r as u32);
     }
-    let mut states = Vec::with_capacity(regions);
-    let mut snap = Vec::with_capacity(regions);
-    for r in 0..regions {
-        let (a, b) = (borders[r], borders[r + 1]);
-        let own = &order[col_start(a)..col_start(b)];
-        let mut st = old.pop().unwrap_or_default();
-        st.a = a;
-        st.b = b;
-        st.id.clear();
-        st.id.extend(own.iter().map(|&k| flat.id[k as usize]));
-        let mut x = Axes::default();
-        for (d, xd) in x.iter_mut().enumerate().take(dim) {
-            *xd = own.iter().map(|&k| flat.x[d][k as usize]).collect();
-            st.x0[d].clone_from(xd);
-            st.v[d].clear();
-            st.v[d].extend(own.iter().map(|&k| flat.v[d][k as usize]));
-        }
-        st.col.clear();
-        for col in a..b {
-            st.col.extend(std::iter::repeat_n(
-                col as u32,
-                col_start(col + 1) - col_start(col),
-            ));
-        }
-        st.halo.clear();
-        let (ws, wl) = window(a, b, nc);
-        for p in 0..wl {
-            let col = (ws + p) % nc;
-            if (a..b).contains(&col) {
-                continue;
-            }
-            let src = region_of_col[col] as usize;
-            let base = col_start(borders[src]);
-            st.halo.extend(
-                (col_start(col)..col_start(col + 1)).map(|g| (src as u32, (g - base) as u32)),
-            );
-        }
-        states.push(st);
-        snap.push(x);
+    Moved {
+        order,
+        col_start,
+        borders: borders.to_vec(),
+        region_of_col,
+        from,
+        once,
     }
-    (states, Arc::new(snap))
+}
+
+/// [`sort`] for particles by id (the start of a run, and the tests), computing the bins here.
+fn sort_particles(
+    geom: &Geometry,
+    borders: &[usize],
+    once: bool,
+    p: &Particles,
+) -> (Moved, Snapshot) {
+    let x = p.positions();
+    let bins: Vec<u32> = (0..p.len())
+        .map(|i| {
+            let q = std::array::from_fn(|d| if d < geom.dim { x[d][i] } else { 0.0 });
+            geom.bin_index(&q) as u32
+        })
+        .collect();
+    let from = vec![(
+        (0..p.len() as u32).collect(),
+        [p.vx.clone(), p.vy.clone(), p.vz.clone()],
+    )];
+    (sort(geom, borders, once, &[bins], from), Arc::new(vec![x]))
 }
 
 /// Forces on every particle of `p` (by id) from neighbour lists built over the regions at
@@ -676,14 +673,11 @@ pub fn list_forces(
     geom: &Arc<Geometry>,
     p: &Particles,
     borders: &[usize],
+    border_once: bool,
 ) -> Result<Vec<[i64; 3]>> {
-    let flat = Flat {
-        id: (0..p.len() as u32).collect(),
-        x: p.positions(),
-        v: [p.vx.clone(), p.vy.clone(), p.vz.clone()],
-    };
-    let (regions, snap) = distribute(geom, borders, flat, Vec::new());
-    super::kernel::list_forces(geom, &regions, &snap)
+    let once = border_once && borders.len() > 2;
+    let (moved, snap) = sort_particles(geom, borders, once, p);
+    super::kernel::list_forces(geom, moved, &snap)
 }
 
 /// Runs `steps` velocity-Verlet steps from `init`, one task per region per step on `runner`.
@@ -714,40 +708,126 @@ pub fn run(
     let mut borders = equal.clone();
     let mut pending: Option<Vec<usize>> = None;
     let mut balanced = false;
-    let flat = Flat {
-        id: (0..init.len() as u32).collect(),
-        x: init.positions(),
-        v: [init.vx.clone(), init.vy.clone(), init.vz.clone()],
-    };
     let half_skin2 = (geom.skin / 2.0).powi(2);
     let mut rounds = Vec::with_capacity(steps + 1);
     let started = Instant::now();
     let mut setup_seconds = 0.0;
-    let (mut regions, mut snap) = distribute(&geom, &borders, flat, Vec::new());
+    // One region has no border: nothing to exchange.
+    let once = dec.border_once && dec.regions > 1;
+    // The first round's tasks take their particles from the sorted initial state.
+    let (first, mut snap) = sort_particles(&geom, &borders, once, init);
+    let mut moved = Some(Arc::new(first));
+    let mut regions: Vec<RegionState> = (0..dec.regions).map(|_| RegionState::default()).collect();
+    // Ids and velocities of the layout before the last rebuild, reused at the next.
+    let mut moved_spare: Vec<(Vec<u32>, Axes)> = Vec::new();
+    let mut bins_spare: Vec<Vec<u32>> = Vec::new();
+    let mut halo_spare: Vec<Vec<[i64; 3]>> = Vec::new();
     let mut rebuild = true;
     let mut rebuilds = 0;
+    let mut tasks = 0u64;
     let mut since_build = 0;
     let mut spare: Vec<Axes> = Vec::new();
     for round in 0..=steps {
-        let jobs = regions
-            .into_iter()
-            .enumerate()
-            .map(|(r, state)| RegionJob {
-                prev: snap.clone(),
-                region: r,
-                state,
-                out: spare.pop().unwrap_or_default(),
-                geom: geom.clone(),
-                dt,
-                rebuild,
-                finish_kick: round > 0,
-                advance: round < steps,
-                energy: round % ENERGY_EVERY == 0 || round == steps,
-            })
-            .collect();
-        let outs = runner
-            .run_round(jobs)
-            .with_context(|| format!("step {round} of {steps} failed"))?;
+        // With a fixed schedule the tasks know when the next round rebuilds, and find the
+        // bins of their new positions as they integrate.
+        let bins_after = round < steps
+            && match rebuild_rule {
+                Rebuild::OnDisplacement => false,
+                Rebuild::Every(n) => (if rebuild { 1 } else { since_build + 1 }) >= n.max(1),
+            };
+        let mut job = |r: usize, state: RegionState, phase: Phase, halo_buf| RegionJob {
+            moved: if matches!(phase, Phase::Finish(_)) {
+                None
+            } else {
+                moved.clone()
+            },
+            bins_after: bins_after && !matches!(phase, Phase::Forces),
+            bins: if bins_after && !matches!(phase, Phase::Forces) {
+                bins_spare.pop().unwrap_or_default()
+            } else {
+                Vec::new()
+            },
+            prev: snap.clone(),
+            region: r,
+            state,
+            out: Axes::default(),
+            geom: geom.clone(),
+            dt,
+            rebuild,
+            finish_kick: round > 0,
+            advance: round < steps,
+            energy: round % ENERGY_EVERY == 0 || round == steps,
+            phase,
+            halo_buf,
+        };
+        let outs = if once {
+            let jobs = regions
+                .into_iter()
+                .enumerate()
+                .map(|(r, state)| {
+                    job(
+                        r,
+                        state,
+                        Phase::Forces,
+                        halo_spare.pop().unwrap_or_default(),
+                    )
+                })
+                .collect();
+            let firsts = runner
+                .run_round(jobs)
+                .with_context(|| format!("step {round} of {steps} failed"))?;
+            ensure!(
+                firsts.len() == dec.regions,
+                "the runner returned {} results for {} regions",
+                firsts.len(),
+                dec.regions
+            );
+            let mut halos = Vec::with_capacity(firsts.len());
+            let mut jobs = Vec::with_capacity(firsts.len());
+            let mut first_nanos = Vec::with_capacity(firsts.len());
+            for o in firsts {
+                halos.push(HaloForces {
+                    halo: o.state.halo.clone(),
+                    force: o.halo_force,
+                });
+                first_nanos.push(o.nanos);
+                jobs.push(o.state);
+            }
+            let halos = Arc::new(halos);
+            let jobs = jobs
+                .into_iter()
+                .enumerate()
+                .map(|(r, state)| {
+                    let mut j = job(r, state, Phase::Finish(halos.clone()), Vec::new());
+                    j.out = spare.pop().unwrap_or_default();
+                    j
+                })
+                .collect();
+            let mut outs = runner
+                .run_round(jobs)
+                .with_context(|| format!("step {round} of {steps} failed"))?;
+            // Every task has dropped its share by now: the buffers go round again.
+            if let Ok(halos) = Arc::try_unwrap(halos) {
+                halo_spare.extend(halos.into_iter().map(|h| h.force));
+            }
+            for (o, n) in outs.iter_mut().zip(first_nanos) {
+                o.nanos += n;
+            }
+            outs
+        } else {
+            let jobs = regions
+                .into_iter()
+                .enumerate()
+                .map(|(r, state)| {
+                    let mut j = job(r, state, Phase::Whole, Vec::new());
+                    j.out = spare.pop().unwrap_or_default();
+                    j
+                })
+                .collect();
+            runner
+                .run_round(jobs)
+                .with_context(|| format!("step {round} of {steps} failed"))?
+        };
         ensure!(
             outs.len() == dec.regions,
             "the runner returned {} results for {} regions",
@@ -777,15 +857,23 @@ pub fn run(
             pairs: outs.iter().map(|o| o.pairs).sum(),
         });
         rebuilds += usize::from(rebuild);
+        tasks += (dec.regions * if once { 2 } else { 1 }) as u64;
         let max_disp2 = outs.iter().map(|o| o.max_disp2).fold(0.0, f64::max);
         let mut xs = Vec::with_capacity(outs.len());
+        let mut ready_bins = Vec::with_capacity(outs.len());
         regions = Vec::with_capacity(outs.len());
         for o in outs {
             xs.push(o.x);
             regions.push(o.state);
+            if bins_after {
+                ready_bins.push(o.bins);
+            }
         }
         let old = std::mem::replace(&mut snap, Arc::new(xs));
         spare = Arc::try_unwrap(old).unwrap_or_default();
+        if let Some(m) = moved.take().and_then(|m| Arc::try_unwrap(m).ok()) {
+            moved_spare = m.from;
+        }
         progress(round);
         if round == 0 {
             setup_seconds = started.elapsed().as_secs_f64();
@@ -809,8 +897,57 @@ pub fn run(
                 borders = b;
                 balanced = true;
             }
-            let flat = gather(&mut regions, &snap, dim);
-            (regions, snap) = distribute(&geom, &borders, flat, regions);
+            // Each region finds the bins of its particles (in parallel: as it integrated,
+            // when the schedule said so, else in a round of its own); the counting sort over
+            // them is all the step loop does itself, and the next round's tasks take their
+            // new particles from its result.
+            let (states, bins) = if bins_after {
+                (std::mem::take(&mut regions), ready_bins)
+            } else {
+                let jobs = regions
+                    .into_iter()
+                    .enumerate()
+                    .map(|(r, state)| RegionJob {
+                        prev: snap.clone(),
+                        region: r,
+                        state,
+                        out: Axes::default(),
+                        geom: geom.clone(),
+                        dt,
+                        rebuild: false,
+                        finish_kick: false,
+                        advance: false,
+                        energy: false,
+                        phase: Phase::Bins,
+                        halo_buf: Vec::new(),
+                        bins: bins_spare.pop().unwrap_or_default(),
+                        moved: None,
+                        bins_after: false,
+                    })
+                    .collect();
+                let outs = runner
+                    .run_round(jobs)
+                    .with_context(|| format!("sorting after step {round} of {steps} failed"))?;
+                tasks += dec.regions as u64;
+                ensure!(
+                    outs.len() == dec.regions,
+                    "the runner returned {} results for {} regions",
+                    outs.len(),
+                    dec.regions
+                );
+                outs.into_iter().map(|o| (o.state, o.bins)).unzip()
+            };
+            let mut from = Vec::with_capacity(states.len());
+            regions = Vec::with_capacity(states.len());
+            for mut st in states {
+                let (mut id, mut v) = moved_spare.pop().unwrap_or_default();
+                std::mem::swap(&mut st.id, &mut id);
+                std::mem::swap(&mut st.v, &mut v);
+                from.push((id, v));
+                regions.push(st);
+            }
+            moved = Some(Arc::new(sort(&geom, &borders, once, &bins, from)));
+            bins_spare = bins;
         }
     }
     let seconds = started.elapsed().as_secs_f64() - setup_seconds;
@@ -856,6 +993,7 @@ pub fn run(
         final_region,
         final_borders: borders,
         rebuilds,
+        tasks,
         seconds,
         setup_seconds,
     })
