@@ -273,9 +273,10 @@
 //! built-in `threads`, `rayon` and `tokio` backends sit behind Cargo features of the same
 //! names (all on by default); another crate adds its own with [`Registry::register`] and
 //! [`Supervisor::with_registry`].
-#![deny(unsafe_code)] // One exception: reading the thread CPU clock (`outcome.rs`).
+#![deny(unsafe_code)] // Exceptions: reading clocks, the thread CPU clock (`outcome.rs`) and the coarse monotonic one (`clock.rs`).
 
 pub mod auto;
+mod clock;
 pub mod config;
 pub mod layer;
 mod ledger;
