@@ -246,6 +246,34 @@ pub struct RegionOut {
     pub bins: Vec<u32>,
 }
 
+impl RegionOut {
+    /// The output of a round that stops before the integration (the bins round, or the
+    /// forces phase of border pairs once): no energies, no movement.
+    fn midway(
+        state: RegionState,
+        particles: usize,
+        x: Axes,
+        start: Instant,
+        halo_force: Vec<[i64; 3]>,
+        bins: Vec<u32>,
+    ) -> Self {
+        RegionOut {
+            col_work: state.col_work.clone(),
+            particles,
+            pairs: state.list.pairs(),
+            state,
+            x,
+            ke: 0.0,
+            pe: 0.0,
+            p: [0.0; 3],
+            max_disp2: 0.0,
+            nanos: start.elapsed().as_nanos() as u64,
+            halo_force,
+            bins,
+        }
+    }
+}
+
 impl RegionJob {
     /// Runs the region's part of a velocity-Verlet step.
     ///
@@ -289,20 +317,10 @@ impl RegionJob {
                 }
                 geom.bin_index(&p) as u32
             }));
-            return Ok(RegionOut {
-                col_work: state.col_work.clone(),
-                particles: state.id.len(),
-                pairs: state.list.pairs(),
-                state,
-                x: out,
-                ke: 0.0,
-                pe: 0.0,
-                p: [0.0; 3],
-                max_disp2: 0.0,
-                nanos: start.elapsed().as_nanos() as u64,
-                halo_force: halo_buf,
-                bins,
-            });
+            let particles = state.id.len();
+            return Ok(RegionOut::midway(
+                state, particles, out, start, halo_buf, bins,
+            ));
         }
         if let Some(m) = &moved {
             state.take_from::<D>(m, &prev, region, geom.nc);
@@ -334,20 +352,7 @@ impl RegionJob {
             state.pending_pe = pe;
             halo_buf.clear();
             halo_buf.extend_from_slice(&state.force[n..]);
-            return Ok(RegionOut {
-                col_work: state.col_work.clone(),
-                particles: n,
-                pairs: state.list.pairs(),
-                state,
-                x: out,
-                ke: 0.0,
-                pe: 0.0,
-                p: [0.0; 3],
-                max_disp2: 0.0,
-                nanos: start.elapsed().as_nanos() as u64,
-                halo_force: halo_buf,
-                bins,
-            });
+            return Ok(RegionOut::midway(state, n, out, start, halo_buf, bins));
         }
 
         // Integrate the own particles, one axis at a time (plain loops over contiguous
