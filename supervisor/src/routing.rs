@@ -22,10 +22,8 @@ struct NamePattern {
 
 #[derive(Debug, Clone)]
 enum PatternKind {
-    /// No glob metacharacters: plain string equality.
-    Exact,
-    /// `prefix*` with no other metacharacters: a prefix test.
-    Prefix(String),
+    /// No glob metacharacters (string equality), or `prefix*` (a prefix test).
+    One(Simple),
     /// One `{a,b,..}` group whose expansions are each exact or `prefix*`: any of them.
     AnyOf(Vec<Simple>),
     /// Anything else goes through globset.
@@ -103,8 +101,7 @@ impl Matcher {
             None => None,
             Some(glob) => {
                 let kind = match Simple::parse(glob) {
-                    Some(Simple::Exact(_)) => PatternKind::Exact,
-                    Some(Simple::Prefix(prefix)) => PatternKind::Prefix(prefix),
+                    Some(simple) => PatternKind::One(simple),
                     None => match Simple::expand(glob) {
                         Some(alts) => PatternKind::AnyOf(alts),
                         None => PatternKind::Glob(Glob::new(glob)?.compile_matcher()),
@@ -143,8 +140,7 @@ impl Matcher {
         match &self.name {
             None => true,
             Some(pattern) => match &pattern.kind {
-                PatternKind::Exact => name == pattern.source,
-                PatternKind::Prefix(p) => name.starts_with(p.as_str()),
+                PatternKind::One(simple) => simple.matches(name),
                 PatternKind::AnyOf(alts) => alts.iter().any(|a| a.matches(name)),
                 PatternKind::Glob(g) => g.is_match(name),
             },
