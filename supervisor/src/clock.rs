@@ -1,6 +1,7 @@
-//! A cheap clock for deadlines: the kernel's coarse monotonic clock, read in a few
-//! nanoseconds where `Instant::now` takes about twenty, turned into `Instant`s that are
-//! never early.
+//! The clocks the supervisor reads through the kernel: a cheap clock for deadlines (the
+//! coarse monotonic clock, read in a few nanoseconds where `Instant::now` takes about
+//! twenty, turned into `Instant`s that are never early), and the calling thread's CPU
+//! clock (for `Outcome`).
 
 use std::time::{Duration, Instant};
 
@@ -47,10 +48,23 @@ impl CoarseClock {
     }
 }
 
-#[cfg(target_os = "linux")]
+/// The CPU time the calling thread has used, in nanoseconds (0 where there is no thread
+/// CPU clock).
+pub(crate) fn thread_cpu_ns() -> u64 {
+    sys::thread_cpu_ns()
+}
+
+#[cfg(unix)]
 #[allow(unsafe_code)] // Two FFI calls; see the SAFETY comments.
 mod sys {
     use std::time::Duration;
+
+    fn timespec() -> libc::timespec {
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        }
+    }
 
     fn timespec_ns(ts: &libc::timespec) -> u64 {
         (ts.tv_sec as u64)
@@ -58,35 +72,61 @@ mod sys {
             .saturating_add(ts.tv_nsec as u64)
     }
 
-    /// CLOCK_MONOTONIC_COARSE in nanoseconds.
+    /// Clock `clock` in nanoseconds; `None` for a clock the kernel lacks.
     #[inline]
-    pub(super) fn coarse_ns() -> Option<u64> {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
+    fn read(clock: libc::clockid_t) -> Option<u64> {
+        let mut ts = timespec();
         // SAFETY: `clock_gettime` writes one `timespec` through the pointer, which points
         // to a live, writable, properly aligned local; it returns -1 (and we give `None`)
         // for a clock the kernel lacks.
-        let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+        let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
         (rc == 0).then(|| timespec_ns(&ts))
     }
 
-    /// The resolution of CLOCK_MONOTONIC_COARSE.
-    pub(super) fn coarse_resolution() -> Option<Duration> {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: as in `coarse_ns`, with `clock_getres`.
-        let rc = unsafe { libc::clock_getres(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    /// The resolution of clock `clock`.
+    #[cfg(target_os = "linux")]
+    fn resolution(clock: libc::clockid_t) -> Option<Duration> {
+        let mut ts = timespec();
+        // SAFETY: as in `read`, with `clock_getres`.
+        let rc = unsafe { libc::clock_getres(clock, &mut ts) };
         (rc == 0).then(|| Duration::from_nanos(timespec_ns(&ts)))
+    }
+
+    pub(super) fn thread_cpu_ns() -> u64 {
+        read(libc::CLOCK_THREAD_CPUTIME_ID).unwrap_or(0)
+    }
+
+    /// CLOCK_MONOTONIC_COARSE in nanoseconds.
+    #[cfg(target_os = "linux")]
+    #[inline]
+    pub(super) fn coarse_ns() -> Option<u64> {
+        read(libc::CLOCK_MONOTONIC_COARSE)
+    }
+
+    /// The resolution of CLOCK_MONOTONIC_COARSE.
+    #[cfg(target_os = "linux")]
+    pub(super) fn coarse_resolution() -> Option<Duration> {
+        resolution(libc::CLOCK_MONOTONIC_COARSE)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn coarse_ns() -> Option<u64> {
+        None
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub(super) fn coarse_resolution() -> Option<Duration> {
+        None
     }
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(unix))]
 mod sys {
     use std::time::Duration;
+
+    pub(super) fn thread_cpu_ns() -> u64 {
+        0
+    }
 
     pub(super) fn coarse_ns() -> Option<u64> {
         None

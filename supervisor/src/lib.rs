@@ -273,7 +273,7 @@
 //! built-in `threads`, `rayon` and `tokio` backends sit behind Cargo features of the same
 //! names (all on by default); another crate adds its own with [`Registry::register`] and
 //! [`Supervisor::with_registry`].
-#![deny(unsafe_code)] // Exceptions: reading clocks, the thread CPU clock (`outcome.rs`) and the coarse monotonic one (`clock.rs`).
+#![deny(unsafe_code)] // One exception: reading the kernel's clocks (`clock.rs`).
 
 pub mod auto;
 mod clock;

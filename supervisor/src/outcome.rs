@@ -131,7 +131,7 @@ mod sched {
 
     pub(super) fn now() -> Reading {
         Reading {
-            cpu_ns: super::thread_cpu_ns(),
+            cpu_ns: crate::clock::thread_cpu_ns(),
             wait_ns: wait_ns(),
         }
     }
@@ -160,35 +160,10 @@ mod sched {
     }
 }
 
-/// The CPU time the calling thread has used, in nanoseconds (0 where there is no thread
-/// CPU clock).
-#[cfg(unix)]
-#[allow(unsafe_code)] // One FFI call; see the SAFETY comment.
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `clock_gettime` writes one `timespec` through the pointer, which points to
-    // a live, writable, properly aligned local; CLOCK_THREAD_CPUTIME_ID is a clock every
-    // supported unix provides, and on failure (-1) `ts` stays zero, which we read as 0.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return 0;
-    }
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
-}
-
-#[cfg(not(unix))]
-fn thread_cpu_ns() -> u64 {
-    0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::thread_cpu_ns;
 
     #[test]
     fn the_thread_clock_counts_work_and_not_sleep() {
