@@ -1,8 +1,7 @@
 //! [`Job`]: a type-erased task as executors receive it, and how a backend runs one.
 
 use crate::backend::MetaRef;
-use crate::cancel::CancelFlag;
-use crate::cancel::{CancelReason, CancelSource};
+use crate::cancel::{CancelFlag, CancelReason, CancelSource};
 use crate::handle::{EndObserver, Observer, Shared, State};
 use crate::sync::TaskCell;
 use crate::{
@@ -712,12 +711,16 @@ impl Job {
     /// [`on_failure`](Self::on_failure) with a handler shared by many jobs: installing it
     /// costs an `Arc` clone, not a boxed closure per job.
     pub fn on_failure_with(&mut self, handler: Arc<dyn FailureHandler>) {
-        let listed = self.hooks.as_ref().is_some_and(|h| !h.failure.is_empty());
-        if self.failure.is_none() && !listed {
+        if self.failure.is_none() && !self.has_listed_failure_hooks() {
             self.failure = Some(handler);
         } else {
             self.hooks().failure.push(Failure::Shared(handler));
         }
+    }
+
+    /// True when a failure hook waits in `Hooks` (beside or instead of the inline one).
+    fn has_listed_failure_hooks(&self) -> bool {
+        self.hooks.as_ref().is_some_and(|h| !h.failure.is_empty())
     }
 
     /// Adds a hook called once when this attempt ends, however it ends: with its status
@@ -875,8 +878,7 @@ impl Job {
         };
         let status = err.status();
         let retryable = matches!(status, Status::Failed | Status::Panicked) && self.can_retry();
-        let listed = self.hooks.as_ref().is_some_and(|h| !h.failure.is_empty());
-        if !retryable || (self.failure.is_none() && !listed) {
+        if !retryable || (self.failure.is_none() && !self.has_listed_failure_hooks()) {
             return self.resolve(err);
         }
         // The inline handler was added before any listed hook.

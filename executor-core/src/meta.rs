@@ -130,11 +130,6 @@ impl TaskMeta {
         }
     }
 
-    /// True when the task carries no tags.
-    pub fn is_untagged(&self) -> bool {
-        self.tags.is_empty()
-    }
-
     /// The task's tags.
     pub fn tags(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
         self.tags.iter().map(|t| &**t)

@@ -130,7 +130,7 @@ impl Table {
         if let (Some(at), Some(config)) = (&self.file_positions, &self.config) {
             // A task named by a `&'static str`, with no tags, that this thread routed
             // last through this table goes where it went then, without matching rules.
-            let name = meta.static_name().filter(|_| meta.is_untagged());
+            let name = meta.static_name().filter(|_| meta.tags().len() == 0);
             if let Some(name) = name
                 && let Some(index) = LAST_ROUTE.with(|last| last.get().hit(self.id, name))
             {
