@@ -190,20 +190,7 @@ impl Worker {
     async fn serve(self, stop: impl Future<Output = Stop>) -> Result<WorkerReport, NatsError> {
         let b = self.b;
         let names = Names::new(&b.prefix).map_err(|e| NatsError::new("config", e))?;
-        // A worker that starts while its server restarts keeps trying (for up to
-        // `START_PATIENCE`): creating the streams and buckets times out until the
-        // restarted server answers.
-        let give_up = tokio::time::Instant::now() + START_PATIENCE;
-        let server = loop {
-            match Server::connect(&b.url, names.clone()).await {
-                Ok(server) => break server,
-                Err(e) if tokio::time::Instant::now() < give_up => {
-                    tracing::warn!("nats worker: {e}; trying again");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        };
+        let server = patiently(|| Server::connect(&b.url, names.clone())).await?;
         let shared = Arc::new(Running {
             server,
             tasks: b.tasks,
@@ -237,25 +224,15 @@ impl Worker {
                 max_ack_pending: b.limits.get(name).copied().unwrap_or(10_000),
                 ..Default::default()
             };
-            // A worker that starts while its server restarts waits for it (for up to
-            // `START_PATIENCE`) rather than exit: the request times out, the next one
-            // reaches the restarted server.
-            let give_up = tokio::time::Instant::now() + START_PATIENCE;
-            let consumer = loop {
-                match shared
-                    .server
-                    .tasks
+            let what = format!("consumer for {name}");
+            let consumer = patiently(|| async {
+                let tasks = &shared.server.tasks;
+                tasks
                     .get_or_create_consumer(&names.consumer(name), config.clone())
                     .await
-                {
-                    Ok(c) => break c,
-                    Err(e) if tokio::time::Instant::now() < give_up => {
-                        tracing::warn!("nats worker: consumer for {name}: {e}; trying again");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    Err(e) => return Err(NatsError::new(format!("consumer for {name}"), e)),
-                }
-            };
+                    .map_err(|e| NatsError::new(what.clone(), e))
+            })
+            .await?;
             loops.push(tokio::spawn(claim(
                 consumer,
                 shared.clone(),
@@ -490,6 +467,27 @@ const GATHER: Duration = Duration::from_millis(1);
 
 /// How long a starting worker keeps trying to set up its streams, buckets and consumers.
 const START_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Runs `attempt` until it succeeds, for up to [`START_PATIENCE`]. A worker that starts
+/// while its server restarts waits for it rather than exit: its requests time out until
+/// the restarted server answers.
+async fn patiently<T, F, Fut>(mut attempt: F) -> Result<T, NatsError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, NatsError>>,
+{
+    let give_up = tokio::time::Instant::now() + START_PATIENCE;
+    loop {
+        match attempt().await {
+            Ok(done) => return Ok(done),
+            Err(e) if tokio::time::Instant::now() < give_up => {
+                tracing::warn!("nats worker: {e}; trying again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
 
 /// How long a fetch may go without a message or its end before the worker gives it up
 /// and fetches again (the idle wait's expiry is 1 s).
