@@ -205,7 +205,7 @@ struct Waiting {
 /// How often the watcher looks for handles cancelled while their task waits.
 const CANCEL_SCAN: Duration = Duration::from_millis(20);
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 

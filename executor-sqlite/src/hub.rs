@@ -10,6 +10,7 @@
 //! of one process alternating would each start every transaction cold; and turns on a
 //! mutex never meet SQLite's busy handler (which sleeps).
 
+use crate::backend::lock;
 use crate::store::{Durability, Store, Stored};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use std::collections::HashMap;
@@ -34,10 +35,6 @@ pub(crate) struct Hub {
     sinks: Mutex<Vec<Sender<Vec<Ended>>>>,
     /// The workers of this process on the file: told when tasks were stored.
     wakers: Mutex<Vec<Sender<()>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 static HUBS: Mutex<Option<HashMap<PathBuf, Weak<Hub>>>> = Mutex::new(None);
