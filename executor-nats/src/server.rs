@@ -35,26 +35,29 @@ impl Server {
             .await
             .map_err(|e| NatsError::new(format!("connecting to {url}"), e))?;
         let js = jetstream::new(client);
-        let tasks = js
-            .get_or_create_stream(stream::Config {
+        let tasks = ensure_stream(
+            &js,
+            stream::Config {
                 name: names.stream(),
                 subjects: vec![names.subjects()],
                 retention: stream::RetentionPolicy::WorkQueue,
                 storage: stream::StorageType::File,
                 duplicate_window: DUPLICATE_WINDOW,
                 ..Default::default()
-            })
-            .await
-            .map_err(|e| NatsError::new(format!("creating stream {}", names.stream()), e))?;
-        js.get_or_create_stream(stream::Config {
-            name: names.dead_stream(),
-            subjects: vec![names.dead_subjects()],
-            storage: stream::StorageType::File,
-            duplicate_window: DUPLICATE_WINDOW,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| NatsError::new(format!("creating stream {}", names.dead_stream()), e))?;
+            },
+        )
+        .await?;
+        ensure_stream(
+            &js,
+            stream::Config {
+                name: names.dead_stream(),
+                subjects: vec![names.dead_subjects()],
+                storage: stream::StorageType::File,
+                duplicate_window: DUPLICATE_WINDOW,
+                ..Default::default()
+            },
+        )
+        .await?;
         let kv = bucket(&js, &names.bucket()).await?;
         let cancels = bucket(&js, &names.cancel_bucket()).await?;
         Ok(Self {
@@ -72,23 +75,43 @@ impl Server {
 /// does not parse. Same settings as the client's own (history 1, rollups, direct get,
 /// discard new).
 async fn bucket(js: &jetstream::Context, name: &str) -> Result<kv::Store, NatsError> {
-    js.get_or_create_stream(stream::Config {
-        name: format!("KV_{name}"),
-        subjects: vec![format!("$KV.{name}.>")],
-        max_messages_per_subject: 1,
-        storage: stream::StorageType::File,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: stream::DiscardPolicy::New,
-        num_replicas: 1,
-        ..Default::default()
-    })
+    ensure_stream(
+        js,
+        stream::Config {
+            name: format!("KV_{name}"),
+            subjects: vec![format!("$KV.{name}.>")],
+            max_messages_per_subject: 1,
+            storage: stream::StorageType::File,
+            allow_rollup: true,
+            deny_delete: true,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            num_replicas: 1,
+            ..Default::default()
+        },
+    )
     .await
     .map_err(|e| NatsError::new(format!("creating bucket {name}"), e))?;
     js.get_key_value(name)
         .await
         .map_err(|e| NatsError::new(format!("opening bucket {name}"), e))
+}
+
+/// Creates stream `config` unless it exists. Two processes that start together (a
+/// submitter and a worker) may both find it missing: the second create fails ("subjects
+/// overlap with an existing stream"), and the stream the first made is the one to use.
+async fn ensure_stream(
+    js: &jetstream::Context,
+    config: stream::Config,
+) -> Result<stream::Stream, NatsError> {
+    let name = config.name.clone();
+    match js.get_or_create_stream(config).await {
+        Ok(stream) => Ok(stream),
+        Err(e) => js
+            .get_stream(&name)
+            .await
+            .map_err(|_| NatsError::new(format!("creating stream {name}"), e)),
+    }
 }
 
 /// A current-thread tokio runtime on a thread of its own, named `name`, that runs until

@@ -131,6 +131,38 @@ static DOUBLE: Task<u64, u64> = Task::new("math.double", |_ctx, x| Ok(x * 2));
 static FAIL: Task<u64, u64> = Task::new("math.fail", |_ctx, _| Err("no such luck".into()));
 static BOOM: Task<u64, u64> = Task::new("math.boom", |_ctx, _| panic!("boom"));
 
+/// Processes that start together on a fresh deployment all find (or make) its streams
+/// and buckets: the one that loses the race to create one uses the winner's.
+#[test]
+fn executors_that_start_together_share_the_streams() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    // 60 rounds: without the fall-back to the existing stream, a loss showed up in
+    // every run of this test (nats-server 2.9).
+    for round in 0..60 {
+        let prefix = format!("race{round}");
+        let start = std::sync::Barrier::new(4);
+        std::thread::scope(|s| {
+            let starters: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        start.wait();
+                        NatsExecutor::builder("nats")
+                            .url(server.url())
+                            .prefix(&prefix)
+                            .build()
+                    })
+                })
+                .collect();
+            for started in starters {
+                let e = started.join().unwrap().unwrap();
+                e.shutdown(ShutdownMode::Now);
+            }
+        });
+    }
+}
+
 #[test]
 fn results_errors_and_panics_come_back() {
     let Some(server) = Server::start() else {
