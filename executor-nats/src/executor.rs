@@ -1,12 +1,14 @@
 //! [`NatsExecutor`]: the submitting side. A call publishes its request from a task on
-//! the client's runtime; one watch of the results bucket per executor hands each result
+//! the client's runtime; one follower of the outcomes stream per executor hands each outcome
 //! to the calls waiting for it; one finishing thread runs the job on its outcome.
 
 use crate::NatsError;
+use crate::envelope::Envelope;
 use crate::names::{self, Names};
+use crate::outcomes::Seen;
 use crate::server::Server;
 use crate::stored::{DeadLetter, Ended, Stored};
-use async_nats::jetstream::{kv, message::PublishMessage};
+use async_nats::jetstream::message::PublishMessage;
 use executor_core::TaskHandle;
 use executor_core::backend::{Admission, StatsRecorder, Unstarted};
 use executor_core::{
@@ -86,10 +88,10 @@ impl Builder {
         let rt = crate::server::runtime(&format!("{}-nats", self.name))?;
         let server = rt.block_on(Server::connect(&self.url, names))?;
         // Made before the first call, so no result of a call of ours goes unseen.
-        let kv = server.kv.clone();
+        let outcomes = server.outcomes.clone();
         let watch = rt
-            .block_on(async move { kv.watch(names::result_key(">")).await })
-            .map_err(|e| NatsError::new("watching the results", e))?;
+            .block_on(async move { outcomes.follow().await.map(Box::pin) })
+            .map_err(|e| NatsError::new("following the outcomes", e))?;
         let (done_tx, done_rx) = std::sync::mpsc::channel::<Done>();
         let shared = Arc::new(Shared {
             name: self.name.clone(),
@@ -295,12 +297,12 @@ impl Shared {
         // watch.
         let existing = if names::is_keyed(id) {
             server
-                .kv
-                .get(names::result_key(id))
+                .outcomes
+                .first(id)
                 .await
                 .ok()
                 .flatten()
-                .and_then(|b| Stored::decode(&b).ok())
+                .map(|(_, stored)| stored)
         } else {
             None
         };
@@ -312,27 +314,27 @@ impl Shared {
             return Ok(stored);
         }
         let (attempts, backoff) = self.route(&name);
-        let mut headers = async_nats::HeaderMap::new();
-        headers.insert(names::ID, id);
-        headers.insert(names::ATTEMPTS, attempts.to_string().as_str());
-        headers.insert(names::BACKOFF_MS, backoff.as_millis().to_string().as_str());
-        if let Some(key) = &key {
-            headers.insert(names::KEY, key.as_str());
+        let payload = Envelope {
+            id,
+            attempts,
+            backoff_ms: u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+            key: key.as_deref(),
         }
-        let payload = named_tasks::wire::Message::Request(request).encode();
-        let mut message = PublishMessage::build()
-            .payload(payload.into())
-            .headers(headers);
-        if names::is_keyed(id) {
-            // De-duplication by id is for idempotency keys: a fresh id is sent once (and
-            // the server's check and memory of it cost as much as a fifth of a job).
-            message = message.message_id(id);
-        }
+        .wrap(&named_tasks::wire::Message::Request(request));
+        let subject = server.names.subject(&name);
         let sent = async {
-            server
-                .js
-                .send_publish(server.names.subject(&name), message)
-                .await
+            let sending = if names::is_keyed(id) {
+                // De-duplication by id is for idempotency keys: a fresh id is sent once
+                // (and the server's check and memory of it cost as much as a fifth of a
+                // job).
+                let message = PublishMessage::build()
+                    .payload(payload.into())
+                    .message_id(id);
+                server.js.send_publish(subject, message).await
+            } else {
+                server.js.publish(subject, payload.into()).await
+            };
+            sending
                 .map_err(|e| format!("publishing {id}: {e}"))?
                 .await
                 .map_err(|e| format!("publishing {id}: {e}"))
@@ -377,17 +379,18 @@ impl Shared {
         self.stats.finished(status, start.map(|t| t.elapsed()));
     }
 
-    /// The one watch of this executor: every result written to the bucket, handed to
-    /// the calls that wait for it. A watch that ends is made again, and the calls that
-    /// wait then read their results, so none written meanwhile is missed.
-    async fn watch(self: Arc<Self>, mut first: Option<kv::Watch>) {
+    /// The one follower of this executor: every outcome stored, handed to the calls that
+    /// wait for it (the first one of an id is its outcome; the calls are gone by a
+    /// later one). A follower that ends is made again, and the calls that wait then read
+    /// their outcomes, so none stored meanwhile is missed.
+    async fn watch(self: Arc<Self>, mut first: Option<Follow>) {
         let mut closing = self.closing.subscribe();
         loop {
             let mut watch = match first.take() {
                 Some(w) => w,
                 None => {
                     let made = tokio::select! {
-                        w = self.server.kv.watch(names::result_key(">")) => w,
+                        w = self.server.outcomes.follow() => w.map(|f| Box::pin(f) as Follow),
                         _ = closed(&mut closing) => return,
                     };
                     match made {
@@ -396,7 +399,7 @@ impl Shared {
                             w
                         }
                         Err(e) => {
-                            tracing::warn!("nats: watching the results: {e}");
+                            tracing::warn!("nats: following the outcomes: {e}");
                             tokio::time::sleep(Duration::from_millis(200)).await;
                             continue;
                         }
@@ -407,7 +410,7 @@ impl Shared {
                 let entry = tokio::select! {
                     e = watch.next() => e,
                     // A safety net: a watch quiet for a while, with calls waiting, is
-                    // checked against the bucket. Across a server restart the client's
+                    // checked against the stream. Across a server restart the client's
                     // watch can come back without an error yet miss a result written
                     // while it was away; the calls waiting for it would wait forever.
                     _ = tokio::time::sleep(QUIET_RECHECK) => {
@@ -419,21 +422,18 @@ impl Shared {
                     _ = closed(&mut closing) => return,
                 };
                 match entry {
-                    Some(Ok(entry)) if entry.operation == kv::Operation::Put => {
-                        let Some(id) = entry.key.strip_prefix("r.") else {
-                            continue;
-                        };
+                    Some(Ok(seen)) => {
+                        let id = seen.id.as_str();
                         if !lock(&self.waiting).contains_key(id) {
                             continue;
                         }
-                        match Stored::decode(&entry.value) {
+                        match Stored::decode(&seen.message.payload) {
                             Ok(stored) => self.deliver(id, &stored),
                             Err(e) => tracing::warn!("nats: the result of {id}: {e}"),
                         }
                     }
-                    Some(Ok(_)) => {}
                     Some(Err(e)) => {
-                        tracing::warn!("nats: watching the results: {e}");
+                        tracing::warn!("nats: following the outcomes: {e}");
                         break;
                     }
                     None => break,
@@ -446,24 +446,22 @@ impl Shared {
     async fn recheck(&self) {
         let ids: Vec<String> = lock(&self.waiting).keys().cloned().collect();
         for id in ids {
-            if let Ok(Some(bytes)) = self.server.kv.get(names::result_key(&id)).await
-                && let Ok(stored) = Stored::decode(&bytes)
-            {
+            if let Ok(Some((_, stored))) = self.server.outcomes.first(&id).await {
                 self.deliver(&id, &stored);
             }
         }
     }
 }
 
-/// How long the results watch may stay quiet, with calls waiting, before those calls'
-/// results are read from the bucket directly.
+/// How long the outcomes follower may stay quiet, with calls waiting, before those calls'
+/// outcomes are read from the stream directly.
 const QUIET_RECHECK: Duration = Duration::from_secs(2);
 
 /// The submitting side of the NATS backend: runs named tasks on whatever [`Worker`]s
 /// serve the same server and prefix, durably.
 ///
 /// A call publishes its request from a task on the client's runtime and waits, holding
-/// no thread, until the executor's one watch of the results bucket brings its result;
+/// no thread, until the executor's one follower of the outcomes stream brings its outcome;
 /// the job then runs on that outcome on the executor's finishing thread (decoding it
 /// and resolving the handle). Closures are refused: they cannot leave the process.
 ///
@@ -506,15 +504,13 @@ impl NatsExecutor {
     /// The stored outcome of task `id`, if it has ended (also after a restart of this
     /// process).
     pub fn result(&self, id: &str) -> Result<Option<Stored>, NatsError> {
-        let kv = self.shared.server.kv.clone();
-        let key = names::result_key(id);
-        let entry = self
+        let outcomes = self.shared.server.outcomes.clone();
+        let id2 = id.to_owned();
+        let first = self
             .shared
-            .block_on(async move { kv.get(key).await })
+            .block_on(async move { outcomes.first(&id2).await })
             .map_err(|e| NatsError::new(format!("reading the result of {id}"), e))?;
-        entry
-            .map(|bytes| Stored::decode(&bytes).map_err(|e| NatsError::new("a stored result", e)))
-            .transpose()
+        Ok(first.map(|(_, stored)| stored))
     }
 
     /// Cancels task `id` unless it already ended: true if this cancelled it. A worker
@@ -625,26 +621,29 @@ impl NatsExecutor {
 
 type Published = std::sync::mpsc::Sender<Result<(), String>>;
 
-/// Marks `id` cancelled where the workers follow cancels, then writes its "cancelled"
-/// result create-if-absent: true if that result is the task's (it had not ended). The
-/// mark comes first so that a result never says "cancelled" while the workers would
-/// still run the task; a worker that finds the mark without the result (this process
-/// died in between) writes the result itself.
+/// An executor's follower of the outcomes stream.
+type Follow = std::pin::Pin<
+    Box<dyn futures::Stream<Item = Result<Seen, Box<dyn std::error::Error + Send + Sync>>> + Send>,
+>;
+
+/// Marks `id` cancelled where the workers follow cancels, then stores its "cancelled"
+/// outcome: true if that is the task's outcome (the first stored: it had not ended). The
+/// mark comes first so that an outcome never says "cancelled" while the workers would
+/// still run the task; a worker that finds the mark without the outcome (this process
+/// died in between) stores it itself.
 async fn cancel(
     server: &Server,
     id: &str,
 ) -> Result<bool, Box<dyn std::error::Error + Send + Sync>> {
     server.cancels.put(id, bytes::Bytes::new()).await?;
-    let stored = crate::stored::cancelled(id);
-    match server
-        .kv
-        .create(names::result_key(id), stored.encode().into())
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
-        Err(e) => Err(e.into()),
-    }
+    let ours = server
+        .outcomes
+        .record(id, &crate::stored::cancelled(id))
+        .await?;
+    Ok(match server.outcomes.first(id).await? {
+        Some((first, _)) => first == ours,
+        None => false,
+    })
 }
 
 impl Executor for NatsExecutor {

@@ -4,9 +4,9 @@
 //! The policy moves a named task here with one line (`backend = "nats"`); its code does
 //! not change. [`NatsExecutor`] is the submitting side: each call becomes a JetStream
 //! message in the [`wire`](named_tasks::wire) form, and its [`TaskHandle`](executor_core::TaskHandle) resolves
-//! from the results bucket. A waiting call holds no thread: the executor has one watch
-//! of the bucket, which hands each result to the calls waiting for it, and one thread
-//! that runs each job on its outcome. [`Worker`] is the running side: it claims the tasks its
+//! from the outcomes stream. A waiting call holds no thread: the executor follows the
+//! stream with one consumer, which hands each outcome to the calls waiting for it, and
+//! one thread runs each job on its outcome. [`Worker`] is the running side: it claims the tasks its
 //! [`Tasks`](named_tasks::Tasks) registry knows and nothing else.
 //!
 //! # What JetStream does, and what this crate adds
@@ -16,13 +16,13 @@
 //! | queue | one work-queue stream, `PREFIX_tasks`; a subject per task name, `PREFIX.task.NAME` |
 //! | claim what you know | one durable pull consumer per task name (`PREFIX_NAME`), shared by all workers; a worker only binds the consumers of its registry's names |
 //! | lease | the consumer's `AckWait`; a running task sends in-progress acks (`+WPI`) every third of it, so a long task keeps its lease; a killed worker's tasks come back after it |
-//! | attempts, backoff | the submitter puts the route's attempts and first delay in headers; a failed attempt is counted in the bucket (`a.ID`) and NAKed with a delay that doubles per attempt |
+//! | attempts, backoff | the submitter puts the task id, the route's attempts and first delay (and the call's key) in a few bytes before the request (cheaper than headers for client and server); a failed attempt is counted in bucket `PREFIX_state` (`a.ID`) and NAKed with a delay that doubles per attempt |
 //! | dead letters | after the last failed attempt (or past `2 × attempts + 2` deliveries: a task that keeps killing its workers) the request goes to `PREFIX_dead` on `PREFIX.dead.NAME` with the last error in a header, and the error becomes the result |
 //! | idempotency | [`NatsExecutor::enqueue`] with an idempotency key makes the task id from the key (other calls get fresh ids, sent once); that id is the message's `Nats-Msg-Id`, so enqueueing the same key twice within ten minutes is one message, and later it finds the stored result without sending anything |
-//! | results | bucket `PREFIX_results`, key `r.ID`, written create-if-absent before the ack: a redelivered task whose result exists is acked without running, so nothing completes twice; readable by id after a restart ([`NatsExecutor::result`]) |
-//! | cancel by id | the id is marked in bucket `PREFIX_cancels`, then a "cancelled" result is written create-if-absent ([`NatsExecutor::cancel`]; a cancelled handle does the same): it wins unless the task already ended. Every worker follows the marks with one watch (loaded before its first claim) and skips a marked task, writing its "cancelled" result if the canceller died before it did; a worker that claimed the task a moment before the mark reached it runs it, and its outcome is dropped. A first delivery is not checked against the results bucket (only redeliveries and idempotency keys' tasks are) |
+//! | results | stream `PREFIX_outcomes`, subject `PREFIX.outcome.ID`, published before the ack; **the first outcome of an id is its outcome**: writers never check (a create-if-absent costs the server about as much as a whole job), and every reader takes the first (the submitter follows the stream in order; a read by id asks for the subject's first message). A redelivered task whose outcome exists is acked without running, so nothing completes twice; readable by id after a restart ([`NatsExecutor::result`]) |
+//! | cancel by id | the id is marked in bucket `PREFIX_cancels`, then a "cancelled" outcome is published ([`NatsExecutor::cancel`]; a cancelled handle does the same): it is the outcome unless the task ended first. Every worker follows the marks with one watch (loaded before its first claim) and skips a marked task, writing its "cancelled" result if the canceller died before it did; a worker that claimed the task a moment before the mark reached it runs it, and its outcome comes second, so it is never read. A first delivery is not checked against the outcomes (only redeliveries and idempotency keys' tasks are) |
 //! | concurrency per task name across all workers | the consumer's `max_ack_pending` ([`WorkerBuilder::limit`]) |
-//! | concurrency per key across all workers | the call's key (`Task::call_keyed`) travels in a header; the key's holders are a list in the bucket (`l.NAME.KEY`) changed by compare-and-set, each place expiring a lease after its last renewal ([`WorkerBuilder::key_limit`]) |
+//! | concurrency per key across all workers | the call's key (`Task::call_keyed`) travels with the request; the key's holders are a list in the state bucket (`l.NAME.KEY`) changed by compare-and-set, each place expiring a lease after its last renewal ([`WorkerBuilder::key_limit`]) |
 //! | drain | [`Worker::run_until_signal`]: on SIGTERM or SIGINT stop claiming, finish and ack what runs, exit |
 //!
 //! Workers fetch as many messages as they have free slots in one request, and long-poll
@@ -38,9 +38,11 @@
 //! result is run again, so effects must be idempotent (key them by the task's id).
 #![deny(unsafe_code)]
 
+mod envelope;
 mod executor;
 mod local;
 mod names;
+mod outcomes;
 #[cfg(feature = "supervisor")]
 mod registry;
 mod runners;

@@ -1,19 +1,15 @@
 //! Where things live on the server: stream, subject, consumer and key names, the
-//! headers a task message carries, and durable task ids.
+//! headers a dead letter carries, and durable task ids.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Header: the task's durable id (the key of its result).
+/// Header on a dead letter: the task's durable id.
 pub(crate) const ID: &str = "Switchyard-Id";
-/// Header: how many attempts the task gets.
+/// Header on a dead letter: the attempts that ran to an answer.
 pub(crate) const ATTEMPTS: &str = "Switchyard-Attempts";
-/// Header: the first retry's delay in milliseconds (doubled per attempt).
-pub(crate) const BACKOFF_MS: &str = "Switchyard-Backoff-Ms";
 /// Header on a dead letter: the last error.
 pub(crate) const ERROR: &str = "Switchyard-Error";
-/// Header on a request: the call's key (`Task::call_keyed`), which per-key limits count.
-pub(crate) const KEY: &str = "Switchyard-Key";
 
 /// The names of one deployment's stream, bucket and subjects, all under one prefix.
 #[derive(Clone, Debug)]
@@ -68,9 +64,24 @@ impl Names {
         format!("{}.dead.{name}", self.prefix)
     }
 
-    /// The key-value bucket of results and cancel tombstones.
+    /// The key-value bucket of failed-attempt counts and per-key holders.
     pub(crate) fn bucket(&self) -> String {
-        format!("{}_results", self.prefix)
+        format!("{}_state", self.prefix)
+    }
+
+    /// The stream of outcomes ([`crate::outcomes`]).
+    pub(crate) fn outcome_stream(&self) -> String {
+        format!("{}_outcomes", self.prefix)
+    }
+
+    /// The outcomes stream's subjects.
+    pub(crate) fn outcome_subjects(&self) -> String {
+        format!("{}.outcome.>", self.prefix)
+    }
+
+    /// Where the outcomes of task `id` go (the first one stands).
+    pub(crate) fn outcome_subject(&self, id: &str) -> String {
+        format!("{}.outcome.{id}", self.prefix)
     }
 
     /// The key-value bucket of ids cancelled by id, which every worker follows.
@@ -92,11 +103,6 @@ impl Names {
             .collect();
         format!("{}_{name}", self.prefix)
     }
-}
-
-/// The result's key for task `id`.
-pub(crate) fn result_key(id: &str) -> String {
-    format!("r.{id}")
 }
 
 /// The key counting the failed attempts of task `id`.

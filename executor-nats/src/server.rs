@@ -1,9 +1,10 @@
-//! Connecting to NATS and making sure the stream, the dead-letter stream, the results
-//! bucket and the cancels bucket exist (whoever comes first creates them; the configs are
+//! Connecting to NATS and making sure the stream, the dead-letter stream, the outcomes
+//! stream, the state bucket and the cancels bucket exist (whoever comes first creates them; the configs are
 //! the same everywhere).
 
 use crate::NatsError;
 use crate::names::Names;
+use crate::outcomes::Outcomes;
 use async_nats::jetstream::{self, kv, stream};
 
 use std::time::Duration;
@@ -16,7 +17,10 @@ pub(crate) const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
 #[derive(Clone, Debug)]
 pub(crate) struct Server {
     pub(crate) js: jetstream::Context,
+    /// Failed-attempt counts (`a.ID`) and per-key holders (`l.NAME.KEY`).
     pub(crate) kv: kv::Store,
+    /// Every task's outcome.
+    pub(crate) outcomes: Outcomes,
     /// Ids cancelled by id (key = id), which every worker follows with one watch.
     pub(crate) cancels: kv::Store,
     pub(crate) tasks: stream::Stream,
@@ -58,11 +62,14 @@ impl Server {
             },
         )
         .await?;
+        let outcomes = ensure_stream(&js, Outcomes::config(&names)).await?;
+        let outcomes = Outcomes::new(js.clone(), outcomes, names.clone());
         let kv = bucket(&js, &names.bucket()).await?;
         let cancels = bucket(&js, &names.cancel_bucket()).await?;
         Ok(Self {
             js,
             kv,
+            outcomes,
             cancels,
             tasks,
             names,

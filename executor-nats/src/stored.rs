@@ -1,4 +1,4 @@
-//! What the results bucket holds per task: how it ended, after how many attempts, and
+//! What the outcomes stream holds per task: how it ended, after how many attempts, and
 //! the wire [`Reply`] (the encoded value, or the last error).
 
 use named_tasks::wire::{Message, Reply};
@@ -15,7 +15,7 @@ pub enum Ended {
     Cancelled,
 }
 
-/// A finished task as the results bucket has it.
+/// A finished task as the outcomes stream has it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Stored {
     /// How it ended.

@@ -2,6 +2,7 @@
 //! knows and runs what they deliver, with leases, retries, dead letters and drain.
 
 use crate::NatsError;
+use crate::envelope::Envelope;
 use crate::names::{self, Names};
 use crate::runners::{NUDGE_AFTER, Runners};
 use crate::server::Server;
@@ -493,13 +494,6 @@ where
 /// and fetches again (the idle wait's expiry is 1 s).
 const FETCH_STALL: Duration = Duration::from_secs(3);
 
-fn header(msg: &JsMessage, name: &str) -> Option<String> {
-    msg.headers
-        .as_ref()
-        .and_then(|h| h.get(name))
-        .map(|v| v.as_str().to_owned())
-}
-
 /// One delivery: skip, run, retry or dead-letter, and acknowledge.
 async fn handle(shared: &Running, msg: JsMessage) {
     if shared.dead() {
@@ -510,30 +504,26 @@ async fn handle(shared: &Running, msg: JsMessage) {
         .info()
         .map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX))
         .unwrap_or(1);
-    let Some(id) = header(&msg, names::ID) else {
+    let Some((envelope, body)) = Envelope::unwrap(&msg.payload) else {
         dead_letter(
             shared,
             &msg,
             "?",
             "unknown",
             0,
-            "a message without a task id",
+            "a message without a task envelope (id, attempts, backoff)",
         )
         .await;
         return;
     };
-    let attempts: u32 = header(&msg, names::ATTEMPTS)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(1);
-    let backoff = Duration::from_millis(
-        header(&msg, names::BACKOFF_MS)
-            .and_then(|a| a.parse().ok())
-            .unwrap_or(1000),
-    );
+    let id = envelope.id.to_owned();
+    let attempts = envelope.attempts.max(1);
+    let backoff = Duration::from_millis(envelope.backoff_ms);
+    let key = envelope.key;
     if shared.is_cancelled(&id) {
         // Cancelled by id: its result is "cancelled" unless it ended first (written here
         // too, in case the canceller died between its mark and its result).
-        if put_result(kv, &id, &crate::stored::cancelled(&id)).await {
+        if put_result(shared, &id, &crate::stored::cancelled(&id)).await {
             shared.counts.skipped.fetch_add(1, Ordering::Relaxed);
             let _ = msg.ack().await;
         }
@@ -543,13 +533,13 @@ async fn handle(shared: &Running, msg: JsMessage) {
     // earlier message) can find its result stored: a worker died between its result and
     // its ack. A first delivery of a fresh id has no result but a cancel's, known above.
     if (delivered > 1 || names::is_keyed(&id))
-        && matches!(kv.get(names::result_key(&id)).await, Ok(Some(_)))
+        && matches!(shared.server.outcomes.first(&id).await, Ok(Some(_)))
     {
         shared.counts.skipped.fetch_add(1, Ordering::Relaxed);
         let _ = msg.ack().await;
         return;
     }
-    let request = match Message::decode(&msg.payload) {
+    let request = match Message::decode(body) {
         Ok(Message::Request(r)) => r,
         _ => {
             dead_letter(
@@ -585,12 +575,9 @@ async fn handle(shared: &Running, msg: JsMessage) {
         return;
     }
     // A per-key limit: take a place among the key's holders first.
-    let place = match (
-        header(&msg, names::KEY),
-        shared.key_limits.get(&request.name),
-    ) {
+    let place = match (key, shared.key_limits.get(&request.name)) {
         (Some(key), Some(&limit)) => {
-            let place = names::slot_key(&request.name, &key);
+            let place = names::slot_key(&request.name, key);
             if !take_place(shared, &msg, &place, &id, limit).await {
                 return; // killed while waiting
             }
@@ -641,7 +628,7 @@ async fn handle(shared: &Running, msg: JsMessage) {
                 // Result first, then the dead letter's ack: a crash in between re-runs
                 // nothing (the result exists). No result stored, no ack: the task
                 // comes back after its lease.
-                if !put_result(kv, &id, &stored).await {
+                if !put_result(shared, &id, &stored).await {
                     return;
                 }
                 dead_letter(shared, &msg, &id, &request.name, failures, &message).await;
@@ -653,7 +640,7 @@ async fn handle(shared: &Running, msg: JsMessage) {
                 attempts: failures + 1,
                 reply,
             };
-            if !put_result(kv, &id, &stored).await {
+            if !put_result(shared, &id, &stored).await {
                 // Not acknowledged: an ack that reached the server without the result
                 // would lose the task. It comes back after its lease and runs again.
                 return;
@@ -683,7 +670,7 @@ async fn finish_dead(
             message: why.to_owned(),
         },
     };
-    if !put_result(&shared.server.kv, id, &stored).await {
+    if !put_result(shared, id, &stored).await {
         return;
     }
     dead_letter(shared, msg, id, name, failures, why).await;
@@ -863,14 +850,12 @@ async fn edit_places(
     }
 }
 
-/// Create-if-absent: the first result stands (a cancel's, or an earlier worker's).
-/// False when no result is known to be stored (e.g. the server went away meanwhile):
-/// then the caller must not acknowledge the delivery.
-async fn put_result(kv: &kv::Store, id: &str, stored: &Stored) -> bool {
-    let bytes = stored.encode();
-    match kv.create(names::result_key(id), bytes.into()).await {
+/// Stores an outcome (the first stored stands: a cancel's, or an earlier worker's).
+/// False when it is not known to be stored (e.g. the server went away meanwhile): then
+/// the caller must not acknowledge the delivery.
+async fn put_result(shared: &Running, id: &str, stored: &Stored) -> bool {
+    match shared.server.outcomes.record(id, stored).await {
         Ok(_) => true,
-        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => true,
         Err(e) => {
             tracing::warn!("nats worker: storing the result of {id}: {e}; not acknowledged");
             false
