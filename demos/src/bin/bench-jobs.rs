@@ -18,6 +18,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+/// The raw loops and the backends run under one allocator; glibc's serialises frees
+/// made on another thread than the allocation on arena locks, and both sides here hand
+/// buffers between threads.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 /// Enqueue-to-start of each run of [`NOOP`], in nanoseconds.
 static STARTS: Mutex<Vec<u64>> = Mutex::new(Vec::new());
@@ -203,6 +209,48 @@ fn nats_backend(url: &str, jobs: usize, window: usize) -> Result<Run> {
     run
 }
 
+/// CPU time used so far by this process and by the server (`/proc`, in clock ticks): a
+/// figure the machine's load moves less than throughput.
+struct Cpu {
+    client: u64,
+    server: u64,
+}
+
+/// utime + stime of `/proc/<pid>/stat`, in clock ticks (0 if unreadable).
+fn ticks(pid: &str) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name, in parentheses, may hold spaces: count fields after it.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    field(11) + field(12)
+}
+
+impl Cpu {
+    fn now(server: u32) -> Self {
+        Self {
+            client: ticks("self"),
+            server: ticks(&server.to_string()),
+        }
+    }
+
+    /// Microseconds of CPU per job since `self`: (this process, the server).
+    fn per_job(&self, server: u32, jobs: usize) -> (f64, f64) {
+        let later = Self::now(server);
+        // Linux reports these in USER_HZ, 100 per second on every architecture.
+        let us = |t: u64| t as f64 * 10_000.0 / jobs as f64;
+        (
+            us(later.client - self.client),
+            us(later.server - self.server),
+        )
+    }
+}
+
 /// A directory of our own under the system's temporary directory, removed on drop.
 struct Scratch(PathBuf);
 
@@ -251,10 +299,20 @@ fn main() -> Result<()> {
             println!("skipping nats: {}", executor_nats::INSTALL_HINT);
         } else {
             let server = LocalServer::start(dir.0.join("nats"))?;
+            let pid = server.pid().context("the nats server's pid")?;
+            let cpu = Cpu::now(pid);
             let raw = raw_nats(&server.url(), a.jobs, a.window)?;
+            let raw_cpu = cpu.per_job(pid, a.jobs);
+            let cpu = Cpu::now(pid);
             let run = nats_backend(&server.url(), a.jobs, a.window)?;
+            let run_cpu = cpu.per_job(pid, a.jobs);
             row("nats: raw JetStream publish/pull/ack", raw, None);
             row("nats: backend", run.per_sec, Some(&run));
+            for (what, (client, server)) in [("raw", raw_cpu), ("backend", run_cpu)] {
+                println!(
+                    "  cpu per job, {what:<7}: this process {client:>6.1} µs, nats-server {server:>6.1} µs"
+                );
+            }
             println!("ratio nats/raw: {:.2} (target >= 0.5)", run.per_sec / raw);
             println!(
                 "nats jobs/s: {:.0} (target >= 10000 on 2 cores)",
