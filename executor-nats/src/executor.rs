@@ -15,12 +15,13 @@ use executor_core::{
     Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, SubmitError, TaskError,
 };
 use futures::StreamExt;
-use named_tasks::wire::{Reply, Request};
+use futures::stream::FuturesUnordered;
+use named_tasks::wire::Reply;
 use named_tasks::{Args, Call, CallError, Codec, Output, Remote, Task};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-use tokio::sync::{Semaphore, oneshot};
 
 /// Configures a [`NatsExecutor`].
 #[derive(Clone, Debug)]
@@ -93,6 +94,7 @@ impl Builder {
             .block_on(async move { outcomes.follow().await.map(Box::pin) })
             .map_err(|e| NatsError::new("following the outcomes", e))?;
         let (done_tx, done_rx) = std::sync::mpsc::channel::<Done>();
+        let (outgoing, queue) = tokio::sync::mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
             name: self.name.clone(),
             rt: rt.handle().clone(),
@@ -104,13 +106,17 @@ impl Builder {
             gate: Admission::new(),
             stats: StatsRecorder::new(),
             unstarted: Unstarted::new(),
-            permits: Arc::new(Semaphore::new(self.in_flight)),
+            in_flight: self.in_flight,
+            sent: AtomicUsize::new(0),
+            freed: tokio::sync::Notify::new(),
+            outgoing,
             waiting: Mutex::new(HashMap::new()),
             closing: tokio::sync::watch::channel(false).0,
             done: Mutex::new(Some(done_tx)),
             threads: Mutex::new(Vec::new()),
         });
         shared.rt.spawn(shared.clone().watch(Some(watch)));
+        shared.rt.spawn(shared.clone().publish(queue));
         let finisher = shared.clone();
         let t = std::thread::Builder::new()
             .name(format!("{}-finish", self.name))
@@ -140,16 +146,40 @@ struct Shared {
     gate: Admission,
     stats: StatsRecorder,
     unstarted: Unstarted,
-    /// One per call sent and not ended ([`Builder::in_flight`]).
-    permits: Arc<Semaphore>,
-    /// Task id → the calls of this process waiting for its outcome; the one watch of
-    /// the results hands each outcome to them.
-    waiting: Mutex<HashMap<String, Vec<oneshot::Sender<Stored>>>>,
+    /// At most this many calls sent and waiting ([`Builder::in_flight`]).
+    in_flight: usize,
+    /// Calls in `waiting` (sent, or being sent, and not ended).
+    sent: AtomicUsize,
+    /// Wakes the publisher when a call ends while `sent` is at `in_flight`.
+    freed: tokio::sync::Notify,
+    /// Calls admitted and not yet sent, for the one publishing task.
+    outgoing: tokio::sync::mpsc::UnboundedSender<Outgoing>,
+    /// Task id → the calls of this process waiting for its outcome, sent (or being
+    /// sent); the one follower of the outcomes hands each outcome to them.
+    waiting: Mutex<HashMap<String, Vec<Waiting>>>,
     /// Set at shutdown: calls still waiting end (their tasks stay queued).
     closing: tokio::sync::watch::Sender<bool>,
     /// Calls whose outcome is known, for the finishing thread to run.
     done: Mutex<Option<std::sync::mpsc::Sender<Done>>>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+/// A call admitted and not yet sent: its request in the envelope, ready to publish.
+struct Outgoing {
+    job: Job,
+    id: String,
+    name: String,
+    payload: Vec<u8>,
+    published: Option<Published>,
+}
+
+/// A call sent (or being sent) that waits for its task's outcome.
+struct Waiting {
+    job: Job,
+    /// The job's cancel token, which the publisher's sweep checks.
+    token: executor_core::CancelToken,
+    name: String,
+    start: Option<Instant>,
 }
 
 /// A call whose outcome is known: the job is run on it (with a remote that returns it).
@@ -185,81 +215,41 @@ impl Shared {
         futures::executor::block_on(self.rt.spawn(f)).expect("the NATS client's task")
     }
 
-    /// Hands a result from the watch to the calls waiting for it.
+    /// Hands an outcome to the calls waiting for it.
     fn deliver(&self, id: &str, stored: &Stored) {
-        let Some(waiters) = lock(&self.waiting).remove(id) else {
+        let Some(calls) = self.take_waiting(id) else {
             return;
         };
-        for w in waiters {
-            let _ = w.send(stored.clone());
+        for call in calls {
+            let outcome = outcome_of(&call.name, id, stored.clone());
+            self.done(call.job, outcome, call.start);
         }
     }
 
-    /// Takes a call that stopped waiting off the list.
-    fn forget(&self, id: &str) {
-        let mut waiting = lock(&self.waiting);
-        if let Some(list) = waiting.get_mut(id) {
-            list.retain(|w| !w.is_closed());
-            if list.is_empty() {
-                waiting.remove(id);
-            }
+    /// Ends the waiting calls of `id` with `error` (their publish failed).
+    fn fail(&self, id: &str, error: &str) {
+        for call in self.take_waiting(id).unwrap_or_default() {
+            let e = CallError::lost(&call.name, error);
+            self.done(call.job, Err(e), call.start);
         }
     }
 
-    /// One call: publish (unless its outcome exists), then wait for the outcome, a
-    /// cancel or the shutdown, and hand the job to the finishing thread.
-    async fn carry(
-        self: Arc<Self>,
-        job: Job,
-        id: String,
-        request: Result<Request, CallError>,
-        key: Option<String>,
-        published: Option<Published>,
-        start: Option<Instant>,
-    ) {
-        let mut closing = self.closing.subscribe();
-        let permit = tokio::select! {
-            p = self.permits.clone().acquire_owned() => p.ok(),
-            _ = closed(&mut closing) => None,
-        };
-        let Some(_permit) = permit else {
-            // Shut down before it was sent: not started.
-            if let Some(p) = published {
-                let _ = p.send(Err("the executor shut down".into()));
-            }
-            self.unstarted.abandon(&self.stats, job);
-            return;
-        };
-        let start = start.or_else(|| self.stats.started());
-        let name = request
-            .as_ref()
-            .map(|r| r.name.clone())
-            .unwrap_or_else(|e| e.task().to_owned());
-        let outcome = match request {
-            Ok(request) => {
-                let token = job.cancel_token();
-                self.publish_and_wait(token, &id, request, key, published)
-                    .await
-            }
-            Err(e) => {
-                if let Some(p) = published {
-                    let _ = p.send(Err(e.to_string()));
-                }
-                Err(e)
-            }
-        };
-        let outcome = outcome.and_then(|stored| match (stored.ended, stored.reply) {
-            (Ended::Succeeded, Reply::Ok { payload, .. }) => Ok(payload),
-            (Ended::Cancelled, _) => Err(CallError::lost(
-                &name,
-                format!("task {id} was cancelled by id"),
-            )),
-            (_, Reply::Err { kind, message, .. }) => Err(CallError::worker(&name, kind, message)),
-            (_, Reply::Ok { .. }) => Err(CallError::lost(
-                &name,
-                format!("task {id}: a result without a value"),
-            )),
-        });
+    /// Takes the calls waiting for `id` off the table, and lets the publisher send more.
+    fn take_waiting(&self, id: &str) -> Option<Vec<Waiting>> {
+        let calls = lock(&self.waiting).remove(id)?;
+        self.ended(calls.len());
+        Some(calls)
+    }
+
+    /// `n` calls left the table.
+    fn ended(&self, n: usize) {
+        if n > 0 && self.sent.fetch_sub(n, Ordering::AcqRel) >= self.in_flight {
+            self.freed.notify_one();
+        }
+    }
+
+    /// Hands a job whose outcome is known to the finishing thread.
+    fn done(&self, job: Job, outcome: Result<Vec<u8>, CallError>, start: Option<Instant>) {
         let done = Done {
             job,
             outcome,
@@ -276,93 +266,196 @@ impl Shared {
         }
     }
 
-    async fn publish_and_wait(
-        &self,
-        token: executor_core::CancelToken,
-        id: &str,
-        request: Request,
-        key: Option<String>,
-        published: Option<Published>,
-    ) -> Result<Stored, CallError> {
-        let name = request.name.clone();
-        let lost = |what: String| CallError::lost(&name, what);
-        let (tx, mut rx) = oneshot::channel();
-        lock(&self.waiting)
-            .entry(id.to_owned())
-            .or_default()
-            .push(tx);
-        let server = &self.server;
-        // A keyed id may have ended before (an idempotent repeat): its result is read,
-        // nothing is sent. A result written after the registration above comes on the
-        // watch.
-        let existing = if names::is_keyed(id) {
-            server
-                .outcomes
-                .first(id)
-                .await
-                .ok()
-                .flatten()
-                .map(|(_, stored)| stored)
-        } else {
-            None
-        };
-        if let Some(stored) = existing {
-            if let Some(p) = published {
-                let _ = p.send(Ok(()));
+    /// Admits a call: an idempotency key's task may have ended before (its outcome is
+    /// read, nothing is sent); any other goes to the publisher.
+    fn admit(self: &Arc<Self>, call: Outgoing) {
+        if !names::is_keyed(&call.id) {
+            self.queue(call);
+            return;
+        }
+        let me = self.clone();
+        self.rt.spawn(async move {
+            match me.server.outcomes.first(&call.id).await {
+                Ok(Some((_, stored))) => {
+                    if let Some(p) = &call.published {
+                        let _ = p.send(Ok(()));
+                    }
+                    let start = me.stats.started();
+                    let outcome = outcome_of(&call.name, &call.id, stored);
+                    me.done(call.job, outcome, start);
+                }
+                _ => me.queue(call),
             }
-            self.forget(id);
-            return Ok(stored);
+        });
+    }
+
+    fn queue(&self, call: Outgoing) {
+        if let Err(back) = self.outgoing.send(call) {
+            // The publisher is gone (shutdown): the call was never sent.
+            self.abandon(back.0);
         }
-        let (attempts, backoff) = self.route(&name);
-        let payload = Envelope {
-            id,
-            attempts,
-            backoff_ms: u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
-            key: key.as_deref(),
+    }
+
+    /// A call that was never sent: not started.
+    fn abandon(&self, call: Outgoing) {
+        if let Some(p) = call.published {
+            let _ = p.send(Err("the executor shut down".into()));
         }
-        .wrap(&named_tasks::wire::Message::Request(request));
-        let subject = server.names.subject(&name);
-        let sent = async {
-            let sending = if names::is_keyed(id) {
-                // De-duplication by id is for idempotency keys: a fresh id is sent once
-                // (and the server's check and memory of it cost as much as a fifth of a
-                // job).
-                let message = PublishMessage::build()
-                    .payload(payload.into())
-                    .message_id(id);
-                server.js.send_publish(subject, message).await
-            } else {
-                server.js.publish(subject, payload.into()).await
-            };
-            sending
-                .map_err(|e| format!("publishing {id}: {e}"))?
-                .await
-                .map_err(|e| format!("publishing {id}: {e}"))
-        }
-        .await;
-        if let Some(p) = published {
-            let _ = p.send(sent.as_ref().map(|_| ()).map_err(Clone::clone));
-        }
-        if let Err(e) = sent {
-            self.forget(id);
-            return Err(lost(e));
-        }
+        self.unstarted.abandon(&self.stats, call.job);
+    }
+
+    /// The one publishing task: sends queued calls while fewer than `in_flight` wait,
+    /// collects the server's acks, ends calls whose handles were cancelled (marking
+    /// their tasks cancelled), and at shutdown ends every call: unsent ones as not
+    /// started, sent ones with an error saying their task stays queued.
+    async fn publish(self: Arc<Self>, mut queue: tokio::sync::mpsc::UnboundedReceiver<Outgoing>) {
         let mut closing = self.closing.subscribe();
-        let out = tokio::select! {
-            got = &mut rx => got.map_err(|_| lost(format!("the watch on the result of {id} ended"))),
-            _ = token.cancelled() => {
-                let _ = cancel(server, id).await;
-                Err(lost(format!("cancelled; task {id} is marked cancelled")))
+        let mut acks = FuturesUnordered::new();
+        let mut held: Option<Outgoing> = None;
+        let mut sweep = tokio::time::interval(CANCEL_SWEEP);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            // Send what is queued while there is room.
+            while self.sent.load(Ordering::Acquire) < self.in_flight {
+                let call = match held.take() {
+                    Some(c) => c,
+                    None => match queue.try_recv() {
+                        Ok(c) => c,
+                        Err(_) => break,
+                    },
+                };
+                if let Some(ack) = self.send(call).await {
+                    acks.push(ack);
+                }
             }
-            _ = closed(&mut closing) => Err(lost(format!(
-                "the submitter shut down; task {id} stays queued (read it by id)"
-            ))),
-        };
-        if out.is_err() {
-            drop(rx);
-            self.forget(id);
+            tokio::select! {
+                c = queue.recv(), if held.is_none() => match c {
+                    Some(c) => held = Some(c),
+                    None => return,
+                },
+                _ = self.freed.notified(), if held.is_some() => {}
+                Some(()) = acks.next(), if !acks.is_empty() => {}
+                _ = sweep.tick() => self.sweep_cancelled(),
+                _ = closed(&mut closing) => break,
+            }
         }
-        out
+        // Shut down: nothing more is sent.
+        queue.close();
+        if let Some(c) = held.take() {
+            self.abandon(c);
+        }
+        while let Ok(c) = queue.try_recv() {
+            self.abandon(c);
+        }
+        let all: Vec<(String, Vec<Waiting>)> = lock(&self.waiting).drain().collect();
+        for (id, calls) in all {
+            self.ended(calls.len());
+            for call in calls {
+                let e = CallError::lost(
+                    &call.name,
+                    format!("the submitter shut down; task {id} stays queued (read it by id)"),
+                );
+                self.done(call.job, Err(e), call.start);
+            }
+        }
+    }
+
+    /// Publishes one call (after registering it as waiting, so its outcome cannot come
+    /// first); returns the wait for the server's ack.
+    async fn send(
+        self: &Arc<Self>,
+        call: Outgoing,
+    ) -> Option<impl std::future::Future<Output = ()> + use<>> {
+        let Outgoing {
+            job,
+            id,
+            name,
+            payload,
+            published,
+        } = call;
+        let token = job.cancel_token();
+        let start = self.stats.started();
+        if token.is_cancelled() {
+            // Cancelled before it was sent: it never reaches a worker.
+            if let Some(p) = published {
+                let _ = p.send(Err("cancelled before it was sent".into()));
+            }
+            let e = CallError::lost(&name, format!("cancelled before task {id} was sent"));
+            self.done(job, Err(e), start);
+            return None;
+        }
+        let subject = self.server.names.subject(&name);
+        self.sent.fetch_add(1, Ordering::AcqRel);
+        lock(&self.waiting)
+            .entry(id.clone())
+            .or_default()
+            .push(Waiting {
+                job,
+                token,
+                name,
+                start,
+            });
+        let js = &self.server.js;
+        let sending = if names::is_keyed(&id) {
+            // De-duplication by id is for idempotency keys: a fresh id is sent once (and
+            // the server's check and memory of it cost as much as a fifth of a job).
+            let message = PublishMessage::build()
+                .payload(payload.into())
+                .message_id(id.as_str());
+            js.send_publish(subject, message).await
+        } else {
+            js.publish(subject, payload.into()).await
+        };
+        let me = self.clone();
+        Some(async move {
+            let acked = match sending {
+                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Some(p) = published {
+                let _ = p.send(acked.clone());
+            }
+            if let Err(e) = acked {
+                me.fail(&id, &format!("publishing {id}: {e}"));
+            }
+        })
+    }
+
+    /// Ends the waiting calls whose handles were cancelled, and marks their tasks
+    /// cancelled for the workers.
+    fn sweep_cancelled(self: &Arc<Self>) {
+        let mut gone = Vec::new();
+        {
+            let mut waiting = lock(&self.waiting);
+            waiting.retain(|id, calls| {
+                if calls.iter().any(|c| c.token.is_cancelled()) {
+                    let (out, keep): (Vec<_>, Vec<_>) =
+                        calls.drain(..).partition(|c| c.token.is_cancelled());
+                    *calls = keep;
+                    gone.push((id.clone(), out, calls.is_empty()));
+                }
+                !calls.is_empty()
+            });
+        }
+        for (id, calls, last) in gone {
+            self.ended(calls.len());
+            if last {
+                let server = self.server.clone();
+                let id2 = id.clone();
+                self.rt.spawn(async move {
+                    if let Err(e) = cancel(&server, &id2).await {
+                        tracing::warn!("nats: cancelling {id2}: {e}");
+                    }
+                });
+            }
+            for call in calls {
+                let e = CallError::lost(
+                    &call.name,
+                    format!("cancelled; task {id} is marked cancelled"),
+                );
+                self.done(call.job, Err(e), call.start);
+            }
+        }
     }
 
     /// Runs a call's job on its known outcome (on the finishing thread).
@@ -610,14 +703,56 @@ impl NatsExecutor {
         let request = Call::of(job.meta())
             .expect("checked by the caller")
             .request(shared.codec, job.id().as_u64(), job.attempt());
-        let key = job.meta().key().map(str::to_owned);
         shared.stats.accepted();
-        shared
-            .rt
-            .spawn(shared.clone().carry(job, id, request, key, published, None));
+        let request = match request {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(p) = published {
+                    let _ = p.send(Err(e.to_string()));
+                }
+                let start = shared.stats.started();
+                shared.done(job, Err(e), start);
+                return Ok(());
+            }
+        };
+        let (attempts, backoff) = shared.route(&request.name);
+        let name = request.name.clone();
+        let payload = Envelope {
+            id: &id,
+            attempts,
+            backoff_ms: u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+            key: job.meta().key(),
+        }
+        .wrap(&named_tasks::wire::Message::Request(request));
+        shared.admit(Outgoing {
+            job,
+            id,
+            name,
+            payload,
+            published,
+        });
         Ok(())
     }
 }
+
+/// What a call returns for its task's stored outcome.
+fn outcome_of(name: &str, id: &str, stored: Stored) -> Result<Vec<u8>, CallError> {
+    match (stored.ended, stored.reply) {
+        (Ended::Succeeded, Reply::Ok { payload, .. }) => Ok(payload),
+        (Ended::Cancelled, _) => Err(CallError::lost(
+            name,
+            format!("task {id} was cancelled by id"),
+        )),
+        (_, Reply::Err { kind, message, .. }) => Err(CallError::worker(name, kind, message)),
+        (_, Reply::Ok { .. }) => Err(CallError::lost(
+            name,
+            format!("task {id}: a result without a value"),
+        )),
+    }
+}
+
+/// How often the publisher looks for calls whose handles were cancelled.
+const CANCEL_SWEEP: Duration = Duration::from_millis(20);
 
 type Published = std::sync::mpsc::Sender<Result<(), String>>;
 
