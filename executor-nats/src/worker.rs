@@ -10,6 +10,7 @@ use crate::stored::{Ended, Stored};
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
 use async_nats::jetstream::{AckKind, Message as JsMessage, kv, message::PublishMessage};
 use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use named_tasks::Tasks;
 use named_tasks::wire::{ErrorKind, Message, Reply, Request};
 use std::collections::{BTreeMap, HashSet};
@@ -213,6 +214,8 @@ impl Worker {
         }
         let permits = Arc::new(Semaphore::new(b.parallel));
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (claimed, deliveries) = tokio::sync::mpsc::unbounded_channel();
+        let driver = tokio::spawn(drive(shared.clone(), deliveries));
         let mut loops = Vec::new();
         for name in shared.tasks.names() {
             let names = &shared.server.names;
@@ -240,8 +243,10 @@ impl Worker {
                 permits.clone(),
                 b.parallel,
                 stop_rx.clone(),
+                claimed.clone(),
             )));
         }
+        drop(claimed);
         let how = stop.await;
         if how == Stop::Kill {
             shared.killed.store(true, Ordering::SeqCst);
@@ -256,6 +261,7 @@ impl Worker {
             let _ = permits
                 .acquire_many(u32::try_from(b.parallel).unwrap_or(u32::MAX))
                 .await;
+            let _ = driver.await;
         }
         let c = &shared.counts;
         Ok(WorkerReport {
@@ -372,6 +378,7 @@ async fn claim(
     permits: Arc<Semaphore>,
     batch: usize,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    claimed: tokio::sync::mpsc::UnboundedSender<Claimed>,
 ) {
     let mut idle = false;
     // A fetch costs the server about as much as several messages: unless idle, with
@@ -449,11 +456,13 @@ async fn claim(
                 }
                 continue;
             }
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                handle(&shared, msg).await;
-                drop(permit);
-            });
+            if let Err(back) = claimed.send((msg, permit)) {
+                // The driver is gone (the worker stops): hand it back.
+                let (msg, _permit) = back.0;
+                if !shared.dead() {
+                    let _ = msg.ack_with(AckKind::Nak(None)).await;
+                }
+            }
         }
         if *stop.borrow() {
             return;
@@ -461,6 +470,29 @@ async fn claim(
         // Nothing there: wait for the next message (or wake from the wait's expiry).
         idle = got == 0;
     }
+}
+
+/// A claimed delivery and the worker slot it holds.
+type Claimed = (JsMessage, tokio::sync::OwnedSemaphorePermit);
+
+/// Runs every claimed delivery of the worker as a future of its own on this one task
+/// (no runtime task per delivery), each giving its slot back when it is done; returns
+/// once the claim loops are gone and every delivery has finished.
+async fn drive(shared: Arc<Running>, mut claimed: tokio::sync::mpsc::UnboundedReceiver<Claimed>) {
+    let mut running = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            next = claimed.recv() => match next {
+                Some((msg, permit)) => running.push(async {
+                    handle(&shared, msg).await;
+                    drop(permit);
+                }),
+                None => break,
+            },
+            Some(()) = running.next(), if !running.is_empty() => {}
+        }
+    }
+    while running.next().await.is_some() {}
 }
 
 /// How long a worker with few free slots waits for more before it fetches.
