@@ -1,6 +1,7 @@
-//! [`NatsExecutor`]: the submitting side. A call publishes its request from a task on
-//! the client's runtime; one follower of the outcomes stream per executor hands each outcome
-//! to the calls waiting for it; one finishing thread runs the job on its outcome.
+//! [`NatsExecutor`]: the submitting side. A call's message is built on the caller's
+//! thread and sent by the executor's one publishing task; one follower of the outcomes
+//! stream per executor hands each outcome to the calls waiting for it; one finishing
+//! thread runs the job on its outcome.
 
 use crate::NatsError;
 use crate::envelope::Envelope;
@@ -77,7 +78,7 @@ impl Builder {
 
     /// Calls this submitter has sent and waits on at once (default 4096); further calls
     /// wait in this process, unsent, for one of them to end. A waiting call holds no
-    /// thread: a task on the client's runtime and an entry in the watch's table.
+    /// thread, only an entry in the executor's table of waiting calls.
     pub fn in_flight(mut self, n: usize) -> Self {
         self.in_flight = n.max(1);
         self
@@ -553,10 +554,11 @@ const QUIET_RECHECK: Duration = Duration::from_secs(2);
 /// The submitting side of the NATS backend: runs named tasks on whatever [`Worker`]s
 /// serve the same server and prefix, durably.
 ///
-/// A call publishes its request from a task on the client's runtime and waits, holding
-/// no thread, until the executor's one follower of the outcomes stream brings its outcome;
-/// the job then runs on that outcome on the executor's finishing thread (decoding it
-/// and resolving the handle). Closures are refused: they cannot leave the process.
+/// A call's request is published by the executor's one publishing task, and the call
+/// waits, holding no thread, until the executor's one follower of the outcomes stream
+/// brings its outcome; the job then runs on that outcome on the executor's finishing
+/// thread (decoding it and resolving the handle). A cancelled handle ends within about
+/// 20 ms, and its task is marked cancelled for the workers. Closures are refused: they cannot leave the process.
 ///
 /// [`Worker`]: crate::Worker
 pub struct NatsExecutor {
