@@ -336,7 +336,10 @@ impl Shared {
                 },
                 _ = self.freed.notified(), if held.is_some() => {}
                 Some(()) = acks.next(), if !acks.is_empty() => {}
-                _ = sweep.tick() => self.sweep_cancelled(),
+                // Only while calls wait: an idle executor is not woken.
+                _ = sweep.tick(), if self.sent.load(Ordering::Acquire) > 0 => {
+                    self.sweep_cancelled()
+                }
                 _ = closed(&mut closing) => break,
             }
         }
