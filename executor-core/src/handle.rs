@@ -41,10 +41,18 @@ pub(crate) enum Observer {
 }
 
 impl Observer {
-    fn notify(self, status: Status) {
+    /// Tells the observer; a shared one comes back, to be dropped later (see
+    /// [`Shared::resolve`]).
+    fn notify(self, status: Status) -> Option<Observer> {
         match self {
-            Observer::Call(f) => f(status),
-            Observer::Sink(sink, id, meta) => sink.ended(status, id, &meta),
+            Observer::Call(f) => {
+                f(status);
+                None
+            }
+            Observer::Sink(sink, id, meta) => {
+                sink.ended(status, id, &meta);
+                Some(Observer::Sink(sink, id, meta))
+            }
         }
     }
 }
@@ -66,6 +74,8 @@ struct Slot<T> {
     result: Option<Result<T, TaskError>>,
     waker: Option<Waker>,
     sync_waiters: u32,
+    /// Told at the first resolution; after it, only a spent shared observer, kept until
+    /// the state drops.
     observer: Option<Observer>,
 }
 
@@ -116,8 +126,15 @@ impl<T> Shared<T> {
         // in under the same lock.
         if let Some(obs) = observer {
             drop(slot);
-            report_observer(obs, status);
+            let spent = report_observer(obs, status);
             slot = self.lock();
+            // A shared observer's reference is dropped with the task's state, not here:
+            // it was taken where the task was submitted, and the state usually goes with
+            // the handle, on that same thread, so the observer's reference count (one
+            // count for every task of a supervisor) does not move between cores twice
+            // per task. It is never called again: `observe` reports a late observer
+            // itself, and only the first resolution calls this.
+            slot.observer = spent;
         }
         slot.result = Some(result);
         let waker = slot.waker.take();
@@ -189,15 +206,15 @@ impl<T> Shared<T> {
             let status = slot.status;
             drop(slot);
             // Resolved already: nothing else will call it, so report now.
-            report_observer(observer, status);
+            drop(report_observer(observer, status));
             return;
         }
         slot.observer = Some(match slot.observer.take() {
             None => observer,
             // Each guarded on its own: one observer's panic must not starve the next.
             Some(first) => Observer::Call(Box::new(move |s| {
-                report_observer(first, s);
-                report_observer(observer, s);
+                drop(report_observer(first, s));
+                drop(report_observer(observer, s));
             })),
         });
     }
@@ -206,14 +223,16 @@ impl<T> Shared<T> {
 /// Calls an observer. Observers are layer code that runs wherever a task resolves (a
 /// worker, a canceller, a timer); a panic in one must not unwind into that thread, where
 /// it would skip the worker's bookkeeping, so it is caught and reported here.
-fn report_observer(observer: Observer, status: Status) {
+/// Returns what [`Observer::notify`] gives back.
+fn report_observer(observer: Observer, status: Status) -> Option<Observer> {
     let call = std::panic::AssertUnwindSafe(|| observer.notify(status));
-    if let Err(payload) = std::panic::catch_unwind(call) {
+    std::panic::catch_unwind(call).unwrap_or_else(|payload| {
         eprintln!(
             "switchyard: a task observer panicked: {}",
             crate::panic_message(&*payload)
         );
-    }
+        None
+    })
 }
 
 impl<T> Shared<T> {

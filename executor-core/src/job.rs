@@ -168,6 +168,8 @@ trait ErasedTask: CancelSource {
     fn is_async(&self) -> bool;
     fn can_retry(&self) -> bool;
     fn shared(&self) -> &dyn SharedOps;
+    /// True when the body reads its attempt's context (see [`Body::CONTEXT`]).
+    fn needs_context(&self) -> bool;
     /// Runs a blocking body; `Ok` when it returned its value, which waits for
     /// [`deliver`](Self::deliver).
     ///
@@ -175,14 +177,15 @@ trait ErasedTask: CancelSource {
     /// No other call of these `unsafe` methods on the same task may run at the same time.
     unsafe fn run_blocking(&self, ctx: &TaskContext) -> Result<(), TaskError>;
     /// Polls the async body (starting it on the first poll); `Ready(Ok)` as for
-    /// [`run_blocking`](Self::run_blocking).
+    /// [`run_blocking`](Self::run_blocking). `ctx` is the attempt's context, `Some` when
+    /// [`needs_context`](Self::needs_context).
     ///
     /// # Safety
     /// As for [`run_blocking`](Self::run_blocking).
     unsafe fn poll_async(
         &self,
         cx: &mut Context<'_>,
-        ctx: &TaskContext,
+        ctx: Option<&TaskContext>,
     ) -> Poll<Result<(), TaskError>>;
     /// Resolves the handle with the value the body returned (after the run hooks have
     /// finished, so what they measured is in place when observers run); false when the
@@ -221,6 +224,12 @@ impl TaskRef {
     fn shared(&self) -> &dyn SharedOps {
         self.0.shared()
     }
+    fn needs_context(&self) -> bool {
+        self.0.needs_context()
+    }
+    fn flag(&self) -> &CancelFlag {
+        self.0.flag()
+    }
     fn token(&self) -> CancelToken {
         CancelToken::from_source(self.0.clone())
     }
@@ -235,7 +244,7 @@ impl TaskRef {
     fn poll_async(
         &mut self,
         cx: &mut Context<'_>,
-        ctx: &TaskContext,
+        ctx: Option<&TaskContext>,
     ) -> Poll<Result<(), TaskError>> {
         // SAFETY: as in `run_blocking`.
         unsafe { self.0.poll_async(cx, ctx) }
@@ -293,26 +302,55 @@ impl<T: Send + 'static> SharedOps for Shared<T> {
     }
 }
 
+/// The future an async body started for its attempt (a body that is itself the future
+/// needs none).
+type Running<T> = Option<BoxFuture<Result<T, TaskError>>>;
+
 /// How a task body is called.
+#[allow(unsafe_code)] // `poll`'s pinning contract: see `AsyncOnce`.
 trait Body<T>: Send + 'static {
     const ASYNC: bool;
     /// The body may run again (retries).
     const REPEATABLE: bool;
+    /// The body reads its attempt's context. A future that runs once does not, so a
+    /// runtime polls it without making one (an `Arc` count up and down per task).
+    const CONTEXT: bool = true;
     fn call(&mut self, ctx: &TaskContext) -> Result<T, TaskError>;
-    fn start(&mut self, ctx: &TaskContext) -> BoxFuture<Result<T, TaskError>>;
+    /// Polls the attempt's future, starting it on the first poll: a future it starts waits
+    /// in `running`; a body that is itself the future is polled where it lies. `ctx` is
+    /// `Some` when [`CONTEXT`](Self::CONTEXT).
+    ///
+    /// # Safety
+    /// `self` is pinned: from the first call on, it is neither moved nor reused before it
+    /// is dropped, in place.
+    unsafe fn poll(
+        &mut self,
+        running: &mut Running<T>,
+        cx: &mut Context<'_>,
+        ctx: Option<&TaskContext>,
+    ) -> Poll<Result<T, TaskError>>;
+    /// Drops the future of the attempt under way, in place.
+    fn stop(&mut self, running: &mut Running<T>) {
+        *running = None;
+    }
 }
 
 /// A blocking body that runs once.
 struct Once<F>(Option<F>);
 /// A blocking body that may run again (retries).
 struct Repeat<F>(F);
-/// A future that runs once.
+/// A future that runs once: polled where it lies, inside the task's one allocation, so
+/// it costs no box of its own.
 struct AsyncOnce<Fut>(Option<Fut>);
 /// A future factory that may run again (retries).
 struct AsyncRepeat<F>(F);
 
 const TAKEN: &str = "a run-once task body was started twice";
+const NOT_ASYNC: &str = "a blocking body is never polled as a future";
+const NOT_BLOCKING: &str = "an async body is never called as a closure";
+const NO_CONTEXT: &str = "a body that reads its context was polled without one";
 
+#[allow(unsafe_code)] // `Body::poll` is unsafe to call, not to implement here.
 impl<T, F> Body<T> for Once<F>
 where
     F: FnOnce(&TaskContext) -> Result<T, TaskError> + Send + 'static,
@@ -322,11 +360,17 @@ where
     fn call(&mut self, ctx: &TaskContext) -> Result<T, TaskError> {
         (self.0.take().expect(TAKEN))(ctx)
     }
-    fn start(&mut self, _: &TaskContext) -> BoxFuture<Result<T, TaskError>> {
-        unreachable!("a blocking body is never started as a future")
+    unsafe fn poll(
+        &mut self,
+        _: &mut Running<T>,
+        _: &mut Context<'_>,
+        _: Option<&TaskContext>,
+    ) -> Poll<Result<T, TaskError>> {
+        unreachable!("{NOT_ASYNC}")
     }
 }
 
+#[allow(unsafe_code)] // `Body::poll` is unsafe to call, not to implement here.
 impl<T, F> Body<T> for Repeat<F>
 where
     F: Fn(&TaskContext) -> Result<T, TaskError> + Send + 'static,
@@ -336,25 +380,50 @@ where
     fn call(&mut self, ctx: &TaskContext) -> Result<T, TaskError> {
         (self.0)(ctx)
     }
-    fn start(&mut self, _: &TaskContext) -> BoxFuture<Result<T, TaskError>> {
-        unreachable!("a blocking body is never started as a future")
+    unsafe fn poll(
+        &mut self,
+        _: &mut Running<T>,
+        _: &mut Context<'_>,
+        _: Option<&TaskContext>,
+    ) -> Poll<Result<T, TaskError>> {
+        unreachable!("{NOT_ASYNC}")
     }
 }
 
+#[allow(unsafe_code)] // The future is pinned in place: see `poll`.
 impl<T, Fut> Body<T> for AsyncOnce<Fut>
 where
     Fut: Future<Output = Result<T, TaskError>> + Send + 'static,
 {
     const ASYNC: bool = true;
     const REPEATABLE: bool = false;
+    const CONTEXT: bool = false;
     fn call(&mut self, _: &TaskContext) -> Result<T, TaskError> {
-        unreachable!("an async body is never called as a closure")
+        unreachable!("{NOT_BLOCKING}")
     }
-    fn start(&mut self, _: &TaskContext) -> BoxFuture<Result<T, TaskError>> {
-        Box::pin(self.0.take().expect(TAKEN))
+    unsafe fn poll(
+        &mut self,
+        _: &mut Running<T>,
+        cx: &mut Context<'_>,
+        _: Option<&TaskContext>,
+    ) -> Poll<Result<T, TaskError>> {
+        let fut = self.0.as_mut().expect(TAKEN);
+        // SAFETY: the caller pins `self` (this method's contract), so the future inside it
+        // stays where it is until it is dropped in place: below when it is done, in `stop`,
+        // or with the body. Nothing moves it out (`self.0` is only ever set to `None`).
+        let polled = unsafe { Pin::new_unchecked(fut) }.poll(cx);
+        if polled.is_ready() {
+            self.0 = None;
+        }
+        polled
+    }
+    fn stop(&mut self, running: &mut Running<T>) {
+        self.0 = None;
+        *running = None;
     }
 }
 
+#[allow(unsafe_code)] // `Body::poll` is unsafe to call, not to implement here.
 impl<T, F, Fut> Body<T> for AsyncRepeat<F>
 where
     F: Fn(TaskContext) -> Fut + Send + 'static,
@@ -363,10 +432,20 @@ where
     const ASYNC: bool = true;
     const REPEATABLE: bool = true;
     fn call(&mut self, _: &TaskContext) -> Result<T, TaskError> {
-        unreachable!("an async body is never called as a closure")
+        unreachable!("{NOT_BLOCKING}")
     }
-    fn start(&mut self, ctx: &TaskContext) -> BoxFuture<Result<T, TaskError>> {
-        Box::pin((self.0)(ctx.clone()))
+    unsafe fn poll(
+        &mut self,
+        running: &mut Running<T>,
+        cx: &mut Context<'_>,
+        ctx: Option<&TaskContext>,
+    ) -> Poll<Result<T, TaskError>> {
+        let fut = running.get_or_insert_with(|| Box::pin((self.0)(ctx.expect(NO_CONTEXT).clone())));
+        let polled = fut.as_mut().poll(cx);
+        if polled.is_ready() {
+            *running = None;
+        }
+        polled
     }
 }
 
@@ -422,6 +501,9 @@ impl<T: Send + 'static, B: Body<T>> ErasedTask for Joint<T, B> {
     fn shared(&self) -> &dyn SharedOps {
         &self.shared
     }
+    fn needs_context(&self) -> bool {
+        B::CONTEXT
+    }
     unsafe fn run_blocking(&self, ctx: &TaskContext) -> Result<(), TaskError> {
         // SAFETY: the caller's contract is `work`'s.
         unsafe {
@@ -434,21 +516,18 @@ impl<T: Send + 'static, B: Body<T>> ErasedTask for Joint<T, B> {
     unsafe fn poll_async(
         &self,
         cx: &mut Context<'_>,
-        ctx: &TaskContext,
+        ctx: Option<&TaskContext>,
     ) -> Poll<Result<(), TaskError>> {
-        // SAFETY: the caller's contract is `work`'s.
+        // SAFETY: the caller's contract is `work`'s. The body is pinned where it lies, as
+        // `Body::poll` asks: it sits in the task's allocation, which does not move while
+        // this reference to it lives, and it is never moved out of its cell, only dropped
+        // in place (in `stop`, `release`, or with the allocation).
         unsafe {
             self.work(|w| {
-                let body = &mut w.body;
-                let fut = w
-                    .running
-                    .get_or_insert_with(|| body.as_mut().expect(GONE).start(ctx));
-                match fut.as_mut().poll(cx) {
+                let body = w.body.as_mut().expect(GONE);
+                match body.poll(&mut w.running, cx, ctx) {
                     Poll::Pending => Poll::Pending,
-                    Poll::Ready(r) => {
-                        w.running = None;
-                        Poll::Ready(r.map(|v| w.value = Some(v)))
-                    }
+                    Poll::Ready(r) => Poll::Ready(r.map(|v| w.value = Some(v))),
                 }
             })
         }
@@ -460,16 +539,30 @@ impl<T: Send + 'static, B: Body<T>> ErasedTask for Joint<T, B> {
             None => false,
         }
     }
+    // `stop` and `release` drop the body's parts inside `work`, in place (a pinned future
+    // must not move). No drop can reach this cell again meanwhile: only the task's one
+    // `TaskRef` reaches it, and that is busy here (`&mut self`, or its own drop); what
+    // is dropped is `'static` and cannot hold a borrow of it. A body that owned the job
+    // (through a slot it captured) would be a cycle that nothing drops, not a re-entry:
+    // the job being dropped here is not in any slot.
     unsafe fn stop(&self) {
-        // SAFETY: the caller's contract is `work`'s. The future drops outside `work`.
-        let running = unsafe { self.work(|w| w.running.take()) };
-        drop(running);
+        // SAFETY: the caller's contract is `work`'s.
+        unsafe {
+            self.work(|w| match w.body.as_mut() {
+                Some(body) => body.stop(&mut w.running),
+                None => w.running = None,
+            })
+        }
     }
     unsafe fn release(&self) {
-        // SAFETY: the caller's contract is `work`'s. What the body captured drops outside
-        // `work`, so a drop that reaches this task again finds the cell free.
-        let parts = unsafe { self.work(|w| (w.body.take(), w.running.take(), w.value.take())) };
-        drop(parts);
+        // SAFETY: the caller's contract is `work`'s. The body drops in place (see above).
+        unsafe {
+            self.work(|w| {
+                w.body = None;
+                w.running = None;
+                w.value = None;
+            })
+        }
     }
 }
 
@@ -819,11 +912,19 @@ impl Job {
         JobFuture {
             job: Some(self),
             ctx: None,
+            begun: false,
         }
     }
 
-    /// Starts the attempt: `Err(status)` when the task resolved before it could start.
+    /// Starts the attempt and makes its context: `Err(status)` when the task resolved
+    /// before it could start.
     fn begin(&mut self) -> Result<TaskContext, Status> {
+        self.start()?;
+        Ok(self.context())
+    }
+
+    /// Starts the attempt: `Err(status)` when the task resolved before it could start.
+    fn start(&mut self) -> Result<(), Status> {
         let shared = self.task.shared();
         if !shared.try_start() {
             self.settled = true;
@@ -846,13 +947,18 @@ impl Job {
         if let Some(h) = self.hooks.as_mut() {
             h.last_error = None;
         }
-        Ok(TaskContext::new(
+        Ok(())
+    }
+
+    /// The context of the attempt under way.
+    fn context(&self) -> TaskContext {
+        TaskContext::new(
             self.id,
             self.attempt,
             self.deadline,
             self.meta.clone(),
             self.task.token(),
-        ))
+        )
     }
 
     /// Ends the attempt: success is final; a failure goes to the failure hook of a
@@ -951,13 +1057,15 @@ impl std::fmt::Debug for Job {
 /// cancelled when it had started), so a runtime that shuts down loses no handle.
 pub struct JobFuture {
     job: Option<Job>,
+    /// The attempt's context, for a body that reads it.
     ctx: Option<TaskContext>,
+    begun: bool,
 }
 
 impl JobFuture {
     /// True once the attempt has started running.
     pub fn has_started(&self) -> bool {
-        self.ctx.is_some()
+        self.begun
     }
 
     /// The job (`None` once the attempt completed).
@@ -980,23 +1088,26 @@ impl Future for JobFuture {
             .job
             .as_mut()
             .expect("a JobFuture was polled after it completed");
-        if this.ctx.is_none() {
-            match job.begin() {
-                Ok(ctx) => this.ctx = Some(ctx),
-                Err(status) => {
-                    this.job = None;
-                    return Poll::Ready(status);
-                }
+        if !this.begun {
+            if let Err(status) = job.start() {
+                this.job = None;
+                return Poll::Ready(status);
+            }
+            this.begun = true;
+            if job.task.needs_context() {
+                this.ctx = Some(job.context());
             }
         }
-        let ctx = this.ctx.as_ref().expect("context set above");
+        let ctx = this.ctx.as_ref();
         let task = &mut job.task;
         let attempt = job.attempt;
         let hooks = job.hooks.as_deref_mut().filter(|h| h.runs());
         if !task.is_async() {
             let mut body = || {
-                catch_unwind(AssertUnwindSafe(|| task.run_blocking(ctx)))
-                    .unwrap_or_else(|payload| Err(TaskError::from_panic(payload)))
+                catch_unwind(AssertUnwindSafe(|| {
+                    task.run_blocking(ctx.expect("a blocking body has its context"))
+                }))
+                .unwrap_or_else(|payload| Err(TaskError::from_panic(payload)))
             };
             let result = match hooks {
                 None => body(),
@@ -1021,7 +1132,7 @@ impl Future for JobFuture {
         match polled {
             Ok(Poll::Pending) => {
                 // Wake up when the token fires, so cancellation and deadlines take effect.
-                if ctx.cancel_token().flag().register(cx.waker()) {
+                if task.flag().register(cx.waker()) {
                     cx.waker().wake_by_ref();
                 }
                 Poll::Pending

@@ -239,6 +239,11 @@ impl StatsRecorder {
         self.submitted.0.fetch_add(1, Relaxed);
     }
 
+    /// `n` jobs of a batch were accepted and queued (one count for the batch).
+    pub fn accepted_many(&self, n: usize) {
+        self.submitted.0.fetch_add(n as u64, Relaxed);
+    }
+
     /// A job was refused by `execute`.
     pub fn rejected(&self) {
         self.submitted.0.fetch_add(1, Relaxed);

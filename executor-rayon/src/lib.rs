@@ -22,12 +22,12 @@
 //! ```
 #![forbid(unsafe_code)]
 
-use crossbeam_queue::SegQueue;
+use crossbeam_queue::{ArrayQueue, SegQueue};
 use executor_core::backend::{Admission, StatsRecorder, Unstarted, help_while_waiting};
 use executor_core::{Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, SubmitError};
 use executor_reactor::Reactor;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// Why a [`RayonExecutor`] could not be built.
@@ -118,6 +118,7 @@ impl Builder {
                 name: self.name,
                 pool,
                 queue: SegQueue::new(),
+                batches: Mutex::new(Vec::new()),
                 stats: StatsRecorder::new(),
                 gate: Admission::new(),
                 abandon: AtomicBool::new(false),
@@ -132,6 +133,10 @@ struct Inner {
     threads: usize,
     pool: rayon::ThreadPool,
     queue: SegQueue<Job>,
+    /// The batches being run: each a queue of its own that its runners share (one
+    /// allocation per batch, filled before any runner starts), listed so that a shutdown
+    /// can drain them; the first runner to find one empty takes it off the list.
+    batches: Mutex<Vec<Arc<ArrayQueue<Job>>>>,
     stats: StatsRecorder,
     gate: Admission,
     abandon: AtomicBool,
@@ -145,20 +150,36 @@ impl Inner {
         let Some(job) = self.queue.pop() else {
             return false;
         };
+        self.run(job);
+        true
+    }
+
+    /// Runs a job taken from a queue, or drops it past a shutdown deadline.
+    fn run(&self, job: Job) {
         if self.abandon.load(Ordering::Acquire) {
             // Past a shutdown deadline: end it unrun and name it in the report.
             self.not_started.abandon(&self.stats, job);
         } else {
             self.stats.run(job);
         }
-        true
     }
 
-    /// A batch's runner: runs queued jobs until the queue is empty. Every job queued has
-    /// a runner spawned after it, so none is left behind when one runner stops early.
-    fn run_all(&self) {
-        while self.run_next() {}
+    /// A batch's runner: runs the batch's jobs until none is left, then takes the batch
+    /// off the list. All its runners are spawned after the batch is full, so none is left
+    /// behind when one runner stops early.
+    fn run_batch(&self, batch: &Arc<ArrayQueue<Job>>) {
+        while let Some(job) = batch.pop() {
+            self.run(job);
+        }
+        let mut batches = lock(&self.batches);
+        if let Some(i) = batches.iter().position(|b| Arc::ptr_eq(b, batch)) {
+            batches.swap_remove(i);
+        }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A dedicated rayon thread pool. See the [crate docs](crate).
@@ -225,14 +246,22 @@ impl Executor for RayonExecutor {
             }
             return;
         }
-        let runners = jobs.len().min(inner.threads.max(1));
-        for job in jobs {
-            inner.stats.accepted();
-            inner.queue.push(job);
+        if jobs.is_empty() {
+            return;
         }
+        let runners = jobs.len().min(inner.threads.max(1));
+        let batch = Arc::new(ArrayQueue::new(jobs.len()));
+        inner.stats.accepted_many(jobs.len());
+        for job in jobs {
+            if batch.push(job).is_err() {
+                unreachable!("a batch's queue holds the whole batch");
+            }
+        }
+        lock(&inner.batches).push(batch.clone());
         for _ in 0..runners {
             let runner = inner.clone();
-            inner.pool.spawn(move || runner.run_all());
+            let batch = batch.clone();
+            inner.pool.spawn(move || runner.run_batch(&batch));
         }
         drop(entry);
     }
@@ -254,7 +283,13 @@ impl Executor for RayonExecutor {
         inner.gate.wait_in_flight(None);
         report.deadline_passed = !inner.stats.wait_idle(deadline);
         inner.abandon.store(true, Ordering::Release);
-        inner.not_started.drain(&inner.stats, || inner.queue.pop());
+        let batches = std::mem::take(&mut *lock(&inner.batches));
+        inner.not_started.drain(&inner.stats, || {
+            inner
+                .queue
+                .pop()
+                .or_else(|| batches.iter().find_map(|b| b.pop()))
+        });
         report.not_started = inner.not_started.take();
         report.stats = inner.stats.snapshot();
         report.still_running = report.stats.running;

@@ -527,8 +527,8 @@ impl Executor for ThreadsExecutor {
         }
         let shares = jobs.len().min(inner.workers);
         let batch = Arc::new(ArrayQueue::new(jobs.len()));
+        inner.stats.accepted_many(jobs.len());
         for job in jobs {
-            inner.stats.accepted();
             if let Err(job) = batch.push(job) {
                 unreachable!("the batch queue has room for every job ({job:?})");
             }

@@ -124,10 +124,48 @@ impl Inner {
 /// so a shutdown can drain and name the ones that never started. Each queued job has one
 /// runner: dropped unfinished (the runtime shut down), a runner still ends a job and
 /// counts it — the one it was running, or, if it was never polled, a queued one.
+///
+/// The runner is small (two words and a flag) because tokio copies a task's future into
+/// its allocation and moves it between stages: most jobs end in their first poll, which
+/// runs the job's future on the stack; only a job that returns `Pending` is boxed and
+/// kept here, one allocation for the jobs that wait anyway.
 struct Runner {
     inner: Arc<Inner>,
     polled: bool,
-    running: Option<(JobFuture, Option<Instant>)>,
+    running: Option<Box<Running>>,
+}
+
+/// A started job, with the instant its run time is measured from (when sampled).
+struct Running {
+    fut: JobFuture,
+    started: Option<Instant>,
+}
+
+impl Inner {
+    /// Ends a started job whose runner is dropped before it finished (the runtime shut
+    /// down, or the poll unwound): cancelled, and counted.
+    fn end_unfinished(&self, mut run: Running) {
+        if let Some(job) = run.fut.take_job() {
+            let status = job.resolve(TaskError::cancelled());
+            self.stats
+                .finished(status, run.started.map(|t| t.elapsed()));
+        }
+    }
+}
+
+/// A job started on the stack of its runner's first poll: ends it as the runner's drop
+/// would if that poll unwinds.
+struct FirstPoll<'a> {
+    inner: &'a Inner,
+    run: Option<Running>,
+}
+
+impl Drop for FirstPoll<'_> {
+    fn drop(&mut self) {
+        if let Some(run) = self.run.take() {
+            self.inner.end_unfinished(run);
+        }
+    }
 }
 
 impl Future for Runner {
@@ -135,26 +173,45 @@ impl Future for Runner {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        if this.running.is_none() {
-            this.polled = true;
-            let Some(job) = this.inner.queue.pop() else {
-                return Poll::Ready(());
+        if let Some(run) = this.running.as_mut() {
+            return match Pin::new(&mut run.fut).poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(status) => {
+                    let started = run.started;
+                    this.running = None;
+                    this.inner
+                        .stats
+                        .finished(status, started.map(|t| t.elapsed()));
+                    Poll::Ready(())
+                }
             };
-            if this.inner.abandon.load(Ordering::Acquire) {
-                this.inner.abandon(job);
-                return Poll::Ready(());
-            }
-            let started = this.inner.stats.started();
-            this.running = Some((job.into_future(), started));
         }
-        let (fut, started) = this.running.as_mut().expect("set above");
-        match Pin::new(fut).poll(cx) {
-            Poll::Pending => Poll::Pending,
+        this.polled = true;
+        let inner = &*this.inner;
+        let Some(job) = inner.queue.pop() else {
+            return Poll::Ready(());
+        };
+        if inner.abandon.load(Ordering::Acquire) {
+            inner.abandon(job);
+            return Poll::Ready(());
+        }
+        let mut first = FirstPoll {
+            inner,
+            run: Some(Running {
+                started: inner.stats.started(),
+                fut: job.into_future(),
+            }),
+        };
+        let run = first.run.as_mut().expect("set above");
+        match Pin::new(&mut run.fut).poll(cx) {
+            Poll::Pending => {
+                this.running = first.run.take().map(Box::new);
+                Poll::Pending
+            }
             Poll::Ready(status) => {
-                this.inner
-                    .stats
-                    .finished(status, started.map(|t| t.elapsed()));
-                this.running = None;
+                let started = run.started;
+                first.run = None;
+                inner.stats.finished(status, started.map(|t| t.elapsed()));
                 Poll::Ready(())
             }
         }
@@ -163,13 +220,8 @@ impl Future for Runner {
 
 impl Drop for Runner {
     fn drop(&mut self) {
-        if let Some((mut fut, started)) = self.running.take() {
-            if let Some(job) = fut.take_job() {
-                let status = job.resolve(TaskError::cancelled());
-                self.inner
-                    .stats
-                    .finished(status, started.map(|t| t.elapsed()));
-            }
+        if let Some(run) = self.running.take() {
+            self.inner.end_unfinished(*run);
         } else if !self.polled {
             // The runtime dropped this runner unpolled (it is shutting down): the job it
             // was spawned for would wait in the queue forever, so end one now.
