@@ -13,7 +13,7 @@ use async_nats::jetstream::message::PublishMessage;
 use executor_core::TaskHandle;
 use executor_core::backend::{Admission, StatsRecorder, Unstarted};
 use executor_core::{
-    Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, SubmitError, TaskError,
+    Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, SubmitError, TaskError, TaskId,
 };
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -227,12 +227,26 @@ impl Shared {
         }
     }
 
-    /// Ends the waiting calls of `id` with `error` (their publish failed).
-    fn fail(&self, id: &str, error: &str) {
-        for call in self.take_waiting(id).unwrap_or_default() {
-            let e = CallError::lost(&call.name, error);
-            self.done(call.job, Err(e), call.start);
-        }
+    /// Ends the call of job `job` waiting for `id` with `error` (its publish failed;
+    /// another call of the same idempotency key may have been sent, and still waits).
+    fn fail(&self, id: &str, job: TaskId, error: &str) {
+        let call = {
+            let mut waiting = lock(&self.waiting);
+            let Some(calls) = waiting.get_mut(id) else {
+                return;
+            };
+            let Some(at) = calls.iter().position(|c| c.job.id() == job) else {
+                return;
+            };
+            let call = calls.swap_remove(at);
+            if calls.is_empty() {
+                waiting.remove(id);
+            }
+            call
+        };
+        self.ended(1);
+        let e = CallError::lost(&call.name, error);
+        self.done(call.job, Err(e), call.start);
     }
 
     /// Takes the calls waiting for `id` off the table, and lets the publisher send more.
@@ -388,6 +402,7 @@ impl Shared {
             self.done(job, Err(e), start);
             return None;
         }
+        let job_id = job.id();
         let subject = self.server.names.subject(&name);
         self.sent.fetch_add(1, Ordering::AcqRel);
         lock(&self.waiting)
@@ -420,7 +435,7 @@ impl Shared {
                 let _ = p.send(acked.clone());
             }
             if let Err(e) = acked {
-                me.fail(&id, &format!("publishing {id}: {e}"));
+                me.fail(&id, job_id, &format!("publishing {id}: {e}"));
             }
         })
     }
