@@ -486,3 +486,76 @@ fn a_policy_line_moves_a_named_task_to_nats() {
     sup.shutdown(ShutdownMode::Graceful(BOUND));
     assert_eq!(w.stop().completed, 1);
 }
+
+static DROPPED_RUNS: AtomicU32 = AtomicU32::new(0);
+static DROPPED: Task<u64, u64> = Task::new("dropped", |_ctx, x| {
+    DROPPED_RUNS.fetch_add(1, Ordering::SeqCst);
+    Ok(x)
+});
+
+/// Polls `check` until it gives `Some`, for up to [`BOUND`].
+fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let give_up = Instant::now() + BOUND;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < give_up, "{what}: not within {BOUND:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_cancelled_handle_ends_its_call_and_its_task_never_runs() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let e = exec(&server);
+    // Sent (the server has it) and waiting: no worker runs yet.
+    let (id, h) = e.enqueue_call(&DROPPED, 1, None).unwrap();
+    assert!(h.cancel());
+    let err = wait(h).unwrap_err();
+    assert!(err.to_string().contains("cancelled"), "{err}");
+    // The executor marked the task cancelled, and its outcome says so.
+    let stored = eventually("the cancelled outcome", || e.result(&id).unwrap());
+    assert_eq!(stored.ended, executor_nats::Ended::Cancelled);
+    let w = Running::start(worker(&server, Tasks::new().with(&DROPPED)));
+    // Behind the cancelled one on the same consumer: it runs once the worker passed it.
+    assert_eq!(wait(DROPPED.call(&e, 2)).unwrap(), 2);
+    assert_eq!(
+        DROPPED_RUNS.load(Ordering::SeqCst),
+        1,
+        "only the second ran"
+    );
+    assert_eq!(w.stop().skipped, 1);
+    let report = e.shutdown(ShutdownMode::Graceful(Duration::from_secs(5)));
+    assert_eq!(report.stats.submitted, 2);
+}
+
+static QUEUED_RUNS: AtomicU32 = AtomicU32::new(0);
+static QUEUED: Task<u64, u64> = Task::new("queued", |_ctx, x| {
+    QUEUED_RUNS.fetch_add(1, Ordering::SeqCst);
+    Ok(x * 10)
+});
+
+#[test]
+fn a_shutdown_ends_waiting_calls_and_their_tasks_stay_queued() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let e = exec(&server);
+    let (id, h) = e.enqueue_call(&QUEUED, 4, None).unwrap();
+    let report = e.shutdown(ShutdownMode::Graceful(Duration::from_millis(100)));
+    assert!(report.deadline_passed, "{report:?}");
+    let err = wait(h).unwrap_err();
+    assert!(err.to_string().contains("stays queued"), "{err}");
+    let refused = QUEUED.call(&e, 5).wait().unwrap_err();
+    assert!(refused.to_string().contains("shut down"), "{refused}");
+    // The task is durable: a worker runs it, and a new submitter reads its result.
+    let w = Running::start(worker(&server, Tasks::new().with(&QUEUED)));
+    let again = exec(&server);
+    let stored = eventually("the queued task's result", || again.result(&id).unwrap());
+    assert_eq!(stored.ended, executor_nats::Ended::Succeeded);
+    assert_eq!(QUEUED_RUNS.load(Ordering::SeqCst), 1);
+    assert_eq!(w.stop().completed, 1);
+}
