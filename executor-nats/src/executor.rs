@@ -795,10 +795,15 @@ async fn cancel(
         .outcomes
         .record(id, &crate::stored::cancelled(id))
         .await?;
-    Ok(match server.outcomes.first(id).await? {
-        Some((first, _)) => first == ours,
-        None => false,
-    })
+    let first = server.outcomes.first(id).await?;
+    if let Some((_, stored)) = &first
+        && stored.ended != Ended::Cancelled
+    {
+        // It had ended: no worker will skip it, so nothing else would drop the mark.
+        // (A task cancelled before keeps it: its message may still wait for a worker.)
+        server.cancels.delete(id).await?;
+    }
+    Ok(first.is_some_and(|(seq, _)| seq == ours))
 }
 
 impl Executor for NatsExecutor {

@@ -345,13 +345,14 @@ async fn follow_cancels(shared: Arc<Running>, ready: tokio::sync::oneshot::Sende
         while let Some(entry) = watch.next().await {
             match entry {
                 Ok(entry) => {
+                    let mut cancelled = shared.cancelled.lock().unwrap_or_else(|e| e.into_inner());
                     if entry.operation == kv::Operation::Put {
-                        shared
-                            .cancelled
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(entry.key);
+                        cancelled.insert(entry.key);
+                    } else {
+                        // Dropped once the task was acknowledged (`drop_mark`).
+                        cancelled.remove(&entry.key);
                     }
+                    drop(cancelled);
                     if (entry.seen_current || entry.delta == 0)
                         && let Some(r) = ready.take()
                     {
@@ -558,6 +559,7 @@ async fn handle(shared: &Running, msg: JsMessage) {
         if put_result(shared, &id, &crate::stored::cancelled(&id)).await {
             shared.counts.skipped.fetch_add(1, Ordering::Relaxed);
             let _ = msg.ack().await;
+            drop_mark(shared, &id).await;
         }
         return;
     }
@@ -679,7 +681,22 @@ async fn handle(shared: &Running, msg: JsMessage) {
             }
             shared.counts.completed.fetch_add(1, Ordering::Relaxed);
             let _ = msg.ack().await;
+            // Cancelled while it ran: its outcome came second, and the mark is done.
+            drop_mark(shared, &id).await;
         }
+    }
+}
+
+/// Deletes the cancel mark of `id`, if it has one, once its delivery was acknowledged
+/// with its outcome stored: every worker's watch then drops it from memory. Nothing
+/// needs the mark again: the task's message is gone, and a redelivery (the ack was lost)
+/// or a keyed repeat reads the stored outcome before it runs anything. What stays in the
+/// bucket is the key's tombstone, which replaces the mark.
+async fn drop_mark(shared: &Running, id: &str) {
+    if shared.is_cancelled(id)
+        && let Err(e) = shared.server.cancels.delete(id).await
+    {
+        tracing::warn!("nats worker: dropping the cancel mark of {id}: {e}");
     }
 }
 

@@ -323,6 +323,34 @@ fn a_task_cancelled_by_id_does_not_run() {
     assert_eq!(wait(NEVER.call(&e, 2)).unwrap(), 2);
     assert_eq!(NEVER_RUNS.load(Ordering::SeqCst), 1);
     assert_eq!(w.stop().skipped, 1);
+    // The worker that skipped it dropped the mark: workers need not remember it.
+    eventually("the cancel mark dropped", || {
+        (!cancel_marked(&server, &id)).then_some(())
+    });
+    // Cancelling a task that already ended changes nothing and leaves no mark.
+    let (done, h) = e.enqueue_call(&NEVER, 3, None).unwrap();
+    let w = Running::start(worker(&server, Tasks::new().with(&NEVER)));
+    assert_eq!(wait(h).unwrap(), 3);
+    assert!(!e.cancel(&done).unwrap());
+    assert!(!cancel_marked(&server, &done));
+    assert_eq!(
+        e.result(&done).unwrap().map(|s| s.ended),
+        Some(executor_nats::Ended::Succeeded)
+    );
+    w.stop();
+}
+
+/// True when task `id` has a live cancel mark in the test deployment's cancels bucket.
+fn cancel_marked(server: &Server, id: &str) -> bool {
+    let url = server.url();
+    let id = id.to_owned();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async move {
+            let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+            let marks = js.get_key_value("t_cancels").await.unwrap();
+            marks.get(id).await.unwrap().is_some()
+        })
 }
 
 static SLOW_RUNS: AtomicU32 = AtomicU32::new(0);
