@@ -18,12 +18,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// The raw loops and the backends run under one allocator; glibc's serialises frees
-/// made on another thread than the allocation on arena locks, and both sides here hand
-/// buffers between threads.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 static EPOCH: OnceLock<Instant> = OnceLock::new();
 /// Enqueue-to-start of each run of [`NOOP`], in nanoseconds.
 static STARTS: Mutex<Vec<u64>> = Mutex::new(Vec::new());
