@@ -10,3 +10,10 @@ pub use crate::meta::MetaRef;
 pub use crate::ranked::{AGING, Ranked};
 pub use crate::stats::{StatsRecorder, StatusCounters};
 pub use crate::unstarted::Unstarted;
+
+/// Locks `m`, recovering the guard if a thread panicked while holding it: for state whose
+/// critical sections never leave it half changed, where poisoning would only turn one
+/// panic into a second one in every thread that touches the lock afterwards.
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

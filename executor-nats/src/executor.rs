@@ -11,7 +11,7 @@ use crate::server::Server;
 use crate::stored::{DeadLetter, Ended, Stored};
 use async_nats::jetstream::message::PublishMessage;
 use executor_core::TaskHandle;
-use executor_core::backend::{Admission, StatsRecorder, Unstarted};
+use executor_core::backend::{Admission, StatsRecorder, Unstarted, lock};
 use executor_core::{
     Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, SubmitError, TaskError, TaskId,
 };
@@ -21,7 +21,7 @@ use named_tasks::wire::Reply;
 use named_tasks::{Args, Call, CallError, Codec, Output, Remote, Task};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Configures a [`NatsExecutor`].
@@ -194,10 +194,6 @@ struct Done {
 async fn closed(closing: &mut tokio::sync::watch::Receiver<bool>) {
     // The guard `wait_for` returns must not live across an await.
     let _ = closing.wait_for(|c| *c).await.map(|_| ());
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Shared {

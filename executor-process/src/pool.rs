@@ -3,7 +3,7 @@
 use crate::sys;
 use crate::worker::WORKER_ENV;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use executor_core::backend::{Admission, StatsRecorder, Unstarted};
+use executor_core::backend::{Admission, StatsRecorder, Unstarted, lock};
 use executor_core::{
     CancelToken, Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, SubmitError,
     TaskContext, TaskError,
@@ -494,10 +494,6 @@ impl Inner {
             }
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Copies a worker's stderr to ours, line by line with its pid, keeping the last lines.

@@ -23,7 +23,7 @@
 #![forbid(unsafe_code)]
 
 use crossbeam_queue::{ArrayQueue, SegQueue};
-use executor_core::backend::{Admission, StatsRecorder, Unstarted, help_while_waiting};
+use executor_core::backend::{Admission, StatsRecorder, Unstarted, help_while_waiting, lock};
 use executor_core::{Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, SubmitError};
 use executor_reactor::Reactor;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -176,10 +176,6 @@ impl Inner {
             batches.swap_remove(i);
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A dedicated rayon thread pool. See the [crate docs](crate).

@@ -16,7 +16,7 @@ use named_tasks::{Call, CallError, Codec, Remote, Tasks};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -205,9 +205,7 @@ struct Waiting {
 /// How often the watcher looks for handles cancelled while their task waits.
 const CANCEL_SCAN: Duration = Duration::from_millis(20);
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub(crate) use executor_core::backend::lock;
 
 pub(crate) fn kind_name(kind: ErrorKind) -> &'static str {
     match kind {

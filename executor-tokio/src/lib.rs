@@ -30,7 +30,7 @@
 #![forbid(unsafe_code)]
 
 use crossbeam_queue::SegQueue;
-use executor_core::backend::{Admission, JobFuture, StatsRecorder, Unstarted};
+use executor_core::backend::{Admission, JobFuture, StatsRecorder, Unstarted, lock};
 use executor_core::{
     Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, SubmitError, TaskError,
 };
@@ -104,10 +104,6 @@ struct Inner {
     gate: Admission,
     abandon: AtomicBool,
     not_started: Unstarted,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Inner {

@@ -3,7 +3,7 @@
 //! share with it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use executor_core::Job;
@@ -12,9 +12,7 @@ use executor_core::backend::Ranked;
 use crate::layer::limiter::Limiter;
 use crate::timers::Timers;
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+pub(crate) use executor_core::backend::lock;
 
 /// Something a layer asked the scheduler thread to do, now or at an instant.
 pub(crate) trait Timed: Send {
