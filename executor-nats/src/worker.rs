@@ -349,7 +349,7 @@ async fn follow_cancels(shared: Arc<Running>, ready: tokio::sync::oneshot::Sende
                     if entry.operation == kv::Operation::Put {
                         cancelled.insert(entry.key);
                     } else {
-                        // Dropped once the task was acknowledged (`drop_mark`).
+                        // Dropped once the task was acknowledged (`acknowledge`).
                         cancelled.remove(&entry.key);
                     }
                     drop(cancelled);
@@ -558,8 +558,7 @@ async fn handle(shared: &Running, msg: JsMessage) {
         // too, in case the canceller died between its mark and its result).
         if put_result(shared, &id, &crate::stored::cancelled(&id)).await {
             shared.counts.skipped.fetch_add(1, Ordering::Relaxed);
-            let _ = msg.ack().await;
-            drop_mark(shared, &id).await;
+            acknowledge(shared, &msg, &id).await;
         }
         return;
     }
@@ -570,7 +569,7 @@ async fn handle(shared: &Running, msg: JsMessage) {
         && matches!(shared.server.outcomes.first(&id).await, Ok(Some(_)))
     {
         shared.counts.skipped.fetch_add(1, Ordering::Relaxed);
-        let _ = msg.ack().await;
+        acknowledge(shared, &msg, &id).await;
         return;
     }
     let request = match Message::decode(body) {
@@ -680,19 +679,19 @@ async fn handle(shared: &Running, msg: JsMessage) {
                 return;
             }
             shared.counts.completed.fetch_add(1, Ordering::Relaxed);
-            let _ = msg.ack().await;
-            // Cancelled while it ran: its outcome came second, and the mark is done.
-            drop_mark(shared, &id).await;
+            acknowledge(shared, &msg, &id).await;
         }
     }
 }
 
-/// Deletes the cancel mark of `id`, if it has one, once its delivery was acknowledged
-/// with its outcome stored: every worker's watch then drops it from memory. Nothing
-/// needs the mark again: the task's message is gone, and a redelivery (the ack was lost)
-/// or a keyed repeat reads the stored outcome before it runs anything. What stays in the
-/// bucket is the key's tombstone, which replaces the mark.
-async fn drop_mark(shared: &Running, id: &str) {
+/// Acknowledges the delivery of task `id` (its outcome stored, or the message
+/// dead-lettered), and deletes the task's cancel mark if it has one (it was cancelled
+/// while it ran, or skipped for it): every worker's watch then drops the mark from
+/// memory. Nothing needs the mark again: the task's message is gone, and a redelivery
+/// (the ack was lost) or a keyed repeat reads the stored outcome before it runs
+/// anything. What stays in the bucket is the key's tombstone, which replaces the mark.
+async fn acknowledge(shared: &Running, msg: &JsMessage, id: &str) {
+    let _ = msg.ack().await;
     if shared.is_cancelled(id)
         && let Err(e) = shared.server.cancels.delete(id).await
     {
@@ -958,5 +957,5 @@ async fn dead_letter(
         }
     }
     shared.counts.dead.fetch_add(1, Ordering::Relaxed);
-    let _ = msg.ack().await;
+    acknowledge(shared, msg, id).await;
 }
