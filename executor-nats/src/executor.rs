@@ -241,7 +241,12 @@ impl Shared {
             call
         };
         self.ended(1);
-        let e = CallError::lost(&call.name, error);
+        self.lose(call, error);
+    }
+
+    /// Ends a call taken off the table with an error saying why it has no outcome.
+    fn lose(&self, call: Waiting, why: impl Into<String>) {
+        let e = CallError::lost(&call.name, why);
         self.done(call.job, Err(e), call.start);
     }
 
@@ -365,11 +370,9 @@ impl Shared {
         for (id, calls) in all {
             self.ended(calls.len());
             for call in calls {
-                let e = CallError::lost(
-                    &call.name,
-                    format!("the submitter shut down; task {id} stays queued (read it by id)"),
-                );
-                self.done(call.job, Err(e), call.start);
+                let why =
+                    format!("the submitter shut down; task {id} stays queued (read it by id)");
+                self.lose(call, why);
             }
         }
     }
@@ -464,11 +467,7 @@ impl Shared {
                 });
             }
             for call in calls {
-                let e = CallError::lost(
-                    &call.name,
-                    format!("cancelled; task {id} is marked cancelled"),
-                );
-                self.done(call.job, Err(e), call.start);
+                self.lose(call, format!("cancelled; task {id} is marked cancelled"));
             }
         }
     }
@@ -572,7 +571,8 @@ const QUIET_RECHECK: Duration = Duration::from_secs(2);
 /// waits, holding no thread, until the executor's one follower of the outcomes stream
 /// brings its outcome; the job then runs on that outcome on the executor's finishing
 /// thread (decoding it and resolving the handle). A cancelled handle ends within about
-/// 20 ms, and its task is marked cancelled for the workers. Closures are refused: they cannot leave the process.
+/// 20 ms, and its task is marked cancelled for the workers. Closures are refused: they
+/// cannot leave the process.
 ///
 /// [`Worker`]: crate::Worker
 pub struct NatsExecutor {

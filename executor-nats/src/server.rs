@@ -1,6 +1,6 @@
 //! Connecting to NATS and making sure the stream, the dead-letter stream, the outcomes
-//! stream, the state bucket and the cancels bucket exist (whoever comes first creates them; the configs are
-//! the same everywhere).
+//! stream, the state bucket and the cancels bucket exist (whoever comes first creates
+//! them; the configs are the same everywhere).
 
 use crate::NatsError;
 use crate::names::Names;
