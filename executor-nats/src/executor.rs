@@ -9,7 +9,6 @@ use crate::names::{self, Names};
 use crate::outcomes::Seen;
 use crate::server::Server;
 use crate::stored::{DeadLetter, Ended, Stored};
-use async_nats::jetstream::message::PublishMessage;
 use executor_core::TaskHandle;
 use executor_core::backend::{Admission, StatsRecorder, Unstarted, lock};
 use executor_core::{
@@ -413,22 +412,23 @@ impl Shared {
                 name,
                 start,
             });
-        let js = &self.server.js;
-        let sending = if names::is_keyed(&id) {
+        let headers = names::is_keyed(&id).then(|| {
             // De-duplication by id is for idempotency keys: a fresh id is sent once (and
             // the server's check and memory of it cost as much as a fifth of a job).
-            let message = PublishMessage::build()
-                .payload(payload.into())
-                .message_id(id.as_str());
-            js.send_publish(subject, message).await
-        } else {
-            js.publish(subject, payload.into()).await
-        };
+            let mut h = async_nats::HeaderMap::new();
+            h.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+            h
+        });
+        let sending = self
+            .server
+            .acks
+            .publish(subject, headers, payload.into())
+            .await;
         let me = self.clone();
         Some(async move {
             let acked = match sending {
-                Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+                Ok(ack) => ack.await.map(|_| ()),
+                Err(e) => Err(e),
             };
             if let Some(p) = published {
                 let _ = p.send(acked.clone());
@@ -513,6 +513,12 @@ impl Shared {
                     }
                 }
             };
+            // One timer for the watch, not one per outcome: each tick asks whether an
+            // outcome came since the last one.
+            let mut quiet = tokio::time::interval(QUIET_RECHECK);
+            quiet.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            quiet.reset();
+            let mut heard = false;
             loop {
                 let entry = tokio::select! {
                     e = watch.next() => e,
@@ -520,14 +526,15 @@ impl Shared {
                     // checked against the stream. Across a server restart the client's
                     // watch can come back without an error yet miss a result written
                     // while it was away; the calls waiting for it would wait forever.
-                    _ = tokio::time::sleep(QUIET_RECHECK) => {
-                        if !lock(&self.waiting).is_empty() {
+                    _ = quiet.tick() => {
+                        if !std::mem::take(&mut heard) && !lock(&self.waiting).is_empty() {
                             self.recheck().await;
                         }
                         continue;
                     }
                     _ = closed(&mut closing) => return,
                 };
+                heard = true;
                 match entry {
                     Some(Ok(seen)) => {
                         let id = seen.id.as_str();
@@ -561,7 +568,7 @@ impl Shared {
 }
 
 /// How long the outcomes follower may stay quiet, with calls waiting, before those calls'
-/// outcomes are read from the stream directly.
+/// outcomes are read from the stream directly (between one and two of these).
 const QUIET_RECHECK: Duration = Duration::from_secs(2);
 
 /// The submitting side of the NATS backend: runs named tasks on whatever [`Worker`]s

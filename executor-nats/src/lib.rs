@@ -38,6 +38,7 @@
 //! result is run again, so effects must be idempotent (key them by the task's id).
 #![deny(unsafe_code)]
 
+mod acks;
 mod envelope;
 mod executor;
 mod local;

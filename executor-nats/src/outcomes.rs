@@ -9,6 +9,7 @@
 //! outcome for the same id (a worker whose lease ran out while it ran, a canceller that
 //! came second) is kept but never read.
 
+use crate::acks::Acks;
 use crate::names::Names;
 use crate::stored::Stored;
 use async_nats::jetstream::consumer::{DeliverPolicy, ReplayPolicy, push};
@@ -20,6 +21,7 @@ use futures::{Stream, StreamExt};
 #[derive(Clone, Debug)]
 pub(crate) struct Outcomes {
     js: jetstream::Context,
+    acks: Acks,
     stream: stream::Stream,
     names: Names,
 }
@@ -35,8 +37,18 @@ pub(crate) struct Seen {
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 impl Outcomes {
-    pub(crate) fn new(js: jetstream::Context, stream: stream::Stream, names: Names) -> Self {
-        Self { js, stream, names }
+    pub(crate) fn new(
+        js: jetstream::Context,
+        acks: Acks,
+        stream: stream::Stream,
+        names: Names,
+    ) -> Self {
+        Self {
+            js,
+            acks,
+            stream,
+            names,
+        }
     }
 
     /// The stream's config (the same in every process of a deployment).
@@ -52,12 +64,11 @@ impl Outcomes {
     /// Stores `stored` as an outcome of `id` and returns its sequence once the server
     /// has it. It is the task's outcome only if no other was stored before it.
     pub(crate) async fn record(&self, id: &str, stored: &Stored) -> Result<u64, Error> {
-        let ack = self
-            .js
-            .publish(self.names.outcome_subject(id), stored.encode().into())
-            .await?
+        let seq = self
+            .acks
+            .publish_acked(self.names.outcome_subject(id), None, stored.encode().into())
             .await?;
-        Ok(ack.sequence)
+        Ok(seq)
     }
 
     /// The outcome of `id` (the first stored) and its sequence, or `None` if it has not

@@ -3,6 +3,7 @@
 //! them; the configs are the same everywhere).
 
 use crate::NatsError;
+use crate::acks::Acks;
 use crate::names::Names;
 use crate::outcomes::Outcomes;
 use async_nats::jetstream::{self, kv, stream};
@@ -17,6 +18,8 @@ pub(crate) const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
 #[derive(Clone, Debug)]
 pub(crate) struct Server {
     pub(crate) js: jetstream::Context,
+    /// JetStream publishes with their acks on one subscription.
+    pub(crate) acks: Acks,
     /// Failed-attempt counts (`a.ID`) and per-key holders (`l.NAME.KEY`).
     pub(crate) kv: kv::Store,
     /// Every task's outcome.
@@ -63,11 +66,15 @@ impl Server {
         )
         .await?;
         let outcomes = ensure_stream(&js, Outcomes::config(&names)).await?;
-        let outcomes = Outcomes::new(js.clone(), outcomes, names.clone());
+        let acks = Acks::start(&js.client())
+            .await
+            .map_err(|e| NatsError::new("subscribing to the publish acks", e))?;
+        let outcomes = Outcomes::new(js.clone(), acks.clone(), outcomes, names.clone());
         let kv = bucket(&js, &names.bucket()).await?;
         let cancels = bucket(&js, &names.cancel_bucket()).await?;
         Ok(Self {
             js,
+            acks,
             kv,
             outcomes,
             cancels,

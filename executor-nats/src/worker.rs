@@ -538,14 +538,14 @@ async fn handle(shared: &Running, msg: JsMessage) {
         .map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX))
         .unwrap_or(1);
     let Some((envelope, body)) = Envelope::unwrap(&msg.payload) else {
-        dead_letter(
+        Box::pin(dead_letter(
             shared,
             &msg,
             "?",
             "unknown",
             0,
             "a message without a task envelope (id, attempts, backoff)",
-        )
+        ))
         .await;
         return;
     };
@@ -556,7 +556,7 @@ async fn handle(shared: &Running, msg: JsMessage) {
     if shared.is_cancelled(&id) {
         // Cancelled by id: its result is "cancelled" unless it ended first (written here
         // too, in case the canceller died between its mark and its result).
-        if put_result(shared, &id, &crate::stored::cancelled(&id)).await {
+        if Box::pin(put_result(shared, &id, &crate::stored::cancelled(&id))).await {
             shared.counts.skipped.fetch_add(1, Ordering::Relaxed);
             acknowledge(shared, &msg, &id).await;
         }
@@ -566,7 +566,10 @@ async fn handle(shared: &Running, msg: JsMessage) {
     // earlier message) can find its result stored: a worker died between its result and
     // its ack. A first delivery of a fresh id has no result but a cancel's, known above.
     if (delivered > 1 || names::is_keyed(&id))
-        && matches!(shared.server.outcomes.first(&id).await, Ok(Some(_)))
+        && matches!(
+            Box::pin(shared.server.outcomes.first(&id)).await,
+            Ok(Some(_))
+        )
     {
         shared.counts.skipped.fetch_add(1, Ordering::Relaxed);
         acknowledge(shared, &msg, &id).await;
@@ -575,21 +578,21 @@ async fn handle(shared: &Running, msg: JsMessage) {
     let request = match Message::decode(body) {
         Ok(Message::Request(r)) => r,
         _ => {
-            dead_letter(
+            Box::pin(dead_letter(
                 shared,
                 &msg,
                 &id,
                 "unknown",
                 0,
                 "a message that is not a request",
-            )
+            ))
             .await;
             return;
         }
     };
     // Failed attempts so far (a delivery lost with its worker is not one).
     let failures: u32 = if delivered > 1 {
-        match kv.get(names::failures_key(&id)).await {
+        match Box::pin(kv.get(names::failures_key(&id))).await {
             Ok(Some(b)) => std::str::from_utf8(&b)
                 .ok()
                 .and_then(|s| s.parse().ok())
@@ -604,14 +607,23 @@ async fn handle(shared: &Running, msg: JsMessage) {
             "delivered {delivered} times for {attempts} attempts: the workers running it \
              never answered (killed, or past the lease)"
         );
-        finish_dead(shared, &msg, &id, &request.name, request.id, failures, &why).await;
+        Box::pin(finish_dead(
+            shared,
+            &msg,
+            &id,
+            &request.name,
+            request.id,
+            failures,
+            &why,
+        ))
+        .await;
         return;
     }
     // A per-key limit: take a place among the key's holders first.
     let place = match (key, shared.key_limits.get(&request.name)) {
         (Some(key), Some(&limit)) => {
             let place = names::slot_key(&request.name, key);
-            if !take_place(shared, &msg, &place, &id, limit).await {
+            if !Box::pin(take_place(shared, &msg, &place, &id, limit)).await {
                 return; // killed while waiting
             }
             Some(place)
@@ -623,11 +635,11 @@ async fn handle(shared: &Running, msg: JsMessage) {
         return; // killed meanwhile: as if this process were gone
     }
     if let Some(place) = &place {
-        let _ = edit_places(kv, place, |holders| {
+        let _ = Box::pin(edit_places(kv, place, |holders| {
             let before = holders.len();
             holders.retain(|(h, _)| h != &id);
             (true, holders.len() != before)
-        })
+        }))
         .await;
     }
     let retryable = matches!(
@@ -641,9 +653,8 @@ async fn handle(shared: &Running, msg: JsMessage) {
         Reply::Err { kind, message, .. } => {
             let failures = failures + 1;
             if retryable && failures < attempts {
-                let _ = kv
-                    .put(names::failures_key(&id), failures.to_string().into())
-                    .await;
+                let _ =
+                    Box::pin(kv.put(names::failures_key(&id), failures.to_string().into())).await;
                 let delay = backoff.saturating_mul(1 << (failures - 1).min(16));
                 shared.counts.retried.fetch_add(1, Ordering::Relaxed);
                 let _ = msg.ack_with(AckKind::Nak(Some(delay))).await;
@@ -661,10 +672,18 @@ async fn handle(shared: &Running, msg: JsMessage) {
                 // Result first, then the dead letter's ack: a crash in between re-runs
                 // nothing (the result exists). No result stored, no ack: the task
                 // comes back after its lease.
-                if !put_result(shared, &id, &stored).await {
+                if !Box::pin(put_result(shared, &id, &stored)).await {
                     return;
                 }
-                dead_letter(shared, &msg, &id, &request.name, failures, &message).await;
+                Box::pin(dead_letter(
+                    shared,
+                    &msg,
+                    &id,
+                    &request.name,
+                    failures,
+                    &message,
+                ))
+                .await;
             }
         }
         reply @ Reply::Ok { .. } => {
@@ -693,7 +712,7 @@ async fn handle(shared: &Running, msg: JsMessage) {
 async fn acknowledge(shared: &Running, msg: &JsMessage, id: &str) {
     let _ = msg.ack().await;
     if shared.is_cancelled(id)
-        && let Err(e) = shared.server.cancels.delete(id).await
+        && let Err(e) = Box::pin(shared.server.cancels.delete(id)).await
     {
         tracing::warn!("nats worker: dropping the cancel mark of {id}: {e}");
     }
@@ -766,12 +785,12 @@ async fn run_with_lease(
                 if shared.dead() {
                     std::future::pending::<()>().await;
                 }
-                let _ = msg.ack_with(AckKind::Progress).await;
+                let _ = Box::pin(msg.ack_with(AckKind::Progress)).await;
                 if let Some(place) = place {
-                    let _ = edit_places(&shared.server.kv, place, |holders| {
+                    let _ = Box::pin(edit_places(&shared.server.kv, place, |holders| {
                         renew(holders, task, shared.ack_wait);
                         (true, true)
-                    })
+                    }))
                     .await;
                 }
             }

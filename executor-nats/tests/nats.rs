@@ -587,3 +587,24 @@ fn a_shutdown_ends_waiting_calls_and_their_tasks_stay_queued() {
     assert_eq!(QUEUED_RUNS.load(Ordering::SeqCst), 1);
     assert_eq!(w.stop().completed, 1);
 }
+
+/// A message no stream takes (here the deployment's task stream was deleted under a
+/// running executor) fails its own call with the server's reason; nothing waits for an
+/// outcome that cannot come.
+#[test]
+fn a_call_whose_message_no_stream_takes_fails_with_the_reason() {
+    let Some(server) = Server::start() else {
+        return;
+    };
+    let e = exec(&server);
+    let url = server.url();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async move {
+            let js = async_nats::jetstream::new(async_nats::connect(url).await.unwrap());
+            js.delete_stream("t_tasks").await.unwrap();
+        });
+    let err = wait(DOUBLE.call(&e, 1)).unwrap_err();
+    assert!(err.to_string().contains("no stream takes"), "{err}");
+    e.shutdown(ShutdownMode::Graceful(BOUND));
+}
