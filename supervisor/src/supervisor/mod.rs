@@ -316,10 +316,35 @@ impl Executor for Supervisor {
             return;
         }
         let table = self.tables.current();
-        let mut run: Vec<Job> = Vec::new();
+        let mut jobs = jobs;
+        // Count every job first, and see whether they all go to one executor with no
+        // layers (a `map` of one task name): then the batch goes on as it came, with no
+        // copy of each job into a batch of its own.
+        let mut one: Option<&Arc<dyn Executor>> = None;
+        let mut uniform = true;
+        for job in &mut jobs {
+            self.ledger.track(job, table.observer.as_ref());
+            if uniform {
+                match table.select(job.meta_ref()) {
+                    Ok(Compiled {
+                        service: None,
+                        executor,
+                        ..
+                    }) if one.is_none_or(|e| Arc::ptr_eq(e, executor)) => one = Some(executor),
+                    _ => uniform = false,
+                }
+            }
+        }
+        if uniform {
+            if let Some(e) = one {
+                e.execute_batch(jobs);
+            }
+            drop(entry);
+            return;
+        }
+        let mut run: Vec<Job> = Vec::with_capacity(jobs.len());
         let mut run_on: Option<&Arc<dyn Executor>> = None;
-        for mut job in jobs {
-            self.ledger.track(&mut job, table.observer.as_ref());
+        for job in jobs {
             let compiled = match table.select(job.meta_ref()) {
                 Ok(c) => c,
                 Err(executor) => {
