@@ -28,12 +28,14 @@ pub struct Entry<'a> {
 
 impl Entry<'_> {
     /// True when the gate was open as this submission entered: it may be queued.
+    #[inline]
     pub fn is_open(&self) -> bool {
         self.open
     }
 }
 
 impl Drop for Entry<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.gate.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
@@ -46,6 +48,7 @@ impl Admission {
     }
 
     /// Enters the gate for one submission.
+    #[inline]
     pub fn enter(&self) -> Entry<'_> {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         seq_cst_fence();

@@ -28,16 +28,31 @@ const HELP_POLL: Duration = Duration::from_millis(1);
 pub trait EndObserver: Send + Sync + 'static {
     /// Task `id`, described by `meta`, ended with `status`. Called wherever the task
     /// resolved (a worker, a canceller, a timer), before its result is visible to the
-    /// caller: keep it short, and do not block.
+    /// caller, and (when it is the task's first observer) while the task's state is
+    /// locked: keep it short, do not block, and do not use the task's handle or token.
     fn ended(&self, status: Status, id: TaskId, meta: &MetaRef);
+}
+
+/// A shared observer, with what it is told of the task.
+pub(crate) struct Sink {
+    pub(crate) observer: Arc<dyn EndObserver>,
+    pub(crate) id: TaskId,
+    pub(crate) meta: MetaRef,
+}
+
+impl Sink {
+    #[inline]
+    fn tell(&self, status: Status) {
+        self.observer.ended(status, self.id, &self.meta);
+    }
 }
 
 /// Called once with the final status when a task's handle resolves.
 pub(crate) enum Observer {
     /// A closure, boxed per task.
     Call(Box<dyn FnOnce(Status) + Send>),
-    /// A shared observer, with what it is told of the task.
-    Sink(Arc<dyn EndObserver>, TaskId, MetaRef),
+    /// A shared observer.
+    Sink(Sink),
 }
 
 impl Observer {
@@ -49,9 +64,9 @@ impl Observer {
                 f(status);
                 None
             }
-            Observer::Sink(sink, id, meta) => {
-                sink.ended(status, id, &meta);
-                Some(Observer::Sink(sink, id, meta))
+            Observer::Sink(sink) => {
+                sink.tell(status);
+                Some(Observer::Sink(sink))
             }
         }
     }
@@ -74,8 +89,12 @@ struct Slot<T> {
     result: Option<Result<T, TaskError>>,
     waker: Option<Waker>,
     sync_waiters: u32,
-    /// Told at the first resolution; after it, only a spent shared observer, kept until
-    /// the state drops.
+    /// The task's first observer when it is a shared one (a ledger): told at the first
+    /// resolution under the lock, so resolving takes the lock once, and kept until the
+    /// state drops.
+    sink: Option<Sink>,
+    /// Told at the first resolution, after `sink` and without the lock; after it, only a
+    /// spent shared observer, kept until the state drops.
     observer: Option<Observer>,
 }
 
@@ -96,6 +115,7 @@ impl<T> Shared<T> {
                 result: None,
                 waker: None,
                 sync_waiters: 0,
+                sink: None,
                 observer: None,
             }),
             cond: Condvar::new(),
@@ -119,12 +139,15 @@ impl<T> Shared<T> {
         }
         slot.resolved = true;
         slot.status = status;
-        let observer = slot.observer.take();
         self.lifecycle.store(DONE, Ordering::Release);
         // Observers (ledgers) run before the result is visible, so whoever the result
-        // wakes sees them updated; they run without the lock. With none, the result goes
-        // in under the same lock.
-        if let Some(obs) = observer {
+        // wakes sees them updated. A first shared observer runs under the lock (it is
+        // short and never reaches the handle: see `EndObserver`), so the common case, a
+        // supervisor's ledger alone, takes the lock once; the others run without it.
+        if let Some(sink) = &slot.sink {
+            report(|| sink.tell(status));
+        }
+        if let Some(obs) = slot.observer.take() {
             drop(slot);
             let spent = report_observer(obs, status);
             slot = self.lock();
@@ -199,7 +222,22 @@ impl<T> Shared<T> {
         &self.cancel
     }
 
+    /// Adds a shared observer, as [`observe`](Self::observe) does; the common case (the
+    /// first observer of a task not yet resolved: a ledger's) takes the lock once and
+    /// stores it.
+    #[inline]
+    pub(crate) fn observe_sink(&self, sink: Sink) {
+        let mut slot = self.lock();
+        if !slot.resolved && slot.sink.is_none() && slot.observer.is_none() {
+            slot.sink = Some(sink);
+            return;
+        }
+        drop(slot);
+        self.observe(Observer::Sink(sink));
+    }
+
     /// Adds an observer, run after any set before it.
+    #[inline(never)]
     pub(crate) fn observe(&self, observer: Observer) {
         let mut slot = self.lock();
         if slot.resolved {
@@ -209,6 +247,14 @@ impl<T> Shared<T> {
             drop(report_observer(observer, status));
             return;
         }
+        let observer = match observer {
+            // The first observer, and a shared one: it gets the place told under the lock.
+            Observer::Sink(sink) if slot.sink.is_none() && slot.observer.is_none() => {
+                slot.sink = Some(sink);
+                return;
+            }
+            other => other,
+        };
         slot.observer = Some(match slot.observer.take() {
             None => observer,
             // Each guarded on its own: one observer's panic must not starve the next.
@@ -227,12 +273,27 @@ impl<T> Shared<T> {
 fn report_observer(observer: Observer, status: Status) -> Option<Observer> {
     let call = std::panic::AssertUnwindSafe(|| observer.notify(status));
     std::panic::catch_unwind(call).unwrap_or_else(|payload| {
-        eprintln!(
-            "switchyard: a task observer panicked: {}",
-            crate::panic_message(&*payload)
-        );
+        observer_panicked(&*payload);
         None
     })
+}
+
+/// Calls an observer that stays where it is (a task's first shared observer), catching a
+/// panic as [`report_observer`] does; under the slot's lock, which a caught panic does
+/// not poison.
+#[inline]
+fn report(tell: impl FnOnce()) {
+    if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(tell)) {
+        observer_panicked(&*payload);
+    }
+}
+
+#[cold]
+fn observer_panicked(payload: &(dyn std::any::Any + Send)) {
+    eprintln!(
+        "switchyard: a task observer panicked: {}",
+        crate::panic_message(payload)
+    );
 }
 
 impl<T> Shared<T> {

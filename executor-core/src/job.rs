@@ -2,7 +2,7 @@
 
 use crate::backend::MetaRef;
 use crate::cancel::{CancelFlag, CancelReason, CancelSource};
-use crate::handle::{EndObserver, Observer, Shared, State};
+use crate::handle::{EndObserver, Observer, Shared, Sink, State};
 use crate::sync::TaskCell;
 use crate::{
     CancelToken, Status, TaskContext, TaskError, TaskHandle, TaskId, TaskMeta, WeakCancelToken,
@@ -168,6 +168,8 @@ trait ErasedTask: CancelSource {
     fn is_async(&self) -> bool;
     fn can_retry(&self) -> bool;
     fn shared(&self) -> &dyn SharedOps;
+    /// [`SharedOps::observe_sink`] in one call (a ledger's, for every task).
+    fn observe_sink(&self, sink: Sink);
     /// True when the body reads its attempt's context (see [`Body::CONTEXT`]).
     fn needs_context(&self) -> bool;
     /// Runs a blocking body; `Ok` when it returned its value, which waits for
@@ -501,6 +503,9 @@ impl<T: Send + 'static, B: Body<T>> ErasedTask for Joint<T, B> {
     fn shared(&self) -> &dyn SharedOps {
         &self.shared
     }
+    fn observe_sink(&self, sink: Sink) {
+        self.shared.observe_sink(sink)
+    }
     fn needs_context(&self) -> bool {
         B::CONTEXT
     }
@@ -783,10 +788,13 @@ impl Job {
     /// Tells `observer` once how the task ended, as [`observe`](Self::observe) does, but
     /// with no allocation per task: the observer is shared, and is handed the task's id
     /// and meta with the status (a ledger's hot path).
+    #[inline]
     pub fn observe_with(&self, observer: Arc<dyn EndObserver>) {
-        self.task
-            .shared()
-            .observe(Observer::Sink(observer, self.id, self.meta.clone()));
+        self.task.0.observe_sink(Sink {
+            observer,
+            id: self.id,
+            meta: self.meta.clone(),
+        });
     }
 
     fn hooks(&mut self) -> &mut Hooks {
@@ -1201,6 +1209,47 @@ mod tests {
             ]
         );
         assert_eq!(*closure_heard.lock().unwrap(), Some(Status::Completed));
+    }
+
+    #[test]
+    fn observers_hear_of_the_end_in_the_order_they_were_added() {
+        /// Appends its mark to a shared list.
+        struct Mark(Arc<Mutex<Vec<&'static str>>>, &'static str);
+        impl EndObserver for Mark {
+            fn ended(&self, _: Status, _: TaskId, _: &MetaRef) {
+                self.0.lock().unwrap().push(self.1);
+            }
+        }
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let (job, handle) = Job::once(TaskMeta::new("order"), |_| Ok::<_, TaskError>(()));
+        let first = order.clone();
+        job.observe(move |_| first.lock().unwrap().push("closure"));
+        // A shared observer after a closure waits its turn (it is not the first).
+        job.observe_with(Arc::new(Mark(order.clone(), "sink")));
+        InlineExecutor::new("inline").execute(job).unwrap();
+        handle.wait().unwrap();
+        assert_eq!(*order.lock().unwrap(), ["closure", "sink"]);
+    }
+
+    #[test]
+    fn a_panicking_first_shared_observer_leaves_the_handle_usable() {
+        /// Panics when told.
+        struct Bad;
+        impl EndObserver for Bad {
+            fn ended(&self, _: Status, _: TaskId, _: &MetaRef) {
+                panic!("planned observer panic");
+            }
+        }
+        let heard = Arc::new(Heard::default());
+        let (job, handle) = Job::once(TaskMeta::new("bad"), |_| Ok::<_, TaskError>(5));
+        // Told under the task's lock: its panic must neither unwind through it nor
+        // poison it, and the observers after it still hear of the end.
+        job.observe_with(Arc::new(Bad));
+        job.observe_with(heard.clone());
+        InlineExecutor::new("inline").execute(job).unwrap();
+        assert!(handle.is_finished());
+        assert_eq!(handle.wait().unwrap(), 5);
+        assert_eq!(heard.0.lock().unwrap().len(), 1);
     }
 
     #[test]

@@ -107,6 +107,65 @@ fn loom_handle_resolves_once_and_observers_agree() {
     });
 }
 
+/// The same race with a ledger as the task's first observer (a shared one, told under the
+/// slot's lock): it hears the one resolution, before the waiter wakes, and a closure
+/// added meanwhile hears the same.
+#[test]
+fn loom_a_first_shared_observer_is_current_when_the_waiter_wakes() {
+    use crate::backend::{EndObserver, MetaRef};
+    use crate::handle::Sink;
+    struct Ledger(std::sync::Mutex<Vec<Status>>);
+    impl EndObserver for Ledger {
+        fn ended(&self, status: Status, _: TaskId, _: &MetaRef) {
+            self.0.lock().unwrap().push(status);
+        }
+    }
+    loom::model(|| {
+        let shared = Shared::<u32>::new();
+        let handle = TaskHandle::new(TaskId::next(), shared.clone());
+        let ledger = Arc::new(Ledger(std::sync::Mutex::new(Vec::new())));
+        shared.observe_sink(Sink {
+            observer: ledger.clone(),
+            id: handle.id(),
+            meta: MetaRef::Static(&crate::meta::ANONYMOUS),
+        });
+        let worker = {
+            let shared = shared.clone();
+            thread::spawn(move || {
+                if shared.try_start() {
+                    shared.resolve(Ok(7));
+                }
+            })
+        };
+        let canceller = {
+            let token = CancelToken::from_source(shared.clone() as Arc<dyn CancelSource>);
+            thread::spawn(move || {
+                token.cancel();
+            })
+        };
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let sink = heard.clone();
+        shared.observe(Observer::Call(Box::new(move |status| {
+            sink.lock().unwrap().push(status)
+        })));
+        let result = handle.wait();
+        let in_ledger = ledger.0.lock().unwrap().clone();
+        worker.join().unwrap();
+        canceller.join().unwrap();
+        let expected = match &result {
+            Ok(7) => Status::Completed,
+            Err(e) if e.is_cancelled() => Status::Cancelled,
+            other => panic!("unexpected result {other:?}"),
+        };
+        assert_eq!(
+            in_ledger,
+            [expected],
+            "the ledger was not current when the waiter woke"
+        );
+        assert_eq!(*heard.lock().unwrap(), [expected]);
+    });
+}
+
 /// A cancel racing a failed attempt being put back for a retry: the task ends as
 /// cancelled at once (not after its backoff) and its next attempt never starts.
 #[test]

@@ -24,14 +24,20 @@ pub(crate) struct Ledger {
 impl Ledger {
     /// Counts `job` as submitted and arranges for its end to be counted and, when given a
     /// policy, observed by it.
+    #[inline]
     pub(crate) fn track(self: &Arc<Self>, job: &mut Job, observer: Option<&Arc<dyn Policy>>) {
         self.submitted.0.fetch_add(1, Relaxed);
-        let Some(observer) = observer else {
+        match observer {
             // The hot path: no policy to tell, so the ledger itself observes the task,
             // with no closure to allocate.
-            job.observe_with(self.clone());
-            return;
-        };
+            None => job.observe_with(self.clone()),
+            Some(observer) => self.track_observed(job, observer),
+        }
+    }
+
+    /// Arranges for the end of `job` to be told to `observer`, then counted.
+    #[inline(never)]
+    fn track_observed(self: &Arc<Self>, job: &mut Job, observer: &Arc<dyn Policy>) {
         let ledger = self.clone();
         let id = job.id();
         // A cheap reference: the name is copied only for a task that never ran.
@@ -102,11 +108,20 @@ impl EndObserver for Ledger {
     fn ended(&self, status: Status, id: TaskId, meta: &MetaRef) {
         self.ended.add(status);
         if status == Status::NotStarted {
-            self.never_ran
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(TaskRecord::new(id, meta));
+            self.never_started(id, meta);
         }
+    }
+}
+
+impl Ledger {
+    /// Records a task that never ran (outside `ended`, which runs for every task).
+    #[cold]
+    #[inline(never)]
+    fn never_started(&self, id: TaskId, meta: &MetaRef) {
+        self.never_ran
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(TaskRecord::new(id, meta));
     }
 }
 

@@ -5,13 +5,13 @@
 mod builder;
 mod shutdown;
 mod table;
+mod versions;
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use arc_swap::ArcSwap;
 use executor_core::backend::Admission;
 use executor_core::{
     Executor, ExecutorStats, Job, Route, ShutdownMode, ShutdownReport, SubmitError, TaskError,
@@ -20,6 +20,7 @@ use executor_core::{
 
 pub use self::builder::SupervisorBuilder;
 use self::table::{CodeParts, Compiled, Table, compile};
+use self::versions::Versions;
 use crate::config::{ConfigError, Kind, PolicyConfig};
 use crate::ledger::{Ledger, LedgerCounts, ShutdownLedger};
 use crate::registry::Registry;
@@ -37,7 +38,9 @@ pub struct Supervisor {
     name: String,
     registry: Registry,
     code: CodeParts,
-    table: ArcSwap<Table>,
+    /// The compiled routes: the one in force, and those reloads replaced (kept, as the
+    /// executors are, so a read is a plain load; see [`Versions`]).
+    tables: Versions<Table>,
     core: Arc<Core>,
     ledger: Arc<Ledger>,
     /// Closed at shutdown; a shutdown waits for the submissions inside it before it sweeps
@@ -124,7 +127,7 @@ impl Supervisor {
             name,
             registry,
             code,
-            table: ArcSwap::from_pointee(table),
+            tables: Versions::new(table),
             core,
             ledger: Arc::new(Ledger::default()),
             gate: Admission::new(),
@@ -138,29 +141,29 @@ impl Supervisor {
 
     /// The policy file now in force (`None` for a supervisor built in code without one).
     pub fn policy(&self) -> Option<Arc<PolicyConfig>> {
-        self.table.load().config.clone()
+        self.tables.current().config.clone()
     }
 
     /// Which route a task takes and why: the rule that matched, and why the rules before
     /// it did not (or, for a policy written in code, the rule it chose).
     pub fn explain(&self, meta: &TaskMeta) -> Explanation {
-        self.table.load().explain(meta)
+        self.tables.current().explain(meta)
     }
 
     /// The route the policy now in force gives a task.
     pub fn route(&self, meta: &TaskMeta) -> Route {
-        self.table.load().route(meta).clone()
+        self.tables.current().route(meta).clone()
     }
 
     /// The executor called `name` now in force.
     pub fn executor(&self, name: &str) -> Option<Arc<dyn Executor>> {
-        self.table.load().executors.get(name).cloned()
+        self.tables.current().executors.get(name).cloned()
     }
 
     /// Each executor now in force, by name, with its stats (for summary tables).
     pub fn executor_stats(&self) -> Vec<(String, ExecutorStats)> {
-        self.table
-            .load()
+        self.tables
+            .current()
             .executors
             .iter()
             .map(|(name, e)| (name.clone(), e.stats()))
@@ -177,8 +180,8 @@ impl Supervisor {
     /// The learner of the policy file now in force (its `executor = "auto"` routes), to
     /// save what it learned or load what an earlier run learned.
     pub fn learner(&self) -> Option<Arc<crate::auto::Learner>> {
-        self.table
-            .load()
+        self.tables
+            .current()
             .config
             .as_ref()
             .map(|c| c.learner().clone())
@@ -221,7 +224,7 @@ impl Supervisor {
                 "the supervisor is shut down; the policy was not applied",
             ));
         }
-        let old = self.table.load_full();
+        let old = self.tables.current();
         if let Some(previous) = &old.config {
             config.keep_learning_from(previous);
         }
@@ -230,7 +233,7 @@ impl Supervisor {
             Some(config),
             &self.code,
             &self.core,
-            Some(&old),
+            Some(old),
         )?;
         let origin = table
             .config
@@ -239,7 +242,7 @@ impl Supervisor {
             .unwrap_or_default();
         let routes = table.rules();
         lock(&self.all_executors).extend(built);
-        self.table.store(Arc::new(table));
+        self.tables.push(table);
         tracing::info!(policy = %origin, routes, "policy reloaded");
         Ok(())
     }
@@ -257,9 +260,9 @@ impl Supervisor {
             self.ledger.refused();
             return Err(SubmitError::shutdown(job));
         }
-        let table = self.table.load();
+        let table = self.tables.current();
         self.ledger.track(&mut job, table.observer.as_ref());
-        let compiled = match table.select(job.meta()) {
+        let compiled = match table.select(job.meta_ref()) {
             Ok(c) => c,
             Err(executor) => {
                 job.resolve(unknown_executor(executor));
@@ -312,12 +315,37 @@ impl Executor for Supervisor {
             }
             return;
         }
-        let table = self.table.load();
-        let mut run: Vec<Job> = Vec::new();
+        let table = self.tables.current();
+        let mut jobs = jobs;
+        // Count every job first, and see whether they all go to one executor with no
+        // layers (a `map` of one task name): then the batch goes on as it came, with no
+        // copy of each job into a batch of its own.
+        let mut one: Option<&Arc<dyn Executor>> = None;
+        let mut uniform = true;
+        for job in &mut jobs {
+            self.ledger.track(job, table.observer.as_ref());
+            if uniform {
+                match table.select(job.meta_ref()) {
+                    Ok(Compiled {
+                        service: None,
+                        executor,
+                        ..
+                    }) if one.is_none_or(|e| Arc::ptr_eq(e, executor)) => one = Some(executor),
+                    _ => uniform = false,
+                }
+            }
+        }
+        if uniform {
+            if let Some(e) = one {
+                e.execute_batch(jobs);
+            }
+            drop(entry);
+            return;
+        }
+        let mut run: Vec<Job> = Vec::with_capacity(jobs.len());
         let mut run_on: Option<&Arc<dyn Executor>> = None;
-        for mut job in jobs {
-            self.ledger.track(&mut job, table.observer.as_ref());
-            let compiled = match table.select(job.meta()) {
+        for job in jobs {
+            let compiled = match table.select(job.meta_ref()) {
                 Ok(c) => c,
                 Err(executor) => {
                     job.resolve(unknown_executor(executor));
@@ -350,7 +378,7 @@ impl Executor for Supervisor {
     fn stats(&self) -> ExecutorStats {
         let c = self.ledger.snapshot();
         let mut s = ExecutorStats::default();
-        let table = self.table.load();
+        let table = self.tables.current();
         for e in table.executors.values() {
             let es = e.stats();
             s.queued += es.queued;
@@ -383,7 +411,7 @@ impl Executor for Supervisor {
 
 impl std::fmt::Debug for Supervisor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let table = self.table.load();
+        let table = self.tables.current();
         f.debug_struct("Supervisor")
             .field("policy", &table.config.as_ref().map(|c| c.origin()))
             .field("executors", &table.executors.keys().collect::<Vec<_>>())

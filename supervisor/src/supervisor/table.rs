@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use executor_core::backend::MetaRef;
 use executor_core::{Executor, Job, Policy, Route, ShutdownMode, TaskMeta};
 
 use crate::config::{ConfigError, ExecutorConfig, Kind, PolicyConfig, RoutePos, RouteSpec};
@@ -94,6 +95,53 @@ pub(crate) struct Table {
     /// route per executor and rule name that has layers, then one per executor for any
     /// other rule name.
     routes: Vec<Compiled>,
+    /// For the policy file: the routes static metas took (see [`StaticRoutes`]).
+    static_routes: StaticRoutes,
+}
+
+/// The routes tasks with a static meta (`MetaRef::Static`: what `submit` and friends
+/// give an anonymous task, or a `static` meta of the program's) took through one table,
+/// by the meta's address: such a meta lives for the whole program and never changes, so
+/// its address stands for its whole content (name, tags, key), and a rule that cannot
+/// change its answer (not an auto rule) routes it the same way every time. A hit is one
+/// load and a compare, where matching the rules walks them.
+///
+/// Each slot is one word, so a slot is never read half written: the address in the high
+/// 48 bits, the route's index + 1 in the low 16 (0: empty). Two metas that share a slot
+/// take turns in it; a meta whose address or index does not fit is not remembered.
+struct StaticRoutes([AtomicU64; STATIC_SLOTS]);
+
+const STATIC_SLOTS: usize = 8;
+
+impl StaticRoutes {
+    fn new() -> Self {
+        StaticRoutes(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+
+    #[inline]
+    fn slot(&self, addr: u64) -> &AtomicU64 {
+        // Statics sit close together: mix the address's bits before taking a few.
+        let mixed = addr.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 61;
+        &self.0[mixed as usize % STATIC_SLOTS]
+    }
+
+    #[inline]
+    fn get(&self, meta: &'static TaskMeta) -> Option<usize> {
+        let addr = std::ptr::from_ref(meta) as u64;
+        let entry = self.slot(addr).load(Ordering::Relaxed);
+        let index = (entry & 0xFFFF) as usize;
+        (entry >> 16 == addr && index != 0).then(|| index - 1)
+    }
+
+    fn put(&self, meta: &'static TaskMeta, index: usize) {
+        let addr = std::ptr::from_ref(meta) as u64;
+        if addr >> 48 == 0 && index < 0xFFFF {
+            // Relaxed: the entry is the whole of what is shared, and the routes it
+            // indexes are the table's, which the reader reaches through its own reference.
+            self.slot(addr)
+                .store((addr << 16) | (index as u64 + 1), Ordering::Relaxed);
+        }
+    }
 }
 
 /// Where the policy file's routes sit in a table's compiled routes (the rules first, at
@@ -126,8 +174,25 @@ impl Table {
     /// The compiled route for a task, through the policy; `Err` with the executor's name
     /// when the policy names an executor this supervisor does not have.
     #[inline]
-    pub(crate) fn select(&self, meta: &TaskMeta) -> Result<&Compiled, &str> {
+    pub(crate) fn select(&self, meta: &MetaRef) -> Result<&Compiled, &str> {
+        // A static meta this table routed before: one load, no call.
+        if let MetaRef::Static(m) = meta
+            && let Some(index) = self.static_routes.get(m)
+            && let Some(route) = self.routes.get(index)
+        {
+            return Ok(route);
+        }
+        self.select_slow(meta)
+    }
+
+    /// [`select`](Self::select) past its one-load fast path.
+    #[inline(never)]
+    fn select_slow(&self, meta: &MetaRef) -> Result<&Compiled, &str> {
         if let (Some(at), Some(config)) = (&self.file_positions, &self.config) {
+            let statics = match meta {
+                MetaRef::Static(m) => Some(*m),
+                MetaRef::Shared(_) => None,
+            };
             // A task named by a `&'static str`, with no tags, that this thread routed
             // last through this table goes where it went then, without matching rules.
             let name = meta.static_name().filter(|_| meta.tags().len() == 0);
@@ -143,10 +208,12 @@ impl Table {
                 RoutePos::AutoBlocking(i) => (at.auto_blocking[i], false),
                 RoutePos::Defaults => (at.defaults, true),
             };
-            if let Some(name) = name
-                && fixed
-            {
-                LAST_ROUTE.with(|last| last.set(LastRoute::new(self.id, name, index)));
+            if fixed {
+                if let Some(m) = statics {
+                    self.static_routes.put(m, index);
+                } else if let Some(name) = name {
+                    LAST_ROUTE.with(|last| last.set(LastRoute::new(self.id, name, index)));
+                }
             }
             return Ok(&self.routes[index]);
         }
@@ -406,6 +473,7 @@ pub(crate) fn compile(
             file_positions,
             executors,
             routes,
+            static_routes: StaticRoutes::new(),
         },
         built,
     ))
