@@ -52,6 +52,23 @@ fn loom_gate_never_loses_an_accepted_submission() {
     });
 }
 
+/// Races a worker that starts and resolves the task (with 7) against a canceller.
+fn run_and_cancel(shared: &Arc<Shared<u32>>) -> (thread::JoinHandle<()>, thread::JoinHandle<()>) {
+    let worker = {
+        let shared = shared.clone();
+        thread::spawn(move || {
+            if shared.try_start() {
+                shared.resolve(Ok(7));
+            }
+        })
+    };
+    let token = CancelToken::from_source(shared.clone() as Arc<dyn CancelSource>);
+    let canceller = thread::spawn(move || {
+        token.cancel();
+    });
+    (worker, canceller)
+}
+
 /// A worker finishing, a cancel and an observer arriving at once: the handle resolves
 /// exactly once, the waiter wakes, and every observer hears the status the waiter gets —
 /// one set beforehand (a ledger) already when the waiter wakes.
@@ -65,20 +82,7 @@ fn loom_handle_resolves_once_and_observers_agree() {
         shared.observe(Observer::Call(Box::new(move |status| {
             sink.lock().unwrap().push(status)
         })));
-        let worker = {
-            let shared = shared.clone();
-            thread::spawn(move || {
-                if shared.try_start() {
-                    shared.resolve(Ok(7));
-                }
-            })
-        };
-        let canceller = {
-            let token = CancelToken::from_source(shared.clone() as Arc<dyn CancelSource>);
-            thread::spawn(move || {
-                token.cancel();
-            })
-        };
+        let (worker, canceller) = run_and_cancel(&shared);
         let heard = Arc::new(Mutex::new(Vec::new()));
         let sink = heard.clone();
         shared.observe(Observer::Call(Box::new(move |status| {
@@ -129,20 +133,7 @@ fn loom_a_first_shared_observer_is_current_when_the_waiter_wakes() {
             id: handle.id(),
             meta: MetaRef::Static(&crate::meta::ANONYMOUS),
         });
-        let worker = {
-            let shared = shared.clone();
-            thread::spawn(move || {
-                if shared.try_start() {
-                    shared.resolve(Ok(7));
-                }
-            })
-        };
-        let canceller = {
-            let token = CancelToken::from_source(shared.clone() as Arc<dyn CancelSource>);
-            thread::spawn(move || {
-                token.cancel();
-            })
-        };
+        let (worker, canceller) = run_and_cancel(&shared);
         let heard = Arc::new(Mutex::new(Vec::new()));
         let sink = heard.clone();
         shared.observe(Observer::Call(Box::new(move |status| {
