@@ -26,9 +26,8 @@
 //! | drain | [`Worker::run_until_signal`]: on SIGTERM or SIGINT stop claiming, finish and ack what runs, exit |
 //!
 //! Workers fetch as many messages as they have free slots in one request, and long-poll
-//! for one when idle. `cargo xtask bench jobs` measures the backend against raw
-//! JetStream; [`LocalServer`] starts a `nats-server -js` of one's own for tests and
-//! benchmarks.
+//! for one when idle. The acks of a connection's publishes come back on one subscription
+//! of its own. `cargo xtask bench jobs` measures the backend against raw JetStream.
 //!
 //! [`LocalServer`] starts a `nats-server -js` of your own (free port, its own store) for
 //! demos and tests, and `run_policy_worker` (feature `supervisor`) runs a worker from a
