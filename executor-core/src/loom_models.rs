@@ -69,6 +69,15 @@ fn run_and_cancel(shared: &Arc<Shared<u32>>) -> (thread::JoinHandle<()>, thread:
     (worker, canceller)
 }
 
+/// The status a task raced by [`run_and_cancel`] ended with, from its handle's result.
+fn ended_as(result: &Result<u32, crate::TaskError>) -> Status {
+    match result {
+        Ok(7) => Status::Completed,
+        Err(e) if e.is_cancelled() => Status::Cancelled,
+        other => panic!("unexpected result {other:?}"),
+    }
+}
+
 /// A worker finishing, a cancel and an observer arriving at once: the handle resolves
 /// exactly once, the waiter wakes, and every observer hears the status the waiter gets —
 /// one set beforehand (a ledger) already when the waiter wakes.
@@ -93,11 +102,7 @@ fn loom_handle_resolves_once_and_observers_agree() {
         worker.join().unwrap();
         canceller.join().unwrap();
         let heard = heard.lock().unwrap().clone();
-        let expected = match &result {
-            Ok(7) => Status::Completed,
-            Err(e) if e.is_cancelled() => Status::Cancelled,
-            other => panic!("unexpected result {other:?}"),
-        };
+        let expected = ended_as(&result);
         assert_eq!(
             heard,
             [expected],
@@ -143,11 +148,7 @@ fn loom_a_first_shared_observer_is_current_when_the_waiter_wakes() {
         let in_ledger = ledger.0.lock().unwrap().clone();
         worker.join().unwrap();
         canceller.join().unwrap();
-        let expected = match &result {
-            Ok(7) => Status::Completed,
-            Err(e) if e.is_cancelled() => Status::Cancelled,
-            other => panic!("unexpected result {other:?}"),
-        };
+        let expected = ended_as(&result);
         assert_eq!(
             in_ledger,
             [expected],
