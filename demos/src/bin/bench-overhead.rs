@@ -3,8 +3,10 @@
 //! In one process, for no-op tasks and ~1 µs spin tasks, submitted one at a time and as a
 //! batch, it times (a) raw rayon `spawn`, raw tokio `spawn` and a raw crossbeam-channel
 //! pool of the same width, (b) each backend through `ExecutorExt`, (c) the supervisor
-//! routing to each backend. It prints the median of several runs as tasks/s and the ratio
-//! of our time to the raw library's (lower is better; 1.00 = no overhead).
+//! routing to each backend. The sides run in turn, round after round, so each round's figures
+//! share the machine's state of the moment; it prints the median of the rounds as tasks/s,
+//! and the median of each round's own ratio of our time to the raw library's (lower is
+//! better; 1.00 = no overhead) and routed-minus-ours time.
 //!
 //! With `--callgrind` it also runs itself under `valgrind --tool=callgrind` once per row
 //! and side (`--one ROW SIDE`), with N and 2N tasks, and prints the instructions per task
@@ -308,6 +310,57 @@ struct Row {
     raw: Duration,
     ours: Duration,
     routed: Option<Duration>,
+    /// The median of the rounds' ours/raw.
+    ratio: f64,
+    /// The median of the rounds' routed-minus-ours, per task.
+    routing_ns: Option<f64>,
+}
+
+/// One row's sides, timed in turn `runs` times after a warm-up round: each round times
+/// raw, ours and (with `routed`) routed back to back.
+fn time_rounds(
+    label: String,
+    runs: usize,
+    tasks: usize,
+    routed: bool,
+    mut run: impl FnMut(Side),
+) -> Row {
+    let mut sides = vec![Side::Raw, Side::Ours];
+    if routed {
+        sides.push(Side::Routed);
+    }
+    for &side in &sides {
+        run(side); // warm-up
+    }
+    let rounds: Vec<Vec<Duration>> = (0..runs.max(1))
+        .map(|_| {
+            sides
+                .iter()
+                .map(|&side| {
+                    let t = Instant::now();
+                    run(side);
+                    t.elapsed()
+                })
+                .collect()
+        })
+        .collect();
+    let column = |i: usize| median(rounds.iter().map(|r| r[i]).collect());
+    let per_round = |f: &dyn Fn(&[Duration]) -> f64| {
+        let mut xs: Vec<f64> = rounds.iter().map(|r| f(r)).collect();
+        xs.sort_by(f64::total_cmp);
+        xs[xs.len() / 2]
+    };
+    Row {
+        label,
+        tasks,
+        raw: column(0),
+        ours: column(1),
+        routed: routed.then(|| column(2)),
+        ratio: per_round(&|r| r[1].as_secs_f64() / r[0].as_secs_f64()),
+        routing_ns: routed.then(|| {
+            per_round(&|r| (r[2].as_secs_f64() - r[1].as_secs_f64()) * 1e9 / tasks as f64)
+        }),
+    }
 }
 
 fn print_rows(rows: &[Row]) {
@@ -322,11 +375,8 @@ fn print_rows(rows: &[Row]) {
             .map(|d| format!("{:.0}", rate(d)))
             .unwrap_or_else(|| "-".into());
         let extra = r
-            .routed
-            .map(|d| {
-                let ns = (d.as_secs_f64() - r.ours.as_secs_f64()) * 1e9 / r.tasks as f64;
-                format!("{ns:+.0}")
-            })
+            .routing_ns
+            .map(|ns| format!("{ns:+.0}"))
             .unwrap_or_else(|| "-".into());
         println!(
             "{:<40} {:>9} {:>12.0} {:>12.0} {:>12} {:>9.2} {:>11}",
@@ -335,7 +385,7 @@ fn print_rows(rows: &[Row]) {
             rate(r.raw),
             rate(r.ours),
             routed,
-            r.ours.as_secs_f64() / r.raw.as_secs_f64(),
+            r.ratio,
             extra
         );
     }
@@ -619,24 +669,11 @@ fn main() -> Result<()> {
             if !wants(backend) {
                 continue;
             }
-            let raw = time_runs(args.runs, || {
-                run_case(&b, id, Side::Raw, n, work);
-            });
-            let ours = time_runs(args.runs, || {
-                run_case(&b, id, Side::Ours, n, work);
-            });
-            let routed = (*id != "tokio-joinset").then(|| {
-                time_runs(args.runs, || {
-                    run_case(&b, id, Side::Routed, n, work);
-                })
-            });
-            rows.push(Row {
-                label: format!("{backend} {wname}, {label}"),
-                tasks: n,
-                raw,
-                ours,
-                routed,
-            });
+            let routed = *id != "tokio-joinset";
+            let label = format!("{backend} {wname}, {label}");
+            rows.push(time_rounds(label, args.runs, n, routed, |side| {
+                run_case(&b, id, side, n, work);
+            }));
         }
     }
     print_rows(&rows);
