@@ -8,7 +8,7 @@ use crate::runners::{NUDGE_AFTER, Runners};
 use crate::server::Server;
 use crate::stored::{Ended, Stored};
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
-use async_nats::jetstream::{AckKind, Message as JsMessage, kv, message::PublishMessage};
+use async_nats::jetstream::{AckKind, Message as JsMessage, kv};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use named_tasks::Tasks;
@@ -951,29 +951,20 @@ async fn dead_letter(
         .map(|c| if c == '\n' { ' ' } else { c })
         .collect();
     headers.insert(names::ERROR, line.as_str());
+    headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
     let name = if name.is_empty() { "unknown" } else { name };
     let published = shared
         .server
-        .js
-        .send_publish(
+        .acks
+        .publish_acked(
             shared.server.names.dead_subject(name),
-            PublishMessage::build()
-                .payload(msg.payload.clone())
-                .headers(headers)
-                .message_id(id),
+            Some(headers),
+            msg.payload.clone(),
         )
         .await;
-    match published {
-        Ok(ack) => {
-            if let Err(e) = ack.await {
-                tracing::warn!("nats worker: dead letter of {id}: {e}");
-                return; // not acknowledged: it comes back and tries again
-            }
-        }
-        Err(e) => {
-            tracing::warn!("nats worker: dead letter of {id}: {e}");
-            return;
-        }
+    if let Err(e) = published {
+        tracing::warn!("nats worker: dead letter of {id}: {e}");
+        return; // not acknowledged: it comes back and tries again
     }
     shared.counts.dead.fetch_add(1, Ordering::Relaxed);
     acknowledge(shared, msg, id).await;
