@@ -69,6 +69,16 @@ fn run_and_cancel(shared: &Arc<Shared<u32>>) -> (thread::JoinHandle<()>, thread:
     (worker, canceller)
 }
 
+/// Adds a closure observer to `shared`; what it hears, in order.
+fn heard_by_closure(shared: &Arc<Shared<u32>>) -> Arc<Mutex<Vec<Status>>> {
+    let heard = Arc::new(Mutex::new(Vec::new()));
+    let sink = heard.clone();
+    shared.observe(Observer::Call(Box::new(move |status| {
+        sink.lock().unwrap().push(status)
+    })));
+    heard
+}
+
 /// The status a task raced by [`run_and_cancel`] ended with, from its handle's result.
 fn ended_as(result: &Result<u32, crate::TaskError>) -> Status {
     match result {
@@ -86,17 +96,9 @@ fn loom_handle_resolves_once_and_observers_agree() {
     loom::model(|| {
         let shared = Shared::<u32>::new();
         let handle = TaskHandle::new(TaskId::next(), shared.clone());
-        let ledger = Arc::new(Mutex::new(Vec::new()));
-        let sink = ledger.clone();
-        shared.observe(Observer::Call(Box::new(move |status| {
-            sink.lock().unwrap().push(status)
-        })));
+        let ledger = heard_by_closure(&shared);
         let (worker, canceller) = run_and_cancel(&shared);
-        let heard = Arc::new(Mutex::new(Vec::new()));
-        let sink = heard.clone();
-        shared.observe(Observer::Call(Box::new(move |status| {
-            sink.lock().unwrap().push(status)
-        })));
+        let heard = heard_by_closure(&shared);
         let result = handle.wait();
         let in_ledger = ledger.lock().unwrap().clone();
         worker.join().unwrap();
@@ -139,11 +141,7 @@ fn loom_a_first_shared_observer_is_current_when_the_waiter_wakes() {
             meta: MetaRef::Static(&crate::meta::ANONYMOUS),
         });
         let (worker, canceller) = run_and_cancel(&shared);
-        let heard = Arc::new(Mutex::new(Vec::new()));
-        let sink = heard.clone();
-        shared.observe(Observer::Call(Box::new(move |status| {
-            sink.lock().unwrap().push(status)
-        })));
+        let heard = heard_by_closure(&shared);
         let result = handle.wait();
         let in_ledger = ledger.0.lock().unwrap().clone();
         worker.join().unwrap();
