@@ -88,10 +88,17 @@ impl Builder {
         let names = Names::new(&self.prefix).map_err(|e| NatsError::new("config", e))?;
         let rt = crate::server::runtime(&format!("{}-nats", self.name))?;
         let server = rt.block_on(Server::connect(&self.url, names))?;
-        // Made before the first call, so no result of a call of ours goes unseen.
+        // Made before the first call, so no result of a call of ours goes unseen. The
+        // stream's end before the follower is where a re-read for missed outcomes starts.
         let outcomes = server.outcomes.clone();
         let watch = rt
-            .block_on(async move { outcomes.follow().await.map(Box::pin) })
+            .block_on(async move {
+                let from = outcomes.last_seq().await?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>((
+                    from,
+                    Box::pin(outcomes.follow().await?) as Follow,
+                ))
+            })
             .map_err(|e| NatsError::new("following the outcomes", e))?;
         let (done_tx, done_rx) = std::sync::mpsc::channel::<Done>();
         let (outgoing, queue) = tokio::sync::mpsc::unbounded_channel();
@@ -115,7 +122,7 @@ impl Builder {
             done: Mutex::new(Some(done_tx)),
             threads: Mutex::new(Vec::new()),
         });
-        shared.rt.spawn(shared.clone().watch(Some(watch)));
+        shared.rt.spawn(shared.clone().watch(watch));
         shared.rt.spawn(shared.clone().publish(queue));
         let finisher = shared.clone();
         let t = std::thread::Builder::new()
@@ -290,7 +297,7 @@ impl Shared {
         }
         let me = self.clone();
         self.rt.spawn(async move {
-            match me.server.outcomes.first(&call.id).await {
+            match me.server.outcomes.first(&call.id, None).await {
                 Ok(Some((_, stored))) => {
                     if let Some(p) = &call.published {
                         let _ = p.send(Ok(()));
@@ -488,10 +495,12 @@ impl Shared {
 
     /// The one follower of this executor: every outcome stored, handed to the calls that
     /// wait for it (the first one of an id is its outcome; the calls are gone by a
-    /// later one). A follower that ends is made again, and the calls that wait then read
-    /// their outcomes, so none stored meanwhile is missed.
-    async fn watch(self: Arc<Self>, mut first: Option<Follow>) {
+    /// later one). A follower that ends is made again, and the stream is read from the
+    /// last message the follower saw, so no outcome stored meanwhile is missed.
+    async fn watch(self: Arc<Self>, first: (u64, Follow)) {
         let mut closing = self.closing.subscribe();
+        let (mut last, first) = first;
+        let mut first = Some(first);
         loop {
             let mut watch = match first.take() {
                 Some(w) => w,
@@ -502,7 +511,7 @@ impl Shared {
                     };
                     match made {
                         Ok(w) => {
-                            self.recheck().await;
+                            self.recheck(&mut last).await;
                             w
                         }
                         Err(e) => {
@@ -528,7 +537,7 @@ impl Shared {
                     // while it was away; the calls waiting for it would wait forever.
                     _ = quiet.tick() => {
                         if !std::mem::take(&mut heard) && !lock(&self.waiting).is_empty() {
-                            self.recheck().await;
+                            self.recheck(&mut last).await;
                         }
                         continue;
                     }
@@ -537,14 +546,8 @@ impl Shared {
                 heard = true;
                 match entry {
                     Some(Ok(seen)) => {
-                        let id = seen.id.as_str();
-                        if !lock(&self.waiting).contains_key(id) {
-                            continue;
-                        }
-                        match Stored::decode(&seen.message.payload) {
-                            Ok(stored) => self.deliver(id, &stored),
-                            Err(e) => tracing::warn!("nats: the result of {id}: {e}"),
-                        }
+                        last = last.max(seen.seq);
+                        self.deliver_seen(&seen);
                     }
                     Some(Err(e)) => {
                         tracing::warn!("nats: following the outcomes: {e}");
@@ -556,13 +559,36 @@ impl Shared {
         }
     }
 
-    /// Reads the result of every call that waits (after the watch was made again).
-    async fn recheck(&self) {
-        let ids: Vec<String> = lock(&self.waiting).keys().cloned().collect();
-        for id in ids {
-            if let Ok(Some((_, stored))) = self.server.outcomes.first(&id).await {
-                self.deliver(&id, &stored);
+    /// Hands the outcomes of one stored message to the calls that wait for them.
+    fn deliver_seen(&self, seen: &Seen) {
+        for (_, id, stored) in seen.entries() {
+            if !lock(&self.waiting).contains_key(id) {
+                continue;
             }
+            match Stored::decode(stored) {
+                Ok(stored) => self.deliver(id, &stored),
+                Err(e) => tracing::warn!("nats: the result of {id}: {e}"),
+            }
+        }
+    }
+
+    /// Reads what the stream stored after sequence `last` (what the follower may have
+    /// missed: it was made again, or stayed quiet while calls wait) and hands it to the
+    /// calls that wait; `last` moves to what was read.
+    async fn recheck(&self, last: &mut u64) {
+        let mut seen_to = *last;
+        let read = self
+            .server
+            .outcomes
+            .read_after(*last, |seen| {
+                seen_to = seen_to.max(seen.seq);
+                self.deliver_seen(seen);
+                true
+            })
+            .await;
+        match read {
+            Ok(()) => *last = seen_to,
+            Err(e) => tracing::warn!("nats: reading the outcomes after {last}: {e}"),
         }
     }
 }
@@ -624,7 +650,7 @@ impl NatsExecutor {
         let id2 = id.to_owned();
         let first = self
             .shared
-            .block_on(async move { outcomes.first(&id2).await })
+            .block_on(async move { outcomes.first(&id2, None).await })
             .map_err(|e| NatsError::new(format!("reading the result of {id}"), e))?;
         Ok(first.map(|(_, stored)| stored))
     }
@@ -798,7 +824,7 @@ async fn cancel(
         .outcomes
         .record(id, &crate::stored::cancelled(id))
         .await?;
-    let first = server.outcomes.first(id).await?;
+    let first = server.outcomes.first(id, None).await?;
     if let Some((_, stored)) = &first
         && stored.ended != Ended::Cancelled
     {
@@ -806,7 +832,7 @@ async fn cancel(
         // (A task cancelled before keeps it: its message may still wait for a worker.)
         server.cancels.delete(id).await?;
     }
-    Ok(first.is_some_and(|(seq, _)| seq == ours))
+    Ok(first.is_some_and(|(mark, _)| mark == ours))
 }
 
 impl Executor for NatsExecutor {

@@ -79,9 +79,15 @@ impl Names {
         format!("{}.outcome.>", self.prefix)
     }
 
-    /// Where the outcomes of task `id` go (the first one stands).
+    /// Where the outcomes of keyed task `id` go (the first one stands).
     pub(crate) fn outcome_subject(&self, id: &str) -> String {
         format!("{}.outcome.{id}", self.prefix)
+    }
+
+    /// Where the outcomes of fresh ids go, many to a message (no id is `batch`: every
+    /// id starts `t-`, `k-` or `x-`).
+    pub(crate) fn outcome_batch_subject(&self) -> String {
+        format!("{}.outcome.batch", self.prefix)
     }
 
     /// The key-value bucket of ids cancelled by id, which every worker follows.
@@ -143,7 +149,9 @@ pub(crate) fn id_from_key(key: &str) -> String {
     }
 }
 
-/// A process-random 64-bit seed (std's `RandomState` is seeded from the OS) and a counter.
+/// `t-MILLIS-SEEDCOUNTER`, all hex: when it was made (by this machine's clock, so a
+/// reader by id knows where in the outcomes stream to start), a process-random 64-bit
+/// seed (std's `RandomState` is seeded from the OS) and a counter.
 fn fresh_id() -> String {
     static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -152,7 +160,25 @@ fn fresh_id() -> String {
         h.write_u32(std::process::id());
         h.finish()
     });
-    format!("t-{seed:016x}{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "t-{:x}-{seed:016x}{:x}",
+        now_ms(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// When a fresh id was made, in milliseconds since the Unix epoch; `None` for a keyed id
+/// or one from before ids said so.
+pub(crate) fn made_at_ms(id: &str) -> Option<u64> {
+    let (ms, _) = id.strip_prefix("t-")?.split_once('-')?;
+    u64::from_str_radix(ms, 16).ok()
+}
+
+/// Milliseconds since the Unix epoch by this machine's clock.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
@@ -165,6 +191,12 @@ mod tests {
         assert_eq!(id_from_key("a b"), "x-612062");
         assert_eq!(task_id(Some("x")), task_id(Some("x")));
         assert_ne!(task_id(None), task_id(None));
+        let fresh = task_id(None);
+        let made = made_at_ms(&fresh).expect("a fresh id says when it was made");
+        assert!(made.abs_diff(now_ms()) < 60_000, "{fresh}");
+        assert!(!is_keyed(&fresh));
+        assert_eq!(made_at_ms("t-00ff"), None);
+        assert_eq!(made_at_ms("k-job-7"), None);
         assert!(Names::new("bad.prefix").is_err());
         assert_eq!(
             Names::new("s").unwrap().consumer("math.double"),

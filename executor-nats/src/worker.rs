@@ -533,10 +533,13 @@ async fn handle(shared: &Running, msg: JsMessage) {
         return;
     }
     let kv = &shared.server.kv;
-    let delivered = msg
-        .info()
-        .map(|i| u32::try_from(i.delivered).unwrap_or(u32::MAX))
-        .unwrap_or(1);
+    let (delivered, published_ms) = msg.info().map_or((1, None), |i| {
+        let ms = i.published.unix_timestamp_nanos() / 1_000_000;
+        (
+            u32::try_from(i.delivered).unwrap_or(u32::MAX),
+            u64::try_from(ms).ok(),
+        )
+    });
     let Some((envelope, body)) = Envelope::unwrap(&msg.payload) else {
         Box::pin(dead_letter(
             shared,
@@ -562,12 +565,28 @@ async fn handle(shared: &Running, msg: JsMessage) {
         }
         return;
     }
-    // Only a redelivery (or an idempotency key's task, which may have ended under an
-    // earlier message) can find its result stored: a worker died between its result and
-    // its ack. A first delivery of a fresh id has no result but a cancel's, known above.
-    if (delivered > 1 || names::is_keyed(&id))
+    // Failed attempts so far (a delivery lost with its worker is not one).
+    let failures: u32 = if delivered > 1 {
+        match Box::pin(kv.get(names::failures_key(&id))).await {
+            Ok(Some(b)) => std::str::from_utf8(&b)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            _ => 0,
+        }
+    } else {
+        0
+    };
+    // Only a delivery after one that ended without a counted failure (its worker died
+    // between the task's result and its ack), or an idempotency key's task (which may
+    // have ended under an earlier message), can find its result stored. A first
+    // delivery of a fresh id has no result but a cancel's, known above; nor has a retry
+    // after failed attempts only. A fresh id's result is looked for from when its
+    // message was stored, by the server's clock.
+    let lost_before = delivered > 1 && failures.saturating_add(1) < delivered;
+    if (lost_before || names::is_keyed(&id))
         && matches!(
-            Box::pin(shared.server.outcomes.first(&id)).await,
+            Box::pin(shared.server.outcomes.first(&id, published_ms)).await,
             Ok(Some(_))
         )
     {
@@ -589,18 +608,6 @@ async fn handle(shared: &Running, msg: JsMessage) {
             .await;
             return;
         }
-    };
-    // Failed attempts so far (a delivery lost with its worker is not one).
-    let failures: u32 = if delivered > 1 {
-        match Box::pin(kv.get(names::failures_key(&id))).await {
-            Ok(Some(b)) => std::str::from_utf8(&b)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0),
-            _ => 0,
-        }
-    } else {
-        0
     };
     if delivered > attempts.saturating_mul(2).saturating_add(2) {
         let why = format!(
@@ -798,17 +805,9 @@ async fn run_with_lease(
     }
 }
 
-/// Milliseconds since the Unix epoch (places expire by the workers' clocks).
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Sets (or adds) `task`'s place to expire a lease from now.
 fn renew(holders: &mut Vec<(String, u64)>, task: &str, lease: Duration) {
-    let until = now_ms() + lease.as_millis() as u64;
+    let until = names::now_ms() + lease.as_millis() as u64;
     match holders.iter_mut().find(|(h, _)| h == task) {
         Some(h) => h.1 = until,
         None => holders.push((task.to_owned(), until)),
@@ -865,7 +864,7 @@ async fn edit_places(
     loop {
         let entry = kv.entry(place).await.map_err(|e| e.to_string())?;
         let revision = entry.as_ref().map(|e| e.revision);
-        let now = now_ms();
+        let now = names::now_ms();
         let mut holders: Vec<(String, u64)> = entry
             .filter(|e| e.operation == kv::Operation::Put)
             .map(|e| {
