@@ -28,6 +28,7 @@ use async_nats::jetstream::{self, Message};
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::{Stream, StreamExt};
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -40,6 +41,22 @@ pub(crate) struct Outcomes {
     names: Names,
     /// The outcomes of fresh ids, to the batching task ([`batch`]).
     batching: mpsc::UnboundedSender<Pending>,
+    /// Reads by id of fresh ids, to the finding task ([`find`]).
+    finding: mpsc::UnboundedSender<Find>,
+}
+
+/// A read by id of a fresh id, waiting for the finding task.
+struct Find {
+    id: String,
+    /// From when to look (milliseconds since the Unix epoch); `None`: the start.
+    since: Option<u64>,
+    done: oneshot::Sender<Result<Option<(Mark, Stored)>, String>>,
+}
+
+impl std::fmt::Debug for Find {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Find").field("id", &self.id).finish()
+    }
 }
 
 /// Where an outcome is: its message's stream sequence and its place in the message. The
@@ -159,12 +176,15 @@ impl Outcomes {
     ) -> Self {
         let (batching, pending) = mpsc::unbounded_channel();
         tokio::spawn(batch(acks.clone(), names.outcome_batch_subject(), pending));
+        let (finding, finds) = mpsc::unbounded_channel();
+        tokio::spawn(find(stream.clone(), names.clone(), finds));
         Self {
             js,
             acks,
             stream,
             names,
             batching,
+            finding,
         }
     }
 
@@ -231,27 +251,18 @@ impl Outcomes {
             let skew = u64::try_from(CLOCK_SKEW.as_millis()).unwrap_or(0);
             ms.saturating_sub(skew)
         });
-        let mut found = None;
-        self.scan(
-            match since {
-                Some(ms) => at_time(ms),
-                // An id that does not say when it was made: from the start.
-                None => DeliverPolicy::All,
-            },
-            self.names.outcome_batch_subject(),
-            |seen| {
-                found = seen
-                    .entries()
-                    .find(|(_, of, _)| *of == id)
-                    .map(|(mark, _, stored)| (mark, Stored::decode(stored)));
-                found.is_none()
-            },
-        )
-        .await?;
-        match found {
-            Some((mark, stored)) => Ok(Some((mark, stored?))),
-            None => Ok(None),
-        }
+        let (done, found) = oneshot::channel();
+        let ask = Find {
+            id: id.to_owned(),
+            since,
+            done,
+        };
+        self.finding
+            .send(ask)
+            .map_err(|_| "the outcomes' finding task ended")?;
+        Ok(found
+            .await
+            .map_err(|_| "the outcomes' finding task ended")??)
     }
 
     /// The stream's last sequence now (0 when it is empty).
@@ -267,59 +278,17 @@ impl Outcomes {
         after: u64,
         visit: impl FnMut(&Seen) -> bool,
     ) -> Result<(), Error> {
-        self.scan(
-            DeliverPolicy::ByStartSequence {
-                start_sequence: after + 1,
-            },
+        let start = DeliverPolicy::ByStartSequence {
+            start_sequence: after + 1,
+        };
+        scan(
+            &self.stream,
+            &self.names,
+            start,
             self.names.outcome_subjects(),
             visit,
         )
         .await
-    }
-
-    /// Reads the messages on `filter` from `start` to the stream's end now, in order,
-    /// while `visit` returns true, with a consumer of its own (deleted after).
-    async fn scan(
-        &self,
-        start: DeliverPolicy,
-        filter: String,
-        mut visit: impl FnMut(&Seen) -> bool,
-    ) -> Result<(), Error> {
-        let consumer = self
-            .stream
-            .create_consumer(pull::Config {
-                deliver_policy: start,
-                filter_subject: filter,
-                ack_policy: AckPolicy::None,
-                replay_policy: ReplayPolicy::Instant,
-                inactive_threshold: Duration::from_secs(30),
-                ..Default::default()
-            })
-            .await?;
-        let keyed = self.names.outcome_subject("");
-        let read = async {
-            loop {
-                let mut messages = consumer.fetch().max_messages(256).messages().await?;
-                let mut got = 0;
-                while let Some(m) = messages.next().await {
-                    let m = m?;
-                    got += 1;
-                    let seq = m.info()?.stream_sequence;
-                    if !visit(&Seen::of(&m, seq, &keyed)) {
-                        return Ok::<_, Error>(());
-                    }
-                }
-                if got == 0 {
-                    return Ok(());
-                }
-            }
-        }
-        .await;
-        let name = consumer.cached_info().name.clone();
-        if let Err(e) = self.stream.delete_consumer(&name).await {
-            tracing::debug!("nats: deleting the reader {name}: {e}");
-        }
-        read
     }
 
     /// Every message of outcomes stored from now on, in the stream's order.
@@ -343,6 +312,91 @@ impl Outcomes {
             let seq = message.info()?.stream_sequence;
             Ok(Seen::of(&message, seq, &keyed))
         }))
+    }
+}
+
+/// Reads the messages of `stream` on `filter` from `start` to the stream's end now, in
+/// order, while `visit` returns true, with a consumer of its own (deleted after).
+async fn scan(
+    stream: &stream::Stream,
+    names: &Names,
+    start: DeliverPolicy,
+    filter: String,
+    mut visit: impl FnMut(&Seen) -> bool,
+) -> Result<(), Error> {
+    let consumer = stream
+        .create_consumer(pull::Config {
+            deliver_policy: start,
+            filter_subject: filter,
+            ack_policy: AckPolicy::None,
+            replay_policy: ReplayPolicy::Instant,
+            inactive_threshold: Duration::from_secs(30),
+            ..Default::default()
+        })
+        .await?;
+    let keyed = names.outcome_subject("");
+    let read = async {
+        loop {
+            let mut messages = consumer.fetch().max_messages(256).messages().await?;
+            let mut got = 0;
+            while let Some(m) = messages.next().await {
+                let m = m?;
+                got += 1;
+                let seq = m.info()?.stream_sequence;
+                if !visit(&Seen::of(&m, seq, &keyed)) {
+                    return Ok::<_, Error>(());
+                }
+            }
+            if got == 0 {
+                return Ok(());
+            }
+        }
+    }
+    .await;
+    let name = consumer.cached_info().name.clone();
+    if let Err(e) = stream.delete_consumer(&name).await {
+        tracing::debug!("nats: deleting the reader {name}: {e}");
+    }
+    read
+}
+
+/// The connection's finding task: answers the reads by id of fresh ids that wait, all
+/// with one scan of the batches from the earliest time any of them asks for (the reads
+/// come together when a lost worker's tasks come back together, and each alone would
+/// read the same stretch of the stream). Ends when every [`Outcomes`] is gone.
+async fn find(stream: stream::Stream, names: Names, mut asks: mpsc::UnboundedReceiver<Find>) {
+    let mut taken = Vec::new();
+    while asks.recv_many(&mut taken, usize::MAX).await > 0 {
+        let asked = std::mem::take(&mut taken);
+        let since = asked.iter().map(|a| a.since).min().flatten();
+        let mut wanted: HashSet<&str> = asked.iter().map(|a| a.id.as_str()).collect();
+        let mut found: HashMap<String, (Mark, Result<Stored, String>)> = HashMap::new();
+        let start = since.map_or(DeliverPolicy::All, at_time);
+        let read = scan(
+            &stream,
+            &names,
+            start,
+            names.outcome_batch_subject(),
+            |seen| {
+                for (mark, id, stored) in seen.entries() {
+                    // The first entry of an id is its outcome: later ones are not wanted.
+                    if wanted.remove(id) {
+                        found.insert(id.to_owned(), (mark, Stored::decode(stored)));
+                    }
+                }
+                !wanted.is_empty()
+            },
+        )
+        .await;
+        for ask in asked {
+            let answer = match (found.get(&ask.id), &read) {
+                (Some((mark, Ok(stored))), _) => Ok(Some((*mark, stored.clone()))),
+                (Some((_, Err(e))), _) => Err(e.clone()),
+                (None, Err(e)) => Err(e.to_string()),
+                (None, Ok(())) => Ok(None),
+            };
+            let _ = ask.done.send(answer);
+        }
     }
 }
 
@@ -505,15 +559,19 @@ mod tests {
                 .await
                 .unwrap();
             assert!(again > marks[7]);
-            for n in [0, 7, 199] {
-                let (mark, stored) = o.first(&ids[n], None).await.unwrap().unwrap();
-                assert_eq!((mark, stored), (marks[n], ok(n as u64)), "id {n}");
-            }
-            assert!(
-                o.first(&names::task_id(None), None)
-                    .await
-                    .unwrap()
-                    .is_none()
+            // Reads that come together share one scan; each gets its own answer.
+            let unknown = names::task_id(None);
+            let asked = [&ids[0], &ids[7], &unknown, &ids[199]];
+            let answers = futures::future::join_all(asked.iter().map(|id| o.first(id, None))).await;
+            let answers: Vec<_> = answers.into_iter().map(Result::unwrap).collect();
+            assert_eq!(
+                answers,
+                vec![
+                    Some((marks[0], ok(0))),
+                    Some((marks[7], ok(7))),
+                    None,
+                    Some((marks[199], ok(199))),
+                ]
             );
             // A keyed id has its own subject.
             let keyed = names::id_from_key("job-1");
