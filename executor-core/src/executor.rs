@@ -1,6 +1,7 @@
 //! The [`Executor`] trait, shutdown modes and reports, and forwarding impls.
 
 use crate::{ExecutorStats, Job, SubmitError, TaskHandle, TaskId, TaskMeta};
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +30,21 @@ pub trait Executor: Send + Sync {
                 drop(refused);
             }
         }
+    }
+
+    /// How many runner tasks a data-parallel map over tasks of `meta` may share its items
+    /// among; `None` (the default) when each item must be a task of its own.
+    ///
+    /// [`ExecutorExt::map`](crate::ExecutorExt::map) asks this once per call. With
+    /// `Some(width)` it submits at most `width` tasks of `meta`, each running blocks of
+    /// items until none is left, so a map costs a few tasks rather than one per item; those
+    /// runner tasks are what stats count. An executor answers with how many jobs of a batch
+    /// it runs at once (its workers or pool threads). An executor that acts on each task on
+    /// its own (a timeout, a retry, a rate or concurrency limit, a task sent elsewhere)
+    /// answers `None`, so a map's items stay tasks and each gets that treatment.
+    fn map_width(&self, meta: &TaskMeta) -> Option<NonZeroUsize> {
+        let _ = meta;
+        None
     }
 
     /// Counters and latency figures so far.
@@ -154,6 +170,9 @@ macro_rules! forward {
             }
             fn execute_batch(&self, jobs: Vec<Job>) {
                 (**self).execute_batch(jobs)
+            }
+            fn map_width(&self, meta: &TaskMeta) -> Option<NonZeroUsize> {
+                (**self).map_width(meta)
             }
             fn stats(&self) -> ExecutorStats {
                 (**self).stats()

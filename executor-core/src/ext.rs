@@ -1,10 +1,12 @@
 //! [`ExecutorExt`]: the generic conveniences every executor gets (`submit`, `run`, `map`, ...).
 
-use crate::backend::MetaRef;
+use crate::backend::{MetaRef, lock};
 use crate::meta::ANONYMOUS;
 use crate::{BoxError, Executor, Job, TaskContext, TaskError, TaskHandle, TaskMeta};
 use std::future::Future;
-use std::sync::Arc;
+use std::num::NonZeroUsize;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::{Arc, Mutex};
 
 /// The meta of tasks submitted without one.
 fn anonymous() -> MetaRef {
@@ -93,8 +95,29 @@ pub trait ExecutorExt: Executor {
         handle
     }
 
-    /// Runs `f` over every item, in parallel as the executor allows; results come back in
-    /// input order. Waits for every task; the first error (in input order) is returned.
+    /// Runs `f` over every item, in parallel as the executor allows, and waits for all of
+    /// it; the values come back in input order. An item that panicked, or that never ran
+    /// (the executor refused the work or shut down), makes the map an error of that kind.
+    ///
+    /// What a task is depends on the executor's [`map_width`](Executor::map_width):
+    ///
+    /// - With a width (a backend such as threads, rayon or tokio, or the supervisor routing
+    ///   to one with no layers on the route), `map` runs as at most `width` runner tasks
+    ///   that share the items, each taking blocks of them until none is left (blocks shrink
+    ///   as the items run out, so the last ones spread over the runners). Stats and the
+    ///   supervisor's ledger count those runner tasks, not the items. Every item still
+    ///   runs when another panics, as with a task per item.
+    /// - Without one (a route with a timeout, retries, a rate or concurrency limit or
+    ///   layers of your own, or an executor that gives no width), each item is a task of
+    ///   its own, counted and treated (timed out, retried, limited) on its own.
+    ///
+    /// For a task per item whatever the executor, with a handle each, call
+    /// [`submit`](Self::submit) or [`run`](Self::run) per item (a
+    /// [`TaskSet`](crate::TaskSet) collects them).
+    ///
+    /// Called from a task on a pool worker, `map` waits as [`TaskHandle::wait`] does: the
+    /// worker runs its pool's queued jobs meanwhile, so a map nested in a task of the same
+    /// pool completes even on one thread.
     fn map<I, T, F>(&self, items: impl IntoIterator<Item = I>, f: F) -> Result<Vec<T>, TaskError>
     where
         I: Send + 'static,
@@ -104,7 +127,8 @@ pub trait ExecutorExt: Executor {
         map_meta(self, anonymous(), items, f)
     }
 
-    /// [`map`](Self::map) with every task described by `meta` (so a policy can route them).
+    /// [`map`](Self::map) with every task described by `meta` (so a policy can route them,
+    /// and the route decides whether the tasks are runners or items: see `map`).
     fn map_with<I, T, F>(
         &self,
         meta: TaskMeta,
@@ -120,12 +144,32 @@ pub trait ExecutorExt: Executor {
     }
 }
 
-/// How many of `map`'s jobs go to the executor in one [`Executor::execute_batch`]: large
-/// enough that a backend's per-batch cost (a channel message, a pool task) vanishes per
-/// item, small enough that the first items run while later ones are still being made.
+/// How many of a per-item `map`'s jobs go to the executor in one
+/// [`Executor::execute_batch`]: large enough that a backend's per-batch cost (a channel
+/// message, a pool task) vanishes per item, small enough that the first items run while
+/// later ones are still being made.
 const MAP_CHUNK: usize = 256;
 
 fn map_meta<E, I, T, F>(
+    exec: &E,
+    meta: MetaRef,
+    items: impl IntoIterator<Item = I>,
+    f: F,
+) -> Result<Vec<T>, TaskError>
+where
+    E: Executor + ?Sized,
+    I: Send + 'static,
+    T: Send + 'static,
+    F: Fn(I) -> T + Send + Sync + 'static,
+{
+    match exec.map_width(&meta) {
+        Some(width) => map_runners(exec, meta, items.into_iter().collect(), width, f),
+        None => map_each(exec, meta, items, f),
+    }
+}
+
+/// `map` with a task per item: jobs go to the executor in batches of [`MAP_CHUNK`].
+fn map_each<E, I, T, F>(
     exec: &E,
     meta: MetaRef,
     items: impl IntoIterator<Item = I>,
@@ -169,11 +213,228 @@ where
     }
 }
 
+/// The results of one block of consecutive items: the index of its first item, and the
+/// values in order.
+type Block<T> = (usize, Vec<T>);
+
+/// A runner task's handle: its blocks, in the order it ran them.
+type RunnerHandle<T> = TaskHandle<Vec<Block<T>>>;
+
+/// What `map`'s runner tasks share: the items no runner has claimed yet and the function.
+struct Runners<I, F> {
+    /// The index of the next unclaimed item, and the unclaimed items in order.
+    left: Mutex<(usize, std::vec::IntoIter<I>)>,
+    /// How many runners share the items (the claims are sized by it).
+    width: usize,
+    f: F,
+}
+
+impl<I, F> Runners<I, F> {
+    /// Claims the next block of items: a share of what is left, `1 / (2 * width)` of it, at
+    /// least one item. Early claims are large (few trips to the lock); late ones are small,
+    /// so runners that free up at different times still finish close together.
+    fn claim(&self) -> Option<(usize, Vec<I>)> {
+        let mut left = lock(&self.left);
+        let (next, items) = &mut *left;
+        let unclaimed = items.len();
+        if unclaimed == 0 {
+            return None;
+        }
+        let n = (unclaimed / (2 * self.width)).max(1);
+        let start = *next;
+        *next += n;
+        Some((start, items.by_ref().take(n).collect()))
+    }
+
+    /// One runner's body: claims blocks and runs `f` on their items until none is left or
+    /// the task is cancelled (checked between blocks). An item that panics does not stop
+    /// the runner: it runs the rest of what it claims, as tasks of their own would, then
+    /// ends with the first panic, so the task ends as panicked.
+    fn run<T>(&self, ctx: &TaskContext) -> Vec<Block<T>>
+    where
+        F: Fn(I) -> T,
+    {
+        let mut done = Vec::new();
+        let mut panic = None;
+        while !ctx.is_cancelled() {
+            let Some((start, block)) = self.claim() else {
+                break;
+            };
+            let mut values = Vec::with_capacity(block.len());
+            let mut items = block.into_iter();
+            while let Err(payload) = catch_unwind(AssertUnwindSafe(|| {
+                for item in &mut items {
+                    values.push((self.f)(item));
+                }
+            })) {
+                panic.get_or_insert(payload);
+            }
+            if panic.is_none() {
+                done.push((start, values));
+            }
+        }
+        if let Some(payload) = panic {
+            resume_unwind(payload);
+        }
+        done
+    }
+}
+
+/// `map` as up to `width` runner tasks that share the items (see `map`'s docs).
+fn map_runners<E, I, T, F>(
+    exec: &E,
+    meta: MetaRef,
+    items: Vec<I>,
+    width: NonZeroUsize,
+    f: F,
+) -> Result<Vec<T>, TaskError>
+where
+    E: Executor + ?Sized,
+    I: Send + 'static,
+    T: Send + 'static,
+    F: Fn(I) -> T + Send + Sync + 'static,
+{
+    let n = items.len();
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let width = width.get().min(n);
+    let shared = Arc::new(Runners {
+        left: Mutex::new((0, items.into_iter())),
+        width,
+        f,
+    });
+    let (jobs, handles): (Vec<Job>, Vec<RunnerHandle<T>>) = (0..width)
+        .map(|_| {
+            let shared = shared.clone();
+            Job::once(meta.clone(), move |ctx| Ok(shared.run(ctx)))
+        })
+        .unzip();
+    // The runners hold the items now; what none of them claimed drops with the last one.
+    drop(shared);
+    exec.execute_batch(jobs);
+    let mut blocks = Vec::new();
+    let mut error: Option<TaskError> = None;
+    for h in handles {
+        match h.wait() {
+            Ok(done) => blocks.extend(done),
+            // A refused runner leaves its share to the others: its error counts only when
+            // no runner that ran ended badly.
+            Err(e) if error.as_ref().is_none_or(refused) => error = Some(e),
+            Err(_) => {}
+        }
+    }
+    if blocks.iter().map(|(_, values)| values.len()).sum::<usize>() < n {
+        // Some item gave no value: a runner ended badly, or every runner was refused or
+        // cancelled before the items ran out.
+        return Err(error.unwrap_or_else(TaskError::cancelled));
+    }
+    blocks.sort_unstable_by_key(|&(start, _)| start);
+    let mut out = Vec::with_capacity(n);
+    for (_, values) in blocks {
+        out.extend(values);
+    }
+    Ok(out)
+}
+
+/// True for the error of a task that never ran because the executor refused it.
+fn refused(e: &TaskError) -> bool {
+    e.is_rejected() || e.is_shutdown()
+}
+
 impl<E: Executor + ?Sized> ExecutorExt for E {}
 
 /// Hands `job` to `exec`; a refusal resolves the job's handle (dropping the error does).
 fn dispatch<E: Executor + ?Sized>(exec: &E, job: Job) {
     if let Err(refused) = exec.execute(job) {
         drop(refused);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ExecutorStats, InlineExecutor, ShutdownMode, ShutdownReport, SubmitError};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Runs each job on a thread of its own, gives a width of 3, and refuses the first
+    /// `refuse` jobs it is handed.
+    struct Spawning {
+        refuse: usize,
+        seen: AtomicUsize,
+    }
+
+    impl Executor for Spawning {
+        fn name(&self) -> &str {
+            "spawning"
+        }
+        fn execute(&self, job: Job) -> Result<(), SubmitError> {
+            if self.seen.fetch_add(1, Ordering::Relaxed) < self.refuse {
+                return Err(SubmitError::full(job));
+            }
+            std::thread::spawn(move || job.run());
+            Ok(())
+        }
+        fn map_width(&self, _meta: &TaskMeta) -> Option<NonZeroUsize> {
+            NonZeroUsize::new(3)
+        }
+        fn stats(&self) -> ExecutorStats {
+            ExecutorStats::default()
+        }
+        fn shutdown(&self, _mode: ShutdownMode) -> ShutdownReport {
+            ShutdownReport::new("spawning")
+        }
+    }
+
+    #[test]
+    fn a_refused_runner_leaves_its_items_to_the_others() {
+        for refuse in [1, 2] {
+            let exec = Spawning {
+                refuse,
+                seen: AtomicUsize::new(0),
+            };
+            let out = exec.map(0..1_000u32, |x| x * 2).unwrap();
+            assert_eq!(out, (0..1_000).map(|x| x * 2).collect::<Vec<_>>());
+            assert_eq!(exec.seen.load(Ordering::Relaxed), 3, "three runners");
+        }
+    }
+
+    #[test]
+    fn every_runner_refused_is_the_refusals_error() {
+        let exec = Spawning {
+            refuse: usize::MAX,
+            seen: AtomicUsize::new(0),
+        };
+        let err = exec.map(0..10u32, |x| x).unwrap_err();
+        assert!(err.is_rejected(), "{err}");
+        // Fewer items than the width: a runner per item.
+        let exec = Spawning {
+            refuse: 0,
+            seen: AtomicUsize::new(0),
+        };
+        assert_eq!(exec.map(0..2u32, |x| x + 1).unwrap(), vec![1, 2]);
+        assert_eq!(exec.seen.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_panicking_item_fails_the_map_after_every_item_ran() {
+        let exec = InlineExecutor::new("inline");
+        let ran = Arc::new(AtomicUsize::new(0));
+        let counted = ran.clone();
+        let err = exec
+            .map(0..100u32, move |x| {
+                counted.fetch_add(1, Ordering::Relaxed);
+                if x % 40 == 39 {
+                    panic!("item {x}");
+                }
+                x
+            })
+            .unwrap_err();
+        assert!(err.is_panic(), "{err}");
+        assert_eq!(err.panic_message(), Some("item 39"), "the first panic");
+        assert_eq!(ran.load(Ordering::Relaxed), 100);
+        let stats = exec.stats();
+        assert_eq!((stats.submitted, stats.panicked), (1, 1), "{stats:?}");
+        assert_eq!(exec.map(0..3u32, |x| x).unwrap(), vec![0, 1, 2]);
     }
 }

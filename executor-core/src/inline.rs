@@ -2,7 +2,8 @@
 //! and as the "caller runs" fallback of a full queue.
 
 use crate::backend::StatsRecorder;
-use crate::{Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, SubmitError};
+use crate::{Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, SubmitError, TaskMeta};
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Runs every job inside `execute`, on the calling thread. A future is driven there with
@@ -39,6 +40,12 @@ impl Executor for InlineExecutor {
         self.stats.accepted();
         self.stats.run(job);
         Ok(())
+    }
+
+    /// One: a map's one runner task runs every item on the caller's thread, as tasks of
+    /// their own would, one after another.
+    fn map_width(&self, _meta: &TaskMeta) -> Option<NonZeroUsize> {
+        Some(NonZeroUsize::MIN)
     }
 
     fn stats(&self) -> ExecutorStats {

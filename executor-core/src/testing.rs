@@ -694,15 +694,29 @@ pub fn check_batch_mix(make: Factory<'_>, ops: &[Op], shutdown_at: usize, now: b
     check_outcomes(&*exec, handles, &report, ops.len());
 }
 
-/// `map` over many items (several batches): results in input order, one panicking item
-/// fails the map with its panic, and the stats count every item as a task of its own.
-pub fn map_batches_count_every_item(make: Factory<'_>) {
+/// How many tasks a `map` of `n` items submits on `exec`: its runner tasks when the
+/// executor gives a width for the anonymous meta, else one per item.
+pub fn map_tasks(exec: &dyn Executor, n: usize) -> usize {
+    match exec.map_width(&crate::meta::ANONYMOUS) {
+        Some(width) => width.get().min(n),
+        None => n,
+    }
+}
+
+/// `map` over many items: results in input order, one panicking item fails the map with
+/// its panic while every other item still runs, and the stats count the tasks the map's
+/// path makes (its runner tasks, or one per item; see [`map_tasks`]).
+pub fn map_counts_its_tasks(make: Factory<'_>) {
     let exec = make();
     let n = 1_000u64;
+    let tasks = map_tasks(&*exec, n as usize) as u64;
     let out = exec.map(0..n, |x| x + 1).unwrap();
     assert_eq!(out, (1..=n).collect::<Vec<_>>());
+    let ran = Arc::new(AtomicUsize::new(0));
+    let counted = ran.clone();
     let err = exec
-        .map(0..n, |x| {
+        .map(0..n, move |x| {
+            counted.fetch_add(1, Ordering::Relaxed);
             if x == 500 {
                 panic!("item 500");
             }
@@ -710,10 +724,76 @@ pub fn map_batches_count_every_item(make: Factory<'_>) {
         })
         .unwrap_err();
     assert!(err.is_panic(), "{err}");
+    assert_eq!(err.panic_message(), Some("item 500"));
+    assert_eq!(ran.load(Ordering::Relaxed), n as usize, "every item runs");
     let stats = settled(&*exec);
-    assert_eq!(stats.submitted, 2 * n, "{stats:?}");
-    assert_eq!(stats.completed, 2 * n - 1, "{stats:?}");
+    assert_eq!(stats.submitted, 2 * tasks, "{stats:?}");
+    assert_eq!(stats.completed, 2 * tasks - 1, "{stats:?}");
     assert_eq!(stats.panicked, 1, "{stats:?}");
+    // The executor goes on working after the panic.
+    assert_eq!(exec.map(0..3u64, |x| x * 2).unwrap(), vec![0, 2, 4]);
+    finish(&*exec);
+}
+
+/// `map` returns every value in input order for sizes around the executor's width: none,
+/// one, one less than the width, the width, one more, and many.
+pub fn map_keeps_order_at_every_size(make: Factory<'_>) {
+    let exec = make();
+    let width = exec
+        .map_width(&crate::meta::ANONYMOUS)
+        .map_or(CAPACITY, |w| w.get());
+    for n in [0, 1, width - 1, width, width + 1, 10_000] {
+        let out = exec.map(0..n as u64, |x| x * x + 1).unwrap();
+        assert_eq!(
+            out,
+            (0..n as u64).map(|x| x * x + 1).collect::<Vec<_>>(),
+            "n = {n}"
+        );
+    }
+    finish(&*exec);
+}
+
+/// `map` on a shut-down executor returns a shut-down error, without hanging.
+pub fn map_after_shutdown_is_refused(make: Factory<'_>) {
+    let exec = make();
+    finish(&*exec);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let refused = exec.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(refused.map(0..100u64, |x| x));
+    });
+    let result = rx
+        .recv_timeout(BOUND)
+        .unwrap_or_else(|_| panic!("map on a shut-down executor did not return in {BOUND:?}"));
+    let err = result.unwrap_err();
+    assert!(err.is_shutdown(), "{err}");
+}
+
+/// A `map` inside a task whose items each `map` again, all on the same executor, completes:
+/// a waiting worker runs its pool's queued jobs, so nesting cannot starve the pool (run it
+/// on a one-thread pool too).
+pub fn nested_map_completes(exec: Arc<dyn Executor>) {
+    // Weak: the tasks must not keep their own executor alive.
+    let pool = Arc::downgrade(&exec);
+    let h = exec.submit(move || {
+        let outer = pool.upgrade().expect("the executor is alive");
+        outer.map(0..6u64, move |i| {
+            let inner = pool.upgrade().expect("the executor is alive");
+            inner
+                .map(0..40u64, move |j| i * 100 + j)
+                .map(|v| v.into_iter().sum::<u64>())
+        })
+    });
+    let sums: Vec<u64> = wait_bounded(h, "nested map")
+        .unwrap()
+        .unwrap()
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    let want: Vec<u64> = (0..6u64)
+        .map(|i| (0..40u64).map(|j| i * 100 + j).sum())
+        .collect();
+    assert_eq!(sums, want);
     finish(&*exec);
 }
 
@@ -825,8 +905,20 @@ macro_rules! conformance_tests {
                 $crate::testing::task_set_in_completion_order(&make);
             }
             #[test]
-            fn map_batches_count_every_item() {
-                $crate::testing::map_batches_count_every_item(&make);
+            fn map_counts_its_tasks() {
+                $crate::testing::map_counts_its_tasks(&make);
+            }
+            #[test]
+            fn map_keeps_order_at_every_size() {
+                $crate::testing::map_keeps_order_at_every_size(&make);
+            }
+            #[test]
+            fn map_after_shutdown_is_refused() {
+                $crate::testing::map_after_shutdown_is_refused(&make);
+            }
+            #[test]
+            fn nested_map_completes() {
+                $crate::testing::nested_map_completes(make());
             }
             #[test]
             fn batch_shutdown_now_names_exactly_the_unstarted() {

@@ -24,8 +24,11 @@
 
 use crossbeam_queue::{ArrayQueue, SegQueue};
 use executor_core::backend::{Admission, StatsRecorder, Unstarted, help_while_waiting, lock};
-use executor_core::{Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, SubmitError};
+use executor_core::{
+    Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, SubmitError, TaskMeta,
+};
 use executor_reactor::Reactor;
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -260,6 +263,11 @@ impl Executor for RayonExecutor {
             inner.pool.spawn(move || runner.run_batch(&batch));
         }
         drop(entry);
+    }
+
+    /// The pool's thread count: a map's runner tasks, one per thread, share its items.
+    fn map_width(&self, _meta: &TaskMeta) -> Option<NonZeroUsize> {
+        NonZeroUsize::new(self.inner.threads)
     }
 
     fn stats(&self) -> ExecutorStats {

@@ -22,3 +22,9 @@ fn a_task_waiting_on_its_own_single_thread_pool_helps_instead_of_deadlocking() {
     let report = exec.shutdown(ShutdownMode::Graceful(BOUND));
     assert_eq!(report.stats.completed, 2, "{:?}", report.stats);
 }
+
+#[test]
+fn a_map_nested_in_a_map_inside_a_task_completes_on_one_thread() {
+    let exec = Arc::new(RayonExecutor::builder("solo").threads(1).build().unwrap());
+    executor_core::testing::nested_map_completes(exec);
+}

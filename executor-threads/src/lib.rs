@@ -30,8 +30,10 @@ use crossbeam_queue::ArrayQueue;
 use executor_core::backend::{Admission, Ranked, StatsRecorder, Unstarted, help_while_waiting};
 use executor_core::{
     Executor, ExecutorStats, Job, OnFull, ShutdownMode, ShutdownReport, SubmitError, TaskId,
+    TaskMeta,
 };
 use executor_reactor::Reactor;
+use std::num::NonZeroUsize;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -541,6 +543,11 @@ impl Executor for ThreadsExecutor {
             }
         }
         drop(entry);
+    }
+
+    /// The worker count: a map's runner tasks, one per worker, share its items.
+    fn map_width(&self, _meta: &TaskMeta) -> Option<NonZeroUsize> {
+        NonZeroUsize::new(self.inner.workers)
     }
 
     fn stats(&self) -> ExecutorStats {

@@ -71,3 +71,9 @@ proptest! {
         prop_assert!(report.stats.is_balanced(), "{:?}", report.stats);
     }
 }
+
+#[test]
+fn a_map_nested_in_a_map_inside_a_task_completes_on_one_worker() {
+    let exec = Arc::new(ThreadsExecutor::builder("solo").workers(1).build().unwrap());
+    executor_core::testing::nested_map_completes(exec);
+}

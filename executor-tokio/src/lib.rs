@@ -32,9 +32,10 @@
 use crossbeam_queue::SegQueue;
 use executor_core::backend::{Admission, JobFuture, StatsRecorder, Unstarted, lock};
 use executor_core::{
-    Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, SubmitError, TaskError,
+    Executor, ExecutorStats, Job, ShutdownMode, ShutdownReport, SubmitError, TaskError, TaskMeta,
 };
 use std::future::Future;
+use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -270,8 +271,13 @@ impl Drop for Blocking {
 /// How many blocking-pool closures share a batch of blocking jobs: about one per core,
 /// since the blocking pool grows a thread for each closure that finds no idle thread.
 fn batch_runners(jobs: usize) -> usize {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    jobs.min(cores)
+    jobs.min(blocking_width().get())
+}
+
+/// The blocking pool's share of the machine for one batch: one thread per core.
+fn blocking_width() -> NonZeroUsize {
+    const UNKNOWN: NonZeroUsize = NonZeroUsize::new(2).expect("2 is not zero");
+    std::thread::available_parallelism().unwrap_or(UNKNOWN)
 }
 
 /// A tokio runtime as an executor. See the [crate docs](crate).
@@ -391,6 +397,12 @@ impl Executor for TokioExecutor {
             drop(inner.handle.spawn_blocking(move || share.run()));
         }
         drop(entry);
+    }
+
+    /// One per core, as a batch of blocking jobs is shared: a map's runner tasks are
+    /// blocking jobs, each on a blocking-pool thread.
+    fn map_width(&self, _meta: &TaskMeta) -> Option<NonZeroUsize> {
+        Some(blocking_width())
     }
 
     fn stats(&self) -> ExecutorStats {

@@ -3,10 +3,15 @@
 //! In one process, for no-op tasks and ~1 µs spin tasks, submitted one at a time and as a
 //! batch, it times (a) raw rayon `spawn`, raw tokio `spawn` and a raw crossbeam-channel
 //! pool of the same width, (b) each backend through `ExecutorExt`, (c) the supervisor
-//! routing to each backend. The sides run in turn, round after round, so each round's figures
-//! share the machine's state of the moment; it prints the median of the rounds as tasks/s,
-//! and the median of each round's own ratio of our time to the raw library's (lower is
-//! better; 1.00 = no overhead) and routed-minus-ours time.
+//! routing to each backend. The sides run in turn, round after round, so each round's
+//! figures share the machine's state of the moment; it prints the median of the rounds as
+//! tasks/s, and the median of each round's own ratio of our time to the raw library's
+//! (lower is better; 1.00 = no overhead) and routed-minus-ours time.
+//!
+//! The batch rows compare a task per item (rayon `scope`, a crossbeam loop) with `map`,
+//! which on these backends and on the routed policy (a plain route) runs as one runner
+//! task per worker sharing the items (`Executor::map_width`): they measure what a
+//! data-parallel map costs, not what a task costs.
 //!
 //! With `--callgrind` it also runs itself under `valgrind --tool=callgrind` once per row
 //! and side (`--one ROW SIDE`), with N and 2N tasks, and prints the instructions per task

@@ -7,6 +7,7 @@ mod shutdown;
 mod table;
 mod versions;
 
+use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -373,6 +374,21 @@ impl Executor for Supervisor {
             e.execute_batch(run);
         }
         drop(entry);
+    }
+
+    /// The routed executor's width when the route of `meta` is plain (no layers at all:
+    /// no timeout, retries, limit, priority or layers of your own), so a `map` runs as
+    /// that executor's runner tasks; `None` when the route has layers, which act on each
+    /// task, so each item stays a task of its own (timed out, retried, limited alone).
+    fn map_width(&self, meta: &TaskMeta) -> Option<NonZeroUsize> {
+        match self.tables.current().select_meta(meta) {
+            Ok(Compiled {
+                service: None,
+                executor,
+                ..
+            }) => executor.map_width(meta),
+            _ => None,
+        }
     }
 
     fn stats(&self) -> ExecutorStats {

@@ -155,6 +155,21 @@ struct FilePositions {
     defaults: usize,
 }
 
+impl FilePositions {
+    /// The index of the compiled route at `pos`, and whether it always answers the same
+    /// (so it may be remembered: not an auto rule's).
+    #[inline]
+    fn index(&self, pos: RoutePos) -> (usize, bool) {
+        match pos {
+            RoutePos::Rule(i) => (i, true),
+            RoutePos::Learning(i) => (i, false),
+            RoutePos::AutoCpu(i) => (self.auto_cpu[i], false),
+            RoutePos::AutoBlocking(i) => (self.auto_blocking[i], false),
+            RoutePos::Defaults => (self.defaults, true),
+        }
+    }
+}
+
 /// A route with its executor and layers resolved. A task keeps the stack it was routed
 /// to for its whole life, retries included, even across reloads.
 pub(crate) struct Compiled {
@@ -201,13 +216,7 @@ impl Table {
             {
                 return Ok(&self.routes[index]);
             }
-            let (index, fixed) = match config.route_pos(meta) {
-                RoutePos::Rule(i) => (i, true),
-                RoutePos::Learning(i) => (i, false),
-                RoutePos::AutoCpu(i) => (at.auto_cpu[i], false),
-                RoutePos::AutoBlocking(i) => (at.auto_blocking[i], false),
-                RoutePos::Defaults => (at.defaults, true),
-            };
+            let (index, fixed) = at.index(config.route_pos(meta));
             if fixed {
                 if let Some(m) = statics {
                     self.static_routes.put(m, index);
@@ -217,6 +226,20 @@ impl Table {
             }
             return Ok(&self.routes[index]);
         }
+        self.select_code(meta)
+    }
+
+    /// The compiled route for a task of `meta`, found the long way and not remembered: for
+    /// a question asked once for many tasks (`map_width`), not on each task's path.
+    pub(crate) fn select_meta(&self, meta: &TaskMeta) -> Result<&Compiled, &str> {
+        if let (Some(at), Some(config)) = (&self.file_positions, &self.config) {
+            return Ok(&self.routes[at.index(config.route_pos(meta)).0]);
+        }
+        self.select_code(meta)
+    }
+
+    /// The compiled route a policy written in code gives a task.
+    fn select_code(&self, meta: &TaskMeta) -> Result<&Compiled, &str> {
         let route = self.policy.route(meta);
         self.routes
             .iter()
