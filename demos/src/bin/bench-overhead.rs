@@ -11,7 +11,8 @@
 //! The batch rows compare a task per item (rayon `scope`, a crossbeam loop) with `map`,
 //! which on these backends and on the routed policy (a plain route) runs as one runner
 //! task per worker sharing the items (`Executor::map_width`): they measure what a
-//! data-parallel map costs, not what a task costs.
+//! data-parallel map costs, not what a task costs. The `par_iter` row compares the same
+//! `map` with what a rayon user writes for one: `par_iter().map().collect()` on the pool.
 //!
 //! With `--callgrind` it also runs itself under `valgrind --tool=callgrind` once per row
 //! and side (`--one ROW SIDE`), with N and 2N tasks, and prints the instructions per task
@@ -212,6 +213,13 @@ fn raw_rayon_batch(pool: &rayon::ThreadPool, n: usize, work: Work) {
             s.spawn(move |_| work.run());
         }
     });
+}
+
+/// What a rayon user writes for a data-parallel map: `par_iter` on the pool, collected.
+fn raw_rayon_par_iter(pool: &rayon::ThreadPool, n: usize, work: Work) {
+    use rayon::prelude::*;
+    let out: Vec<()> = pool.install(|| (0..n).into_par_iter().map(|_| work.run()).collect());
+    black_box(out);
 }
 
 fn raw_tokio_each(rt: &tokio::runtime::Runtime, n: usize, work: Work) {
@@ -461,6 +469,7 @@ impl Bench {
 const CASES: &[(&str, &str, &str)] = &[
     ("rayon-each", "rayon", "one at a time"),
     ("rayon-batch", "rayon", "batch (scope vs map)"),
+    ("rayon-par-iter", "rayon", "map vs par_iter"),
     ("tokio-spawn", "tokio", "spawn vs submit_async"),
     ("tokio-joinset", "tokio", "JoinSet vs submit_async"),
     ("threads-each", "threads", "one at a time"),
@@ -475,8 +484,9 @@ fn run_case(b: &Bench, id: &str, side: Side, n: usize, work: Work) -> bool {
         ("rayon-each", Side::Ours) => ours_each(&b.rayon, n, work),
         ("rayon-each", Side::Routed) => ours_each(&*b.sup_rayon, n, work),
         ("rayon-batch", Side::Raw) => raw_rayon_batch(&b.pool, n, work),
-        ("rayon-batch", Side::Ours) => ours_batch(&b.rayon, n, work),
-        ("rayon-batch", Side::Routed) => ours_batch(&*b.sup_rayon, n, work),
+        ("rayon-par-iter", Side::Raw) => raw_rayon_par_iter(&b.pool, n, work),
+        ("rayon-batch" | "rayon-par-iter", Side::Ours) => ours_batch(&b.rayon, n, work),
+        ("rayon-batch" | "rayon-par-iter", Side::Routed) => ours_batch(&*b.sup_rayon, n, work),
         ("tokio-spawn", Side::Raw) => raw_tokio_each(&b.rt, n, work),
         ("tokio-spawn" | "tokio-joinset", Side::Ours) => ours_each_async(&b.tokio, n, work),
         ("tokio-spawn", Side::Routed) => ours_each_async(&*b.sup_tokio, n, work),
