@@ -208,18 +208,13 @@ impl Outcomes {
                 .await?;
             return Ok(Mark { seq, index: 0 });
         }
-        let (done, mark) = oneshot::channel();
-        let pending = Pending {
+        let stored = stored.encode();
+        ask(&self.batching, "batching", |done| Pending {
             id: id.to_owned(),
-            stored: stored.encode(),
+            stored,
             done,
-        };
-        self.batching
-            .send(pending)
-            .map_err(|_| "the outcomes' batching task ended")?;
-        Ok(mark
-            .await
-            .map_err(|_| "the outcomes' batching task ended")??)
+        })
+        .await
     }
 
     /// The outcome of `id` (the first stored) and its mark, or `None` if it has not
@@ -251,18 +246,12 @@ impl Outcomes {
             let skew = u64::try_from(CLOCK_SKEW.as_millis()).unwrap_or(0);
             ms.saturating_sub(skew)
         });
-        let (done, found) = oneshot::channel();
-        let ask = Find {
+        ask(&self.finding, "finding", |done| Find {
             id: id.to_owned(),
             since,
             done,
-        };
-        self.finding
-            .send(ask)
-            .map_err(|_| "the outcomes' finding task ended")?;
-        Ok(found
-            .await
-            .map_err(|_| "the outcomes' finding task ended")??)
+        })
+        .await
     }
 
     /// The stream's last sequence now (0 when it is empty).
@@ -398,6 +387,19 @@ async fn find(stream: stream::Stream, names: Names, mut asks: mpsc::UnboundedRec
             let _ = ask.done.send(answer);
         }
     }
+}
+
+/// Sends one of the connection's tasks (`what`: batching, finding) a request made around
+/// its reply channel, and waits for the answer.
+async fn ask<M, R>(
+    to: &mpsc::UnboundedSender<M>,
+    what: &str,
+    request: impl FnOnce(oneshot::Sender<Result<R, String>>) -> M,
+) -> Result<R, Error> {
+    let gone = || format!("the outcomes' {what} task ended");
+    let (done, answer) = oneshot::channel();
+    to.send(request(done)).map_err(|_| gone())?;
+    Ok(answer.await.map_err(|_| gone())??)
 }
 
 /// Where a reader starts for outcomes stored from `ms` (milliseconds since the Unix
