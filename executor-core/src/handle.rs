@@ -80,7 +80,7 @@ pub(crate) struct Shared<T> {
     cond: Condvar,
 }
 
-struct Slot<T> {
+pub(crate) struct Slot<T> {
     /// The first resolution has been decided (its observers may still be running).
     resolved: bool,
     /// The result was handed to the caller.

@@ -1263,3 +1263,50 @@ mod tests {
         assert_eq!(heard[0].0, Status::Cancelled);
     }
 }
+
+/// What one task costs in memory: every submitted task allocates one `Joint`, and a
+/// million of them alive at once (handles kept until waited) write that many fresh cache
+/// lines, so these sizes are a performance figure. The test prints them
+/// (`cargo test -p executor-core sizes -- --nocapture`) and holds the no-op task's block
+/// to its budget.
+#[cfg(all(test, not(loom)))]
+mod sizes {
+    use super::*;
+    use crate::handle::Slot;
+    use std::mem::size_of;
+
+    /// The joint allocation of a no-op `submit(|| ())`, as `ExecutorExt::submit` builds it.
+    fn noop_joint_size() -> usize {
+        fn joint_size<T, F>(_: &F) -> usize
+        where
+            F: FnOnce(&TaskContext) -> Result<T, TaskError>,
+        {
+            size_of::<Joint<T, Once<F>>>()
+        }
+        let f = || ();
+        joint_size(&move |_: &TaskContext| Ok::<_, TaskError>(f()))
+    }
+
+    #[test]
+    fn sizes() {
+        let sizes = [
+            ("Joint<(), Once<no-op>>", noop_joint_size()),
+            ("Shared<()>", size_of::<Shared<()>>()),
+            ("Slot<()>", size_of::<Slot<()>>()),
+            (
+                "Option<Result<(), TaskError>>",
+                size_of::<Option<Result<(), TaskError>>>(),
+            ),
+            ("TaskError", size_of::<TaskError>()),
+            ("CancelFlag", size_of::<CancelFlag>()),
+            ("Observer", size_of::<Observer>()),
+            ("Option<Observer>", size_of::<Option<Observer>>()),
+            ("Sink", size_of::<Sink>()),
+            ("Option<Sink>", size_of::<Option<Sink>>()),
+            ("Job", size_of::<Job>()),
+        ];
+        for (name, size) in sizes {
+            println!("{name:32} {size:4}");
+        }
+    }
+}
