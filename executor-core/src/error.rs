@@ -19,15 +19,33 @@ pub struct TaskError {
     kind: Kind,
 }
 
+/// The kinds whose data is rare (a panic, a refusal) hold it boxed: every task's state
+/// keeps room for a `Result<T, TaskError>`, so the error's size is paid by every task,
+/// including the ones that succeed (see `job::sizes`).
 enum Kind {
     Failed(BoxError),
-    /// The message, read once, and the payload itself behind a mutex, which makes the
-    /// error `Sync` (a payload is only `Send`); it is locked only to take the payload out.
-    Panicked(String, Mutex<Payload>),
+    Panicked(Box<Panic>),
     Cancelled,
     TimedOut,
-    Rejected(String),
+    Rejected(Box<str>),
     Shutdown,
+}
+
+/// A caught panic: the message, read once, and the payload itself behind a mutex, which
+/// makes the error `Sync` (a payload is only `Send`); it is locked only to take the
+/// payload out.
+struct Panic {
+    message: String,
+    payload: Mutex<Payload>,
+}
+
+impl Kind {
+    fn panicked(message: String, payload: Payload) -> Self {
+        Kind::Panicked(Box::new(Panic {
+            message,
+            payload: Mutex::new(payload),
+        }))
+    }
 }
 
 impl TaskError {
@@ -43,7 +61,7 @@ impl TaskError {
         let message = message.into();
         let payload: Payload = Box::new(message.clone());
         Self {
-            kind: Kind::Panicked(message, Mutex::new(payload)),
+            kind: Kind::panicked(message, payload),
         }
     }
 
@@ -64,7 +82,7 @@ impl TaskError {
     /// The executor refused the task (a full queue, a limit); `reason` says which.
     pub fn rejected(reason: impl Into<String>) -> Self {
         Self {
-            kind: Kind::Rejected(reason.into()),
+            kind: Kind::Rejected(reason.into().into_boxed_str()),
         }
     }
 
@@ -79,7 +97,7 @@ impl TaskError {
     /// kept for [`into_panic`](Self::into_panic).
     pub fn from_panic(payload: Box<dyn Any + Send>) -> Self {
         Self {
-            kind: Kind::Panicked(panic_message(&*payload), Mutex::new(payload)),
+            kind: Kind::panicked(panic_message(&*payload), payload),
         }
     }
 
@@ -96,7 +114,7 @@ impl TaskError {
     /// The panic message, when the task panicked.
     pub fn panic_message(&self) -> Option<&str> {
         match &self.kind {
-            Kind::Panicked(m, _) => Some(m),
+            Kind::Panicked(p) => Some(&p.message),
             _ => None,
         }
     }
@@ -124,9 +142,7 @@ impl TaskError {
     /// The panic's payload when the task panicked; the error itself otherwise.
     pub fn try_into_panic(self) -> Result<Box<dyn Any + Send>, TaskError> {
         match self.kind {
-            Kind::Panicked(_, payload) => {
-                Ok(payload.into_inner().unwrap_or_else(|e| e.into_inner()))
-            }
+            Kind::Panicked(p) => Ok(p.payload.into_inner().unwrap_or_else(|e| e.into_inner())),
             kind => Err(TaskError { kind }),
         }
     }
@@ -177,7 +193,7 @@ impl fmt::Display for TaskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             Kind::Failed(e) => write!(f, "task failed: {e}"),
-            Kind::Panicked(m, _) => write!(f, "task panicked: {m}"),
+            Kind::Panicked(p) => write!(f, "task panicked: {}", p.message),
             Kind::Cancelled => f.write_str("task was cancelled"),
             Kind::TimedOut => f.write_str("task timed out"),
             Kind::Rejected(r) => write!(f, "task was rejected: {r}"),
@@ -190,7 +206,7 @@ impl fmt::Debug for TaskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             Kind::Failed(e) => f.debug_tuple("Failed").field(e).finish(),
-            Kind::Panicked(m, _) => f.debug_tuple("Panicked").field(m).finish(),
+            Kind::Panicked(p) => f.debug_tuple("Panicked").field(&p.message).finish(),
             Kind::Cancelled => f.write_str("Cancelled"),
             Kind::TimedOut => f.write_str("TimedOut"),
             Kind::Rejected(r) => f.debug_tuple("Rejected").field(r).finish(),
