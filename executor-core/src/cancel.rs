@@ -20,10 +20,20 @@ pub enum CancelReason {
 }
 
 /// The state behind a token: a flag and the wakers of futures waiting on it.
+///
+/// Every task's state holds one, and few tasks ever have a future waiting on their
+/// token, so the wakers are allocated with the first one (a pointer inline, not a `Vec`).
 #[derive(Default)]
 pub(crate) struct CancelFlag {
     state: AtomicU8,
-    wakers: Mutex<Vec<Waker>>,
+    wakers: Mutex<Option<Box<Wakers>>>,
+}
+
+/// The wakers of the futures waiting on a flag, in the order they came: the first in the
+/// same allocation as the list of the others.
+struct Wakers {
+    first: Waker,
+    rest: Vec<Waker>,
 }
 
 impl CancelFlag {
@@ -58,9 +68,13 @@ impl CancelFlag {
         {
             return false;
         }
-        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|e| e.into_inner()));
-        for w in wakers {
-            w.wake();
+        let wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(wakers) = wakers {
+            let Wakers { first, rest } = *wakers;
+            first.wake();
+            for w in rest {
+                w.wake();
+            }
         }
         true
     }
@@ -71,8 +85,18 @@ impl CancelFlag {
         if self.state.load(Ordering::Acquire) != LIVE {
             return true;
         }
-        if !wakers.iter().any(|w| w.will_wake(waker)) {
-            wakers.push(waker.clone());
+        match &mut *wakers {
+            None => {
+                *wakers = Some(Box::new(Wakers {
+                    first: waker.clone(),
+                    rest: Vec::new(),
+                }))
+            }
+            Some(list) => {
+                if !list.first.will_wake(waker) && !list.rest.iter().any(|w| w.will_wake(waker)) {
+                    list.rest.push(waker.clone());
+                }
+            }
         }
         false
     }
@@ -225,5 +249,48 @@ impl Future for Cancellation {
         } else {
             Poll::Pending
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn firing_wakes_every_waiting_future_once() {
+        let token = CancelToken::new();
+        let counts: Vec<Arc<Count>> = (0..3).map(|_| Arc::default()).collect();
+        let mut waiting: Vec<_> = counts.iter().map(|_| Box::pin(token.cancelled())).collect();
+        for (fut, count) in waiting.iter_mut().zip(&counts) {
+            let waker = Waker::from(count.clone());
+            let mut cx = Context::from_waker(&waker);
+            // Polled twice with the same waker: registered once.
+            assert!(fut.as_mut().poll(&mut cx).is_pending());
+            assert!(fut.as_mut().poll(&mut cx).is_pending());
+        }
+        assert!(token.cancel());
+        for count in &counts {
+            assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        }
+        let waker = Waker::from(counts[0].clone());
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(
+            waiting[0].as_mut().poll(&mut cx),
+            Poll::Ready(CancelReason::Cancelled)
+        );
+        // A flag that never had a waiter fires as well.
+        assert!(CancelToken::new().expire());
     }
 }
