@@ -1232,6 +1232,38 @@ mod tests {
     }
 
     #[test]
+    fn any_mix_of_observers_hears_of_the_end_once_each_in_order() {
+        /// Appends its mark to a shared list.
+        struct Mark(Arc<Mutex<Vec<String>>>, String);
+        impl EndObserver for Mark {
+            fn ended(&self, _: Status, _: TaskId, _: &MetaRef) {
+                self.0.lock().unwrap().push(self.1.clone());
+            }
+        }
+        // Each pattern: `s` a shared observer, `c` a closure, in the order added.
+        for pattern in [
+            "s", "c", "sc", "cs", "ss", "cc", "scs", "ssc", "csc", "sccs", "sssc",
+        ] {
+            let order = Arc::new(Mutex::new(Vec::new()));
+            let (job, handle) = Job::once(TaskMeta::new("mix"), |_| Ok::<_, TaskError>(()));
+            let mut expected = Vec::new();
+            for (i, kind) in pattern.chars().enumerate() {
+                let mark = format!("{kind}{i}");
+                expected.push(mark.clone());
+                if kind == 's' {
+                    job.observe_with(Arc::new(Mark(order.clone(), mark)));
+                } else {
+                    let order = order.clone();
+                    job.observe(move |_| order.lock().unwrap().push(mark));
+                }
+            }
+            InlineExecutor::new("inline").execute(job).unwrap();
+            handle.wait().unwrap();
+            assert_eq!(*order.lock().unwrap(), expected, "pattern {pattern}");
+        }
+    }
+
+    #[test]
     fn a_panicking_first_shared_observer_leaves_the_handle_usable() {
         /// Panics when told.
         struct Bad;
@@ -1272,7 +1304,7 @@ mod tests {
 #[cfg(all(test, not(loom)))]
 mod sizes {
     use super::*;
-    use crate::handle::Slot;
+    use crate::handle::{Observers, Slot};
     use std::mem::size_of;
 
     /// The joint allocation of a no-op `submit(|| ())`, as `ExecutorExt::submit` builds it.
@@ -1299,6 +1331,7 @@ mod sizes {
             ),
             ("TaskError", size_of::<TaskError>()),
             ("CancelFlag", size_of::<CancelFlag>()),
+            ("Observers", size_of::<Observers>()),
             ("Observer", size_of::<Observer>()),
             ("Option<Observer>", size_of::<Option<Observer>>()),
             ("Sink", size_of::<Sink>()),
