@@ -305,7 +305,8 @@ impl<T: Send + 'static> SharedOps for Shared<T> {
 }
 
 /// The future an async body started for its attempt (a body that is itself the future
-/// needs none).
+/// needs none): kept in the body that starts one, [`AsyncRepeat`], so the other bodies do
+/// not carry its room in every task's allocation.
 type Running<T> = Option<BoxFuture<Result<T, TaskError>>>;
 
 /// How a task body is called.
@@ -319,7 +320,7 @@ trait Body<T>: Send + 'static {
     const CONTEXT: bool = true;
     fn call(&mut self, ctx: &TaskContext) -> Result<T, TaskError>;
     /// Polls the attempt's future, starting it on the first poll: a future it starts waits
-    /// in `running`; a body that is itself the future is polled where it lies. `ctx` is
+    /// in the body; a body that is itself the future is polled where it lies. `ctx` is
     /// `Some` when [`CONTEXT`](Self::CONTEXT).
     ///
     /// # Safety
@@ -327,14 +328,11 @@ trait Body<T>: Send + 'static {
     /// is dropped, in place.
     unsafe fn poll(
         &mut self,
-        running: &mut Running<T>,
         cx: &mut Context<'_>,
         ctx: Option<&TaskContext>,
     ) -> Poll<Result<T, TaskError>>;
     /// Drops the future of the attempt under way, in place.
-    fn stop(&mut self, running: &mut Running<T>) {
-        *running = None;
-    }
+    fn stop(&mut self) {}
 }
 
 /// A blocking body that runs once.
@@ -344,8 +342,11 @@ struct Repeat<F>(F);
 /// A future that runs once: polled where it lies, inside the task's one allocation, so
 /// it costs no box of its own.
 struct AsyncOnce<Fut>(Option<Fut>);
-/// A future factory that may run again (retries).
-struct AsyncRepeat<F>(F);
+/// A future factory that may run again (retries), and the future of the attempt under way.
+struct AsyncRepeat<F, T> {
+    factory: F,
+    running: Running<T>,
+}
 
 const TAKEN: &str = "a run-once task body was started twice";
 const NOT_ASYNC: &str = "a blocking body is never polled as a future";
@@ -364,7 +365,6 @@ where
     }
     unsafe fn poll(
         &mut self,
-        _: &mut Running<T>,
         _: &mut Context<'_>,
         _: Option<&TaskContext>,
     ) -> Poll<Result<T, TaskError>> {
@@ -384,7 +384,6 @@ where
     }
     unsafe fn poll(
         &mut self,
-        _: &mut Running<T>,
         _: &mut Context<'_>,
         _: Option<&TaskContext>,
     ) -> Poll<Result<T, TaskError>> {
@@ -405,7 +404,6 @@ where
     }
     unsafe fn poll(
         &mut self,
-        _: &mut Running<T>,
         cx: &mut Context<'_>,
         _: Option<&TaskContext>,
     ) -> Poll<Result<T, TaskError>> {
@@ -419,15 +417,15 @@ where
         }
         polled
     }
-    fn stop(&mut self, running: &mut Running<T>) {
+    fn stop(&mut self) {
         self.0 = None;
-        *running = None;
     }
 }
 
 #[allow(unsafe_code)] // `Body::poll` is unsafe to call, not to implement here.
-impl<T, F, Fut> Body<T> for AsyncRepeat<F>
+impl<T, F, Fut> Body<T> for AsyncRepeat<F, T>
 where
+    T: 'static,
     F: Fn(TaskContext) -> Fut + Send + 'static,
     Fut: Future<Output = Result<T, TaskError>> + Send + 'static,
 {
@@ -438,16 +436,21 @@ where
     }
     unsafe fn poll(
         &mut self,
-        running: &mut Running<T>,
         cx: &mut Context<'_>,
         ctx: Option<&TaskContext>,
     ) -> Poll<Result<T, TaskError>> {
-        let fut = running.get_or_insert_with(|| Box::pin((self.0)(ctx.expect(NO_CONTEXT).clone())));
+        let factory = &self.factory;
+        let fut = self
+            .running
+            .get_or_insert_with(|| Box::pin(factory(ctx.expect(NO_CONTEXT).clone())));
         let polled = fut.as_mut().poll(cx);
         if polled.is_ready() {
-            *running = None;
+            self.running = None;
         }
         polled
+    }
+    fn stop(&mut self) {
+        self.running = None;
     }
 }
 
@@ -462,7 +465,6 @@ struct Joint<T, B> {
 struct Work<T, B> {
     /// `None` once the job is gone.
     body: Option<B>,
-    running: Option<BoxFuture<Result<T, TaskError>>>,
     /// The value the body returned, until it is delivered.
     value: Option<T>,
 }
@@ -530,7 +532,7 @@ impl<T: Send + 'static, B: Body<T>> ErasedTask for Joint<T, B> {
         unsafe {
             self.work(|w| {
                 let body = w.body.as_mut().expect(GONE);
-                match body.poll(&mut w.running, cx, ctx) {
+                match body.poll(cx, ctx) {
                     Poll::Pending => Poll::Pending,
                     Poll::Ready(r) => Poll::Ready(r.map(|v| w.value = Some(v))),
                 }
@@ -553,9 +555,10 @@ impl<T: Send + 'static, B: Body<T>> ErasedTask for Joint<T, B> {
     unsafe fn stop(&self) {
         // SAFETY: the caller's contract is `work`'s.
         unsafe {
-            self.work(|w| match w.body.as_mut() {
-                Some(body) => body.stop(&mut w.running),
-                None => w.running = None,
+            self.work(|w| {
+                if let Some(body) = w.body.as_mut() {
+                    body.stop();
+                }
             })
         }
     }
@@ -564,7 +567,6 @@ impl<T: Send + 'static, B: Body<T>> ErasedTask for Joint<T, B> {
         unsafe {
             self.work(|w| {
                 w.body = None;
-                w.running = None;
                 w.value = None;
             })
         }
@@ -628,7 +630,6 @@ impl Job {
             shared: Shared::unshared(),
             cell: TaskCell::new(Work {
                 body: Some(body),
-                running: None,
                 value: None,
             }),
         });
@@ -684,7 +685,13 @@ impl Job {
         F: Fn(TaskContext) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, TaskError>> + Send + 'static,
     {
-        Job::new(meta.into(), AsyncRepeat(f))
+        Job::new(
+            meta.into(),
+            AsyncRepeat {
+                factory: f,
+                running: None,
+            },
+        )
     }
 
     /// The task's id.
