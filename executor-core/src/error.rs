@@ -19,15 +19,15 @@ pub struct TaskError {
     kind: Kind,
 }
 
-/// The kinds whose data is rare (a panic, a refusal) hold it boxed: every task's state
-/// keeps room for a `Result<T, TaskError>`, so the error's size is paid by every task,
-/// including the ones that succeed (see `job::sizes`).
+/// Every kind's data is behind one thin pointer: every task's state keeps room for a
+/// `Result<T, TaskError>`, so the error's size is paid by every task, including the ones
+/// that succeed (see `job::sizes`); a failure's own error is boxed once more for that.
 enum Kind {
-    Failed(BoxError),
+    Failed(Box<BoxError>),
     Panicked(Box<Panic>),
     Cancelled,
     TimedOut,
-    Rejected(Box<str>),
+    Rejected(Box<String>),
     Shutdown,
 }
 
@@ -52,7 +52,7 @@ impl TaskError {
     /// The task returned this error.
     pub fn failed(error: impl Into<BoxError>) -> Self {
         Self {
-            kind: Kind::Failed(error.into()),
+            kind: Kind::Failed(Box::new(error.into())),
         }
     }
 
@@ -82,7 +82,7 @@ impl TaskError {
     /// The executor refused the task (a full queue, a limit); `reason` says which.
     pub fn rejected(reason: impl Into<String>) -> Self {
         Self {
-            kind: Kind::Rejected(reason.into().into_boxed_str()),
+            kind: Kind::Rejected(Box::new(reason.into())),
         }
     }
 
@@ -170,7 +170,7 @@ impl TaskError {
     /// The task's own error, when it failed.
     pub fn into_failure(self) -> Option<BoxError> {
         match self.kind {
-            Kind::Failed(e) => Some(e),
+            Kind::Failed(e) => Some(*e),
             _ => None,
         }
     }
@@ -218,7 +218,7 @@ impl fmt::Debug for TaskError {
 impl std::error::Error for TaskError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.kind {
-            Kind::Failed(e) => Some(&**e),
+            Kind::Failed(e) => Some(&***e),
             _ => None,
         }
     }
