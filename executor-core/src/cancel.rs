@@ -19,19 +19,19 @@ pub enum CancelReason {
     TimedOut,
 }
 
-/// The state behind a token: a flag and the wakers of futures waiting on it.
-///
-/// Every task's state holds one, and few tasks ever have a future waiting on their
-/// token, so the wakers are allocated with the first one (a pointer inline, not a `Vec`).
+/// Whether a token fired, and why: read without a lock. The wakers of the futures waiting
+/// on it are kept by its [`CancelSource`], under a lock of the source's (a task's state
+/// keeps them under its slot's lock, so its flag is one byte beside the task's other
+/// atomics, not a lock of its own in every task's allocation).
 #[derive(Default)]
 pub(crate) struct CancelFlag {
     state: AtomicU8,
-    wakers: Mutex<Option<Box<Wakers>>>,
 }
 
 /// The wakers of the futures waiting on a flag, in the order they came: the first in the
-/// same allocation as the list of the others.
-struct Wakers {
+/// same allocation as the list of the others. Few tasks ever have a future waiting on
+/// their token, so a source keeps an `Option<Box<Wakers>>`, allocated with the first.
+pub(crate) struct Wakers {
     first: Waker,
     rest: Vec<Waker>,
 }
@@ -55,37 +55,55 @@ impl CancelFlag {
         }
     }
 
-    /// Fires the flag; false when it had fired already.
-    pub(crate) fn fire(&self, reason: CancelReason) -> bool {
+    /// Sets the flag; false when it had fired already. [`fire`] also wakes the waiters.
+    pub(crate) fn set(&self, reason: CancelReason) -> bool {
         let to = match reason {
             CancelReason::Cancelled => CANCELLED,
             CancelReason::TimedOut => EXPIRED,
         };
-        if self
-            .state
+        self.state
             .compare_exchange(LIVE, to, Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
-        {
-            return false;
-        }
-        let wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(wakers) = wakers {
-            let Wakers { first, rest } = *wakers;
-            first.wake();
-            for w in rest {
-                w.wake();
-            }
-        }
-        true
+            .is_ok()
     }
+}
 
-    /// Registers `waker` to be woken when the flag fires; true when it has fired already.
-    pub(crate) fn register(&self, waker: &Waker) -> bool {
-        let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
-        if self.state.load(Ordering::Acquire) != LIVE {
-            return true;
+/// Fires `source`'s flag and wakes the futures waiting on it; false when it had fired
+/// already. The source's own reaction ([`CancelSource::fired`]) is the caller's to call.
+pub(crate) fn fire<S: CancelSource + ?Sized>(source: &S, reason: CancelReason) -> bool {
+    if !source.flag().set(reason) {
+        return false;
+    }
+    // Taken under the lock that `register` checks the flag under: a waker registered
+    // before the flag was set is here, one that comes after sees the flag set.
+    let mut taken = None;
+    source.with_wakers(&mut |wakers| taken = wakers.take());
+    wake_all(taken);
+    true
+}
+
+/// Wakes the wakers taken from a source whose flag was just set (see [`fire`]), first
+/// come first.
+pub(crate) fn wake_all(wakers: Option<Box<Wakers>>) {
+    if let Some(wakers) = wakers {
+        let Wakers { first, rest } = *wakers;
+        first.wake();
+        for w in rest {
+            w.wake();
         }
-        match &mut *wakers {
+    }
+}
+
+/// Registers `waker` to be woken when `source`'s flag fires; true when it has fired
+/// already.
+pub(crate) fn register<S: CancelSource + ?Sized>(source: &S, waker: &Waker) -> bool {
+    let flag = source.flag();
+    let mut fired = false;
+    source.with_wakers(&mut |wakers| {
+        if flag.state.load(Ordering::Acquire) != LIVE {
+            fired = true;
+            return;
+        }
+        match wakers {
             None => {
                 *wakers = Some(Box::new(Wakers {
                     first: waker.clone(),
@@ -98,13 +116,18 @@ impl CancelFlag {
                 }
             }
         }
-        false
-    }
+    });
+    fired
 }
 
-/// Something that owns a [`CancelFlag`] and may act when it fires (a task's shared state).
+/// Something that owns a [`CancelFlag`] and the wakers waiting on it, and may act when it
+/// fires (a task's shared state).
 pub(crate) trait CancelSource: Send + Sync {
     fn flag(&self) -> &CancelFlag;
+    /// Calls `f` on the wakers waiting on the flag, under the lock that guards them. The
+    /// lock is the source's own: `f` does not block, and nothing that holds it fires the
+    /// flag.
+    fn with_wakers(&self, f: &mut dyn FnMut(&mut Option<Box<Wakers>>));
     fn fired(&self, _reason: CancelReason) {}
     /// True once the task this flag belongs to has ended.
     fn is_done(&self) -> bool {
@@ -112,9 +135,20 @@ pub(crate) trait CancelSource: Send + Sync {
     }
 }
 
-impl CancelSource for CancelFlag {
+/// The state of a token of its own, not tied to any task.
+#[derive(Default)]
+struct Standalone {
+    flag: CancelFlag,
+    wakers: Mutex<Option<Box<Wakers>>>,
+}
+
+impl CancelSource for Standalone {
     fn flag(&self) -> &CancelFlag {
-        self
+        &self.flag
+    }
+
+    fn with_wakers(&self, f: &mut dyn FnMut(&mut Option<Box<Wakers>>)) {
+        f(&mut self.wakers.lock().unwrap_or_else(|e| e.into_inner()));
     }
 }
 
@@ -129,7 +163,7 @@ pub struct CancelToken(Arc<dyn CancelSource>);
 impl CancelToken {
     /// A token of its own, not tied to any task.
     pub fn new() -> Self {
-        CancelToken(Arc::new(CancelFlag::default()))
+        CancelToken(Arc::new(Standalone::default()))
     }
 
     pub(crate) fn from_source(source: Arc<dyn CancelSource>) -> Self {
@@ -153,7 +187,7 @@ impl CancelToken {
     }
 
     fn fire(&self, reason: CancelReason) -> bool {
-        let fired = self.0.flag().fire(reason);
+        let fired = fire(&*self.0, reason);
         if fired {
             self.0.fired(reason);
         }
@@ -175,10 +209,6 @@ impl CancelToken {
         Cancellation {
             token: self.clone(),
         }
-    }
-
-    pub(crate) fn flag(&self) -> &CancelFlag {
-        self.0.flag()
     }
 
     /// True once the task this token belongs to has ended (always false for a token
@@ -243,9 +273,9 @@ impl Future for Cancellation {
     type Output = CancelReason;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<CancelReason> {
-        let flag = self.token.flag();
-        if flag.register(cx.waker()) {
-            Poll::Ready(flag.reason().unwrap_or(CancelReason::Cancelled))
+        let source = &*self.token.0;
+        if register(source, cx.waker()) {
+            Poll::Ready(source.flag().reason().unwrap_or(CancelReason::Cancelled))
         } else {
             Poll::Pending
         }

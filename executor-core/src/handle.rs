@@ -1,7 +1,7 @@
 //! [`TaskHandle`]: one handle for sync and async callers, and the shared slot behind it.
 
 use crate::backend::MetaRef;
-use crate::cancel::{CancelFlag, CancelReason, CancelSource};
+use crate::cancel::{self, CancelFlag, CancelReason, CancelSource, Wakers};
 use crate::sync::{AtomicU8, Condvar, Mutex, MutexGuard, Ordering, fence, yield_now};
 use crate::{CancelToken, Status, TaskError, TaskId};
 use std::future::Future;
@@ -90,6 +90,8 @@ pub(crate) struct Slot<T> {
     waker: Option<Waker>,
     sync_waiters: u32,
     observers: Observers,
+    /// The futures waiting on the task's cancel flag (see [`CancelSource::with_wakers`]).
+    cancel_wakers: Option<Box<Wakers>>,
 }
 
 /// A task's observers, in one field: every task's state holds it, and most tasks have
@@ -201,6 +203,7 @@ impl<T> Shared<T> {
                 waker: None,
                 sync_waiters: 0,
                 observers: Observers::None,
+                cancel_wakers: None,
             }),
             cond: Condvar::new(),
         }
@@ -394,8 +397,12 @@ impl<T> Shared<T> {
 
     /// Fires the task's token as cancelled (what `CancelToken::cancel` does).
     pub(crate) fn cancel(&self) -> bool {
-        let fired = self.cancel.fire(CancelReason::Cancelled);
+        // What `cancel::fire` does, for a `Shared` of any `T`.
+        let fired = self.cancel.set(CancelReason::Cancelled);
         if fired {
+            // Woken without the lock: a waker may poll a future that reaches this task.
+            let wakers = self.lock().cancel_wakers.take();
+            cancel::wake_all(wakers);
             self.on_fired(CancelReason::Cancelled);
         }
         fired
@@ -405,6 +412,10 @@ impl<T> Shared<T> {
 impl<T: Send + 'static> CancelSource for Shared<T> {
     fn flag(&self) -> &CancelFlag {
         &self.cancel
+    }
+
+    fn with_wakers(&self, f: &mut dyn FnMut(&mut Option<Box<Wakers>>)) {
+        f(&mut self.lock().cancel_wakers);
     }
 
     fn fired(&self, reason: CancelReason) {

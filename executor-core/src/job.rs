@@ -1,7 +1,7 @@
 //! [`Job`]: a type-erased task as executors receive it, and how a backend runs one.
 
 use crate::backend::MetaRef;
-use crate::cancel::{CancelFlag, CancelReason, CancelSource};
+use crate::cancel::{self, CancelFlag, CancelReason, CancelSource, Wakers};
 use crate::handle::{EndObserver, Observer, Shared, Sink, State};
 use crate::sync::TaskCell;
 use crate::{
@@ -229,8 +229,9 @@ impl TaskRef {
     fn needs_context(&self) -> bool {
         self.0.needs_context()
     }
-    fn flag(&self) -> &CancelFlag {
-        self.0.flag()
+    /// Wakes `waker` when the task's token fires; true when it has fired already.
+    fn register(&self, waker: &std::task::Waker) -> bool {
+        cancel::register(&*self.0, waker)
     }
     fn token(&self) -> CancelToken {
         CancelToken::from_source(self.0.clone())
@@ -576,6 +577,9 @@ impl<T: Send + 'static, B: Body<T>> ErasedTask for Joint<T, B> {
 impl<T: Send + 'static, B: Send> CancelSource for Joint<T, B> {
     fn flag(&self) -> &CancelFlag {
         CancelSource::flag(&self.shared)
+    }
+    fn with_wakers(&self, f: &mut dyn FnMut(&mut Option<Box<Wakers>>)) {
+        self.shared.with_wakers(f)
     }
     fn fired(&self, reason: CancelReason) {
         self.shared.fired(reason)
@@ -1147,7 +1151,7 @@ impl Future for JobFuture {
         match polled {
             Ok(Poll::Pending) => {
                 // Wake up when the token fires, so cancellation and deadlines take effect.
-                if task.flag().register(cx.waker()) {
+                if task.register(cx.waker()) {
                     cx.waker().wake_by_ref();
                 }
                 Poll::Pending
@@ -1271,6 +1275,89 @@ mod tests {
     }
 
     #[test]
+    fn cancelling_a_task_wakes_its_pending_attempt_and_its_token_waiters() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::{Wake, Waker};
+        /// Counts its wake-ups.
+        #[derive(Default)]
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let (job, handle) = Job::future(
+            TaskMeta::new("pending"),
+            std::future::pending::<Result<(), TaskError>>(),
+        );
+        let token = job.cancel_token();
+        let (attempt_woken, token_woken) = (Arc::new(Count::default()), Arc::new(Count::default()));
+        let mut attempt = Box::pin(job.into_future());
+        let mut cancelled = Box::pin(token.cancelled());
+        let waker = Waker::from(attempt_woken.clone());
+        assert!(
+            attempt
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        let token_waker = Waker::from(token_woken.clone());
+        assert!(
+            cancelled
+                .as_mut()
+                .poll(&mut Context::from_waker(&token_waker))
+                .is_pending()
+        );
+        // Through the handle (the task's state fires its own flag). The attempt is running,
+        // so the task ends only when the attempt stops, at its next poll.
+        assert!(!handle.cancel());
+        assert_eq!(attempt_woken.0.load(Ordering::SeqCst), 1);
+        assert_eq!(token_woken.0.load(Ordering::SeqCst), 1);
+        let polled = attempt.as_mut().poll(&mut Context::from_waker(&waker));
+        assert_eq!(polled, Poll::Ready(Status::Cancelled));
+        assert!(handle.wait().unwrap_err().is_cancelled());
+        assert_eq!(
+            cancelled
+                .as_mut()
+                .poll(&mut Context::from_waker(&token_waker)),
+            Poll::Ready(CancelReason::Cancelled)
+        );
+    }
+
+    #[test]
+    fn expiring_a_task_token_wakes_its_pending_attempt() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::{Wake, Waker};
+        /// Counts its wake-ups.
+        #[derive(Default)]
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let (job, handle) = Job::future(
+            TaskMeta::new("pending"),
+            std::future::pending::<Result<(), TaskError>>(),
+        );
+        let token = job.cancel_token();
+        let woken = Arc::new(Count::default());
+        let mut attempt = Box::pin(job.into_future());
+        let waker = Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        // Polled twice with the same waker: registered once, woken once.
+        assert!(attempt.as_mut().poll(&mut cx).is_pending());
+        assert!(attempt.as_mut().poll(&mut cx).is_pending());
+        assert!(token.expire());
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            attempt.as_mut().poll(&mut cx),
+            Poll::Ready(Status::TimedOut)
+        );
+        assert!(handle.wait().unwrap_err().is_timeout());
+    }
+
+    #[test]
     fn a_panicking_first_shared_observer_leaves_the_handle_usable() {
         /// Panics when told.
         struct Bad;
@@ -1348,5 +1435,12 @@ mod sizes {
         for (name, size) in sizes {
             println!("{name:32} {size:4}");
         }
+        // With the `Arc`'s two counts, 128 bytes: two cache lines (and an allocator's
+        // 128-byte size class) per task alive. It was 248 (issue 13).
+        assert!(
+            noop_joint_size() + 2 * size_of::<usize>() <= 128,
+            "a no-op task's allocation grew past two cache lines: {} bytes",
+            noop_joint_size() + 2 * size_of::<usize>()
+        );
     }
 }
