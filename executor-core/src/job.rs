@@ -1413,10 +1413,20 @@ mod sizes {
         joint_size(&move |_: &TaskContext| Ok::<_, TaskError>(f()))
     }
 
+    /// The joint allocation of a no-op `submit_async(async {})`, as `ExecutorExt` builds it.
+    fn noop_async_joint_size() -> usize {
+        fn joint_size<T, Fut: Future<Output = Result<T, TaskError>>>(_: &Fut) -> usize {
+            size_of::<Joint<T, AsyncOnce<Fut>>>()
+        }
+        let fut = async {};
+        joint_size(&async move { Ok::<_, TaskError>(fut.await) })
+    }
+
     #[test]
     fn sizes() {
         let sizes = [
             ("Joint<(), Once<no-op>>", noop_joint_size()),
+            ("Joint<(), AsyncOnce<no-op>>", noop_async_joint_size()),
             ("Shared<()>", size_of::<Shared<()>>()),
             ("Slot<()>", size_of::<Slot<()>>()),
             (
