@@ -27,6 +27,8 @@ enum Kind {
     Panicked(Box<Panic>),
     Cancelled,
     TimedOut,
+    // A thin pointer, where a `String` would be three words in every task's state.
+    #[allow(clippy::box_collection)]
     Rejected(Box<String>),
     Shutdown,
 }

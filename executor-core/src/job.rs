@@ -1402,6 +1402,7 @@ mod sizes {
     use std::mem::size_of;
 
     /// The joint allocation of a no-op `submit(|| ())`, as `ExecutorExt::submit` builds it.
+    #[allow(clippy::unit_arg)] // The body `ExecutorExt` builds, with `T = ()`.
     fn noop_joint_size() -> usize {
         fn joint_size<T, F>(_: &F) -> usize
         where
@@ -1414,6 +1415,7 @@ mod sizes {
     }
 
     /// The joint allocation of a no-op `submit_async(async {})`, as `ExecutorExt` builds it.
+    #[allow(clippy::unit_arg)] // The body `ExecutorExt` builds, with `T = ()`.
     fn noop_async_joint_size() -> usize {
         fn joint_size<T, Fut: Future<Output = Result<T, TaskError>>>(_: &Fut) -> usize {
             size_of::<Joint<T, AsyncOnce<Fut>>>()
