@@ -306,8 +306,8 @@ mod tests {
         for (fut, count) in waiting.iter_mut().zip(&counts) {
             let waker = Waker::from(count.clone());
             let mut cx = Context::from_waker(&waker);
-            // Polled twice with the same waker: registered once.
-            assert!(fut.as_mut().poll(&mut cx).is_pending());
+            // Polled once: a second poll with the same waker registers it once only as far
+            // as `Waker::will_wake` can tell, which may answer false (it does under Miri).
             assert!(fut.as_mut().poll(&mut cx).is_pending());
         }
         assert!(token.cancel());

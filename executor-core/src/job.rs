@@ -1345,11 +1345,12 @@ mod tests {
         let mut attempt = Box::pin(job.into_future());
         let waker = Waker::from(woken.clone());
         let mut cx = Context::from_waker(&waker);
-        // Polled twice with the same waker: registered once, woken once.
+        // Polled twice with the same waker: woken at least once (registered once as far as
+        // `Waker::will_wake` can tell, which may answer false: it does under Miri).
         assert!(attempt.as_mut().poll(&mut cx).is_pending());
         assert!(attempt.as_mut().poll(&mut cx).is_pending());
         assert!(token.expire());
-        assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+        assert!(woken.0.load(Ordering::SeqCst) >= 1);
         assert_eq!(
             attempt.as_mut().poll(&mut cx),
             Poll::Ready(Status::TimedOut)
