@@ -19,11 +19,21 @@ pub enum CancelReason {
     TimedOut,
 }
 
-/// The state behind a token: a flag and the wakers of futures waiting on it.
+/// Whether a token fired, and why: read without a lock. The wakers of the futures waiting
+/// on it are kept by its [`CancelSource`], under a lock of the source's (a task's state
+/// keeps them under its slot's lock, so its flag is one byte beside the task's other
+/// atomics, not a lock of its own in every task's allocation).
 #[derive(Default)]
 pub(crate) struct CancelFlag {
     state: AtomicU8,
-    wakers: Mutex<Vec<Waker>>,
+}
+
+/// The wakers of the futures waiting on a flag, in the order they came: the first in the
+/// same allocation as the list of the others. Few tasks ever have a future waiting on
+/// their token, so a source keeps an `Option<Box<Wakers>>`, allocated with the first.
+pub(crate) struct Wakers {
+    first: Waker,
+    rest: Vec<Waker>,
 }
 
 impl CancelFlag {
@@ -45,42 +55,79 @@ impl CancelFlag {
         }
     }
 
-    /// Fires the flag; false when it had fired already.
-    pub(crate) fn fire(&self, reason: CancelReason) -> bool {
+    /// Sets the flag; false when it had fired already. [`fire`] also wakes the waiters.
+    pub(crate) fn set(&self, reason: CancelReason) -> bool {
         let to = match reason {
             CancelReason::Cancelled => CANCELLED,
             CancelReason::TimedOut => EXPIRED,
         };
-        if self
-            .state
+        self.state
             .compare_exchange(LIVE, to, Ordering::SeqCst, Ordering::SeqCst)
-            .is_err()
-        {
-            return false;
-        }
-        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|e| e.into_inner()));
-        for w in wakers {
-            w.wake();
-        }
-        true
-    }
-
-    /// Registers `waker` to be woken when the flag fires; true when it has fired already.
-    pub(crate) fn register(&self, waker: &Waker) -> bool {
-        let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
-        if self.state.load(Ordering::Acquire) != LIVE {
-            return true;
-        }
-        if !wakers.iter().any(|w| w.will_wake(waker)) {
-            wakers.push(waker.clone());
-        }
-        false
+            .is_ok()
     }
 }
 
-/// Something that owns a [`CancelFlag`] and may act when it fires (a task's shared state).
+/// Fires `source`'s flag and wakes the futures waiting on it; false when it had fired
+/// already. The source's own reaction ([`CancelSource::fired`]) is the caller's to call.
+pub(crate) fn fire<S: CancelSource + ?Sized>(source: &S, reason: CancelReason) -> bool {
+    if !source.flag().set(reason) {
+        return false;
+    }
+    // Taken under the lock that `register` checks the flag under: a waker registered
+    // before the flag was set is here, one that comes after sees the flag set.
+    let mut taken = None;
+    source.with_wakers(&mut |wakers| taken = wakers.take());
+    wake_all(taken);
+    true
+}
+
+/// Wakes the wakers taken from a source whose flag was just set (see [`fire`]), first
+/// come first.
+pub(crate) fn wake_all(wakers: Option<Box<Wakers>>) {
+    if let Some(wakers) = wakers {
+        let Wakers { first, rest } = *wakers;
+        first.wake();
+        for w in rest {
+            w.wake();
+        }
+    }
+}
+
+/// Registers `waker` to be woken when `source`'s flag fires; true when it has fired
+/// already.
+pub(crate) fn register<S: CancelSource + ?Sized>(source: &S, waker: &Waker) -> bool {
+    let flag = source.flag();
+    let mut fired = false;
+    source.with_wakers(&mut |wakers| {
+        if flag.state.load(Ordering::Acquire) != LIVE {
+            fired = true;
+            return;
+        }
+        match wakers {
+            None => {
+                *wakers = Some(Box::new(Wakers {
+                    first: waker.clone(),
+                    rest: Vec::new(),
+                }))
+            }
+            Some(list) => {
+                if !list.first.will_wake(waker) && !list.rest.iter().any(|w| w.will_wake(waker)) {
+                    list.rest.push(waker.clone());
+                }
+            }
+        }
+    });
+    fired
+}
+
+/// Something that owns a [`CancelFlag`] and the wakers waiting on it, and may act when it
+/// fires (a task's shared state).
 pub(crate) trait CancelSource: Send + Sync {
     fn flag(&self) -> &CancelFlag;
+    /// Calls `f` on the wakers waiting on the flag, under the lock that guards them. The
+    /// lock is the source's own: `f` does not block, and nothing that holds it fires the
+    /// flag.
+    fn with_wakers(&self, f: &mut dyn FnMut(&mut Option<Box<Wakers>>));
     fn fired(&self, _reason: CancelReason) {}
     /// True once the task this flag belongs to has ended.
     fn is_done(&self) -> bool {
@@ -88,9 +135,20 @@ pub(crate) trait CancelSource: Send + Sync {
     }
 }
 
-impl CancelSource for CancelFlag {
+/// The state of a token of its own, not tied to any task.
+#[derive(Default)]
+struct Standalone {
+    flag: CancelFlag,
+    wakers: Mutex<Option<Box<Wakers>>>,
+}
+
+impl CancelSource for Standalone {
     fn flag(&self) -> &CancelFlag {
-        self
+        &self.flag
+    }
+
+    fn with_wakers(&self, f: &mut dyn FnMut(&mut Option<Box<Wakers>>)) {
+        f(&mut self.wakers.lock().unwrap_or_else(|e| e.into_inner()));
     }
 }
 
@@ -105,7 +163,7 @@ pub struct CancelToken(Arc<dyn CancelSource>);
 impl CancelToken {
     /// A token of its own, not tied to any task.
     pub fn new() -> Self {
-        CancelToken(Arc::new(CancelFlag::default()))
+        CancelToken(Arc::new(Standalone::default()))
     }
 
     pub(crate) fn from_source(source: Arc<dyn CancelSource>) -> Self {
@@ -129,7 +187,7 @@ impl CancelToken {
     }
 
     fn fire(&self, reason: CancelReason) -> bool {
-        let fired = self.0.flag().fire(reason);
+        let fired = fire(&*self.0, reason);
         if fired {
             self.0.fired(reason);
         }
@@ -151,10 +209,6 @@ impl CancelToken {
         Cancellation {
             token: self.clone(),
         }
-    }
-
-    pub(crate) fn flag(&self) -> &CancelFlag {
-        self.0.flag()
     }
 
     /// True once the task this token belongs to has ended (always false for a token
@@ -219,11 +273,54 @@ impl Future for Cancellation {
     type Output = CancelReason;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<CancelReason> {
-        let flag = self.token.flag();
-        if flag.register(cx.waker()) {
-            Poll::Ready(flag.reason().unwrap_or(CancelReason::Cancelled))
+        let source = &*self.token.0;
+        if register(source, cx.waker()) {
+            Poll::Ready(source.flag().reason().unwrap_or(CancelReason::Cancelled))
         } else {
             Poll::Pending
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn firing_wakes_every_waiting_future_once() {
+        let token = CancelToken::new();
+        let counts: Vec<Arc<Count>> = (0..3).map(|_| Arc::default()).collect();
+        let mut waiting: Vec<_> = counts.iter().map(|_| Box::pin(token.cancelled())).collect();
+        for (fut, count) in waiting.iter_mut().zip(&counts) {
+            let waker = Waker::from(count.clone());
+            let mut cx = Context::from_waker(&waker);
+            // Polled once: a second poll with the same waker registers it once only as far
+            // as `Waker::will_wake` can tell, which may answer false (it does under Miri).
+            assert!(fut.as_mut().poll(&mut cx).is_pending());
+        }
+        assert!(token.cancel());
+        for count in &counts {
+            assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        }
+        let waker = Waker::from(counts[0].clone());
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(
+            waiting[0].as_mut().poll(&mut cx),
+            Poll::Ready(CancelReason::Cancelled)
+        );
+        // A flag that never had a waiter fires as well.
+        assert!(CancelToken::new().expire());
     }
 }

@@ -19,22 +19,42 @@ pub struct TaskError {
     kind: Kind,
 }
 
+/// Every kind's data is behind one thin pointer: every task's state keeps room for a
+/// `Result<T, TaskError>`, so the error's size is paid by every task, including the ones
+/// that succeed (see `job::sizes`); a failure's own error is boxed once more for that.
 enum Kind {
-    Failed(BoxError),
-    /// The message, read once, and the payload itself behind a mutex, which makes the
-    /// error `Sync` (a payload is only `Send`); it is locked only to take the payload out.
-    Panicked(String, Mutex<Payload>),
+    Failed(Box<BoxError>),
+    Panicked(Box<Panic>),
     Cancelled,
     TimedOut,
-    Rejected(String),
+    // A thin pointer, where a `String` would be three words in every task's state.
+    #[allow(clippy::box_collection)]
+    Rejected(Box<String>),
     Shutdown,
+}
+
+/// A caught panic: the message, read once, and the payload itself behind a mutex, which
+/// makes the error `Sync` (a payload is only `Send`); it is locked only to take the
+/// payload out.
+struct Panic {
+    message: String,
+    payload: Mutex<Payload>,
+}
+
+impl Kind {
+    fn panicked(message: String, payload: Payload) -> Self {
+        Kind::Panicked(Box::new(Panic {
+            message,
+            payload: Mutex::new(payload),
+        }))
+    }
 }
 
 impl TaskError {
     /// The task returned this error.
     pub fn failed(error: impl Into<BoxError>) -> Self {
         Self {
-            kind: Kind::Failed(error.into()),
+            kind: Kind::Failed(Box::new(error.into())),
         }
     }
 
@@ -43,7 +63,7 @@ impl TaskError {
         let message = message.into();
         let payload: Payload = Box::new(message.clone());
         Self {
-            kind: Kind::Panicked(message, Mutex::new(payload)),
+            kind: Kind::panicked(message, payload),
         }
     }
 
@@ -64,7 +84,7 @@ impl TaskError {
     /// The executor refused the task (a full queue, a limit); `reason` says which.
     pub fn rejected(reason: impl Into<String>) -> Self {
         Self {
-            kind: Kind::Rejected(reason.into()),
+            kind: Kind::Rejected(Box::new(reason.into())),
         }
     }
 
@@ -79,7 +99,7 @@ impl TaskError {
     /// kept for [`into_panic`](Self::into_panic).
     pub fn from_panic(payload: Box<dyn Any + Send>) -> Self {
         Self {
-            kind: Kind::Panicked(panic_message(&*payload), Mutex::new(payload)),
+            kind: Kind::panicked(panic_message(&*payload), payload),
         }
     }
 
@@ -96,7 +116,7 @@ impl TaskError {
     /// The panic message, when the task panicked.
     pub fn panic_message(&self) -> Option<&str> {
         match &self.kind {
-            Kind::Panicked(m, _) => Some(m),
+            Kind::Panicked(p) => Some(&p.message),
             _ => None,
         }
     }
@@ -124,9 +144,7 @@ impl TaskError {
     /// The panic's payload when the task panicked; the error itself otherwise.
     pub fn try_into_panic(self) -> Result<Box<dyn Any + Send>, TaskError> {
         match self.kind {
-            Kind::Panicked(_, payload) => {
-                Ok(payload.into_inner().unwrap_or_else(|e| e.into_inner()))
-            }
+            Kind::Panicked(p) => Ok(p.payload.into_inner().unwrap_or_else(|e| e.into_inner())),
             kind => Err(TaskError { kind }),
         }
     }
@@ -154,7 +172,7 @@ impl TaskError {
     /// The task's own error, when it failed.
     pub fn into_failure(self) -> Option<BoxError> {
         match self.kind {
-            Kind::Failed(e) => Some(e),
+            Kind::Failed(e) => Some(*e),
             _ => None,
         }
     }
@@ -177,7 +195,7 @@ impl fmt::Display for TaskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             Kind::Failed(e) => write!(f, "task failed: {e}"),
-            Kind::Panicked(m, _) => write!(f, "task panicked: {m}"),
+            Kind::Panicked(p) => write!(f, "task panicked: {}", p.message),
             Kind::Cancelled => f.write_str("task was cancelled"),
             Kind::TimedOut => f.write_str("task timed out"),
             Kind::Rejected(r) => write!(f, "task was rejected: {r}"),
@@ -190,7 +208,7 @@ impl fmt::Debug for TaskError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.kind {
             Kind::Failed(e) => f.debug_tuple("Failed").field(e).finish(),
-            Kind::Panicked(m, _) => f.debug_tuple("Panicked").field(m).finish(),
+            Kind::Panicked(p) => f.debug_tuple("Panicked").field(&p.message).finish(),
             Kind::Cancelled => f.write_str("Cancelled"),
             Kind::TimedOut => f.write_str("TimedOut"),
             Kind::Rejected(r) => f.debug_tuple("Rejected").field(r).finish(),
@@ -202,7 +220,7 @@ impl fmt::Debug for TaskError {
 impl std::error::Error for TaskError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.kind {
-            Kind::Failed(e) => Some(&**e),
+            Kind::Failed(e) => Some(&***e),
             _ => None,
         }
     }

@@ -1,7 +1,7 @@
 //! [`TaskHandle`]: one handle for sync and async callers, and the shared slot behind it.
 
 use crate::backend::MetaRef;
-use crate::cancel::{CancelFlag, CancelReason, CancelSource};
+use crate::cancel::{self, CancelFlag, CancelReason, CancelSource, Wakers};
 use crate::sync::{AtomicU8, Condvar, Mutex, MutexGuard, Ordering, fence, yield_now};
 use crate::{CancelToken, Status, TaskError, TaskId};
 use std::future::Future;
@@ -80,7 +80,7 @@ pub(crate) struct Shared<T> {
     cond: Condvar,
 }
 
-struct Slot<T> {
+pub(crate) struct Slot<T> {
     /// The first resolution has been decided (its observers may still be running).
     resolved: bool,
     /// The result was handed to the caller.
@@ -89,13 +89,100 @@ struct Slot<T> {
     result: Option<Result<T, TaskError>>,
     waker: Option<Waker>,
     sync_waiters: u32,
-    /// The task's first observer when it is a shared one (a ledger): told at the first
-    /// resolution under the lock, so resolving takes the lock once, and kept until the
-    /// state drops.
+    observers: Observers,
+    /// The futures waiting on the task's cancel flag (see [`CancelSource::with_wakers`]).
+    cancel_wakers: Option<Box<Wakers>>,
+}
+
+/// A task's observers, in one field: every task's state holds it, and most tasks have
+/// none, a ledger alone or one closure, which are kept inline; anything more is boxed.
+pub(crate) enum Observers {
+    None,
+    /// The first observer, a shared one (a ledger): told at the first resolution under
+    /// the lock, so resolving takes the lock once, and kept until the state drops.
+    Sink(Sink),
+    /// The observers, with no shared one first: told at the first resolution, without
+    /// the lock.
+    Call(Box<dyn FnOnce(Status) + Send>),
+    /// A shared first observer and others after it, or a spent shared observer kept.
+    Many(Box<Many>),
+}
+
+/// The observers of a task that has more than the common cases of [`Observers`].
+pub(crate) struct Many {
+    /// As [`Observers::Sink`].
     sink: Option<Sink>,
     /// Told at the first resolution, after `sink` and without the lock; after it, only a
     /// spent shared observer, kept until the state drops.
     observer: Option<Observer>,
+}
+
+impl Observers {
+    /// The first observer when it is a shared one, told under the lock.
+    fn first(&self) -> Option<&Sink> {
+        match self {
+            Observers::Sink(sink) => Some(sink),
+            Observers::Many(many) => many.sink.as_ref(),
+            Observers::None | Observers::Call(_) => None,
+        }
+    }
+
+    /// Takes the observers told without the lock.
+    fn take_rest(&mut self) -> Option<Observer> {
+        match self {
+            Observers::Call(_) => match std::mem::replace(self, Observers::None) {
+                Observers::Call(f) => Some(Observer::Call(f)),
+                _ => unreachable!("matched as a call"),
+            },
+            Observers::Many(many) => many.observer.take(),
+            Observers::None | Observers::Sink(_) => None,
+        }
+    }
+
+    /// Keeps a spent shared observer until the state drops (see [`Shared::resolve`]).
+    fn keep(&mut self, spent: Observer) {
+        if let Observers::Many(many) = self {
+            many.observer = Some(spent);
+            return;
+        }
+        let sink = match std::mem::replace(self, Observers::None) {
+            Observers::Sink(sink) => Some(sink),
+            _ => None,
+        };
+        *self = Observers::Many(Box::new(Many {
+            sink,
+            observer: Some(spent),
+        }));
+    }
+
+    /// Adds an observer after the others; the first, when shared, is told under the lock.
+    fn add(&mut self, observer: Observer) {
+        *self = match (std::mem::replace(self, Observers::None), observer) {
+            (Observers::None, Observer::Sink(sink)) => Observers::Sink(sink),
+            (Observers::None, Observer::Call(f)) => Observers::Call(f),
+            (Observers::Sink(sink), observer) => Observers::Many(Box::new(Many {
+                sink: Some(sink),
+                observer: Some(observer),
+            })),
+            (Observers::Call(f), observer) => Observers::Call(chain(Observer::Call(f), observer)),
+            (Observers::Many(mut many), observer) => {
+                many.observer = Some(match many.observer.take() {
+                    None => observer,
+                    Some(first) => Observer::Call(chain(first, observer)),
+                });
+                Observers::Many(many)
+            }
+        };
+    }
+}
+
+/// One observer calling `first`, then `then`, each guarded on its own: one observer's
+/// panic must not starve the next.
+fn chain(first: Observer, then: Observer) -> Box<dyn FnOnce(Status) + Send> {
+    Box::new(move |status| {
+        drop(report_observer(first, status));
+        drop(report_observer(then, status));
+    })
 }
 
 impl<T> Shared<T> {
@@ -115,8 +202,8 @@ impl<T> Shared<T> {
                 result: None,
                 waker: None,
                 sync_waiters: 0,
-                sink: None,
-                observer: None,
+                observers: Observers::None,
+                cancel_wakers: None,
             }),
             cond: Condvar::new(),
         }
@@ -144,10 +231,10 @@ impl<T> Shared<T> {
         // wakes sees them updated. A first shared observer runs under the lock (it is
         // short and never reaches the handle: see `EndObserver`), so the common case, a
         // supervisor's ledger alone, takes the lock once; the others run without it.
-        if let Some(sink) = &slot.sink {
+        if let Some(sink) = slot.observers.first() {
             report(|| sink.tell(status));
         }
-        if let Some(obs) = slot.observer.take() {
+        if let Some(obs) = slot.observers.take_rest() {
             drop(slot);
             let spent = report_observer(obs, status);
             slot = self.lock();
@@ -157,7 +244,9 @@ impl<T> Shared<T> {
             // count for every task of a supervisor) does not move between cores twice
             // per task. It is never called again: `observe` reports a late observer
             // itself, and only the first resolution calls this.
-            slot.observer = spent;
+            if let Some(spent) = spent {
+                slot.observers.keep(spent);
+            }
         }
         slot.result = Some(result);
         let waker = slot.waker.take();
@@ -228,8 +317,8 @@ impl<T> Shared<T> {
     #[inline]
     pub(crate) fn observe_sink(&self, sink: Sink) {
         let mut slot = self.lock();
-        if !slot.resolved && slot.sink.is_none() && slot.observer.is_none() {
-            slot.sink = Some(sink);
+        if !slot.resolved && matches!(slot.observers, Observers::None) {
+            slot.observers = Observers::Sink(sink);
             return;
         }
         drop(slot);
@@ -247,22 +336,8 @@ impl<T> Shared<T> {
             drop(report_observer(observer, status));
             return;
         }
-        let observer = match observer {
-            // The first observer, and a shared one: it gets the place told under the lock.
-            Observer::Sink(sink) if slot.sink.is_none() && slot.observer.is_none() => {
-                slot.sink = Some(sink);
-                return;
-            }
-            other => other,
-        };
-        slot.observer = Some(match slot.observer.take() {
-            None => observer,
-            // Each guarded on its own: one observer's panic must not starve the next.
-            Some(first) => Observer::Call(Box::new(move |s| {
-                drop(report_observer(first, s));
-                drop(report_observer(observer, s));
-            })),
-        });
+        // The first observer, when a shared one, gets the place told under the lock.
+        slot.observers.add(observer);
     }
 }
 
@@ -322,8 +397,12 @@ impl<T> Shared<T> {
 
     /// Fires the task's token as cancelled (what `CancelToken::cancel` does).
     pub(crate) fn cancel(&self) -> bool {
-        let fired = self.cancel.fire(CancelReason::Cancelled);
+        // What `cancel::fire` does, for a `Shared` of any `T`.
+        let fired = self.cancel.set(CancelReason::Cancelled);
         if fired {
+            // Woken without the lock: a waker may poll a future that reaches this task.
+            let wakers = self.lock().cancel_wakers.take();
+            cancel::wake_all(wakers);
             self.on_fired(CancelReason::Cancelled);
         }
         fired
@@ -333,6 +412,10 @@ impl<T> Shared<T> {
 impl<T: Send + 'static> CancelSource for Shared<T> {
     fn flag(&self) -> &CancelFlag {
         &self.cancel
+    }
+
+    fn with_wakers(&self, f: &mut dyn FnMut(&mut Option<Box<Wakers>>)) {
+        f(&mut self.lock().cancel_wakers);
     }
 
     fn fired(&self, reason: CancelReason) {

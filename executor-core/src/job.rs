@@ -1,7 +1,7 @@
 //! [`Job`]: a type-erased task as executors receive it, and how a backend runs one.
 
 use crate::backend::MetaRef;
-use crate::cancel::{CancelFlag, CancelReason, CancelSource};
+use crate::cancel::{self, CancelFlag, CancelReason, CancelSource, Wakers};
 use crate::handle::{EndObserver, Observer, Shared, Sink, State};
 use crate::sync::TaskCell;
 use crate::{
@@ -229,8 +229,9 @@ impl TaskRef {
     fn needs_context(&self) -> bool {
         self.0.needs_context()
     }
-    fn flag(&self) -> &CancelFlag {
-        self.0.flag()
+    /// Wakes `waker` when the task's token fires; true when it has fired already.
+    fn register(&self, waker: &std::task::Waker) -> bool {
+        cancel::register(&*self.0, waker)
     }
     fn token(&self) -> CancelToken {
         CancelToken::from_source(self.0.clone())
@@ -305,7 +306,8 @@ impl<T: Send + 'static> SharedOps for Shared<T> {
 }
 
 /// The future an async body started for its attempt (a body that is itself the future
-/// needs none).
+/// needs none): kept in the body that starts one, [`AsyncRepeat`], so the other bodies do
+/// not carry its room in every task's allocation.
 type Running<T> = Option<BoxFuture<Result<T, TaskError>>>;
 
 /// How a task body is called.
@@ -319,7 +321,7 @@ trait Body<T>: Send + 'static {
     const CONTEXT: bool = true;
     fn call(&mut self, ctx: &TaskContext) -> Result<T, TaskError>;
     /// Polls the attempt's future, starting it on the first poll: a future it starts waits
-    /// in `running`; a body that is itself the future is polled where it lies. `ctx` is
+    /// in the body; a body that is itself the future is polled where it lies. `ctx` is
     /// `Some` when [`CONTEXT`](Self::CONTEXT).
     ///
     /// # Safety
@@ -327,14 +329,11 @@ trait Body<T>: Send + 'static {
     /// is dropped, in place.
     unsafe fn poll(
         &mut self,
-        running: &mut Running<T>,
         cx: &mut Context<'_>,
         ctx: Option<&TaskContext>,
     ) -> Poll<Result<T, TaskError>>;
     /// Drops the future of the attempt under way, in place.
-    fn stop(&mut self, running: &mut Running<T>) {
-        *running = None;
-    }
+    fn stop(&mut self) {}
 }
 
 /// A blocking body that runs once.
@@ -344,8 +343,11 @@ struct Repeat<F>(F);
 /// A future that runs once: polled where it lies, inside the task's one allocation, so
 /// it costs no box of its own.
 struct AsyncOnce<Fut>(Option<Fut>);
-/// A future factory that may run again (retries).
-struct AsyncRepeat<F>(F);
+/// A future factory that may run again (retries), and the future of the attempt under way.
+struct AsyncRepeat<F, T> {
+    factory: F,
+    running: Running<T>,
+}
 
 const TAKEN: &str = "a run-once task body was started twice";
 const NOT_ASYNC: &str = "a blocking body is never polled as a future";
@@ -364,7 +366,6 @@ where
     }
     unsafe fn poll(
         &mut self,
-        _: &mut Running<T>,
         _: &mut Context<'_>,
         _: Option<&TaskContext>,
     ) -> Poll<Result<T, TaskError>> {
@@ -384,7 +385,6 @@ where
     }
     unsafe fn poll(
         &mut self,
-        _: &mut Running<T>,
         _: &mut Context<'_>,
         _: Option<&TaskContext>,
     ) -> Poll<Result<T, TaskError>> {
@@ -405,7 +405,6 @@ where
     }
     unsafe fn poll(
         &mut self,
-        _: &mut Running<T>,
         cx: &mut Context<'_>,
         _: Option<&TaskContext>,
     ) -> Poll<Result<T, TaskError>> {
@@ -419,15 +418,15 @@ where
         }
         polled
     }
-    fn stop(&mut self, running: &mut Running<T>) {
+    fn stop(&mut self) {
         self.0 = None;
-        *running = None;
     }
 }
 
 #[allow(unsafe_code)] // `Body::poll` is unsafe to call, not to implement here.
-impl<T, F, Fut> Body<T> for AsyncRepeat<F>
+impl<T, F, Fut> Body<T> for AsyncRepeat<F, T>
 where
+    T: 'static,
     F: Fn(TaskContext) -> Fut + Send + 'static,
     Fut: Future<Output = Result<T, TaskError>> + Send + 'static,
 {
@@ -438,16 +437,21 @@ where
     }
     unsafe fn poll(
         &mut self,
-        running: &mut Running<T>,
         cx: &mut Context<'_>,
         ctx: Option<&TaskContext>,
     ) -> Poll<Result<T, TaskError>> {
-        let fut = running.get_or_insert_with(|| Box::pin((self.0)(ctx.expect(NO_CONTEXT).clone())));
+        let factory = &self.factory;
+        let fut = self
+            .running
+            .get_or_insert_with(|| Box::pin(factory(ctx.expect(NO_CONTEXT).clone())));
         let polled = fut.as_mut().poll(cx);
         if polled.is_ready() {
-            *running = None;
+            self.running = None;
         }
         polled
+    }
+    fn stop(&mut self) {
+        self.running = None;
     }
 }
 
@@ -462,7 +466,6 @@ struct Joint<T, B> {
 struct Work<T, B> {
     /// `None` once the job is gone.
     body: Option<B>,
-    running: Option<BoxFuture<Result<T, TaskError>>>,
     /// The value the body returned, until it is delivered.
     value: Option<T>,
 }
@@ -530,7 +533,7 @@ impl<T: Send + 'static, B: Body<T>> ErasedTask for Joint<T, B> {
         unsafe {
             self.work(|w| {
                 let body = w.body.as_mut().expect(GONE);
-                match body.poll(&mut w.running, cx, ctx) {
+                match body.poll(cx, ctx) {
                     Poll::Pending => Poll::Pending,
                     Poll::Ready(r) => Poll::Ready(r.map(|v| w.value = Some(v))),
                 }
@@ -553,9 +556,10 @@ impl<T: Send + 'static, B: Body<T>> ErasedTask for Joint<T, B> {
     unsafe fn stop(&self) {
         // SAFETY: the caller's contract is `work`'s.
         unsafe {
-            self.work(|w| match w.body.as_mut() {
-                Some(body) => body.stop(&mut w.running),
-                None => w.running = None,
+            self.work(|w| {
+                if let Some(body) = w.body.as_mut() {
+                    body.stop();
+                }
             })
         }
     }
@@ -564,7 +568,6 @@ impl<T: Send + 'static, B: Body<T>> ErasedTask for Joint<T, B> {
         unsafe {
             self.work(|w| {
                 w.body = None;
-                w.running = None;
                 w.value = None;
             })
         }
@@ -574,6 +577,9 @@ impl<T: Send + 'static, B: Body<T>> ErasedTask for Joint<T, B> {
 impl<T: Send + 'static, B: Send> CancelSource for Joint<T, B> {
     fn flag(&self) -> &CancelFlag {
         CancelSource::flag(&self.shared)
+    }
+    fn with_wakers(&self, f: &mut dyn FnMut(&mut Option<Box<Wakers>>)) {
+        self.shared.with_wakers(f)
     }
     fn fired(&self, reason: CancelReason) {
         self.shared.fired(reason)
@@ -628,7 +634,6 @@ impl Job {
             shared: Shared::unshared(),
             cell: TaskCell::new(Work {
                 body: Some(body),
-                running: None,
                 value: None,
             }),
         });
@@ -684,7 +689,13 @@ impl Job {
         F: Fn(TaskContext) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, TaskError>> + Send + 'static,
     {
-        Job::new(meta.into(), AsyncRepeat(f))
+        Job::new(
+            meta.into(),
+            AsyncRepeat {
+                factory: f,
+                running: None,
+            },
+        )
     }
 
     /// The task's id.
@@ -1140,7 +1151,7 @@ impl Future for JobFuture {
         match polled {
             Ok(Poll::Pending) => {
                 // Wake up when the token fires, so cancellation and deadlines take effect.
-                if task.flag().register(cx.waker()) {
+                if task.register(cx.waker()) {
                     cx.waker().wake_by_ref();
                 }
                 Poll::Pending
@@ -1232,6 +1243,122 @@ mod tests {
     }
 
     #[test]
+    fn any_mix_of_observers_hears_of_the_end_once_each_in_order() {
+        /// Appends its mark to a shared list.
+        struct Mark(Arc<Mutex<Vec<String>>>, String);
+        impl EndObserver for Mark {
+            fn ended(&self, _: Status, _: TaskId, _: &MetaRef) {
+                self.0.lock().unwrap().push(self.1.clone());
+            }
+        }
+        // Each pattern: `s` a shared observer, `c` a closure, in the order added.
+        for pattern in [
+            "s", "c", "sc", "cs", "ss", "cc", "scs", "ssc", "csc", "sccs", "sssc",
+        ] {
+            let order = Arc::new(Mutex::new(Vec::new()));
+            let (job, handle) = Job::once(TaskMeta::new("mix"), |_| Ok::<_, TaskError>(()));
+            let mut expected = Vec::new();
+            for (i, kind) in pattern.chars().enumerate() {
+                let mark = format!("{kind}{i}");
+                expected.push(mark.clone());
+                if kind == 's' {
+                    job.observe_with(Arc::new(Mark(order.clone(), mark)));
+                } else {
+                    let order = order.clone();
+                    job.observe(move |_| order.lock().unwrap().push(mark));
+                }
+            }
+            InlineExecutor::new("inline").execute(job).unwrap();
+            handle.wait().unwrap();
+            assert_eq!(*order.lock().unwrap(), expected, "pattern {pattern}");
+        }
+    }
+
+    #[test]
+    fn cancelling_a_task_wakes_its_pending_attempt_and_its_token_waiters() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::{Wake, Waker};
+        /// Counts its wake-ups.
+        #[derive(Default)]
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let (job, handle) = Job::future(
+            TaskMeta::new("pending"),
+            std::future::pending::<Result<(), TaskError>>(),
+        );
+        let token = job.cancel_token();
+        let (attempt_woken, token_woken) = (Arc::new(Count::default()), Arc::new(Count::default()));
+        let mut attempt = Box::pin(job.into_future());
+        let mut cancelled = Box::pin(token.cancelled());
+        let waker = Waker::from(attempt_woken.clone());
+        assert!(
+            attempt
+                .as_mut()
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        let token_waker = Waker::from(token_woken.clone());
+        assert!(
+            cancelled
+                .as_mut()
+                .poll(&mut Context::from_waker(&token_waker))
+                .is_pending()
+        );
+        // Through the handle (the task's state fires its own flag). The attempt is running,
+        // so the task ends only when the attempt stops, at its next poll.
+        assert!(!handle.cancel());
+        assert_eq!(attempt_woken.0.load(Ordering::SeqCst), 1);
+        assert_eq!(token_woken.0.load(Ordering::SeqCst), 1);
+        let polled = attempt.as_mut().poll(&mut Context::from_waker(&waker));
+        assert_eq!(polled, Poll::Ready(Status::Cancelled));
+        assert!(handle.wait().unwrap_err().is_cancelled());
+        assert_eq!(
+            cancelled
+                .as_mut()
+                .poll(&mut Context::from_waker(&token_waker)),
+            Poll::Ready(CancelReason::Cancelled)
+        );
+    }
+
+    #[test]
+    fn expiring_a_task_token_wakes_its_pending_attempt() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::task::{Wake, Waker};
+        /// Counts its wake-ups.
+        #[derive(Default)]
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let (job, handle) = Job::future(
+            TaskMeta::new("pending"),
+            std::future::pending::<Result<(), TaskError>>(),
+        );
+        let token = job.cancel_token();
+        let woken = Arc::new(Count::default());
+        let mut attempt = Box::pin(job.into_future());
+        let waker = Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        // Polled twice with the same waker: woken at least once (registered once as far as
+        // `Waker::will_wake` can tell, which may answer false: it does under Miri).
+        assert!(attempt.as_mut().poll(&mut cx).is_pending());
+        assert!(attempt.as_mut().poll(&mut cx).is_pending());
+        assert!(token.expire());
+        assert!(woken.0.load(Ordering::SeqCst) >= 1);
+        assert_eq!(
+            attempt.as_mut().poll(&mut cx),
+            Poll::Ready(Status::TimedOut)
+        );
+        assert!(handle.wait().unwrap_err().is_timeout());
+    }
+
+    #[test]
     fn a_panicking_first_shared_observer_leaves_the_handle_usable() {
         /// Panics when told.
         struct Bad;
@@ -1261,5 +1388,72 @@ mod tests {
         let heard = heard.0.lock().unwrap().clone();
         assert_eq!(heard.len(), 1);
         assert_eq!(heard[0].0, Status::Cancelled);
+    }
+}
+
+/// What one task costs in memory: every submitted task allocates one `Joint`, and a
+/// million of them alive at once (handles kept until waited) write that many fresh cache
+/// lines, so these sizes are a performance figure. The test prints them
+/// (`cargo test -p executor-core sizes -- --nocapture`) and holds the no-op task's block
+/// to its budget.
+#[cfg(all(test, not(loom)))]
+mod sizes {
+    use super::*;
+    use crate::handle::{Observers, Slot};
+    use std::mem::size_of;
+
+    /// The joint allocation of a no-op `submit(|| ())`, as `ExecutorExt::submit` builds it.
+    #[allow(clippy::unit_arg)] // The body `ExecutorExt` builds, with `T = ()`.
+    fn noop_joint_size() -> usize {
+        fn joint_size<T, F>(_: &F) -> usize
+        where
+            F: FnOnce(&TaskContext) -> Result<T, TaskError>,
+        {
+            size_of::<Joint<T, Once<F>>>()
+        }
+        let f = || ();
+        joint_size(&move |_: &TaskContext| Ok::<_, TaskError>(f()))
+    }
+
+    /// The joint allocation of a no-op `submit_async(async {})`, as `ExecutorExt` builds it.
+    #[allow(clippy::unit_arg)] // The body `ExecutorExt` builds, with `T = ()`.
+    fn noop_async_joint_size() -> usize {
+        fn joint_size<T, Fut: Future<Output = Result<T, TaskError>>>(_: &Fut) -> usize {
+            size_of::<Joint<T, AsyncOnce<Fut>>>()
+        }
+        let fut = async {};
+        joint_size(&async move { Ok::<_, TaskError>(fut.await) })
+    }
+
+    #[test]
+    fn sizes() {
+        let sizes = [
+            ("Joint<(), Once<no-op>>", noop_joint_size()),
+            ("Joint<(), AsyncOnce<no-op>>", noop_async_joint_size()),
+            ("Shared<()>", size_of::<Shared<()>>()),
+            ("Slot<()>", size_of::<Slot<()>>()),
+            (
+                "Option<Result<(), TaskError>>",
+                size_of::<Option<Result<(), TaskError>>>(),
+            ),
+            ("TaskError", size_of::<TaskError>()),
+            ("CancelFlag", size_of::<CancelFlag>()),
+            ("Observers", size_of::<Observers>()),
+            ("Observer", size_of::<Observer>()),
+            ("Option<Observer>", size_of::<Option<Observer>>()),
+            ("Sink", size_of::<Sink>()),
+            ("Option<Sink>", size_of::<Option<Sink>>()),
+            ("Job", size_of::<Job>()),
+        ];
+        for (name, size) in sizes {
+            println!("{name:32} {size:4}");
+        }
+        // With the `Arc`'s two counts, 128 bytes: two cache lines (and an allocator's
+        // 128-byte size class) per task alive. It was 248 (issue 13).
+        assert!(
+            noop_joint_size() + 2 * size_of::<usize>() <= 128,
+            "a no-op task's allocation grew past two cache lines: {} bytes",
+            noop_joint_size() + 2 * size_of::<usize>()
+        );
     }
 }

@@ -214,3 +214,36 @@ fn loom_job_cell_is_never_shared() {
         assert_eq!(Arc::strong_count(&seen), 1);
     });
 }
+
+/// A future registering its waker on a task's token while the token fires (the wakers
+/// are kept under the task's slot lock): it either sees the token fired or is woken,
+/// never neither, and the task resolves as cancelled.
+#[test]
+fn loom_a_waker_registered_as_the_token_fires_is_never_lost() {
+    use std::task::{Wake, Waker};
+    /// Counts its wake-ups.
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    loom::model(|| {
+        let shared = Shared::<u32>::new();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waiter = {
+            let shared = shared.clone();
+            let waker = Waker::from(count.clone());
+            thread::spawn(move || crate::cancel::register(&*shared, &waker))
+        };
+        CancelToken::from_source(shared.clone() as Arc<dyn CancelSource>).cancel();
+        let saw_fired = waiter.join().unwrap();
+        let woken = count.0.load(Ordering::SeqCst);
+        assert!(
+            saw_fired || woken == 1,
+            "a waker was registered after the wake-up and never woken"
+        );
+        assert!(woken <= 1);
+        assert_eq!(shared.status(), Status::Cancelled);
+    });
+}
