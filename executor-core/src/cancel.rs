@@ -282,21 +282,21 @@ impl Future for Cancellation {
     }
 }
 
+/// A waker that counts its wake-ups, for the tests of this crate.
+#[cfg(all(test, not(loom)))]
+#[derive(Default)]
+pub(crate) struct Count(pub(crate) std::sync::atomic::AtomicUsize);
+
+#[cfg(all(test, not(loom)))]
+impl std::task::Wake for Count {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicUsize;
-    use std::task::Wake;
-
-    /// Counts its wake-ups.
-    #[derive(Default)]
-    struct Count(AtomicUsize);
-
-    impl Wake for Count {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
 
     #[test]
     fn firing_wakes_every_waiting_future_once() {

@@ -1276,16 +1276,9 @@ mod tests {
 
     #[test]
     fn cancelling_a_task_wakes_its_pending_attempt_and_its_token_waiters() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use std::task::{Wake, Waker};
-        /// Counts its wake-ups.
-        #[derive(Default)]
-        struct Count(AtomicUsize);
-        impl Wake for Count {
-            fn wake(self: Arc<Self>) {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
-        }
+        use crate::cancel::Count;
+        use std::sync::atomic::Ordering;
+        use std::task::Waker;
         let (job, handle) = Job::future(
             TaskMeta::new("pending"),
             std::future::pending::<Result<(), TaskError>>(),
@@ -1326,16 +1319,9 @@ mod tests {
 
     #[test]
     fn expiring_a_task_token_wakes_its_pending_attempt() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        use std::task::{Wake, Waker};
-        /// Counts its wake-ups.
-        #[derive(Default)]
-        struct Count(AtomicUsize);
-        impl Wake for Count {
-            fn wake(self: Arc<Self>) {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
-        }
+        use crate::cancel::Count;
+        use std::sync::atomic::Ordering;
+        use std::task::Waker;
         let (job, handle) = Job::future(
             TaskMeta::new("pending"),
             std::future::pending::<Result<(), TaskError>>(),
