@@ -30,6 +30,8 @@ pub trait EndObserver: Send + Sync + 'static {
     /// resolved (a worker, a canceller, a timer), before its result is visible to the
     /// caller, and (when it is the task's first observer) while the task's state is
     /// locked: keep it short, do not block, and do not use the task's handle or token.
+    /// Nor cancel other tasks from here: a cancel takes the cancelled task's lock, and two
+    /// tasks' observers cancelling each other would each wait for the other's.
     fn ended(&self, status: Status, id: TaskId, meta: &MetaRef);
 }
 
