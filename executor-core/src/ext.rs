@@ -222,8 +222,10 @@ type RunnerHandle<T> = TaskHandle<Vec<Block<T>>>;
 
 /// What `map`'s runner tasks share: the items no runner has claimed yet and the function.
 struct Runners<I, F> {
-    /// The index of the next unclaimed item, and the unclaimed items in order.
-    left: Mutex<(usize, std::vec::IntoIter<I>)>,
+    /// The unclaimed items, in order (the first is item `total - unclaimed`).
+    left: Mutex<std::vec::IntoIter<I>>,
+    /// How many items the map has.
+    total: usize,
     /// How many runners share the items (the claims are sized by it).
     width: usize,
     f: F,
@@ -234,15 +236,13 @@ impl<I, F> Runners<I, F> {
     /// least one item. Early claims are large (few trips to the lock); late ones are small,
     /// so runners that free up at different times still finish close together.
     fn claim(&self) -> Option<(usize, Vec<I>)> {
-        let mut left = lock(&self.left);
-        let (next, items) = &mut *left;
+        let mut items = lock(&self.left);
         let unclaimed = items.len();
         if unclaimed == 0 {
             return None;
         }
         let n = (unclaimed / (2 * self.width)).max(1);
-        let start = *next;
-        *next += n;
+        let start = self.total - unclaimed;
         Some((start, items.by_ref().take(n).collect()))
     }
 
@@ -300,7 +300,8 @@ where
     }
     let width = width.get().min(n);
     let shared = Arc::new(Runners {
-        left: Mutex::new((0, items.into_iter())),
+        left: Mutex::new(items.into_iter()),
+        total: n,
         width,
         f,
     });
