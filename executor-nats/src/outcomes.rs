@@ -357,6 +357,7 @@ async fn find(stream: stream::Stream, names: Names, mut asks: mpsc::UnboundedRec
     let mut taken = Vec::new();
     while asks.recv_many(&mut taken, usize::MAX).await > 0 {
         let asked = std::mem::take(&mut taken);
+        // The earliest start asked for; `None` (from the start) orders before any time.
         let since = asked.iter().map(|a| a.since).min().flatten();
         let mut wanted: HashSet<&str> = asked.iter().map(|a| a.id.as_str()).collect();
         let mut found: HashMap<String, (Mark, Result<Stored, String>)> = HashMap::new();
