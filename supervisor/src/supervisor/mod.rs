@@ -318,34 +318,41 @@ impl Executor for Supervisor {
         }
         let table = self.tables.current();
         let mut jobs = jobs;
-        // Count every job first, and see whether they all go to one executor with no
-        // layers (a `map` of one task name): then the batch goes on as it came, with no
-        // copy of each job into a batch of its own.
+        // Count every job first, and route the jobs that lead the batch to one executor
+        // with no layers. When that is all of them (a `map` of one task name), the batch
+        // goes on as it came, with no copy of each job into a batch of its own.
         let mut one: Option<&Arc<dyn Executor>> = None;
-        let mut uniform = true;
+        let mut leading = 0;
+        let mut mixed = false;
         for job in &mut jobs {
             self.ledger.track(job, table.observer.as_ref());
-            if uniform {
+            if !mixed {
                 match table.select(job.meta_ref()) {
                     Ok(Compiled {
                         service: None,
                         executor,
                         ..
-                    }) if one.is_none_or(|e| Arc::ptr_eq(e, executor)) => one = Some(executor),
-                    _ => uniform = false,
+                    }) if one.is_none_or(|e| Arc::ptr_eq(e, executor)) => {
+                        one = Some(executor);
+                        leading += 1;
+                    }
+                    _ => mixed = true,
                 }
             }
         }
-        if uniform {
+        if !mixed {
             if let Some(e) = one {
                 e.execute_batch(jobs);
             }
             drop(entry);
             return;
         }
-        let mut run: Vec<Job> = Vec::with_capacity(jobs.len());
-        let mut run_on: Option<&Arc<dyn Executor>> = None;
-        for job in jobs {
+        // The leading jobs are routed already: they start the first run as they are, and
+        // only the rest are routed one by one.
+        let rest = jobs.split_off(leading);
+        let mut run: Vec<Job> = jobs;
+        let mut run_on: Option<&Arc<dyn Executor>> = one;
+        for job in rest {
             let compiled = match table.select(job.meta_ref()) {
                 Ok(c) => c,
                 Err(executor) => {
