@@ -36,7 +36,7 @@ pub trait ExecutorExt: Executor {
         T: Send + 'static,
         F: FnOnce() -> T + Send + 'static,
     {
-        let (job, handle) = Job::once(anonymous(), move |_| Ok(f()));
+        let (job, handle) = Job::plain(anonymous(), f);
         dispatch(self, job);
         handle
     }
@@ -187,7 +187,7 @@ where
     let mut chunk = Vec::with_capacity(MAP_CHUNK);
     for item in items {
         let f = f.clone();
-        let (job, handle) = Job::once(meta.clone(), move |_| Ok(f(item)));
+        let (job, handle) = Job::plain(meta.clone(), move || f(item));
         chunk.push(job);
         handles.push(handle);
         if chunk.len() == MAP_CHUNK {

@@ -173,11 +173,12 @@ trait ErasedTask: CancelSource {
     /// True when the body reads its attempt's context (see [`Body::CONTEXT`]).
     fn needs_context(&self) -> bool;
     /// Runs a blocking body; `Ok` when it returned its value, which waits for
-    /// [`deliver`](Self::deliver).
+    /// [`deliver`](Self::deliver). `ctx` is `Some` when
+    /// [`needs_context`](Self::needs_context).
     ///
     /// # Safety
     /// No other call of these `unsafe` methods on the same task may run at the same time.
-    unsafe fn run_blocking(&self, ctx: &TaskContext) -> Result<(), TaskError>;
+    unsafe fn run_blocking(&self, ctx: Option<&TaskContext>) -> Result<(), TaskError>;
     /// Polls the async body (starting it on the first poll); `Ready(Ok)` as for
     /// [`run_blocking`](Self::run_blocking). `ctx` is the attempt's context, `Some` when
     /// [`needs_context`](Self::needs_context).
@@ -240,7 +241,7 @@ impl TaskRef {
         let weak: std::sync::Weak<dyn ErasedTask> = Arc::downgrade(&self.0);
         WeakCancelToken::from_weak(weak)
     }
-    fn run_blocking(&mut self, ctx: &TaskContext) -> Result<(), TaskError> {
+    fn run_blocking(&mut self, ctx: Option<&TaskContext>) -> Result<(), TaskError> {
         // SAFETY: `&mut self` on the only `TaskRef` of this task (see the type's docs).
         unsafe { self.0.run_blocking(ctx) }
     }
@@ -316,10 +317,12 @@ trait Body<T>: Send + 'static {
     const ASYNC: bool;
     /// The body may run again (retries).
     const REPEATABLE: bool;
-    /// The body reads its attempt's context. A future that runs once does not, so a
-    /// runtime polls it without making one (an `Arc` count up and down per task).
+    /// The body reads its attempt's context. A closure or a future that runs once and
+    /// was submitted without one does not, so it runs without making one (an `Arc` count
+    /// up and down per task).
     const CONTEXT: bool = true;
-    fn call(&mut self, ctx: &TaskContext) -> Result<T, TaskError>;
+    /// Calls a blocking body; `ctx` is `Some` when [`CONTEXT`](Self::CONTEXT).
+    fn call(&mut self, ctx: Option<&TaskContext>) -> Result<T, TaskError>;
     /// Polls the attempt's future, starting it on the first poll: a future it starts waits
     /// in the body; a body that is itself the future is polled where it lies. `ctx` is
     /// `Some` when [`CONTEXT`](Self::CONTEXT).
@@ -338,6 +341,8 @@ trait Body<T>: Send + 'static {
 
 /// A blocking body that runs once.
 struct Once<F>(Option<F>);
+/// A blocking body that runs once and reads no context (what `submit` runs).
+struct Plain<F>(Option<F>);
 /// A blocking body that may run again (retries).
 struct Repeat<F>(F);
 /// A future that runs once: polled where it lies, inside the task's one allocation, so
@@ -352,7 +357,7 @@ struct AsyncRepeat<F, T> {
 const TAKEN: &str = "a run-once task body was started twice";
 const NOT_ASYNC: &str = "a blocking body is never polled as a future";
 const NOT_BLOCKING: &str = "an async body is never called as a closure";
-const NO_CONTEXT: &str = "a body that reads its context was polled without one";
+const NO_CONTEXT: &str = "a body that reads its context was run without one";
 
 #[allow(unsafe_code)] // `Body::poll` is unsafe to call, not to implement here.
 impl<T, F> Body<T> for Once<F>
@@ -361,8 +366,28 @@ where
 {
     const ASYNC: bool = false;
     const REPEATABLE: bool = false;
-    fn call(&mut self, ctx: &TaskContext) -> Result<T, TaskError> {
-        (self.0.take().expect(TAKEN))(ctx)
+    fn call(&mut self, ctx: Option<&TaskContext>) -> Result<T, TaskError> {
+        (self.0.take().expect(TAKEN))(ctx.expect(NO_CONTEXT))
+    }
+    unsafe fn poll(
+        &mut self,
+        _: &mut Context<'_>,
+        _: Option<&TaskContext>,
+    ) -> Poll<Result<T, TaskError>> {
+        unreachable!("{NOT_ASYNC}")
+    }
+}
+
+#[allow(unsafe_code)] // `Body::poll` is unsafe to call, not to implement here.
+impl<T, F> Body<T> for Plain<F>
+where
+    F: FnOnce() -> T + Send + 'static,
+{
+    const ASYNC: bool = false;
+    const REPEATABLE: bool = false;
+    const CONTEXT: bool = false;
+    fn call(&mut self, _: Option<&TaskContext>) -> Result<T, TaskError> {
+        Ok((self.0.take().expect(TAKEN))())
     }
     unsafe fn poll(
         &mut self,
@@ -380,8 +405,8 @@ where
 {
     const ASYNC: bool = false;
     const REPEATABLE: bool = true;
-    fn call(&mut self, ctx: &TaskContext) -> Result<T, TaskError> {
-        (self.0)(ctx)
+    fn call(&mut self, ctx: Option<&TaskContext>) -> Result<T, TaskError> {
+        (self.0)(ctx.expect(NO_CONTEXT))
     }
     unsafe fn poll(
         &mut self,
@@ -400,7 +425,7 @@ where
     const ASYNC: bool = true;
     const REPEATABLE: bool = false;
     const CONTEXT: bool = false;
-    fn call(&mut self, _: &TaskContext) -> Result<T, TaskError> {
+    fn call(&mut self, _: Option<&TaskContext>) -> Result<T, TaskError> {
         unreachable!("{NOT_BLOCKING}")
     }
     unsafe fn poll(
@@ -432,7 +457,7 @@ where
 {
     const ASYNC: bool = true;
     const REPEATABLE: bool = true;
-    fn call(&mut self, _: &TaskContext) -> Result<T, TaskError> {
+    fn call(&mut self, _: Option<&TaskContext>) -> Result<T, TaskError> {
         unreachable!("{NOT_BLOCKING}")
     }
     unsafe fn poll(
@@ -512,7 +537,7 @@ impl<T: Send + 'static, B: Body<T>> ErasedTask for Joint<T, B> {
     fn needs_context(&self) -> bool {
         B::CONTEXT
     }
-    unsafe fn run_blocking(&self, ctx: &TaskContext) -> Result<(), TaskError> {
+    unsafe fn run_blocking(&self, ctx: Option<&TaskContext>) -> Result<(), TaskError> {
         // SAFETY: the caller's contract is `work`'s.
         unsafe {
             self.work(|w| {
@@ -662,6 +687,16 @@ impl Job {
         F: FnOnce(&TaskContext) -> Result<T, TaskError> + Send + 'static,
     {
         Job::new(meta.into(), Once(Some(f)))
+    }
+
+    /// A blocking task that runs once and does not read its context (what
+    /// [`ExecutorExt::submit`](crate::ExecutorExt::submit) sends): it runs without one.
+    pub(crate) fn plain<T, F>(meta: MetaRef, f: F) -> (Job, TaskHandle<T>)
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        Job::new(meta, Plain(Some(f)))
     }
 
     /// A blocking task that layers may run again after a failure.
@@ -907,13 +942,13 @@ impl Job {
         if self.is_async() {
             return crate::block_on(self.into_future());
         }
-        let ctx = match self.begin() {
-            Ok(ctx) => ctx,
-            Err(status) => return status,
-        };
+        if let Err(status) = self.start() {
+            return status;
+        }
+        let ctx = self.task.needs_context().then(|| self.context());
         let task = &mut self.task;
         let mut body = || {
-            catch_unwind(AssertUnwindSafe(|| task.run_blocking(&ctx)))
+            catch_unwind(AssertUnwindSafe(|| task.run_blocking(ctx.as_ref())))
                 .unwrap_or_else(|payload| Err(TaskError::from_panic(payload)))
         };
         let result = match self.hooks.as_deref_mut().filter(|h| h.runs()) {
@@ -933,13 +968,6 @@ impl Job {
             ctx: None,
             begun: false,
         }
-    }
-
-    /// Starts the attempt and makes its context: `Err(status)` when the task resolved
-    /// before it could start.
-    fn begin(&mut self) -> Result<TaskContext, Status> {
-        self.start()?;
-        Ok(self.context())
     }
 
     /// Starts the attempt: `Err(status)` when the task resolved before it could start.
@@ -1123,10 +1151,8 @@ impl Future for JobFuture {
         let hooks = job.hooks.as_deref_mut().filter(|h| h.runs());
         if !task.is_async() {
             let mut body = || {
-                catch_unwind(AssertUnwindSafe(|| {
-                    task.run_blocking(ctx.expect("a blocking body has its context"))
-                }))
-                .unwrap_or_else(|payload| Err(TaskError::from_panic(payload)))
+                catch_unwind(AssertUnwindSafe(|| task.run_blocking(ctx)))
+                    .unwrap_or_else(|payload| Err(TaskError::from_panic(payload)))
             };
             let result = match hooks {
                 None => body(),
