@@ -118,7 +118,8 @@ fn bucket_value(index: usize) -> u64 {
 #[repr(align(128))]
 struct Shard {
     started: AtomicU64,
-    finished: AtomicU64,
+    /// Of the jobs counted in `ended`, those that never started (so the jobs that ran to
+    /// an end are `ended` less these: no counter of their own to bump per job).
     ended_unstarted: AtomicU64,
     ended: [AtomicU64; 7],
     sum_ns: AtomicU64,
@@ -130,7 +131,6 @@ impl Shard {
     fn new() -> Self {
         Shard {
             started: AtomicU64::new(0),
-            finished: AtomicU64::new(0),
             ended_unstarted: AtomicU64::new(0),
             ended: Default::default(),
             sum_ns: AtomicU64::new(0),
@@ -295,7 +295,6 @@ impl StatsRecorder {
     /// Records the end of a started job (`run_time` when it was sampled).
     pub fn finished(&self, status: Status, run_time: Option<Duration>) {
         let shard = self.shard();
-        shard.ended[index(status)].fetch_add(1, Relaxed);
         if let Some(run_time) = run_time
             && matches!(
                 status,
@@ -310,7 +309,7 @@ impl StatsRecorder {
             shard.buckets[bucket(ns)].fetch_add(1, Relaxed);
         }
         // Last, so a snapshot never sees a job as ended before it stops running.
-        shard.finished.fetch_add(1, Relaxed);
+        shard.ended[index(status)].fetch_add(1, Relaxed);
     }
 
     /// Drops a queued job at shutdown: resolves its handle as not started and counts it.
@@ -349,11 +348,10 @@ impl StatsRecorder {
     pub fn snapshot(&self) -> ExecutorStats {
         let mut ended = [0u64; 7];
         let mut counts = [0u64; BUCKETS];
-        let (mut started, mut finished, mut unstarted, mut sum, mut max) = (0, 0, 0, 0, 0);
+        let (mut started, mut unstarted, mut sum, mut max) = (0, 0, 0, 0);
         // Read the "ended" side first and `submitted` last, so that in-flight work shows
         // as queued or running rather than as missing.
         for shard in self.shards.iter() {
-            finished += shard.finished.load(Relaxed);
             unstarted += shard.ended_unstarted.load(Relaxed);
             for (e, a) in ended.iter_mut().zip(shard.ended.iter()) {
                 *e += a.load(Relaxed);
@@ -384,6 +382,9 @@ impl StatsRecorder {
             Duration::from_nanos(max)
         };
         let get = |s: Status| ended[index(s)];
+        // Jobs that ran to an end. `queued + running` is `submitted` less every end
+        // counted, whatever order the counters were read in (what `wait_idle` relies on).
+        let finished = ended.iter().sum::<u64>().saturating_sub(unstarted);
         ExecutorStats {
             submitted,
             queued: submitted.saturating_sub(started + unstarted),
