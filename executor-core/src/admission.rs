@@ -12,7 +12,13 @@ use std::time::Instant;
 /// sees the gate closed, or the shutdown sees the submission in flight — never neither.
 /// (Under loom, which treats `SeqCst` accesses as acquire/release but models `SeqCst`
 /// fences, a fence sits between the write and the read; `loom_models` checks it.)
+///
+/// It takes two cache lines of its own (a 128-byte alignment, as adjacent-line prefetching
+/// pairs lines): every submission writes `in_flight`, so a field beside it that workers
+/// read per job (a backend's `abandon` flag, say) would bounce between the submitting
+/// core and the workers' on every task.
 #[derive(Debug, Default)]
+#[repr(align(128))]
 pub struct Admission {
     closed: AtomicBool,
     shut: AtomicBool,

@@ -117,6 +117,8 @@ fn bucket_value(index: usize) -> u64 {
 /// workers on different cores do not contend.
 #[repr(align(128))]
 struct Shard {
+    /// Jobs handed to `execute` (may wrap below zero: see [`StatsRecorder::unqueued`]).
+    submitted: AtomicU64,
     started: AtomicU64,
     /// Of the jobs counted in `ended`, those that never started (so the jobs that ran to
     /// an end are `ended` less these: no counter of their own to bump per job).
@@ -130,6 +132,7 @@ struct Shard {
 impl Shard {
     fn new() -> Self {
         Shard {
+            submitted: AtomicU64::new(0),
             started: AtomicU64::new(0),
             ended_unstarted: AtomicU64::new(0),
             ended: Default::default(),
@@ -140,15 +143,48 @@ impl Shard {
     }
 }
 
-const SHARDS: usize = 8;
+/// Shards a thread can own: while it lives, no other thread writes to them, so its
+/// counts are a plain load and store, not an atomic add (a locked instruction, which
+/// also waits for the thread's pending stores: the largest part of what a count cost).
+const OWNED: usize = 8;
+/// The shard of the threads that own none (more than [`OWNED`] alive at once): they
+/// count with atomic adds.
+const COMMON: usize = OWNED;
+const SHARDS: usize = OWNED + 1;
+
+/// Which of the [`OWNED`] shards have an owner (one bit each).
+static OWNERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 thread_local! {
     /// This thread's shard, or `usize::MAX` before its first count (a constant initial
-    /// value makes each read one load, with no lazy-initialisation check).
+    /// value makes each read one load, with no lazy-initialisation check). It has no
+    /// destructor, so it can be read while the thread's other thread-locals drop.
     static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+    /// Gives an owned shard back when the thread exits.
+    static OWNER: Owner = const { Owner(std::cell::Cell::new(usize::MAX)) };
 }
 
-/// The shard the current thread writes to (threads are spread round-robin).
+/// The shard a thread owns, given back when the thread ends.
+struct Owner(std::cell::Cell<usize>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let i = self.0.get();
+        if i < OWNED {
+            // Whatever this thread still counts (other thread-locals dropping after this
+            // one) goes to the common shard, since the next owner may already be counting.
+            SHARD.set(COMMON);
+            release(i);
+        }
+    }
+}
+
+/// Gives shard `i` back. Release: the next owner's first load sees this owner's counts.
+fn release(i: usize) {
+    OWNERS.fetch_and(!(1 << i), std::sync::atomic::Ordering::Release);
+}
+
+/// The shard the current thread writes to.
 #[inline]
 fn shard_index() -> usize {
     match SHARD.get() {
@@ -157,15 +193,51 @@ fn shard_index() -> usize {
     }
 }
 
-/// Gives the current thread its shard.
+/// Gives the current thread its shard: a free owned one, else the common one.
 #[cold]
 #[inline(never)]
 fn first_shard_index() -> usize {
-    use std::sync::atomic::AtomicUsize;
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let i = NEXT.fetch_add(1, Relaxed) % SHARDS;
+    use std::sync::atomic::Ordering::Acquire;
+    let claimed = OWNERS.fetch_update(Acquire, Acquire, |taken| {
+        let free = (!taken).trailing_zeros() as usize;
+        (free < OWNED).then(|| taken | (1 << free))
+    });
+    let i = match claimed {
+        Ok(taken) => {
+            let i = (!taken).trailing_zeros() as usize;
+            // Registers the destructor that gives the shard back; a thread already
+            // tearing down its thread-locals cannot own one.
+            if OWNER.try_with(|o| o.0.set(i)).is_ok() {
+                i
+            } else {
+                release(i);
+                COMMON
+            }
+        }
+        Err(_) => COMMON,
+    };
     SHARD.set(i);
     i
+}
+
+/// The current thread's shard index, and whether it owns it.
+#[inline]
+fn my_shard() -> (usize, bool) {
+    let i = shard_index();
+    (i, i < OWNED)
+}
+
+/// Adds `n` (wrapping) to a counter of the current thread's shard, returning the count
+/// before: a plain load and store when the thread owns the shard, an atomic add otherwise.
+#[inline]
+fn bump(counter: &AtomicU64, n: u64, owned: bool) -> u64 {
+    if owned {
+        let was = counter.load(Relaxed);
+        counter.store(was.wrapping_add(n), Relaxed);
+        was
+    } else {
+        counter.fetch_add(n, Relaxed)
+    }
 }
 
 #[repr(align(128))]
@@ -194,7 +266,8 @@ impl StatusCounters {
     /// Counts one task that ended with `status`.
     #[inline]
     pub fn add(&self, status: Status) {
-        self.shards[shard_index()].0[index(status)].fetch_add(1, Relaxed);
+        let (i, owned) = my_shard();
+        bump(&self.shards[i].0[index(status)], 1, owned);
     }
 
     /// How many ended with `status` so far.
@@ -224,14 +297,12 @@ impl std::fmt::Debug for StatusCounters {
 /// The recorder behind every backend's stats: sharded atomics, safe to share across
 /// workers without contention. Gauges (queued, running) are derived from the counters.
 pub struct StatsRecorder {
-    submitted: Padded<AtomicU64>,
     shards: Box<[Shard]>,
 }
 
 impl Default for StatsRecorder {
     fn default() -> Self {
         Self {
-            submitted: Padded(AtomicU64::new(0)),
             shards: (0..SHARDS).map(|_| Shard::new()).collect(),
         }
     }
@@ -249,30 +320,36 @@ impl StatsRecorder {
         Self::default()
     }
 
-    fn shard(&self) -> &Shard {
-        &self.shards[shard_index()]
+    /// The current thread's shard, and whether it owns it (see [`bump`]).
+    #[inline]
+    fn shard(&self) -> (&Shard, bool) {
+        let (i, owned) = my_shard();
+        (&self.shards[i], owned)
     }
 
     /// A job was accepted and queued.
     pub fn accepted(&self) {
-        self.submitted.0.fetch_add(1, Relaxed);
+        self.accepted_many(1);
     }
 
     /// `n` jobs of a batch were accepted and queued (one count for the batch).
     pub fn accepted_many(&self, n: usize) {
-        self.submitted.0.fetch_add(n as u64, Relaxed);
+        let (shard, owned) = self.shard();
+        bump(&shard.submitted, n as u64, owned);
     }
 
     /// A job was refused by `execute`.
     pub fn rejected(&self) {
-        self.submitted.0.fetch_add(1, Relaxed);
+        self.accepted();
         self.ended_unstarted(Status::Rejected);
     }
 
     /// A queued job is being taken back (to be refused instead): undoes
-    /// [`accepted`](Self::accepted).
+    /// [`accepted`](Self::accepted). A shard's count may go below zero (wrapping) when
+    /// another thread accepted the job; the sum over the shards is right.
     pub fn unqueued(&self) {
-        self.submitted.0.fetch_sub(1, Relaxed);
+        let (shard, owned) = self.shard();
+        bump(&shard.submitted, 1u64.wrapping_neg(), owned);
     }
 
     /// Runs a queued job on this thread and records how it ended.
@@ -288,13 +365,14 @@ impl StatsRecorder {
     /// this returns. Reading the clock costs as much as a no-op task, so run time is
     /// sampled: the first 64 jobs of each shard, then one in eight (`None` otherwise).
     pub fn started(&self) -> Option<Instant> {
-        let n = self.shard().started.fetch_add(1, Relaxed);
+        let (shard, owned) = self.shard();
+        let n = bump(&shard.started, 1, owned);
         (n < 64 || n.is_multiple_of(8)).then(Instant::now)
     }
 
     /// Records the end of a started job (`run_time` when it was sampled).
     pub fn finished(&self, status: Status, run_time: Option<Duration>) {
-        let shard = self.shard();
+        let (shard, owned) = self.shard();
         if let Some(run_time) = run_time
             && matches!(
                 status,
@@ -302,14 +380,14 @@ impl StatsRecorder {
             )
         {
             let ns = u64::try_from(run_time.as_nanos()).unwrap_or(u64::MAX);
-            shard.sum_ns.fetch_add(ns, Relaxed);
+            bump(&shard.sum_ns, ns, owned);
             if ns > shard.max_ns.load(Relaxed) {
                 shard.max_ns.fetch_max(ns, Relaxed);
             }
-            shard.buckets[bucket(ns)].fetch_add(1, Relaxed);
+            bump(&shard.buckets[bucket(ns)], 1, owned);
         }
         // Last, so a snapshot never sees a job as ended before it stops running.
-        shard.ended[index(status)].fetch_add(1, Relaxed);
+        bump(&shard.ended[index(status)], 1, owned);
     }
 
     /// Drops a queued job at shutdown: resolves its handle as not started and counts it.
@@ -325,9 +403,9 @@ impl StatsRecorder {
     /// Records a queued job that ended without this executor running it (it resolved as
     /// cancelled or timed out while queued, or was dropped by a runtime).
     pub fn ended_unstarted(&self, status: Status) {
-        let shard = self.shard();
-        shard.ended[index(status)].fetch_add(1, Relaxed);
-        shard.ended_unstarted.fetch_add(1, Relaxed);
+        let (shard, owned) = self.shard();
+        bump(&shard.ended[index(status)], 1, owned);
+        bump(&shard.ended_unstarted, 1, owned);
     }
 
     /// Waits until nothing is queued or running, or until `deadline`; true when idle.
@@ -365,7 +443,9 @@ impl StatsRecorder {
         for shard in self.shards.iter() {
             started += shard.started.load(Relaxed);
         }
-        let submitted = self.submitted.0.load(Relaxed);
+        let submitted = self.shards.iter().fold(0u64, |n, shard| {
+            n.wrapping_add(shard.submitted.load(Relaxed))
+        });
         let count: u64 = counts.iter().sum();
         let quantile = |q: f64| -> Duration {
             if count == 0 {
@@ -449,5 +529,56 @@ mod tests {
             assert!(err <= 0.25, "bucket value {v} too far from {ns}");
         }
         assert!(bucket(u64::MAX) < BUCKETS);
+    }
+
+    /// Threads that own a shard count with plain stores; more threads than shards share
+    /// the common one, and an exiting thread's shard passes to a later thread. Every
+    /// count must survive all of it: waves of threads, more at once than there are
+    /// shards, each counting through every kind of record.
+    #[test]
+    fn counts_are_exact_across_owned_shared_and_handed_on_shards() {
+        const PER_THREAD: u64 = 20_000;
+        const THREADS: usize = 3 * OWNED;
+        let stats = StatsRecorder::new();
+        let ends = StatusCounters::new();
+        for _wave in 0..3 {
+            // All of a wave's threads count at once, so the ones that share a shard race.
+            let start = std::sync::Barrier::new(THREADS);
+            std::thread::scope(|s| {
+                for _ in 0..THREADS {
+                    let (stats, ends, start) = (&stats, &ends, &start);
+                    s.spawn(move || {
+                        start.wait();
+                        for i in 0..PER_THREAD {
+                            stats.accepted();
+                            if i.is_multiple_of(5) {
+                                // Taken back and refused: counted once, as rejected.
+                                stats.unqueued();
+                                stats.rejected();
+                                ends.add(Status::Rejected);
+                                continue;
+                            }
+                            let start = stats.started();
+                            stats.finished(Status::Completed, start.map(|t| t.elapsed()));
+                            ends.add(Status::Completed);
+                        }
+                    });
+                }
+            });
+        }
+        let all = 3 * THREADS as u64 * PER_THREAD;
+        let rejected = 3 * THREADS as u64 * PER_THREAD / 5;
+        let snap = stats.snapshot();
+        assert_eq!(snap.submitted, all);
+        assert_eq!(snap.rejected, rejected);
+        assert_eq!(snap.completed, all - rejected);
+        assert_eq!((snap.queued, snap.running), (0, 0));
+        assert!(snap.is_balanced(), "{snap:?}");
+        assert_eq!(ends.get(Status::Completed), all - rejected);
+        assert_eq!(ends.total(), all);
+        // The threads that ended gave their shards back: a new thread owns one (only a
+        // leak, or eight other threads of this test binary counting at once, would leave
+        // it the common shard).
+        assert!(std::thread::spawn(|| my_shard().1).join().unwrap());
     }
 }
