@@ -129,6 +129,16 @@ impl Observers {
         }
     }
 
+    /// [`take_rest`](Self::take_rest), with the common cases (none, or a ledger alone)
+    /// decided inline.
+    #[inline]
+    fn take_rest_if_any(&mut self) -> Option<Observer> {
+        match self {
+            Observers::None | Observers::Sink(_) => None,
+            Observers::Call(_) | Observers::Many(_) => self.take_rest(),
+        }
+    }
+
     /// Takes the observers told without the lock.
     fn take_rest(&mut self) -> Option<Observer> {
         match self {
@@ -236,7 +246,7 @@ impl<T> Shared<T> {
         if let Some(sink) = slot.observers.first() {
             report(|| sink.tell(status));
         }
-        if let Some(obs) = slot.observers.take_rest() {
+        if let Some(obs) = slot.observers.take_rest_if_any() {
             drop(slot);
             let spent = report_observer(obs, status);
             slot = self.lock();

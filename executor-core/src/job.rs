@@ -652,6 +652,7 @@ const PRIORITY_SET: u8 = 1;
 const ON_THREAD: u8 = 2;
 
 impl Job {
+    #[inline]
     fn new<T: Send + 'static, B: Body<T>>(meta: MetaRef, body: B) -> (Job, TaskHandle<T>) {
         let id = TaskId::next();
         // One allocation for the task: the handle's state and the job's body together.
@@ -691,6 +692,7 @@ impl Job {
 
     /// A blocking task that runs once and does not read its context (what
     /// [`ExecutorExt::submit`](crate::ExecutorExt::submit) sends): it runs without one.
+    #[inline]
     pub(crate) fn plain<T, F>(meta: MetaRef, f: F) -> (Job, TaskHandle<T>)
     where
         T: Send + 'static,
@@ -906,10 +908,16 @@ impl Job {
     }
 
     /// Calls the attempt-end hooks (once) and forgets this attempt's other hooks.
+    #[inline]
     fn end_attempt(&mut self, status: Status) {
-        let Some(hooks) = self.hooks.as_mut() else {
-            return;
-        };
+        if let Some(hooks) = self.hooks.as_mut() {
+            Self::end_hooked_attempt(hooks, status);
+        }
+    }
+
+    /// [`end_attempt`](Self::end_attempt) for a job with hooks (out of line: most have none).
+    #[inline(never)]
+    fn end_hooked_attempt(hooks: &mut Hooks, status: Status) {
         drop(hooks.run.take());
         for hook in hooks.end.take() {
             if let Err(payload) = catch_unwind(AssertUnwindSafe(|| hook(status))) {
@@ -956,8 +964,27 @@ impl Job {
             Some(h) => run_hooked(h, self.attempt, body)
                 .unwrap_or_else(|| Err(TaskError::panicked(SKIPPED))),
         };
-        let result = result.map(|()| self.task.deliver());
-        self.finish(result)
+        match result {
+            // Done: ended here, without moving the job into `finish`.
+            Ok(()) => self.delivered(),
+            Err(e) => self.finish(e),
+        }
+    }
+
+    /// Ends an attempt whose body returned its value: success is final. Delivers the value
+    /// and says how the handle ended: a value that came after the handle resolved (timed
+    /// out) is counted as that, not as completed.
+    #[inline]
+    fn delivered(&mut self) -> Status {
+        let delivered = self.task.deliver();
+        self.settled = true;
+        let status = if delivered {
+            Status::Completed
+        } else {
+            self.task.shared().status()
+        };
+        self.end_attempt(status);
+        status
     }
 
     /// This attempt as a future, for backends with an async runtime. A blocking body runs
@@ -1008,26 +1035,13 @@ impl Job {
         )
     }
 
-    /// Ends the attempt: success is final; a failure goes to the failure hook of a
-    /// retryable job, or ends the task. The status is how the handle ended: a value that
-    /// came after the handle resolved (timed out) is counted as that, not as completed.
-    fn finish(mut self, result: Result<bool, TaskError>) -> Status {
-        let err = match result {
-            Ok(delivered) => {
-                self.settled = true;
-                let status = if delivered {
-                    Status::Completed
-                } else {
-                    self.task.shared().status()
-                };
-                self.end_attempt(status);
-                return status;
-            }
-            // A task that stops after it was asked to ends as cancelled (or timed out).
-            Err(e) => match self.task.shared().reason() {
-                Some(reason) => reason_error(reason),
-                None => e,
-            },
+    /// Ends a failed attempt: the failure goes to the failure hook of a retryable job, or
+    /// ends the task. (A success ends in [`delivered`](Self::delivered).)
+    fn finish(mut self, err: TaskError) -> Status {
+        // A task that stops after it was asked to ends as cancelled (or timed out).
+        let err = match self.task.shared().reason() {
+            Some(reason) => reason_error(reason),
+            None => err,
         };
         let status = err.status();
         let retryable = matches!(status, Status::Failed | Status::Panicked) && self.can_retry();
@@ -1124,6 +1138,15 @@ impl JobFuture {
     pub fn take_job(&mut self) -> Option<Job> {
         self.job.take()
     }
+
+    /// Ends the attempt with what its body returned.
+    fn conclude(&mut self, result: Result<(), TaskError>) -> Status {
+        let mut job = self.job.take().expect("job present");
+        match result {
+            Ok(()) => job.delivered(),
+            Err(e) => job.finish(e),
+        }
+    }
 }
 
 impl Future for JobFuture {
@@ -1159,14 +1182,12 @@ impl Future for JobFuture {
                 Some(h) => run_hooked(h, attempt, body)
                     .unwrap_or_else(|| Err(TaskError::panicked(SKIPPED))),
             };
-            let result = result.map(|()| task.deliver());
-            let job = this.job.take().expect("job present");
-            return Poll::Ready(job.finish(result));
+            return Poll::Ready(this.conclude(result));
         }
         if let Some(reason) = task.shared().reason() {
             task.stop();
             let job = this.job.take().expect("job present");
-            return Poll::Ready(job.finish(Err(reason_error(reason))));
+            return Poll::Ready(job.finish(reason_error(reason)));
         }
         let mut poll = || catch_unwind(AssertUnwindSafe(|| task.poll_async(cx, ctx)));
         let polled = match hooks {
@@ -1182,15 +1203,11 @@ impl Future for JobFuture {
                 }
                 Poll::Pending
             }
-            Ok(Poll::Ready(result)) => {
-                let result = result.map(|()| task.deliver());
-                let job = this.job.take().expect("job present");
-                Poll::Ready(job.finish(result))
-            }
+            Ok(Poll::Ready(result)) => Poll::Ready(this.conclude(result)),
             Err(payload) => {
                 task.stop();
                 let job = this.job.take().expect("job present");
-                Poll::Ready(job.finish(Err(TaskError::from_panic(payload))))
+                Poll::Ready(job.finish(TaskError::from_panic(payload)))
             }
         }
     }

@@ -130,6 +130,27 @@ struct Shard {
 }
 
 impl Shard {
+    /// Records the end of a started job, on the current thread's shard (see
+    /// [`StatsRecorder::finished`]).
+    #[inline]
+    fn record_end(&self, status: Status, run_time: Option<Duration>, owned: bool) {
+        if let Some(run_time) = run_time
+            && matches!(
+                status,
+                Status::Completed | Status::Failed | Status::Panicked
+            )
+        {
+            let ns = u64::try_from(run_time.as_nanos()).unwrap_or(u64::MAX);
+            bump(&self.sum_ns, ns, owned);
+            if ns > self.max_ns.load(Relaxed) {
+                self.max_ns.fetch_max(ns, Relaxed);
+            }
+            bump(&self.buckets[bucket(ns)], 1, owned);
+        }
+        // Last, so a snapshot never sees a job as ended before it stops running.
+        bump(&self.ended[index(status)], 1, owned);
+    }
+
     fn new() -> Self {
         Shard {
             submitted: AtomicU64::new(0),
@@ -218,6 +239,13 @@ fn first_shard_index() -> usize {
     };
     SHARD.set(i);
     i
+}
+
+/// Whether the job whose start is the shard's `n`th (from 0) has its run time measured:
+/// the first 64, then one in eight (reading the clock costs as much as a no-op task).
+#[inline]
+fn sample(n: u64) -> bool {
+    n < 64 || n.is_multiple_of(8)
 }
 
 /// The current thread's shard index, and whether it owns it.
@@ -354,9 +382,11 @@ impl StatsRecorder {
 
     /// Runs a queued job on this thread and records how it ended.
     pub fn run(&self, job: Job) -> Status {
-        let start = self.started();
+        // `started` and `finished` in one, finding the shard once.
+        let (shard, owned) = self.shard();
+        let start = sample(bump(&shard.started, 1, owned)).then(Instant::now);
         let status = job.run();
-        self.finished(status, start.map(|t| t.elapsed()));
+        shard.record_end(status, start.map(|t| t.elapsed()), owned);
         status
     }
 
@@ -366,28 +396,13 @@ impl StatsRecorder {
     /// sampled: the first 64 jobs of each shard, then one in eight (`None` otherwise).
     pub fn started(&self) -> Option<Instant> {
         let (shard, owned) = self.shard();
-        let n = bump(&shard.started, 1, owned);
-        (n < 64 || n.is_multiple_of(8)).then(Instant::now)
+        sample(bump(&shard.started, 1, owned)).then(Instant::now)
     }
 
     /// Records the end of a started job (`run_time` when it was sampled).
     pub fn finished(&self, status: Status, run_time: Option<Duration>) {
         let (shard, owned) = self.shard();
-        if let Some(run_time) = run_time
-            && matches!(
-                status,
-                Status::Completed | Status::Failed | Status::Panicked
-            )
-        {
-            let ns = u64::try_from(run_time.as_nanos()).unwrap_or(u64::MAX);
-            bump(&shard.sum_ns, ns, owned);
-            if ns > shard.max_ns.load(Relaxed) {
-                shard.max_ns.fetch_max(ns, Relaxed);
-            }
-            bump(&shard.buckets[bucket(ns)], 1, owned);
-        }
-        // Last, so a snapshot never sees a job as ended before it stops running.
-        bump(&shard.ended[index(status)], 1, owned);
+        shard.record_end(status, run_time, owned);
     }
 
     /// Drops a queued job at shutdown: resolves its handle as not started and counts it.
