@@ -247,3 +247,49 @@ fn loom_a_waker_registered_as_the_token_fires_is_never_lost() {
         assert_eq!(shared.status(), Status::Cancelled);
     });
 }
+
+/// Two runners of one `map` share its items through the claim cursor while both are
+/// cancelled at some point: every item is taken by at most one of them (loom's cell flags
+/// a slot reached from two threads at once), and the ones neither claimed drop with the
+/// last reference, so every item drops exactly once.
+#[test]
+fn loom_map_runners_take_each_item_once() {
+    use crate::ext::Runners;
+    use std::sync::atomic::AtomicUsize as Count;
+
+    struct Item(usize, Arc<Count>);
+    impl Drop for Item {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    loom::model(|| {
+        let drops = Arc::new(Count::new(0));
+        let items = (0..3).map(|i| Item(i, drops.clone()));
+        let runners = Arc::new(Runners::new(items, 2, |item: Item| item.0));
+        let spawn = |runners: &Arc<Runners<Item, _>>| {
+            let runners = runners.clone();
+            let ctx = crate::TaskContext::detached(crate::TaskMeta::new("runner"));
+            let token = ctx.cancel_token().clone();
+            let thread = thread::spawn(move || runners.run::<usize>(&ctx));
+            (thread, token)
+        };
+        let (first, first_token) = spawn(&runners);
+        let (second, second_token) = spawn(&runners);
+        first_token.cancel();
+        second_token.cancel();
+        let mut ran: Vec<usize> = [first, second]
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .flat_map(|(_, values)| values)
+            .collect();
+        let taken = ran.len();
+        ran.sort_unstable();
+        ran.dedup();
+        assert_eq!(ran.len(), taken, "an item ran twice");
+        assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), taken);
+        drop(runners);
+        assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), 3);
+    });
+}
