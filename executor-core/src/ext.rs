@@ -2,12 +2,8 @@
 
 use crate::backend::MetaRef;
 use crate::meta::ANONYMOUS;
-use crate::sync::{AtomicUsize, Ordering, TaskCell};
 use crate::{BoxError, Executor, Job, TaskContext, TaskError, TaskHandle, TaskMeta};
 use std::future::Future;
-use std::mem::MaybeUninit;
-use std::num::NonZeroUsize;
-use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 
 /// The meta of tasks submitted without one.
@@ -165,7 +161,7 @@ where
     F: Fn(I) -> T + Send + Sync + 'static,
 {
     match exec.map_width(&meta) {
-        Some(width) => map_runners(exec, meta, items, width, f),
+        Some(width) => crate::runners::map_runners(exec, meta, items, width, f),
         None => map_each(exec, meta, items, f),
     }
 }
@@ -215,208 +211,6 @@ where
     }
 }
 
-/// The results of one block of consecutive items: the index of its first item, and the
-/// values in order.
-pub(crate) type Block<T> = (usize, Vec<T>);
-
-/// A runner task's handle: its blocks, in the order it ran them.
-type RunnerHandle<T> = TaskHandle<Vec<Block<T>>>;
-
-/// What `map`'s runner tasks share: the items, a cursor that hands them out in blocks,
-/// and the function.
-///
-/// The items stay where `map` collected them: a runner claims a block by moving the
-/// cursor (one atomic compare-and-swap) and moves its items out in place, so a block costs
-/// no copy and no allocation. Each item is moved out once, by the runner whose claim
-/// covers it; the ones no runner claimed drop with the last runner (`Drop` below).
-pub(crate) struct Runners<I, F> {
-    /// The items, in order. Slot `i` holds item `i` until a runner takes it; every slot
-    /// at or past `next` still holds its item.
-    slots: Box<[TaskCell<MaybeUninit<I>>]>,
-    /// The first item no runner has claimed yet.
-    next: AtomicUsize,
-    /// How many runners share the items (the claims are sized by it).
-    width: usize,
-    f: F,
-}
-
-// SAFETY: the slots are the only field that is not `Sync` by itself. A slot is reached
-// through `&self` only by `take`, for an index inside a block that exactly one runner
-// claimed (the compare-and-swap in `claim` hands every index out once), so no two
-// threads reach a slot; the items move between threads, hence `I: Send`.
-#[allow(unsafe_code)] // See the SAFETY comment above.
-unsafe impl<I: Send, F: Sync> Sync for Runners<I, F> {}
-
-#[allow(unsafe_code)] // The slots: see `take` and `Sync` above.
-impl<I, F> Runners<I, F> {
-    pub(crate) fn new(items: impl IntoIterator<Item = I>, width: usize, f: F) -> Self {
-        Runners {
-            // From a `Vec` this reuses its allocation in place: the slots have the items'
-            // size and alignment.
-            slots: items
-                .into_iter()
-                .map(|item| TaskCell::new(MaybeUninit::new(item)))
-                .collect(),
-            next: AtomicUsize::new(0),
-            width,
-            f,
-        }
-    }
-
-    /// How many items the map has.
-    pub(crate) fn total(&self) -> usize {
-        self.slots.len()
-    }
-
-    /// Claims the next block of items: a share of what is left, `1 / (2 * width)` of it, at
-    /// least one item. Early claims are large (few trips to the cursor); late ones are
-    /// small, so runners that free up at different times still finish close together.
-    pub(crate) fn claim(&self) -> Option<std::ops::Range<usize>> {
-        let total = self.total();
-        // Relaxed: the claims only need to be disjoint, which every read-modify-write on
-        // one atomic gives; the items were written before the runners were handed out.
-        let mut start = self.next.load(Ordering::Relaxed);
-        loop {
-            if start >= total {
-                return None;
-            }
-            let n = ((total - start) / (2 * self.width)).max(1);
-            match self.next.compare_exchange_weak(
-                start,
-                start + n,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return Some(start..start + n),
-                Err(now) => start = now,
-            }
-        }
-    }
-
-    /// Moves item `i` out of its slot.
-    ///
-    /// # Safety
-    /// `i` lies in a block this caller claimed, and is taken at most once.
-    unsafe fn take(&self, i: usize) -> I {
-        // SAFETY: slots at or past `next` hold their items, and `claim` moved `next` past
-        // `i` for this caller alone, which takes it once: the slot is initialised and
-        // nobody else reads it.
-        self.slots[i].with_mut(|slot| unsafe { (*slot).assume_init_read() })
-    }
-
-    /// One runner's body: claims blocks and runs `f` on their items until none is left or
-    /// the task is cancelled (checked between blocks). An item that panics does not stop
-    /// the runner: it runs the rest of what it claims, as tasks of their own would, then
-    /// ends with the first panic, so the task ends as panicked.
-    pub(crate) fn run<T>(&self, ctx: &TaskContext) -> Vec<Block<T>>
-    where
-        F: Fn(I) -> T,
-    {
-        let mut done = Vec::new();
-        let mut panic = None;
-        while !ctx.is_cancelled() {
-            let Some(block) = self.claim() else {
-                break;
-            };
-            let mut values = Vec::with_capacity(block.len());
-            let mut i = block.start;
-            while let Err(payload) = catch_unwind(AssertUnwindSafe(|| {
-                while i < block.end {
-                    // Moves on first, so an item whose call panics is not taken again.
-                    let at = i;
-                    i += 1;
-                    // SAFETY: `at` is in the block just claimed, taken once (above).
-                    let item = unsafe { self.take(at) };
-                    values.push((self.f)(item));
-                }
-            })) {
-                panic.get_or_insert(payload);
-            }
-            if panic.is_none() {
-                done.push((block.start, values));
-            }
-        }
-        if let Some(payload) = panic {
-            resume_unwind(payload);
-        }
-        done
-    }
-}
-
-#[allow(unsafe_code)] // The unclaimed slots: see below.
-impl<I, F> Drop for Runners<I, F> {
-    fn drop(&mut self) {
-        // Every runner is gone (this is the last reference), and each took exactly the
-        // items it claimed; the slots from `next` on still hold theirs.
-        let unclaimed = self.next.load(Ordering::Acquire).min(self.total());
-        for slot in &self.slots[unclaimed..] {
-            // SAFETY: no runner claimed this slot, so it holds its item, and `&mut self`
-            // means nothing else reaches it; it is dropped once, here.
-            slot.with_mut(|slot| unsafe { (*slot).assume_init_drop() });
-        }
-    }
-}
-
-/// `map` as up to `width` runner tasks that share the items (see `map`'s docs).
-fn map_runners<E, I, T, F>(
-    exec: &E,
-    meta: MetaRef,
-    items: impl IntoIterator<Item = I>,
-    width: NonZeroUsize,
-    f: F,
-) -> Result<Vec<T>, TaskError>
-where
-    E: Executor + ?Sized,
-    I: Send + 'static,
-    T: Send + 'static,
-    F: Fn(I) -> T + Send + Sync + 'static,
-{
-    let mut shared = Runners::new(items, width.get(), f);
-    let n = shared.total();
-    if n == 0 {
-        return Ok(Vec::new());
-    }
-    shared.width = shared.width.min(n);
-    let width = shared.width;
-    let shared = Arc::new(shared);
-    let (jobs, handles): (Vec<Job>, Vec<RunnerHandle<T>>) = (0..width)
-        .map(|_| {
-            let shared = shared.clone();
-            Job::once(meta.clone(), move |ctx| Ok(shared.run(ctx)))
-        })
-        .unzip();
-    // The runners hold the items now; what none of them claimed drops with the last one.
-    drop(shared);
-    exec.execute_batch(jobs);
-    let mut blocks = Vec::new();
-    let mut error: Option<TaskError> = None;
-    for h in handles {
-        match h.wait() {
-            Ok(done) => blocks.extend(done),
-            // A refused runner leaves its share to the others: its error counts only when
-            // no runner that ran ended badly.
-            Err(e) if error.as_ref().is_none_or(refused) => error = Some(e),
-            Err(_) => {}
-        }
-    }
-    if blocks.iter().map(|(_, values)| values.len()).sum::<usize>() < n {
-        // Some item gave no value: a runner ended badly, or every runner was refused or
-        // cancelled before the items ran out.
-        return Err(error.unwrap_or_else(TaskError::cancelled));
-    }
-    blocks.sort_unstable_by_key(|&(start, _)| start);
-    let mut out = Vec::with_capacity(n);
-    for (_, values) in blocks {
-        out.extend(values);
-    }
-    Ok(out)
-}
-
-/// True for the error of a task that never ran because the executor refused it.
-fn refused(e: &TaskError) -> bool {
-    e.is_rejected() || e.is_shutdown()
-}
-
 impl<E: Executor + ?Sized> ExecutorExt for E {}
 
 /// Hands `job` to `exec`; a refusal resolves the job's handle (dropping the error does).
@@ -430,6 +224,7 @@ fn dispatch<E: Executor + ?Sized>(exec: &E, job: Job) {
 mod tests {
     use super::*;
     use crate::{ExecutorStats, InlineExecutor, ShutdownMode, ShutdownReport, SubmitError};
+    use std::num::NonZeroUsize;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Runs each job on a thread of its own, gives a width of 3, and refuses the first
@@ -501,38 +296,9 @@ mod tests {
     }
 
     #[test]
-    fn every_item_drops_once_whether_taken_or_left_unclaimed() {
-        for (items, blocks) in [(0, 0), (1, 0), (1, 1), (9, 0), (9, 1), (9, 3), (9, 99)] {
-            let drops = Arc::new(AtomicUsize::new(0));
-            let runners = Runners::new(
-                (0..items).map(|_| Tracked(drops.clone())),
-                2,
-                |item: Tracked| drop(item),
-            );
-            let mut taken = 0;
-            for _ in 0..blocks {
-                let Some(block) = runners.claim() else { break };
-                for i in block {
-                    // SAFETY: `i` is in the block just claimed, taken once.
-                    #[allow(unsafe_code)]
-                    (runners.f)(unsafe { runners.take(i) });
-                    taken += 1;
-                }
-            }
-            assert_eq!(
-                drops.load(Ordering::Relaxed),
-                taken,
-                "{items} items, {blocks} blocks"
-            );
-            drop(runners);
-            assert_eq!(
-                drops.load(Ordering::Relaxed),
-                items,
-                "{items} items, {blocks} blocks"
-            );
-        }
-        // Through map, with runners refused: what they would have run runs elsewhere,
-        // and the items of a map that never ran drop with it.
+    fn every_item_of_a_map_drops_once() {
+        // With runners refused: what they would have run runs elsewhere, and the items of
+        // a map that never ran drop with it.
         let drops = Arc::new(AtomicUsize::new(0));
         let exec = Spawning {
             refuse: 1,

@@ -60,6 +60,7 @@ mod loom_models;
 mod meta;
 mod policy;
 mod ranked;
+mod runners;
 mod set;
 mod stats;
 mod sync;

@@ -248,48 +248,100 @@ fn loom_a_waker_registered_as_the_token_fires_is_never_lost() {
     });
 }
 
-/// Two runners of one `map` share its items through the claim cursor while both are
-/// cancelled at some point: every item is taken by at most one of them (loom's cell flags
-/// a slot reached from two threads at once), and the ones neither claimed drop with the
-/// last reference, so every item drops exactly once.
-#[test]
-fn loom_map_runners_take_each_item_once() {
-    use crate::ext::Runners;
-    use std::sync::atomic::AtomicUsize as Count;
+/// An item that counts its drops, for the `map` runner models.
+struct Item(usize, Arc<std::sync::atomic::AtomicUsize>);
 
-    struct Item(usize, Arc<Count>);
-    impl Drop for Item {
-        fn drop(&mut self) {
-            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+impl Drop for Item {
+    fn drop(&mut self) {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The runners of the `map` models: a value is ten times its item's index.
+type CountedRunners = crate::runners::Runners<Item, usize, fn(Item) -> usize>;
+
+/// Runners over `n` counted items writing to `out` (which must have room for them), and
+/// the drop count.
+#[allow(unsafe_code)] // The runners' output buffer, as `map_runners` sets it up.
+fn counted_runners(
+    n: usize,
+    width: usize,
+    out: &mut Vec<usize>,
+) -> (Arc<CountedRunners>, Arc<std::sync::atomic::AtomicUsize>) {
+    assert!(out.capacity() >= n);
+    let drops = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let items = (0..n).map(|i| Item(i, drops.clone()));
+    // SAFETY: `out` has room for the values; the models close the runners before they
+    // read or free it.
+    let runners =
+        unsafe { CountedRunners::new(items, width, |item: Item| item.0 * 10, out.as_mut_ptr()) };
+    (Arc::new(runners), drops)
+}
+
+/// The values of the written blocks, after `close`: each is its item's.
+#[allow(unsafe_code)] // Reads the output buffer as `map_runners` does.
+fn check_written(out: &[usize], written: &[std::ops::Range<usize>]) -> usize {
+    let _ = out;
+    for block in written {
+        for i in block.clone() {
+            // SAFETY: a written block's value, read after `close`.
+            assert_eq!(unsafe { out.as_ptr().add(i).read() }, i * 10);
         }
     }
+    written.iter().map(ExactSizeIterator::len).sum()
+}
 
-    loom::model(|| {
-        let drops = Arc::new(Count::new(0));
-        let items = (0..3).map(|i| Item(i, drops.clone()));
-        let runners = Arc::new(Runners::new(items, 2, |item: Item| item.0));
-        let spawn = |runners: &Arc<Runners<Item, _>>| {
+/// Two runners of one `map`, each cancelled at some point, share its items through the
+/// claim cursor: every item is taken by one runner at most and its value written once
+/// (loom's cells flag an item or a value reached from two threads at once), the written
+/// blocks hold their items' values, and the items neither claimed drop with the runners.
+#[test]
+fn loom_map_runners_take_each_item_once() {
+    // Two runners, each with a cancel check, a claim count and a compare-and-swap loop per
+    // block, outgrow an unbounded search; four preemptions cover two claims racing.
+    let mut model = loom::model::Builder::new();
+    model.preemption_bound = Some(4);
+    model.check(|| {
+        let mut out = Vec::with_capacity(3);
+        let (runners, drops) = counted_runners(3, 2, &mut out);
+        let spawn = |runners: &Arc<CountedRunners>| {
             let runners = runners.clone();
             let ctx = crate::TaskContext::detached(crate::TaskMeta::new("runner"));
             let token = ctx.cancel_token().clone();
-            let thread = thread::spawn(move || runners.run::<usize>(&ctx));
+            let thread = thread::spawn(move || runners.run(&ctx));
             (thread, token)
         };
         let (first, first_token) = spawn(&runners);
         let (second, second_token) = spawn(&runners);
         first_token.cancel();
         second_token.cancel();
-        let mut ran: Vec<usize> = [first, second]
-            .into_iter()
-            .flat_map(|t| t.join().unwrap())
-            .flat_map(|(_, values)| values)
-            .collect();
-        let taken = ran.len();
-        ran.sort_unstable();
-        ran.dedup();
-        assert_eq!(ran.len(), taken, "an item ran twice");
+        first.join().unwrap();
+        second.join().unwrap();
+        let taken = check_written(&out, &runners.close());
         assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), taken);
         drop(runners);
         assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), 3);
+    });
+}
+
+/// `map` closes its runners while one is still running: after `close` returns, no runner
+/// claims or writes a value (loom's cells flag a write that overlaps the map's reads), and
+/// what it claimed before is written and listed.
+#[test]
+fn loom_map_close_waits_for_a_runner_inside_a_block() {
+    loom::model(|| {
+        let mut out = Vec::with_capacity(2);
+        let (runners, drops) = counted_runners(2, 1, &mut out);
+        let runner = runners.clone();
+        let thread = thread::spawn(move || {
+            runner.run(&crate::TaskContext::detached(crate::TaskMeta::new(
+                "runner",
+            )));
+        });
+        let taken = check_written(&out, &runners.close());
+        thread.join().unwrap();
+        assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), taken);
+        drop(runners);
+        assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), 2);
     });
 }
