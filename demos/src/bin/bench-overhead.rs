@@ -13,6 +13,8 @@
 //! task per worker sharing the items (`Executor::map_width`): they measure what a
 //! data-parallel map costs, not what a task costs. The `par_iter` row compares the same
 //! `map` with what a rayon user writes for one: `par_iter().map().collect()` on the pool.
+//! The no-op rows return `()`; the `u64 values` row doubles a million numbers and keeps
+//! them, so writing the output is part of both sides.
 //!
 //! With `--callgrind` it also runs itself under `valgrind --tool=callgrind` once per row
 //! and side (`--one ROW SIDE`), with N and 2N tasks, and prints the instructions per task
@@ -219,6 +221,25 @@ fn raw_rayon_batch(pool: &rayon::ThreadPool, n: usize, work: Work) {
 fn raw_rayon_par_iter(pool: &rayon::ThreadPool, n: usize, work: Work) {
     use rayon::prelude::*;
     let out: Vec<()> = pool.install(|| (0..n).into_par_iter().map(|_| work.run()).collect());
+    black_box(out);
+}
+
+/// A map whose values are kept: `n` numbers doubled and collected, with `par_iter` on the
+/// pool (raw) or `map` (ours), so the output's writes are part of what is timed.
+fn rayon_values(b: &Bench, side: Side, n: usize) {
+    let out: Vec<u64> = match side {
+        Side::Raw => {
+            use rayon::prelude::*;
+            let out: Vec<u64> = b
+                .pool
+                .install(|| (0..n as u64).into_par_iter().map(|x| x * 2).collect());
+            Ok(out)
+        }
+        Side::Ours => b.rayon.map(0..n as u64, |x| x * 2),
+        Side::Routed => b.sup_rayon.map(0..n as u64, |x| x * 2),
+    }
+    .expect("a benchmark map failed");
+    assert_eq!(out.len(), n);
     black_box(out);
 }
 
@@ -690,6 +711,12 @@ fn main() -> Result<()> {
                 run_case(&b, id, side, n, work);
             }));
         }
+    }
+    if wants("rayon") {
+        let label = "rayon u64 values, map vs par_iter".to_owned();
+        rows.push(time_rounds(label, args.runs, args.noop, true, |side| {
+            rayon_values(&b, side, args.noop)
+        }));
     }
     print_rows(&rows);
     if args.python && wants("threads") {
