@@ -753,6 +753,66 @@ pub fn map_keeps_order_at_every_size(make: Factory<'_>) {
     finish(&*exec);
 }
 
+/// Counts its drops: an item or a value of [`check_map_drops`].
+struct Counted(usize, Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.1.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A `map` of `n` items whose calls panic at the indices in `panics` (those below `n`):
+/// without a panic it returns every value in order; with one it fails as panicked. Either
+/// way every item and every value made drops exactly once, none twice, none leaked.
+pub fn check_map_drops(make: Factory<'_>, n: usize, panics: &[usize]) {
+    let exec = make();
+    let items_dropped = Arc::new(AtomicUsize::new(0));
+    let values_dropped = Arc::new(AtomicUsize::new(0));
+    let items: Vec<Counted> = (0..n).map(|i| Counted(i, items_dropped.clone())).collect();
+    let panicking: Vec<usize> = panics.iter().copied().filter(|&i| i < n).collect();
+    let made = {
+        let values_dropped = values_dropped.clone();
+        let panicking = panicking.clone();
+        move |item: Counted| {
+            if panicking.contains(&item.0) {
+                panic!("item {}", item.0);
+            }
+            Counted(item.0, values_dropped.clone())
+        }
+    };
+    match exec.map(items, made) {
+        Ok(values) => {
+            assert!(
+                panicking.is_empty(),
+                "a map with a panicking item succeeded"
+            );
+            assert!(
+                values.iter().enumerate().all(|(i, v)| v.0 == i),
+                "out of order"
+            );
+            assert_eq!(values.len(), n);
+        }
+        Err(e) => {
+            assert!(
+                !panicking.is_empty(),
+                "a map with no panicking item failed: {e}"
+            );
+            assert!(e.is_panic(), "{e}");
+        }
+    }
+    let mut distinct = panicking.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(items_dropped.load(Ordering::Relaxed), n, "items dropped");
+    assert_eq!(
+        values_dropped.load(Ordering::Relaxed),
+        n - distinct.len(),
+        "values dropped"
+    );
+    finish(&*exec);
+}
+
 /// `map` on a shut-down executor returns a shut-down error, without hanging.
 pub fn map_after_shutdown_is_refused(make: Factory<'_>) {
     let exec = make();
@@ -934,6 +994,14 @@ macro_rules! conformance_tests {
                     now in $crate::testing::proptest::bool::ANY,
                 ) {
                     $crate::testing::check_mix(&make, &ops, at, now);
+                }
+
+                #[test]
+                fn random_map_drops_each_item_and_value_once(
+                    n in 0usize..3_000,
+                    panics in $crate::testing::proptest::collection::vec(0usize..3_000, 0..3),
+                ) {
+                    $crate::testing::check_map_drops(&make, n, &panics);
                 }
 
                 #[test]
