@@ -327,6 +327,8 @@ trait Body<T>: Send + 'static {
     /// in the body; a body that is itself the future is polled where it lies. `ctx` is
     /// `Some` when [`CONTEXT`](Self::CONTEXT).
     ///
+    /// A blocking body is never polled (`ASYNC` is false); this default says so.
+    ///
     /// # Safety
     /// `self` is pinned: from the first call on, it is neither moved nor reused before it
     /// is dropped, in place.
@@ -334,7 +336,10 @@ trait Body<T>: Send + 'static {
         &mut self,
         cx: &mut Context<'_>,
         ctx: Option<&TaskContext>,
-    ) -> Poll<Result<T, TaskError>>;
+    ) -> Poll<Result<T, TaskError>> {
+        let _ = (cx, ctx);
+        unreachable!("{NOT_ASYNC}")
+    }
     /// Drops the future of the attempt under way, in place.
     fn stop(&mut self) {}
 }
@@ -359,7 +364,6 @@ const NOT_ASYNC: &str = "a blocking body is never polled as a future";
 const NOT_BLOCKING: &str = "an async body is never called as a closure";
 const NO_CONTEXT: &str = "a body that reads its context was run without one";
 
-#[allow(unsafe_code)] // `Body::poll` is unsafe to call, not to implement here.
 impl<T, F> Body<T> for Once<F>
 where
     F: FnOnce(&TaskContext) -> Result<T, TaskError> + Send + 'static,
@@ -369,16 +373,8 @@ where
     fn call(&mut self, ctx: Option<&TaskContext>) -> Result<T, TaskError> {
         (self.0.take().expect(TAKEN))(ctx.expect(NO_CONTEXT))
     }
-    unsafe fn poll(
-        &mut self,
-        _: &mut Context<'_>,
-        _: Option<&TaskContext>,
-    ) -> Poll<Result<T, TaskError>> {
-        unreachable!("{NOT_ASYNC}")
-    }
 }
 
-#[allow(unsafe_code)] // `Body::poll` is unsafe to call, not to implement here.
 impl<T, F> Body<T> for Plain<F>
 where
     F: FnOnce() -> T + Send + 'static,
@@ -389,16 +385,8 @@ where
     fn call(&mut self, _: Option<&TaskContext>) -> Result<T, TaskError> {
         Ok((self.0.take().expect(TAKEN))())
     }
-    unsafe fn poll(
-        &mut self,
-        _: &mut Context<'_>,
-        _: Option<&TaskContext>,
-    ) -> Poll<Result<T, TaskError>> {
-        unreachable!("{NOT_ASYNC}")
-    }
 }
 
-#[allow(unsafe_code)] // `Body::poll` is unsafe to call, not to implement here.
 impl<T, F> Body<T> for Repeat<F>
 where
     F: Fn(&TaskContext) -> Result<T, TaskError> + Send + 'static,
@@ -407,13 +395,6 @@ where
     const REPEATABLE: bool = true;
     fn call(&mut self, ctx: Option<&TaskContext>) -> Result<T, TaskError> {
         (self.0)(ctx.expect(NO_CONTEXT))
-    }
-    unsafe fn poll(
-        &mut self,
-        _: &mut Context<'_>,
-        _: Option<&TaskContext>,
-    ) -> Poll<Result<T, TaskError>> {
-        unreachable!("{NOT_ASYNC}")
     }
 }
 
