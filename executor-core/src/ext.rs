@@ -223,6 +223,7 @@ fn dispatch<E: Executor + ?Sized>(exec: &E, job: Job) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runners::Counted;
     use crate::{ExecutorStats, InlineExecutor, ShutdownMode, ShutdownReport, SubmitError};
     use std::num::NonZeroUsize;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -286,15 +287,6 @@ mod tests {
         assert_eq!(exec.seen.load(Ordering::Relaxed), 2);
     }
 
-    /// An item that counts its drops.
-    struct Tracked(Arc<AtomicUsize>);
-
-    impl Drop for Tracked {
-        fn drop(&mut self) {
-            self.0.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
     #[test]
     fn every_item_of_a_map_drops_once() {
         // With runners refused: what they would have run runs elsewhere, and the items of
@@ -304,14 +296,15 @@ mod tests {
             refuse: 1,
             seen: AtomicUsize::new(0),
         };
-        let items: Vec<Tracked> = (0..500).map(|_| Tracked(drops.clone())).collect();
-        assert_eq!(exec.map(items, |_| 1u8).unwrap().len(), 500);
+        let items: Vec<Counted> = (0..500).map(|i| Counted(i, drops.clone())).collect();
+        let out = exec.map(items, |item: Counted| item.0).unwrap();
+        assert_eq!(out, (0..500).collect::<Vec<_>>());
         assert_eq!(drops.load(Ordering::Relaxed), 500);
         let exec = Spawning {
             refuse: usize::MAX,
             seen: AtomicUsize::new(0),
         };
-        let items: Vec<Tracked> = (0..500).map(|_| Tracked(drops.clone())).collect();
+        let items: Vec<Counted> = (0..500).map(|i| Counted(i, drops.clone())).collect();
         assert!(exec.map(items, |_| 1u8).unwrap_err().is_rejected());
         assert_eq!(drops.load(Ordering::Relaxed), 1_000);
     }

@@ -7,6 +7,7 @@
 use crate::admission::Admission;
 use crate::cancel::{CancelSource, CancelToken};
 use crate::handle::{Observer, Shared};
+use crate::runners::Counted;
 use crate::sync::{AtomicUsize, Mutex, Ordering};
 use crate::{Status, TaskHandle, TaskId};
 use loom::thread;
@@ -248,17 +249,8 @@ fn loom_a_waker_registered_as_the_token_fires_is_never_lost() {
     });
 }
 
-/// An item that counts its drops, for the `map` runner models.
-struct Item(usize, Arc<std::sync::atomic::AtomicUsize>);
-
-impl Drop for Item {
-    fn drop(&mut self) {
-        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
 /// The runners of the `map` models: a value is ten times its item's index.
-type CountedRunners = crate::runners::Runners<Item, usize, fn(Item) -> usize>;
+type CountedRunners = crate::runners::Runners<Counted, usize, fn(Counted) -> usize>;
 
 /// Runners over `n` counted items writing to `out` (which must have room for them), and
 /// the drop count.
@@ -268,24 +260,20 @@ fn counted_runners(
     width: usize,
     out: &mut Vec<usize>,
 ) -> (Arc<CountedRunners>, Arc<std::sync::atomic::AtomicUsize>) {
-    assert!(out.capacity() >= n);
     let drops = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let items = (0..n).map(|i| Item(i, drops.clone()));
-    // SAFETY: `out` has room for the values; the models close the runners before they
-    // read or free it.
-    let runners =
-        unsafe { CountedRunners::new(items, width, |item: Item| item.0 * 10, out.as_mut_ptr()) };
+    let items = (0..n).map(|i| Counted(i, drops.clone()));
+    // SAFETY: the models close the runners before they read or free `out`.
+    let runners = unsafe { CountedRunners::new(items, width, |item: Counted| item.0 * 10, out) };
     (Arc::new(runners), drops)
 }
 
 /// The values of the written blocks, after `close`: each is its item's.
 #[allow(unsafe_code)] // Reads the output buffer as `map_runners` does.
-fn check_written(out: &[usize], written: &[std::ops::Range<usize>]) -> usize {
-    let _ = out;
+fn check_written(out: *const usize, written: &[std::ops::Range<usize>]) -> usize {
     for block in written {
         for i in block.clone() {
             // SAFETY: a written block's value, read after `close`.
-            assert_eq!(unsafe { out.as_ptr().add(i).read() }, i * 10);
+            assert_eq!(unsafe { out.add(i).read() }, i * 10);
         }
     }
     written.iter().map(ExactSizeIterator::len).sum()
@@ -302,7 +290,7 @@ fn loom_map_runners_take_each_item_once() {
     let mut model = loom::model::Builder::new();
     model.preemption_bound = Some(4);
     model.check(|| {
-        let mut out = Vec::with_capacity(3);
+        let mut out = Vec::new();
         let (runners, drops) = counted_runners(3, 2, &mut out);
         let spawn = |runners: &Arc<CountedRunners>| {
             let runners = runners.clone();
@@ -317,7 +305,7 @@ fn loom_map_runners_take_each_item_once() {
         second_token.cancel();
         first.join().unwrap();
         second.join().unwrap();
-        let taken = check_written(&out, &runners.close());
+        let taken = check_written(out.as_ptr(), &runners.close());
         assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), taken);
         drop(runners);
         assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), 3);
@@ -330,7 +318,7 @@ fn loom_map_runners_take_each_item_once() {
 #[test]
 fn loom_map_close_waits_for_a_runner_inside_a_block() {
     loom::model(|| {
-        let mut out = Vec::with_capacity(2);
+        let mut out = Vec::new();
         let (runners, drops) = counted_runners(2, 1, &mut out);
         let runner = runners.clone();
         let thread = thread::spawn(move || {
@@ -338,7 +326,7 @@ fn loom_map_close_waits_for_a_runner_inside_a_block() {
                 "runner",
             )));
         });
-        let taken = check_written(&out, &runners.close());
+        let taken = check_written(out.as_ptr(), &runners.close());
         thread.join().unwrap();
         assert_eq!(drops.load(std::sync::atomic::Ordering::Relaxed), taken);
         drop(runners);

@@ -31,8 +31,8 @@ pub(crate) struct Runners<I, T, F> {
     /// Where item `i`'s value goes: the buffer of `map`'s output, `total` values long,
     /// which `map` frees or returns only after [`close`](Self::close).
     out: *mut T,
-    /// Under loom, a cell per value, reached wherever a value is written or read, so the
-    /// models fail if two threads ever reach one value at once.
+    /// Under loom, a cell per value, reached wherever a value is written or dropped, so
+    /// the models fail if two threads ever reach one value at once.
     #[cfg(loom)]
     shadow: Box<[TaskCell<()>]>,
     /// How many runners are between a claim and the end of its block (or a refused
@@ -77,17 +77,16 @@ impl Drop for Claim<'_> {
 
 #[allow(unsafe_code)] // The slots and the output: see `take`, `put` and `Sync` above.
 impl<I, T, F> Runners<I, T, F> {
-    /// Runners over `items`, `width` of them, writing the values to `out`, which must have
-    /// room for as many values as there are items.
+    /// Runners over `items`, at most `width` of them (no more than there are items),
+    /// writing the values into `out`'s buffer, which this gives room for them all.
     ///
     /// # Safety
-    /// `out` stays valid for writes of [`total`](Self::total) values until
-    /// [`close`](Self::close) returns.
+    /// `out` is not moved, grown, freed or read until [`close`](Self::close) returns.
     pub(crate) unsafe fn new(
         items: impl IntoIterator<Item = I>,
         width: usize,
         f: F,
-        out: *mut T,
+        out: &mut Vec<T>,
     ) -> Self {
         // From a `Vec` this reuses its allocation in place: the slots have the items'
         // size and alignment.
@@ -95,14 +94,16 @@ impl<I, T, F> Runners<I, T, F> {
             .into_iter()
             .map(|item| TaskCell::new(MaybeUninit::new(item)))
             .collect();
+        let total = slots.len();
+        out.reserve_exact(total);
         Runners {
             #[cfg(loom)]
             shadow: slots.iter().map(|_| TaskCell::new(())).collect(),
             slots,
             next: AtomicUsize::new(0),
-            width: width.max(1),
+            width: width.clamp(1, total.max(1)),
             f,
-            out,
+            out: out.as_mut_ptr(),
             state: AtomicUsize::new(0),
             written: Mutex::new(Vec::new()),
         }
@@ -214,7 +215,6 @@ impl<I, T, F> Runners<I, T, F> {
             let mut i = block.start;
             // Values are written at `block.start..kept`.
             let mut kept = block.start;
-            let mut keep = panic.is_none();
             while let Err(payload) = catch_unwind(AssertUnwindSafe(|| {
                 while i < block.end {
                     // Moves on first, so an item whose call panics is not taken again.
@@ -223,14 +223,14 @@ impl<I, T, F> Runners<I, T, F> {
                     // SAFETY: `at` is in the block just claimed, taken once (above).
                     let item = unsafe { self.take(at) };
                     let value = (self.f)(item);
-                    if keep {
+                    // After a panic the map fails: the values are not kept.
+                    if panic.is_none() {
                         // SAFETY: `at` is in the claim held, written once (above).
                         unsafe { self.put(at, value) };
                         kept = i;
                     }
                 }
             })) {
-                keep = false;
                 panic.get_or_insert(payload);
             }
             if kept == block.end {
@@ -298,16 +298,13 @@ where
     F: Fn(I) -> T + Send + Sync + 'static,
 {
     let mut out: Vec<T> = Vec::new();
-    // SAFETY: `out` is given its room below, before any runner exists, and is neither
-    // freed nor read before `close` returns (the `Closing` guard closes even on unwind).
-    let mut runners = unsafe { Runners::new(items, width.get(), f, out.as_mut_ptr()) };
+    // SAFETY: `out` is left alone until `close` returns (the `Closing` guard closes even
+    // on unwind).
+    let runners = unsafe { Runners::new(items, width.get(), f, &mut out) };
     let n = runners.total();
     if n == 0 {
         return Ok(out);
     }
-    out.reserve_exact(n);
-    runners.out = out.as_mut_ptr();
-    runners.width = runners.width.min(n);
     let shared = Arc::new(runners);
     let closing = Closing(&shared);
     let (jobs, handles): (Vec<Job>, Vec<TaskHandle<()>>) = (0..shared.width)
@@ -336,10 +333,6 @@ where
         // SAFETY: the written blocks are disjoint (each index is claimed once) and cover
         // all `n` values, each written once, and no runner reaches `out` after `close`.
         unsafe { out.set_len(n) };
-        #[cfg(loom)]
-        for cell in shared.shadow.iter() {
-            cell.with_mut(|_| ());
-        }
         return Ok(out);
     }
     for block in written {
@@ -369,33 +362,39 @@ fn refused(e: &TaskError) -> bool {
     e.is_rejected() || e.is_shutdown()
 }
 
+/// An item or a value of a map in tests (and the conformance suite): counts its drops in
+/// the shared counter.
+#[cfg(any(test, feature = "testing"))]
+pub(crate) struct Counted(
+    pub(crate) usize,
+    pub(crate) Arc<std::sync::atomic::AtomicUsize>,
+);
+
+#[cfg(any(test, feature = "testing"))]
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize as Count;
-
-    /// An item that counts its drops.
-    struct Tracked(Arc<Count>);
-
-    impl Drop for Tracked {
-        fn drop(&mut self) {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
 
     #[test]
     #[allow(unsafe_code)] // Claims and takes by hand, as a runner does.
     fn every_item_drops_once_whether_taken_or_left_unclaimed() {
         for (items, blocks) in [(0, 0), (1, 0), (1, 1), (9, 0), (9, 1), (9, 3), (9, 99)] {
             let drops = Arc::new(Count::new(0));
-            let mut out: Vec<()> = Vec::with_capacity(items);
+            let mut out: Vec<()> = Vec::new();
             // SAFETY: `out` outlives the runners, which never write to it here.
             let runners = unsafe {
                 Runners::new(
-                    (0..items).map(|_| Tracked(drops.clone())),
+                    (0..items).map(|i| Counted(i, drops.clone())),
                     2,
-                    |item: Tracked| drop(item),
-                    out.as_mut_ptr(),
+                    |item: Counted| drop(item),
+                    &mut out,
                 )
             };
             let mut taken = 0;
@@ -420,8 +419,8 @@ mod tests {
     fn values_of_a_panicked_block_drop_and_the_rest_are_written() {
         let drops = Arc::new(Count::new(0));
         let counted = drops.clone();
-        let mut out: Vec<Tracked> = Vec::with_capacity(100);
-        // SAFETY: `out` outlives the runners and has room for every value.
+        let mut out: Vec<Counted> = Vec::new();
+        // SAFETY: `out` outlives the runners and is left alone until `close`.
         #[allow(unsafe_code)]
         let runners = unsafe {
             Runners::new(
@@ -429,9 +428,9 @@ mod tests {
                 1,
                 move |i| {
                     assert_ne!(i, 70, "item 70");
-                    Tracked(counted.clone())
+                    Counted(i as usize, counted.clone())
                 },
-                out.as_mut_ptr(),
+                &mut out,
             )
         };
         let ctx = TaskContext::detached(crate::TaskMeta::new("runner"));

@@ -753,19 +753,11 @@ pub fn map_keeps_order_at_every_size(make: Factory<'_>) {
     finish(&*exec);
 }
 
-/// Counts its drops: an item or a value of [`check_map_drops`].
-struct Counted(usize, Arc<AtomicUsize>);
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.1.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
 /// A `map` of `n` items whose calls panic at the indices in `panics` (those below `n`):
 /// without a panic it returns every value in order; with one it fails as panicked. Either
 /// way every item and every value made drops exactly once, none twice, none leaked.
 pub fn check_map_drops(make: Factory<'_>, n: usize, panics: &[usize]) {
+    use crate::runners::Counted;
     let exec = make();
     let items_dropped = Arc::new(AtomicUsize::new(0));
     let values_dropped = Arc::new(AtomicUsize::new(0));
