@@ -2,8 +2,10 @@
 
 use crate::backend::MetaRef;
 use crate::meta::ANONYMOUS;
+use crate::runners::{Collected, Counting, map_runners};
 use crate::{BoxError, Executor, Job, TaskContext, TaskError, TaskHandle, TaskMeta};
 use std::future::Future;
+use std::ops::Range;
 use std::sync::Arc;
 
 /// The meta of tasks submitted without one.
@@ -140,6 +142,99 @@ pub trait ExecutorExt: Executor {
     {
         map_meta(self, meta.into(), items, f)
     }
+
+    /// [`map`](Self::map) over a range of integers, which is never collected: where `map`
+    /// runs as runner tasks, they share the range by index and make each number as they
+    /// claim it.
+    ///
+    /// `map` takes any iterator, which its runners cannot share across threads, so it
+    /// first collects the items into a `Vec` (a `Vec` passed to it is used in place). For
+    /// a million cheap items that collecting costs more than the work; `map_range` skips
+    /// it, as rayon's `(0..n).into_par_iter()` does.
+    ///
+    /// ```
+    /// use executor_core::{ExecutorExt, InlineExecutor};
+    /// let exec = InlineExecutor::new("inline");
+    /// let doubled = exec.map_range(0..1_000u64, |x| x * 2).unwrap();
+    /// assert_eq!(doubled[999], 1_998);
+    /// ```
+    fn map_range<N, T, F>(&self, range: Range<N>, f: F) -> Result<Vec<T>, TaskError>
+    where
+        N: RangeItem,
+        T: Send + 'static,
+        F: Fn(N) -> T + Send + Sync + 'static,
+    {
+        map_range_meta(self, anonymous(), range, f)
+    }
+
+    /// [`map_range`](Self::map_range) with every task described by `meta`, as
+    /// [`map_with`](Self::map_with) is to `map`.
+    fn map_range_with<N, T, F>(
+        &self,
+        meta: TaskMeta,
+        range: Range<N>,
+        f: F,
+    ) -> Result<Vec<T>, TaskError>
+    where
+        N: RangeItem,
+        T: Send + 'static,
+        F: Fn(N) -> T + Send + Sync + 'static,
+    {
+        map_range_meta(self, meta.into(), range, f)
+    }
+}
+
+/// A primitive integer type, whose ranges [`ExecutorExt::map_range`] shares out by index.
+/// Implemented for every primitive integer type up to 64 bits; it cannot be implemented
+/// outside this crate.
+pub trait RangeItem: Copy + Send + Sync + 'static + sealed::Counted {}
+
+mod sealed {
+    use std::ops::Range;
+
+    /// How [`RangeItem`](super::RangeItem) counts: private, so the trait is sealed.
+    pub trait Counted: Sized {
+        /// How many numbers `range` holds (none when it is empty or reversed).
+        fn distance(range: &Range<Self>) -> usize;
+        /// The number `i` steps after `start` (`i` is less than the range's distance).
+        fn nth(start: Self, i: usize) -> Self;
+    }
+}
+
+/// Implements [`RangeItem`] for primitive integer types.
+macro_rules! range_items {
+    ($($t:ty),*) => {$(
+        impl sealed::Counted for $t {
+            fn distance(range: &Range<Self>) -> usize {
+                if range.end <= range.start {
+                    return 0;
+                }
+                // Every type here fits an `i128`, so the difference cannot overflow.
+                usize::try_from(range.end as i128 - range.start as i128)
+                    .expect("a map_range longer than usize::MAX")
+            }
+
+            fn nth(start: Self, i: usize) -> Self {
+                // `start + i` lies in the range, so it fits: adding modulo the type's width
+                // gives it exactly, even where `i` itself does not fit the type.
+                start.wrapping_add(i as Self)
+            }
+        }
+
+        impl RangeItem for $t {}
+    )*};
+}
+
+range_items!(u8, u16, u32, u64, usize, i8, i16, i32, i64, isize);
+
+/// How many numbers `range` holds.
+pub(crate) fn distance<N: RangeItem>(range: &Range<N>) -> usize {
+    sealed::Counted::distance(range)
+}
+
+/// The number `i` steps after `start`, for `i` below the distance of a range from `start`.
+pub(crate) fn nth<N: RangeItem>(start: N, i: usize) -> N {
+    sealed::Counted::nth(start, i)
 }
 
 /// How many of a per-item `map`'s jobs go to the executor in one
@@ -161,8 +256,30 @@ where
     F: Fn(I) -> T + Send + Sync + 'static,
 {
     match exec.map_width(&meta) {
-        Some(width) => crate::runners::map_runners(exec, meta, items, width, f),
+        Some(width) => map_runners(exec, meta, Collected::new(items), width, f),
         None => map_each(exec, meta, items, f),
+    }
+}
+
+fn map_range_meta<E, N, T, F>(
+    exec: &E,
+    meta: MetaRef,
+    range: Range<N>,
+    f: F,
+) -> Result<Vec<T>, TaskError>
+where
+    E: Executor + ?Sized,
+    N: RangeItem,
+    T: Send + 'static,
+    F: Fn(N) -> T + Send + Sync + 'static,
+{
+    match exec.map_width(&meta) {
+        Some(width) => map_runners(exec, meta, Counting::new(range), width, f),
+        None => {
+            let start = range.start;
+            let numbers = (0..distance(&range)).map(move |i| nth(start, i));
+            map_each(exec, meta, numbers, f)
+        }
     }
 }
 
@@ -329,5 +446,36 @@ mod tests {
         let stats = exec.stats();
         assert_eq!((stats.submitted, stats.panicked), (1, 1), "{stats:?}");
         assert_eq!(exec.map(0..3u32, |x| x).unwrap(), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn map_range_makes_every_number_of_any_integer_range() {
+        /// `map_range` over `range` on runners (width 3) and per item (inline) equals `map`
+        /// over the same range, collected.
+        fn same<N>(range: std::ops::Range<N>)
+        where
+            N: RangeItem + std::fmt::Debug + PartialEq,
+            std::ops::Range<N>: Iterator<Item = N> + Clone + std::fmt::Debug,
+        {
+            let expected: Vec<N> = range.clone().collect();
+            let runners = Spawning {
+                refuse: 0,
+                seen: AtomicUsize::new(0),
+            };
+            let inline = InlineExecutor::new("inline");
+            for exec in [&runners as &dyn Executor, &inline] {
+                let out = exec.map_range(range.clone(), |x| x).unwrap();
+                assert_eq!(out, expected, "{range:?} on {}", exec.name());
+            }
+        }
+        same(0..0u64);
+        #[allow(clippy::reversed_empty_ranges)] // Empty on purpose: it makes no number.
+        same(5..2u32);
+        same(-3..4i32);
+        same(i8::MIN..i8::MAX);
+        same(0..u8::MAX);
+        same(u64::MAX - 1_000..u64::MAX);
+        same(i64::MIN..i64::MIN + 1_000);
+        same(isize::MAX - 3..isize::MAX);
     }
 }

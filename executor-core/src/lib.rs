@@ -75,7 +75,7 @@ pub use error::{BoxError, Cancelled, SubmitError, TaskError, panic_message};
 pub use executor::{
     Executor, OnFull, ShutdownMode, ShutdownReport, TaskRecord, shutdown_in_background,
 };
-pub use ext::ExecutorExt;
+pub use ext::{ExecutorExt, RangeItem};
 pub use handle::TaskHandle;
 pub use inline::InlineExecutor;
 pub use job::{BoxFuture, Job};

@@ -250,7 +250,8 @@ fn loom_a_waker_registered_as_the_token_fires_is_never_lost() {
 }
 
 /// The runners of the `map` models: a value is ten times its item's index.
-type CountedRunners = crate::runners::Runners<Counted, usize, fn(Counted) -> usize>;
+type CountedRunners =
+    crate::runners::Runners<crate::runners::Collected<Counted>, usize, fn(Counted) -> usize>;
 
 /// Runners over `n` counted items writing to `out` (which must have room for them), and
 /// the drop count.
@@ -261,7 +262,7 @@ fn counted_runners(
     out: &mut Vec<usize>,
 ) -> (Arc<CountedRunners>, Arc<std::sync::atomic::AtomicUsize>) {
     let drops = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let items = (0..n).map(|i| Counted(i, drops.clone()));
+    let items = crate::runners::Collected::new((0..n).map(|i| Counted(i, drops.clone())));
     // SAFETY: the models close the runners before they read or free `out`.
     let runners = unsafe { CountedRunners::new(items, width, |item: Counted| item.0 * 10, out) };
     (Arc::new(runners), drops)

@@ -2,27 +2,153 @@
 //! each value straight into the map's output, where it stays.
 
 use crate::backend::MetaRef;
-use crate::sync::{AtomicUsize, Mutex, MutexGuard, Ordering, TaskCell, back_off};
+#[cfg(loom)]
+use crate::sync::TaskCell;
+use crate::sync::{AtomicUsize, Mutex, MutexGuard, Ordering, back_off};
 use crate::{Executor, Job, TaskContext, TaskError, TaskHandle};
-use std::mem::MaybeUninit;
 use std::num::NonZeroUsize;
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 
+/// Where a map's items come from: `len` of them, item `i` taken at most once, by whoever
+/// claimed index `i`.
+pub(crate) trait Items {
+    /// One item.
+    type Item;
+
+    /// How many items there are.
+    fn len(&self) -> usize;
+
+    /// Item `i`.
+    ///
+    /// # Safety
+    /// `i < len()`, and no other call takes `i`, before or at the same time.
+    #[allow(unsafe_code)] // The contract above.
+    unsafe fn take(&self, i: usize) -> Self::Item;
+
+    /// Drops the items from `from` on, none of which was taken.
+    fn drop_from(&mut self, from: usize);
+}
+
+/// Items collected from an iterator into a `Vec` (a `Vec` passed to `map` is used as it
+/// is, with no pass over it), each moved out of its place when it is taken.
+pub(crate) struct Collected<I> {
+    /// The first item of the buffer, which a `Vec` of `capacity` allocated; freed on drop
+    /// (`Drop` below), while the items are dropped one by one (taken, or by `drop_from`).
+    items: *mut I,
+    len: usize,
+    capacity: usize,
+    /// Under loom, a cell per item, reached wherever an item is taken or dropped, so the
+    /// models fail if two threads ever reach one item at once.
+    #[cfg(loom)]
+    shadow: Box<[TaskCell<()>]>,
+}
+
+impl<I> Collected<I> {
+    pub(crate) fn new(items: impl IntoIterator<Item = I>) -> Self {
+        // The `Vec` gives up its buffer to this; `Drop` below frees it.
+        let mut buffer = std::mem::ManuallyDrop::new(items.into_iter().collect::<Vec<I>>());
+        Collected {
+            #[cfg(loom)]
+            shadow: (0..buffer.len()).map(|_| TaskCell::new(())).collect(),
+            items: buffer.as_mut_ptr(),
+            len: buffer.len(),
+            capacity: buffer.capacity(),
+        }
+    }
+}
+
+#[allow(unsafe_code)] // Frees the buffer: see below.
+impl<I> Drop for Collected<I> {
+    fn drop(&mut self) {
+        // SAFETY: `items` and `capacity` are those of the `Vec` that `new` took apart, whose
+        // buffer nothing else frees; length 0, because every item was taken or dropped
+        // already (a collection that never reached `drop_from` leaks its items, safely).
+        drop(unsafe { Vec::from_raw_parts(self.items, 0, self.capacity) });
+    }
+}
+
+// SAFETY: the collection owns its items as the `Vec` it holds would (the pointer is into
+// that `Vec`'s buffer), so sending it sends the items.
+#[allow(unsafe_code)]
+unsafe impl<I: Send> Send for Collected<I> {}
+
+#[allow(unsafe_code)] // Moves items out of the buffer: see below.
+impl<I> Items for Collected<I> {
+    type Item = I;
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    unsafe fn take(&self, i: usize) -> I {
+        #[cfg(loom)]
+        self.shadow[i].with_mut(|_| ());
+        // SAFETY: `i < len`, and every item stays in the buffer until it is taken, which
+        // the caller does once for `i` and alone.
+        unsafe { self.items.add(i).read() }
+    }
+
+    fn drop_from(&mut self, from: usize) {
+        #[cfg(loom)]
+        for cell in &self.shadow[from..] {
+            cell.with_mut(|_| ());
+        }
+        // SAFETY: the items from `from` on were not taken, so each is still in the buffer,
+        // and `&mut self` means nothing else reaches them; each is dropped once, here.
+        unsafe {
+            std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(
+                self.items.add(from),
+                self.len.saturating_sub(from),
+            ));
+        }
+    }
+}
+
+/// The numbers of a range, made as they are claimed: item `i` is `start + i`.
+pub(crate) struct Counting<N> {
+    start: N,
+    len: usize,
+}
+
+impl<N: crate::RangeItem> Counting<N> {
+    pub(crate) fn new(range: Range<N>) -> Self {
+        Counting {
+            len: crate::ext::distance(&range),
+            start: range.start,
+        }
+    }
+}
+
+#[allow(unsafe_code)] // `Items::take`'s contract; nothing here needs it.
+impl<N: crate::RangeItem> Items for Counting<N> {
+    type Item = N;
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    unsafe fn take(&self, i: usize) -> N {
+        crate::ext::nth(self.start, i)
+    }
+
+    fn drop_from(&mut self, _from: usize) {}
+}
+
 /// What `map`'s runner tasks share: the items, a cursor that hands them out in blocks,
 /// the function, and where the values go.
 ///
-/// The items stay where `map` collected them, and the values go straight to their place
-/// in the output `map` returns: a runner claims a block by moving the cursor (one atomic
-/// compare-and-swap), moves its items out in place and writes their values in place, so a
-/// block costs no copy and no allocation. Each index is claimed by one runner, which
-/// takes its item once and writes its value once. The items no runner claimed drop with
-/// the last runner (`Drop` below); the values belong to `map` (see [`Runners::close`]).
-pub(crate) struct Runners<I, T, F> {
-    /// The items, in order. Slot `i` holds item `i` until a runner takes it; every slot
-    /// at or past `next` still holds its item.
-    slots: Box<[TaskCell<MaybeUninit<I>>]>,
+/// The items stay where `map` collected them (or, for a range, are made as they are
+/// claimed), and the values go straight to their place in the output `map` returns: a
+/// runner claims a block by moving the cursor (one atomic compare-and-swap), takes its
+/// items in place and writes their values in place, so a block costs no copy and no
+/// allocation. Each index is claimed by one runner, which takes its item once and writes
+/// its value once. The items no runner claimed drop with the last runner (`Drop` below);
+/// the values belong to `map` (see [`Runners::close`]).
+pub(crate) struct Runners<S: Items, T, F> {
+    /// The items, in order; every item at or past `next` is still there to take.
+    items: S,
     /// The first item no runner has claimed yet.
     next: AtomicUsize,
     /// How many runners share the items (the claims are sized by it).
@@ -43,19 +169,19 @@ pub(crate) struct Runners<I, T, F> {
     written: Mutex<Vec<Range<usize>>>,
 }
 
-// SAFETY: the items and the values cross threads (hence `I: Send`, `T: Send`); the
-// function is called from every runner (`F: Sync`). The fields that are not `Sync` by
-// themselves are the item slots and the output pointer, and both are reached through
-// `&self` only at an index inside a block that exactly one runner claimed (the
-// compare-and-swap in `claim` hands every index out once), so no two threads reach the
-// same item or value; `close` keeps `map` from reading or freeing the output while a
-// runner is inside a block.
+// SAFETY: the items and the values cross threads (hence `S: Send`, `S::Item: Send`,
+// `T: Send`); the function is called from every runner (`F: Sync`). The fields that are
+// not `Sync` by themselves are the items (collected ones sit in cells) and the output
+// pointer, and both are reached through `&self` only at an index inside a block that
+// exactly one runner claimed (the compare-and-swap in `claim` hands every index out once),
+// so no two threads reach the same item or value; `close` keeps `map` from reading or
+// freeing the output while a runner is inside a block.
 #[allow(unsafe_code)] // See the SAFETY comment above.
-unsafe impl<I: Send, T: Send, F: Sync> Sync for Runners<I, T, F> {}
-// SAFETY: as for `Sync` above; sending the runners sends the items (`I: Send`) and the
+unsafe impl<S: Items + Send, T: Send, F: Sync> Sync for Runners<S, T, F> where S::Item: Send {}
+// SAFETY: as for `Sync` above; sending the runners sends the items (`S: Send`) and the
 // right to write values (`T: Send`).
 #[allow(unsafe_code)] // See the SAFETY comment above.
-unsafe impl<I: Send, T: Send, F: Send> Send for Runners<I, T, F> {}
+unsafe impl<S: Items + Send, T: Send, F: Send> Send for Runners<S, T, F> {}
 
 /// The bit of [`Runners`]' `state` that `close` sets.
 const CLOSED: usize = 1 << (usize::BITS - 1);
@@ -75,31 +201,20 @@ impl Drop for Claim<'_> {
     }
 }
 
-#[allow(unsafe_code)] // The slots and the output: see `take`, `put` and `Sync` above.
-impl<I, T, F> Runners<I, T, F> {
+#[allow(unsafe_code)] // The items and the output: see `take`, `write_values` and `Sync` above.
+impl<S: Items, T, F> Runners<S, T, F> {
     /// Runners over `items`, at most `width` of them (no more than there are items),
     /// writing the values into `out`'s buffer, which this gives room for them all.
     ///
     /// # Safety
     /// `out` is not moved, grown, freed or read until [`close`](Self::close) returns.
-    pub(crate) unsafe fn new(
-        items: impl IntoIterator<Item = I>,
-        width: usize,
-        f: F,
-        out: &mut Vec<T>,
-    ) -> Self {
-        // From a `Vec` this reuses its allocation in place: the slots have the items'
-        // size and alignment.
-        let slots: Box<[_]> = items
-            .into_iter()
-            .map(|item| TaskCell::new(MaybeUninit::new(item)))
-            .collect();
-        let total = slots.len();
+    pub(crate) unsafe fn new(items: S, width: usize, f: F, out: &mut Vec<T>) -> Self {
+        let total = items.len();
         out.reserve_exact(total);
         Runners {
             #[cfg(loom)]
-            shadow: slots.iter().map(|_| TaskCell::new(())).collect(),
-            slots,
+            shadow: (0..total).map(|_| TaskCell::new(())).collect(),
+            items,
             next: AtomicUsize::new(0),
             width: width.clamp(1, total.max(1)),
             f,
@@ -111,7 +226,7 @@ impl<I, T, F> Runners<I, T, F> {
 
     /// How many items the map has.
     pub(crate) fn total(&self) -> usize {
-        self.slots.len()
+        self.items.len()
     }
 
     /// Claims the next block of items: a share of what is left, `1 / (2 * width)` of it, at
@@ -154,27 +269,59 @@ impl<I, T, F> Runners<I, T, F> {
         }
     }
 
-    /// Moves item `i` out of its slot.
+    /// Takes item `i`.
     ///
     /// # Safety
     /// `i` lies in a block this caller claimed, and is taken at most once.
-    pub(crate) unsafe fn take(&self, i: usize) -> I {
-        // SAFETY: slots at or past `next` hold their items, and `claim` moved `next` past
-        // `i` for this caller alone, which takes it once: the slot is initialised and
-        // nobody else reads it.
-        self.slots[i].with_mut(|slot| unsafe { (*slot).assume_init_read() })
+    pub(crate) unsafe fn take(&self, i: usize) -> S::Item {
+        // SAFETY: items at or past `next` are still there, and `claim` moved `next` past
+        // `i` for this caller alone, which takes it once.
+        unsafe { self.items.take(i) }
     }
 
-    /// Writes item `i`'s value.
+    /// Runs `f` on items `*i..end` and writes each value in its place, moving `*i` past an
+    /// item before its call.
     ///
     /// # Safety
-    /// `i` lies in a block this caller claimed and still holds, and is written at most once.
-    unsafe fn put(&self, i: usize, value: T) {
-        #[cfg(loom)]
-        self.shadow[i].with_mut(|_| ());
-        // SAFETY: `out` has room for `total` values until `close` returns, which it does
-        // not while this claim is held; index `i` is this caller's alone.
-        unsafe { self.out.add(i).write(value) }
+    /// `*i..end` lies in a block this caller claimed and still holds, and none of it was
+    /// taken or written before.
+    #[inline(always)]
+    unsafe fn write_values(&self, i: &mut usize, end: usize)
+    where
+        F: Fn(S::Item) -> T,
+    {
+        // A copy, so that writing a value (through a pointer that could, as far as the
+        // compiler knows, reach `self`) does not make the loop read it again.
+        let out = self.out;
+        while *i < end {
+            let at = *i;
+            *i += 1;
+            // SAFETY: `at` is in the claim held, and taken once (`*i` moved past it).
+            let value = (self.f)(unsafe { self.take(at) });
+            #[cfg(loom)]
+            self.shadow[at].with_mut(|_| ());
+            // SAFETY: `out` has room for `total` values until `close` returns, which it
+            // does not while this claim is held; index `at` is this caller's alone and
+            // written once.
+            unsafe { out.add(at).write(value) }
+        }
+    }
+
+    /// Runs `f` on items `*i..end` and drops each value, moving `*i` past an item before
+    /// its call (after a panic, when the map fails and keeps no values).
+    ///
+    /// # Safety
+    /// As for [`write_values`](Self::write_values).
+    unsafe fn drop_values_made(&self, i: &mut usize, end: usize)
+    where
+        F: Fn(S::Item) -> T,
+    {
+        while *i < end {
+            let at = *i;
+            *i += 1;
+            // SAFETY: `at` is in the claim held, and taken once (`*i` moved past it).
+            drop((self.f)(unsafe { self.take(at) }));
+        }
     }
 
     /// Drops the values written at `range`.
@@ -204,7 +351,7 @@ impl<I, T, F> Runners<I, T, F> {
     /// of the block it was in and every later one.
     pub(crate) fn run(&self, ctx: &TaskContext)
     where
-        F: Fn(I) -> T,
+        F: Fn(S::Item) -> T,
     {
         let mut panic = None;
         while !ctx.is_cancelled() {
@@ -212,26 +359,38 @@ impl<I, T, F> Runners<I, T, F> {
                 break;
             };
             let block = claim.block.clone();
+            // The next item to take: moved on before the item's call, so an item whose
+            // call panics is not taken again.
             let mut i = block.start;
             // Values are written at `block.start..kept`.
             let mut kept = block.start;
-            while let Err(payload) = catch_unwind(AssertUnwindSafe(|| {
-                while i < block.end {
-                    // Moves on first, so an item whose call panics is not taken again.
-                    let at = i;
-                    i += 1;
-                    // SAFETY: `at` is in the block just claimed, taken once (above).
-                    let item = unsafe { self.take(at) };
-                    let value = (self.f)(item);
-                    // After a panic the map fails: the values are not kept.
-                    if panic.is_none() {
-                        // SAFETY: `at` is in the claim held, written once (above).
-                        unsafe { self.put(at, value) };
-                        kept = i;
+            loop {
+                // After a panic the map fails: the values are not kept.
+                let keep = panic.is_none();
+                // SAFETY (both calls): `i..block.end` lies in the block just claimed and
+                // still held, and each call moves `i` past every item it takes.
+                let ran = catch_unwind(AssertUnwindSafe(|| unsafe {
+                    if keep {
+                        self.write_values(&mut i, block.end);
+                    } else {
+                        self.drop_values_made(&mut i, block.end);
+                    }
+                }));
+                match ran {
+                    Ok(()) => {
+                        if keep {
+                            kept = block.end;
+                        }
+                        break;
+                    }
+                    Err(payload) => {
+                        if keep {
+                            // Item `i - 1` panicked; those before it were written.
+                            kept = i - 1;
+                        }
+                        panic.get_or_insert(payload);
                     }
                 }
-            })) {
-                panic.get_or_insert(payload);
             }
             if kept == block.end {
                 self.written().push(block);
@@ -268,34 +427,30 @@ impl<I, T, F> Runners<I, T, F> {
     }
 }
 
-#[allow(unsafe_code)] // The unclaimed slots: see below.
-impl<I, T, F> Drop for Runners<I, T, F> {
+impl<S: Items, T, F> Drop for Runners<S, T, F> {
     fn drop(&mut self) {
         // Every runner is gone (this is the last reference), and each took exactly the
-        // items it claimed; the slots from `next` on still hold theirs.
+        // items it claimed; those from `next` on are still there.
         let unclaimed = self.next.load(Ordering::Acquire).min(self.total());
-        for slot in &self.slots[unclaimed..] {
-            // SAFETY: no runner claimed this slot, so it holds its item, and `&mut self`
-            // means nothing else reaches it; it is dropped once, here.
-            slot.with_mut(|slot| unsafe { (*slot).assume_init_drop() });
-        }
+        self.items.drop_from(unclaimed);
     }
 }
 
 /// `map` as up to `width` runner tasks that share the items (see `map`'s docs).
 #[allow(unsafe_code)] // The output's length: see the SAFETY comments below.
-pub(crate) fn map_runners<E, I, T, F>(
+pub(crate) fn map_runners<E, S, T, F>(
     exec: &E,
     meta: MetaRef,
-    items: impl IntoIterator<Item = I>,
+    items: S,
     width: NonZeroUsize,
     f: F,
 ) -> Result<Vec<T>, TaskError>
 where
     E: Executor + ?Sized,
-    I: Send + 'static,
+    S: Items + Send + 'static,
+    S::Item: Send,
     T: Send + 'static,
-    F: Fn(I) -> T + Send + Sync + 'static,
+    F: Fn(S::Item) -> T + Send + Sync + 'static,
 {
     let mut out: Vec<T> = Vec::new();
     // SAFETY: `out` is left alone until `close` returns (the `Closing` guard closes even
@@ -347,9 +502,9 @@ where
 
 /// Closes the runners if `map` unwinds before it does, so that none writes to the output
 /// as it is freed.
-struct Closing<'a, I, T, F>(&'a Runners<I, T, F>);
+struct Closing<'a, S: Items, T, F>(&'a Runners<S, T, F>);
 
-impl<I, T, F> Drop for Closing<'_, I, T, F> {
+impl<S: Items, T, F> Drop for Closing<'_, S, T, F> {
     fn drop(&mut self) {
         // The values written stay unreached in a buffer of length 0: they leak, which is
         // safe, on a path (a `wait` that unwound) that should not happen.
@@ -391,7 +546,7 @@ mod tests {
             // SAFETY: `out` outlives the runners, which never write to it here.
             let runners = unsafe {
                 Runners::new(
-                    (0..items).map(|i| Counted(i, drops.clone())),
+                    Collected::new((0..items).map(|i| Counted(i, drops.clone()))),
                     2,
                     |item: Counted| drop(item),
                     &mut out,
@@ -424,7 +579,7 @@ mod tests {
         #[allow(unsafe_code)]
         let runners = unsafe {
             Runners::new(
-                0..100u32,
+                Counting::new(0..100u32),
                 1,
                 move |i| {
                     assert_ne!(i, 70, "item 70");

@@ -735,27 +735,27 @@ pub fn map_counts_its_tasks(make: Factory<'_>) {
     finish(&*exec);
 }
 
-/// `map` returns every value in input order for sizes around the executor's width: none,
-/// one, one less than the width, the width, one more, and many.
+/// `map` and `map_range` return every value in input order for sizes around the
+/// executor's width: none, one, one less than the width, the width, one more, and many.
 pub fn map_keeps_order_at_every_size(make: Factory<'_>) {
     let exec = make();
     let width = exec
         .map_width(&crate::meta::ANONYMOUS)
         .map_or(CAPACITY, |w| w.get());
     for n in [0, 1, width - 1, width, width + 1, 10_000] {
+        let expected: Vec<u64> = (0..n as u64).map(|x| x * x + 1).collect();
         let out = exec.map(0..n as u64, |x| x * x + 1).unwrap();
-        assert_eq!(
-            out,
-            (0..n as u64).map(|x| x * x + 1).collect::<Vec<_>>(),
-            "n = {n}"
-        );
+        assert_eq!(out, expected, "map, n = {n}");
+        let out = exec.map_range(0..n as u64, |x| x * x + 1).unwrap();
+        assert_eq!(out, expected, "map_range, n = {n}");
     }
     finish(&*exec);
 }
 
 /// A `map` of `n` items whose calls panic at the indices in `panics` (those below `n`):
 /// without a panic it returns every value in order; with one it fails as panicked. Either
-/// way every item and every value made drops exactly once, none twice, none leaked.
+/// way every item and every value made drops exactly once, none twice, none leaked. Then
+/// the same for `map_range` over `0..n`.
 pub fn check_map_drops(make: Factory<'_>, n: usize, panics: &[usize]) {
     use crate::runners::Counted;
     let exec = make();
@@ -765,41 +765,52 @@ pub fn check_map_drops(make: Factory<'_>, n: usize, panics: &[usize]) {
     let mut panicking: Vec<usize> = panics.iter().copied().filter(|&i| i < n).collect();
     panicking.sort_unstable();
     panicking.dedup();
-    let made = {
+    // Item `i`'s value, or its panic.
+    let value = {
         let values_dropped = values_dropped.clone();
         let panicking = panicking.clone();
-        move |item: Counted| {
-            if panicking.contains(&item.0) {
-                panic!("item {}", item.0);
+        move |i: usize| {
+            if panicking.contains(&i) {
+                panic!("item {i}");
             }
-            Counted(item.0, values_dropped.clone())
+            Counted(i, values_dropped.clone())
         }
     };
-    match exec.map(items, made) {
+    let check = |result: Result<Vec<Counted>, TaskError>, what: &str| match result {
         Ok(values) => {
             assert!(
                 panicking.is_empty(),
-                "a map with a panicking item succeeded"
+                "{what} with a panicking item succeeded"
             );
             assert!(
                 values.iter().enumerate().all(|(i, v)| v.0 == i),
-                "out of order"
+                "{what} out of order"
             );
-            assert_eq!(values.len(), n);
+            assert_eq!(values.len(), n, "{what}");
         }
         Err(e) => {
             assert!(
                 !panicking.is_empty(),
-                "a map with no panicking item failed: {e}"
+                "{what} with no panicking item failed: {e}"
             );
-            assert!(e.is_panic(), "{e}");
+            assert!(e.is_panic(), "{what}: {e}");
         }
-    }
+    };
+    let of_item = value.clone();
+    check(exec.map(items, move |item: Counted| of_item(item.0)), "map");
     assert_eq!(items_dropped.load(Ordering::Relaxed), n, "items dropped");
+    let values_made = n - panicking.len();
     assert_eq!(
         values_dropped.load(Ordering::Relaxed),
-        n - panicking.len(),
-        "values dropped"
+        values_made,
+        "values dropped by map"
+    );
+    // The same calls over a range, whose items are made as they are claimed.
+    check(exec.map_range(0..n, value), "map_range");
+    assert_eq!(
+        values_dropped.load(Ordering::Relaxed),
+        2 * values_made,
+        "values dropped by map_range"
     );
     finish(&*exec);
 }
