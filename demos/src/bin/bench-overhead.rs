@@ -11,10 +11,13 @@
 //! The batch rows compare a task per item (rayon `scope`, a crossbeam loop) with `map`,
 //! which on these backends and on the routed policy (a plain route) runs as one runner
 //! task per worker sharing the items (`Executor::map_width`): they measure what a
-//! data-parallel map costs, not what a task costs. The `par_iter` row compares the same
-//! `map` with what a rayon user writes for one: `par_iter().map().collect()` on the pool.
-//! The no-op rows return `()`; the `u64 values` row doubles a million numbers and keeps
-//! them, so writing the output is part of both sides.
+//! data-parallel map costs, not what a task costs (ours is `map_range(0..n, ..)`, the
+//! range never collected). The `par_iter` row compares the same `map_range` with what a
+//! rayon user writes for one: `(0..n).into_par_iter().map().collect()` on the pool.
+//! The no-op rows return `()`; the `u64 values` rows double a million numbers and keep
+//! them, so writing the output is part of both sides: over a range (`map_range` against
+//! `(0..n).into_par_iter()`), and over a `Vec` each side makes (`map` against
+//! `vec.into_par_iter()`).
 //!
 //! With `--callgrind` it also runs itself under `valgrind --tool=callgrind` once per row
 //! and side (`--one ROW SIDE`), with N and 2N tasks, and prints the instructions per task
@@ -235,8 +238,28 @@ fn rayon_values(b: &Bench, side: Side, n: usize) {
                 .install(|| (0..n as u64).into_par_iter().map(|x| x * 2).collect());
             Ok(out)
         }
-        Side::Ours => b.rayon.map(0..n as u64, |x| x * 2),
-        Side::Routed => b.sup_rayon.map(0..n as u64, |x| x * 2),
+        Side::Ours => b.rayon.map_range(0..n as u64, |x| x * 2),
+        Side::Routed => b.sup_rayon.map_range(0..n as u64, |x| x * 2),
+    }
+    .expect("a benchmark map failed");
+    assert_eq!(out.len(), n);
+    black_box(out);
+}
+
+/// The same over numbers in a `Vec` that each side makes and consumes: `map` (ours) takes
+/// its items in place, `into_par_iter` (raw) moves them out.
+fn rayon_vec_values(b: &Bench, side: Side, n: usize) {
+    let items: Vec<u64> = (0..n as u64).collect();
+    let out: Vec<u64> = match side {
+        Side::Raw => {
+            use rayon::prelude::*;
+            let out: Vec<u64> = b
+                .pool
+                .install(|| items.into_par_iter().map(|x| x * 2).collect());
+            Ok(out)
+        }
+        Side::Ours => b.rayon.map(items, |x| x * 2),
+        Side::Routed => b.sup_rayon.map(items, |x| x * 2),
     }
     .expect("a benchmark map failed");
     assert_eq!(out.len(), n);
@@ -333,8 +356,9 @@ fn ours_each_async(exec: &dyn Executor, n: usize, work: Work) {
     }
 }
 
+/// `n` tasks as one map over a range, as the README tells a user to write it.
 fn ours_batch(exec: &dyn Executor, n: usize, work: Work) {
-    exec.map(0..n, move |_| work.run())
+    exec.map_range(0..n, move |_| work.run())
         .expect("a benchmark task failed");
 }
 
@@ -713,9 +737,13 @@ fn main() -> Result<()> {
         }
     }
     if wants("rayon") {
-        let label = "rayon u64 values, map vs par_iter".to_owned();
+        let label = "rayon u64 values, map_range vs par_iter".to_owned();
         rows.push(time_rounds(label, args.runs, args.noop, true, |side| {
             rayon_values(&b, side, args.noop)
+        }));
+        let label = "rayon u64 values from a Vec, map vs par_iter".to_owned();
+        rows.push(time_rounds(label, args.runs, args.noop, true, |side| {
+            rayon_vec_values(&b, side, args.noop)
         }));
     }
     print_rows(&rows);
