@@ -111,6 +111,9 @@ pub trait ExecutorExt: Executor {
     ///   layers of your own, or an executor that gives no width), each item is a task of
     ///   its own, counted and treated (timed out, retried, limited) on its own.
     ///
+    /// `map` collects the items into a `Vec` first (a `Vec` passed in is used as it is);
+    /// over a range of integers, [`map_range`](Self::map_range) skips that.
+    ///
     /// For a task per item whatever the executor, with a handle each, call
     /// [`submit`](Self::submit) or [`run`](Self::run) per item (a
     /// [`TaskSet`](crate::TaskSet) collects them).
