@@ -155,6 +155,11 @@ pub trait ExecutorExt: Executor {
     /// a million cheap items that collecting costs more than the work; `map_range` skips
     /// it, as rayon's `(0..n).into_par_iter()` does.
     ///
+    /// # Panics
+    /// When the output cannot be allocated, as `Vec::with_capacity` panics: a range longer
+    /// than `usize::MAX` (a 64-bit range on a 32-bit target), or one whose values would not
+    /// fit in memory (`i64::MIN..i64::MAX` of anything but a zero-sized value).
+    ///
     /// ```
     /// use executor_core::{ExecutorExt, InlineExecutor};
     /// let exec = InlineExecutor::new("inline");
@@ -480,5 +485,20 @@ mod tests {
         same(u64::MAX - 1_000..u64::MAX);
         same(i64::MIN..i64::MIN + 1_000);
         same(isize::MAX - 3..isize::MAX);
+    }
+
+    #[test]
+    fn distance_and_nth_span_whole_types() {
+        assert_eq!(distance(&(i64::MIN..i64::MAX)), usize::MAX);
+        assert_eq!(distance(&(0..u64::MAX)), usize::MAX);
+        assert_eq!(distance(&(i8::MIN..i8::MAX)), 255);
+        #[allow(clippy::reversed_empty_ranges)] // Reversed on purpose: it holds nothing.
+        let reversed = 3..-3i32;
+        assert_eq!(distance(&reversed), 0);
+        assert_eq!(nth(i64::MIN, 1 << 63), 0);
+        assert_eq!(nth(i64::MIN, usize::MAX - 1), i64::MAX - 1);
+        assert_eq!(nth(u64::MAX - 1, 0), u64::MAX - 1);
+        assert_eq!(nth(i8::MIN, 255), i8::MAX);
+        assert_eq!(nth(-1i16, 2), 1);
     }
 }

@@ -13,7 +13,13 @@ use std::sync::Arc;
 
 /// Where a map's items come from: `len` of them, item `i` taken at most once, by whoever
 /// claimed index `i`.
-pub(crate) trait Items {
+///
+/// # Safety
+/// The runners call `take` through a shared reference from several threads at once, each
+/// at indices of its own: an implementation must allow that (no unsynchronised state that
+/// two `take`s of different indices both change), whether or not it is `Sync`.
+#[allow(unsafe_code)] // The contract above.
+pub(crate) unsafe trait Items {
     /// One item.
     type Item;
 
@@ -74,8 +80,10 @@ impl<I> Drop for Collected<I> {
 #[allow(unsafe_code)]
 unsafe impl<I: Send> Send for Collected<I> {}
 
-#[allow(unsafe_code)] // Moves items out of the buffer: see below.
-impl<I> Items for Collected<I> {
+// SAFETY: `take` reads the item at its own index of the buffer and changes nothing else,
+// so `take`s of different indices on different threads touch disjoint memory.
+#[allow(unsafe_code)]
+unsafe impl<I> Items for Collected<I> {
     type Item = I;
 
     fn len(&self) -> usize {
@@ -121,8 +129,9 @@ impl<N: crate::RangeItem> Counting<N> {
     }
 }
 
-#[allow(unsafe_code)] // `Items::take`'s contract; nothing here needs it.
-impl<N: crate::RangeItem> Items for Counting<N> {
+// SAFETY: `take` only reads `start`, which never changes.
+#[allow(unsafe_code)]
+unsafe impl<N: crate::RangeItem> Items for Counting<N> {
     type Item = N;
 
     fn len(&self) -> usize {
@@ -171,7 +180,8 @@ pub(crate) struct Runners<S: Items, T, F> {
 
 // SAFETY: the items and the values cross threads (hence `S: Send`, `S::Item: Send`,
 // `T: Send`); the function is called from every runner (`F: Sync`). The fields that are
-// not `Sync` by themselves are the items (collected ones sit in cells) and the output
+// not `Sync` by themselves are the items (a collected buffer behind a raw pointer, whose
+// `take`s at different indices may run at once: `Items`' contract) and the output
 // pointer, and both are reached through `&self` only at an index inside a block that
 // exactly one runner claimed (the compare-and-swap in `claim` hands every index out once),
 // so no two threads reach the same item or value; `close` keeps `map` from reading or

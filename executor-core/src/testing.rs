@@ -761,7 +761,9 @@ pub fn check_map_drops(make: Factory<'_>, n: usize, panics: &[usize]) {
     let exec = make();
     let items_dropped = Arc::new(AtomicUsize::new(0));
     let values_dropped = Arc::new(AtomicUsize::new(0));
-    let items: Vec<Counted> = (0..n).map(|i| Counted(i, items_dropped.clone())).collect();
+    let mut items: Vec<Counted> = (0..n).map(|i| Counted(i, items_dropped.clone())).collect();
+    // Room past the items: the map must free the buffer with the capacity it has.
+    items.reserve(7);
     let mut panicking: Vec<usize> = panics.iter().copied().filter(|&i| i < n).collect();
     panicking.sort_unstable();
     panicking.dedup();
