@@ -521,6 +521,15 @@ const CASES: &[(&str, &str, &str)] = &[
     ("threads-batch", "threads", "batch (loop vs map)"),
 ];
 
+/// The rows whose items are numbers doubled and kept, on rayon: (id, label).
+const VALUE_ROWS: &[(&str, &str)] = &[
+    ("rayon-values", "u64 values, map_range vs par_iter"),
+    ("rayon-vec-values", "u64 values from a Vec, map vs par_iter"),
+];
+
+/// How many times N the values rows run under callgrind.
+const VALUES_IR_SCALE: usize = 100;
+
 /// Runs one side of case `id` once with `n` tasks of `work`; false when that side does
 /// not exist (the JoinSet row has no routed side).
 fn run_case(b: &Bench, id: &str, side: Side, n: usize, work: Work) -> bool {
@@ -541,6 +550,9 @@ fn run_case(b: &Bench, id: &str, side: Side, n: usize, work: Work) -> bool {
         ("threads-each", Side::Routed) => ours_each(&*b.sup_threads, n, work),
         ("threads-batch", Side::Ours) => ours_batch(&b.threads, n, work),
         ("threads-batch", Side::Routed) => ours_batch(&*b.sup_threads, n, work),
+        // The values rows: `work` does not apply (each item is doubled).
+        ("rayon-values", side) => rayon_values(b, side, n),
+        ("rayon-vec-values", side) => rayon_vec_values(b, side, n),
         _ => return false,
     }
     true
@@ -584,8 +596,10 @@ fn ir_per_task(row: &str, work: &str, side: Side, n: usize) -> Result<f64> {
 fn print_callgrind(args: &Args) -> Result<()> {
     let n = args.ir_tasks;
     println!(
-        "\ninstructions per task under callgrind (all threads; (Ir(2N) - Ir(N)) / N, N = {n}; \
-         spin rows use a fixed 300-step loop in place of the 1us clock spin)"
+        "\ninstructions per task under callgrind (all threads; (Ir(2N) - Ir(N)) / N, N = {n}, \
+         {} for the values rows; spin rows use a fixed 300-step loop in place of the 1us clock \
+         spin)",
+        n * VALUES_IR_SCALE
     );
     println!(
         "{:<44} {:>10} {:>10} {:>10} {:>9} {:>10}",
@@ -612,6 +626,25 @@ fn print_callgrind(args: &Args) -> Result<()> {
                 show(routed),
                 ours / raw,
                 routed.map_or_else(|| "-".to_owned(), |r| format!("{:+.0}", r - ours)),
+            );
+        }
+    }
+    if args.only.as_deref().is_none_or(|o| o == "rayon") {
+        // An item of these rows costs a few instructions, which the start-up's noise at N
+        // would swamp.
+        let n = n * VALUES_IR_SCALE;
+        for (id, label) in VALUE_ROWS {
+            let raw = ir_per_task(id, "values", Side::Raw, n)?;
+            let ours = ir_per_task(id, "values", Side::Ours, n)?;
+            let routed = ir_per_task(id, "values", Side::Routed, n)?;
+            println!(
+                "{:<44} {:>10.0} {:>10.0} {:>10.0} {:>9.2} {:>+10.0}",
+                format!("rayon {label}"),
+                raw,
+                ours,
+                routed,
+                ours / raw,
+                routed - ours,
             );
         }
     }
@@ -694,11 +727,14 @@ fn main() -> Result<()> {
     let w = args.width;
     if let Some((row, side)) = &args.one {
         // One side of one row, once: what callgrind counts.
-        let (id, work) = row.split_once(':').context("--one ROW is CASE:noop|spin")?;
-        let work = if work == "noop" {
-            Work::Noop
-        } else {
+        let (id, work) = row
+            .split_once(':')
+            .context("--one ROW is CASE:noop|spin|values")?;
+        // `spin` is the fixed spin; the values rows ignore the work.
+        let work = if work == "spin" {
             Work::SpinFixed
+        } else {
+            Work::Noop
         };
         let b = Bench::new(w)?;
         anyhow::ensure!(
@@ -737,14 +773,17 @@ fn main() -> Result<()> {
         }
     }
     if wants("rayon") {
-        let label = "rayon u64 values, map_range vs par_iter".to_owned();
-        rows.push(time_rounds(label, args.runs, args.noop, true, |side| {
-            rayon_values(&b, side, args.noop)
-        }));
-        let label = "rayon u64 values from a Vec, map vs par_iter".to_owned();
-        rows.push(time_rounds(label, args.runs, args.noop, true, |side| {
-            rayon_vec_values(&b, side, args.noop)
-        }));
+        for (id, label) in VALUE_ROWS {
+            rows.push(time_rounds(
+                format!("rayon {label}"),
+                args.runs,
+                args.noop,
+                true,
+                |side| {
+                    run_case(&b, id, side, args.noop, Work::Noop);
+                },
+            ));
+        }
     }
     print_rows(&rows);
     if args.python && wants("threads") {
