@@ -156,9 +156,10 @@ pub trait ExecutorExt: Executor {
     /// it, as rayon's `(0..n).into_par_iter()` does.
     ///
     /// # Panics
-    /// When the output cannot be allocated, as `Vec::with_capacity` panics: a range longer
-    /// than `usize::MAX` (a 64-bit range on a 32-bit target), or one whose values would not
-    /// fit in memory (`i64::MIN..i64::MAX` of anything but a zero-sized value).
+    /// When the range holds more than `usize::MAX` numbers (a 64-bit range on a 32-bit
+    /// target), or its values would take more than `isize::MAX` bytes
+    /// (`i64::MIN..i64::MAX` of anything but a zero-sized value), as `Vec::with_capacity`
+    /// panics; an output that fits that bound but not in memory aborts, as any `Vec` does.
     ///
     /// ```
     /// use executor_core::{ExecutorExt, InlineExecutor};
