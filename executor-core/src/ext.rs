@@ -282,13 +282,10 @@ where
     T: Send + 'static,
     F: Fn(N) -> T + Send + Sync + 'static,
 {
+    let numbers = Counting::new(range);
     match exec.map_width(&meta) {
-        Some(width) => map_runners(exec, meta, Counting::new(range), width, f),
-        None => {
-            let start = range.start;
-            let numbers = (0..distance(&range)).map(move |i| nth(start, i));
-            map_each(exec, meta, numbers, f)
-        }
+        Some(width) => map_runners(exec, meta, numbers, width, f),
+        None => map_each(exec, meta, numbers.numbers(), f),
     }
 }
 

@@ -11,6 +11,52 @@ use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 
+/// Under loom, a cell per index of a map's items or values, reached wherever one is taken,
+/// written or dropped, so the models fail if two threads ever reach one at once; nothing
+/// (and no size) otherwise.
+struct Shadow {
+    #[cfg(loom)]
+    cells: Box<[TaskCell<()>]>,
+}
+
+impl Shadow {
+    fn new(len: usize) -> Self {
+        #[cfg(not(loom))]
+        let _ = len;
+        Shadow {
+            #[cfg(loom)]
+            cells: (0..len).map(|_| TaskCell::new(())).collect(),
+        }
+    }
+
+    /// Marks the indices in `range` as reached by this thread.
+    #[inline(always)]
+    fn reach(&self, range: Range<usize>) {
+        #[cfg(loom)]
+        for i in range {
+            self.cells[i].with_mut(|_| ());
+        }
+        #[cfg(not(loom))]
+        let _ = range;
+    }
+}
+
+/// Drops the elements at `range` of the buffer that starts at `base`.
+///
+/// # Safety
+/// The range lies in the buffer, each element in it is initialised, and none is dropped,
+/// read or reached elsewhere.
+#[allow(unsafe_code)] // The contract above.
+unsafe fn drop_range<T>(base: *mut T, range: Range<usize>) {
+    // SAFETY: as the caller promises.
+    unsafe {
+        std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(
+            base.add(range.start),
+            range.len(),
+        ));
+    }
+}
+
 /// Where a map's items come from: `len` of them, item `i` taken at most once, by whoever
 /// claimed index `i`.
 ///
@@ -33,7 +79,7 @@ pub(crate) unsafe trait Items {
     #[allow(unsafe_code)] // The contract above.
     unsafe fn take(&self, i: usize) -> Self::Item;
 
-    /// Drops the items from `from` on, none of which was taken.
+    /// Drops the items from `from` (at most `len()`) on, none of which was taken.
     fn drop_from(&mut self, from: usize);
 }
 
@@ -45,10 +91,7 @@ pub(crate) struct Collected<I> {
     items: *mut I,
     len: usize,
     capacity: usize,
-    /// Under loom, a cell per item, reached wherever an item is taken or dropped, so the
-    /// models fail if two threads ever reach one item at once.
-    #[cfg(loom)]
-    shadow: Box<[TaskCell<()>]>,
+    shadow: Shadow,
 }
 
 impl<I> Collected<I> {
@@ -56,8 +99,7 @@ impl<I> Collected<I> {
         // The `Vec` gives up its buffer to this; `Drop` below frees it.
         let mut buffer = std::mem::ManuallyDrop::new(items.into_iter().collect::<Vec<I>>());
         Collected {
-            #[cfg(loom)]
-            shadow: (0..buffer.len()).map(|_| TaskCell::new(())).collect(),
+            shadow: Shadow::new(buffer.len()),
             items: buffer.as_mut_ptr(),
             len: buffer.len(),
             capacity: buffer.capacity(),
@@ -91,26 +133,17 @@ unsafe impl<I> Items for Collected<I> {
     }
 
     unsafe fn take(&self, i: usize) -> I {
-        #[cfg(loom)]
-        self.shadow[i].with_mut(|_| ());
+        self.shadow.reach(i..i + 1);
         // SAFETY: `i < len`, and every item stays in the buffer until it is taken, which
         // the caller does once for `i` and alone.
         unsafe { self.items.add(i).read() }
     }
 
     fn drop_from(&mut self, from: usize) {
-        #[cfg(loom)]
-        for cell in &self.shadow[from..] {
-            cell.with_mut(|_| ());
-        }
+        self.shadow.reach(from..self.len);
         // SAFETY: the items from `from` on were not taken, so each is still in the buffer,
         // and `&mut self` means nothing else reaches them; each is dropped once, here.
-        unsafe {
-            std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(
-                self.items.add(from),
-                self.len.saturating_sub(from),
-            ));
-        }
+        unsafe { drop_range(self.items, from..self.len) };
     }
 }
 
@@ -126,6 +159,11 @@ impl<N: crate::RangeItem> Counting<N> {
             len: crate::ext::distance(&range),
             start: range.start,
         }
+    }
+
+    /// The numbers in order, as an iterator (for a map with a task per number).
+    pub(crate) fn numbers(self) -> impl Iterator<Item = N> {
+        (0..self.len).map(move |i| crate::ext::nth(self.start, i))
     }
 }
 
@@ -166,10 +204,8 @@ pub(crate) struct Runners<S: Items, T, F> {
     /// Where item `i`'s value goes: the buffer of `map`'s output, `total` values long,
     /// which `map` frees or returns only after [`close`](Self::close).
     out: *mut T,
-    /// Under loom, a cell per value, reached wherever a value is written or dropped, so
-    /// the models fail if two threads ever reach one value at once.
-    #[cfg(loom)]
-    shadow: Box<[TaskCell<()>]>,
+    /// The values' loom cells.
+    shadow: Shadow,
     /// How many runners are between a claim and the end of its block (or a refused
     /// claim), with [`CLOSED`] set by `close`: no claim succeeds after it. One atomic, so
     /// that a claim and `close` are ordered by their read-modify-writes on it.
@@ -222,8 +258,7 @@ impl<S: Items, T, F> Runners<S, T, F> {
         let total = items.len();
         out.reserve_exact(total);
         Runners {
-            #[cfg(loom)]
-            shadow: (0..total).map(|_| TaskCell::new(())).collect(),
+            shadow: Shadow::new(total),
             items,
             next: AtomicUsize::new(0),
             width: width.clamp(1, total.max(1)),
@@ -289,12 +324,29 @@ impl<S: Items, T, F> Runners<S, T, F> {
         unsafe { self.items.take(i) }
     }
 
-    /// Runs `f` on items `*i..end` and writes each value in its place, moving `*i` past an
-    /// item before its call.
+    /// Runs `f` on items `*i..end`, in order, and hands each value to `put` with its index,
+    /// moving `*i` past an item before its call.
     ///
     /// # Safety
     /// `*i..end` lies in a block this caller claimed and still holds, and none of it was
-    /// taken or written before.
+    /// taken before.
+    #[inline(always)]
+    unsafe fn each_value(&self, i: &mut usize, end: usize, mut put: impl FnMut(usize, T))
+    where
+        F: Fn(S::Item) -> T,
+    {
+        while *i < end {
+            let at = *i;
+            *i += 1;
+            // SAFETY: `at` is in the claim held, and taken once (`*i` moved past it).
+            put(at, (self.f)(unsafe { self.take(at) }));
+        }
+    }
+
+    /// [`each_value`](Self::each_value), writing each value in its place.
+    ///
+    /// # Safety
+    /// As for `each_value`, and none of `*i..end` was written before.
     #[inline(always)]
     unsafe fn write_values(&self, i: &mut usize, end: usize)
     where
@@ -303,34 +355,15 @@ impl<S: Items, T, F> Runners<S, T, F> {
         // A copy, so that writing a value (through a pointer that could, as far as the
         // compiler knows, reach `self`) does not make the loop read it again.
         let out = self.out;
-        while *i < end {
-            let at = *i;
-            *i += 1;
-            // SAFETY: `at` is in the claim held, and taken once (`*i` moved past it).
-            let value = (self.f)(unsafe { self.take(at) });
-            #[cfg(loom)]
-            self.shadow[at].with_mut(|_| ());
-            // SAFETY: `out` has room for `total` values until `close` returns, which it
-            // does not while this claim is held; index `at` is this caller's alone and
-            // written once.
-            unsafe { out.add(at).write(value) }
-        }
-    }
-
-    /// Runs `f` on items `*i..end` and drops each value, moving `*i` past an item before
-    /// its call (after a panic, when the map fails and keeps no values).
-    ///
-    /// # Safety
-    /// As for [`write_values`](Self::write_values).
-    unsafe fn drop_values_made(&self, i: &mut usize, end: usize)
-    where
-        F: Fn(S::Item) -> T,
-    {
-        while *i < end {
-            let at = *i;
-            *i += 1;
-            // SAFETY: `at` is in the claim held, and taken once (`*i` moved past it).
-            drop((self.f)(unsafe { self.take(at) }));
+        // SAFETY: the caller's promise is `each_value`'s.
+        unsafe {
+            self.each_value(i, end, |at, value| {
+                self.shadow.reach(at..at + 1);
+                // SAFETY: `out` has room for `total` values until `close` returns, which
+                // it does not while this claim is held; index `at` is this caller's alone
+                // and written once.
+                out.add(at).write(value)
+            });
         }
     }
 
@@ -340,17 +373,9 @@ impl<S: Items, T, F> Runners<S, T, F> {
     /// Every value in `range` was written, is not dropped or read elsewhere, and nobody
     /// else reaches the range (a claim of the caller's, or after `close`).
     unsafe fn drop_values(&self, range: Range<usize>) {
-        #[cfg(loom)]
-        for i in range.clone() {
-            self.shadow[i].with_mut(|_| ());
-        }
+        self.shadow.reach(range.clone());
         // SAFETY: as the caller promises; the range lies within the `total` values.
-        unsafe {
-            std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(
-                self.out.add(range.start),
-                range.len(),
-            ));
-        }
+        unsafe { drop_range(self.out, range) };
     }
 
     /// One runner's body: claims blocks and runs `f` on their items until none is left or
@@ -378,12 +403,13 @@ impl<S: Items, T, F> Runners<S, T, F> {
                 // After a panic the map fails: the values are not kept.
                 let keep = panic.is_none();
                 // SAFETY (both calls): `i..block.end` lies in the block just claimed and
-                // still held, and each call moves `i` past every item it takes.
+                // still held, and each call moves `i` past every item it takes; no value
+                // in it was written.
                 let ran = catch_unwind(AssertUnwindSafe(|| unsafe {
                     if keep {
                         self.write_values(&mut i, block.end);
                     } else {
-                        self.drop_values_made(&mut i, block.end);
+                        self.each_value(&mut i, block.end, |_, value| drop(value));
                     }
                 }));
                 match ran {
