@@ -228,7 +228,7 @@ fn raw_rayon_par_iter(pool: &rayon::ThreadPool, n: usize, work: Work) {
 }
 
 /// A map whose values are kept: `n` numbers doubled and collected, with `par_iter` on the
-/// pool (raw) or `map` (ours), so the output's writes are part of what is timed.
+/// pool (raw) or `map_range` (ours), so the output's writes are part of what is timed.
 fn rayon_values(b: &Bench, side: Side, n: usize) {
     let out: Vec<u64> = match side {
         Side::Raw => {
@@ -610,44 +610,46 @@ fn print_callgrind(args: &Args) -> Result<()> {
             if args.only.as_deref().is_some_and(|o| o != *backend) {
                 continue;
             }
-            let raw = ir_per_task(id, work, Side::Raw, n)?;
-            let ours = ir_per_task(id, work, Side::Ours, n)?;
-            let routed = if *id == "tokio-joinset" {
-                None
-            } else {
-                Some(ir_per_task(id, work, Side::Routed, n)?)
-            };
-            let show = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |x| format!("{x:.0}"));
-            println!(
-                "{:<44} {:>10.0} {:>10.0} {:>10} {:>9.2} {:>10}",
-                format!("{backend} {wname}, {label}"),
-                raw,
-                ours,
-                show(routed),
-                ours / raw,
-                routed.map_or_else(|| "-".to_owned(), |r| format!("{:+.0}", r - ours)),
-            );
+            let label = format!("{backend} {wname}, {label}");
+            print_ir_row(&label, id, work, n, *id != "tokio-joinset")?;
         }
     }
     if args.only.as_deref().is_none_or(|o| o == "rayon") {
         // An item of these rows costs a few instructions, which the start-up's noise at N
         // would swamp.
-        let n = n * VALUES_IR_SCALE;
         for (id, label) in VALUE_ROWS {
-            let raw = ir_per_task(id, "values", Side::Raw, n)?;
-            let ours = ir_per_task(id, "values", Side::Ours, n)?;
-            let routed = ir_per_task(id, "values", Side::Routed, n)?;
-            println!(
-                "{:<44} {:>10.0} {:>10.0} {:>10.0} {:>9.2} {:>+10.0}",
-                format!("rayon {label}"),
-                raw,
-                ours,
-                routed,
-                ours / raw,
-                routed - ours,
-            );
+            print_ir_row(
+                &format!("rayon {label}"),
+                id,
+                "values",
+                n * VALUES_IR_SCALE,
+                true,
+            )?;
         }
     }
+    Ok(())
+}
+
+/// Measures and prints one row of the callgrind table: row `id` with `work`, N = `n`,
+/// with its routed side when `routed`.
+fn print_ir_row(label: &str, id: &str, work: &str, n: usize, routed: bool) -> Result<()> {
+    let raw = ir_per_task(id, work, Side::Raw, n)?;
+    let ours = ir_per_task(id, work, Side::Ours, n)?;
+    let routed = if routed {
+        Some(ir_per_task(id, work, Side::Routed, n)?)
+    } else {
+        None
+    };
+    let show = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |x| format!("{x:.0}"));
+    println!(
+        "{:<44} {:>10.0} {:>10.0} {:>10} {:>9.2} {:>10}",
+        label,
+        raw,
+        ours,
+        show(routed),
+        ours / raw,
+        routed.map_or_else(|| "-".to_owned(), |r| format!("{:+.0}", r - ours)),
+    );
     Ok(())
 }
 
