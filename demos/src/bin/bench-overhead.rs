@@ -6,7 +6,8 @@
 //! routing to each backend. The sides run in turn, round after round, so each round's
 //! figures share the machine's state of the moment; it prints the median of the rounds as
 //! tasks/s, and the median of each round's own ratio of our time to the raw library's
-//! (lower is better; 1.00 = no overhead) and routed-minus-ours time.
+//! (lower is better; 1.00 = no overhead) and routed-minus-ours time, each with the lowest
+//! and highest round beside it: on a 2-core machine one round can stray far from the rest.
 //!
 //! The batch rows compare a task per item (rayon `scope`, a crossbeam loop) with `map`,
 //! which on these backends and on the routed policy (a plain route) runs as one runner
@@ -185,14 +186,15 @@ fn median(mut xs: Vec<Duration>) -> Duration {
     xs[xs.len() / 2]
 }
 
-fn time_runs(runs: usize, mut f: impl FnMut()) -> Duration {
+/// Seconds per round of `f` over `runs` rounds, after a warm-up round.
+fn time_runs(runs: usize, mut f: impl FnMut()) -> Spread {
     f(); // warm-up
-    median(
-        (0..runs)
+    Spread::of(
+        (0..runs.max(1))
             .map(|_| {
                 let t = Instant::now();
                 f();
-                t.elapsed()
+                t.elapsed().as_secs_f64()
             })
             .collect(),
     )
@@ -368,10 +370,29 @@ struct Row {
     raw: Duration,
     ours: Duration,
     routed: Option<Duration>,
-    /// The median of the rounds' ours/raw.
-    ratio: f64,
-    /// The median of the rounds' routed-minus-ours, per task.
-    routing_ns: Option<f64>,
+    /// The rounds' ours/raw.
+    ratio: Spread,
+    /// The rounds' routed-minus-ours, per task.
+    routing_ns: Option<Spread>,
+}
+
+/// A figure over the rounds: its median, and its lowest and highest, which show how far
+/// one round strays on a noisy machine.
+struct Spread {
+    median: f64,
+    low: f64,
+    high: f64,
+}
+
+impl Spread {
+    fn of(mut xs: Vec<f64>) -> Self {
+        xs.sort_by(f64::total_cmp);
+        Spread {
+            median: xs[xs.len() / 2],
+            low: xs[0],
+            high: xs[xs.len() - 1],
+        }
+    }
 }
 
 /// One row's sides, timed in turn `runs` times after a warm-up round: each round times
@@ -403,11 +424,8 @@ fn time_rounds(
         })
         .collect();
     let column = |i: usize| median(rounds.iter().map(|r| r[i]).collect());
-    let per_round = |f: &dyn Fn(&[Duration]) -> f64| {
-        let mut xs: Vec<f64> = rounds.iter().map(|r| f(r)).collect();
-        xs.sort_by(f64::total_cmp);
-        xs[xs.len() / 2]
-    };
+    let per_round =
+        |f: &dyn Fn(&[Duration]) -> f64| Spread::of(rounds.iter().map(|r| f(r)).collect());
     Row {
         label,
         tasks,
@@ -423,8 +441,16 @@ fn time_rounds(
 
 fn print_rows(rows: &[Row]) {
     println!(
-        "\n{:<40} {:>9} {:>12} {:>12} {:>12} {:>9} {:>11}",
-        "case", "tasks", "raw/s", "ours/s", "routed/s", "ours/raw", "routing ns"
+        "\n{:<40} {:>9} {:>12} {:>12} {:>12} {:>9} {:>11} {:>11} {:>12}",
+        "case",
+        "tasks",
+        "raw/s",
+        "ours/s",
+        "routed/s",
+        "ours/raw",
+        "(range)",
+        "routing ns",
+        "(range)"
     );
     for r in rows {
         let rate = |d: Duration| r.tasks as f64 / d.as_secs_f64();
@@ -432,19 +458,26 @@ fn print_rows(rows: &[Row]) {
             .routed
             .map(|d| format!("{:.0}", rate(d)))
             .unwrap_or_else(|| "-".into());
-        let extra = r
-            .routing_ns
-            .map(|ns| format!("{ns:+.0}"))
-            .unwrap_or_else(|| "-".into());
+        let (extra, extra_range) = r.routing_ns.as_ref().map_or_else(
+            || ("-".to_owned(), String::new()),
+            |ns| {
+                (
+                    format!("{:+.0}", ns.median),
+                    format!("{:+.0}..{:+.0}", ns.low, ns.high),
+                )
+            },
+        );
         println!(
-            "{:<40} {:>9} {:>12.0} {:>12.0} {:>12} {:>9.2} {:>11}",
+            "{:<40} {:>9} {:>12.0} {:>12.0} {:>12} {:>9.2} {:>11} {:>11} {:>12}",
             r.label,
             r.tasks,
             rate(r.raw),
             rate(r.ours),
             routed,
-            r.ratio,
-            extra
+            r.ratio.median,
+            format!("{:.2}..{:.2}", r.ratio.low, r.ratio.high),
+            extra,
+            extra_range
         );
     }
 }
@@ -654,8 +687,8 @@ fn print_ir_row(label: &str, id: &str, work: &str, n: usize, routed: bool) -> Re
 }
 
 /// Python's `ThreadPoolExecutor` on the same tasks: seconds for `n` tasks submitted one by
-/// one (`submit` + `result`) and through `map`; `None` without `python3`.
-fn python_pool(width: usize, n: usize, work: Work) -> Option<(f64, f64)> {
+/// one (`submit` + `result`) and through `map`, over 3 rounds; `None` without `python3`.
+fn python_pool(width: usize, n: usize, work: Work) -> Option<(Spread, Spread)> {
     let body = match work {
         Work::Noop => "pass",
         _ => "t = time.perf_counter_ns()\n    while time.perf_counter_ns() - t < 1000: pass",
@@ -663,7 +696,6 @@ fn python_pool(width: usize, n: usize, work: Work) -> Option<(f64, f64)> {
     let script = format!(
         "import time\nfrom concurrent.futures import ThreadPoolExecutor\n\
          def task(_=None):\n    {body}\n\
-         def median(xs): return sorted(xs)[len(xs) // 2]\n\
          with ThreadPoolExecutor(max_workers={width}) as ex:\n\
          \x20   list(ex.map(task, range(1000)))\n\
          \x20   each, batch = [], []\n\
@@ -673,7 +705,7 @@ fn python_pool(width: usize, n: usize, work: Work) -> Option<(f64, f64)> {
          \x20       each.append(time.perf_counter() - t)\n\
          \x20       t = time.perf_counter(); list(ex.map(task, range({n})))\n\
          \x20       batch.append(time.perf_counter() - t)\n\
-         print(median(each), median(batch))\n"
+         print(*each, ';', *batch)\n"
     );
     let out = std::process::Command::new("python3")
         .args(["-c", &script])
@@ -687,8 +719,15 @@ fn python_pool(width: usize, n: usize, work: Work) -> Option<(f64, f64)> {
         return None;
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut it = text.split_whitespace().map(|x| x.parse::<f64>().ok());
-    Some((it.next()??, it.next()??))
+    let (each, batch) = text.split_once(';')?;
+    let rounds = |s: &str| -> Option<Spread> {
+        let xs: Vec<f64> = s
+            .split_whitespace()
+            .map(|x| x.parse().ok())
+            .collect::<Option<_>>()?;
+        (!xs.is_empty()).then(|| Spread::of(xs))
+    };
+    Some((rounds(each)?, rounds(batch)?))
 }
 
 fn print_python(b: &Bench, args: &Args) {
@@ -697,9 +736,10 @@ fn print_python(b: &Bench, args: &Args) {
         "\npython3 ThreadPoolExecutor(max_workers={}) vs the threads backend, median of 3 (python) and {} (ours)",
         args.width, args.runs
     );
+    println!("(range) pairs python's fastest round with our slowest, and the other way round");
     println!(
-        "{:<34} {:>9} {:>12} {:>12} {:>12}",
-        "case", "tasks", "python/s", "ours/s", "ours/python"
+        "{:<34} {:>9} {:>12} {:>12} {:>12} {:>15}",
+        "case", "tasks", "python/s", "ours/s", "ours/python", "(range)"
     );
     for (work, n, wname) in [
         (Work::Noop, args.noop.min(50_000), "no-op"),
@@ -709,16 +749,17 @@ fn print_python(b: &Bench, args: &Args) {
             println!("(python3 not found or failed: no python rows)");
             return;
         };
-        let each = time_runs(args.runs, || ours_each(&b.threads, n, work)).as_secs_f64();
-        let batch = time_runs(args.runs, || ours_batch(&b.threads, n, work)).as_secs_f64();
+        let each = time_runs(args.runs, || ours_each(&b.threads, n, work));
+        let batch = time_runs(args.runs, || ours_batch(&b.threads, n, work));
         for (label, py, ours) in [("submit each", py_each, each), ("map", py_batch, batch)] {
             println!(
-                "{:<34} {:>9} {:>12.0} {:>12.0} {:>11.1}x",
+                "{:<34} {:>9} {:>12.0} {:>12.0} {:>11.1}x {:>15}",
                 format!("{wname}, {label}"),
                 n,
-                n as f64 / py,
-                n as f64 / ours,
-                py / ours
+                n as f64 / py.median,
+                n as f64 / ours.median,
+                py.median / ours.median,
+                format!("{:.1}x..{:.1}x", py.low / ours.high, py.high / ours.low)
             );
         }
     }
@@ -754,8 +795,9 @@ fn main() -> Result<()> {
         "raw = the library itself; ours = our backend via ExecutorExt; routed = the supervisor"
     );
     println!(
-        "routing to that backend; ratios are ours/raw; 'routing ns' is routed minus ours per task"
+        "routing to that backend; ratios are ours/raw; 'routing ns' is routed minus ours per task;"
     );
+    println!("(range) is the lowest..highest of the rounds");
     let b = Bench::new(w)?;
     let wants = |backend: &str| args.only.as_deref().is_none_or(|o| o == backend);
     let mut rows = Vec::new();
