@@ -434,17 +434,24 @@ mod tests {
 
     #[test]
     fn a_panicking_item_fails_the_map_after_every_item_ran() {
-        let exec = InlineExecutor::new("inline");
+        let exec = Arc::new(InlineExecutor::new("inline"));
         let ran = Arc::new(AtomicUsize::new(0));
-        let counted = ran.clone();
-        let err = exec
-            .map(0..100u32, move |x| {
+        let (counted, mapper) = (ran.clone(), exec.clone());
+        // On a thread, with a bounded wait: a runner that went back to an item after it
+        // panicked would loop, and must fail the test rather than hang it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(mapper.map(0..100u32, move |x| {
                 counted.fetch_add(1, Ordering::Relaxed);
                 if x % 40 == 39 {
                     panic!("item {x}");
                 }
                 x
-            })
+            }));
+        });
+        let err = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the map did not return within 20 s")
             .unwrap_err();
         assert!(err.is_panic(), "{err}");
         assert_eq!(err.panic_message(), Some("item 39"), "the first panic");

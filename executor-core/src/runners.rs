@@ -61,9 +61,9 @@ unsafe fn drop_range<T>(base: *mut T, range: Range<usize>) {
 /// claimed index `i`.
 ///
 /// # Safety
-/// The runners call `take` through a shared reference from several threads at once, each
-/// at indices of its own: an implementation must allow that (no unsynchronised state that
-/// two `take`s of different indices both change), whether or not it is `Sync`.
+/// The runners call `take_each` through a shared reference from several threads at once,
+/// each over indices of its own: an implementation must allow that (no unsynchronised
+/// state that two calls over different indices both change), whether or not it is `Sync`.
 #[allow(unsafe_code)] // The contract above.
 pub(crate) unsafe trait Items {
     /// One item.
@@ -72,12 +72,21 @@ pub(crate) unsafe trait Items {
     /// How many items there are.
     fn len(&self) -> usize;
 
-    /// Item `i`.
+    /// Takes items `*i..end` in order and hands each to `f` with its index, moving `*i`
+    /// past an item before `f` gets it (so after a panic in `f`, `*i` is the first item
+    /// not taken).
+    ///
+    /// An implementation copies what it reads of `self` into locals before the loop: `f`
+    /// writes values through a pointer the compiler cannot tell apart from `self`, and it
+    /// would otherwise read `self` again for every item, which also keeps the loop from
+    /// being vectorised (a `map` of a `Vec` of `u64` cost 9 instructions an item that way,
+    /// against 4 for rayon's `into_par_iter`; 4 now).
     ///
     /// # Safety
-    /// `i < len()`, and no other call takes `i`, before or at the same time.
+    /// `end <= len()`, and no other call takes any index in `*i..end`, before or at the
+    /// same time.
     #[allow(unsafe_code)] // The contract above.
-    unsafe fn take(&self, i: usize) -> Self::Item;
+    unsafe fn take_each(&self, i: &mut usize, end: usize, f: impl FnMut(usize, Self::Item));
 
     /// Drops the items from `from` (at most `len()`) on, none of which was taken.
     fn drop_from(&mut self, from: usize);
@@ -122,8 +131,8 @@ impl<I> Drop for Collected<I> {
 #[allow(unsafe_code)]
 unsafe impl<I: Send> Send for Collected<I> {}
 
-// SAFETY: `take` reads the item at its own index of the buffer and changes nothing else,
-// so `take`s of different indices on different threads touch disjoint memory.
+// SAFETY: `take_each` reads the items at its own indices of the buffer and changes nothing
+// else, so calls over different indices on different threads touch disjoint memory.
 #[allow(unsafe_code)]
 unsafe impl<I> Items for Collected<I> {
     type Item = I;
@@ -132,11 +141,17 @@ unsafe impl<I> Items for Collected<I> {
         self.len
     }
 
-    unsafe fn take(&self, i: usize) -> I {
-        self.shadow.reach(i..i + 1);
-        // SAFETY: `i < len`, and every item stays in the buffer until it is taken, which
-        // the caller does once for `i` and alone.
-        unsafe { self.items.add(i).read() }
+    #[inline(always)]
+    unsafe fn take_each(&self, i: &mut usize, end: usize, mut f: impl FnMut(usize, I)) {
+        let items = self.items;
+        while *i < end {
+            let at = *i;
+            *i += 1;
+            self.shadow.reach(at..at + 1);
+            // SAFETY: `at < len`, and every item stays in the buffer until it is taken,
+            // which the caller does once for `at` and alone.
+            f(at, unsafe { items.add(at).read() });
+        }
     }
 
     fn drop_from(&mut self, from: usize) {
@@ -167,7 +182,7 @@ impl<N: crate::RangeItem> Counting<N> {
     }
 }
 
-// SAFETY: `take` only reads `start`, which never changes.
+// SAFETY: `take_each` only reads `start`, which never changes.
 #[allow(unsafe_code)]
 unsafe impl<N: crate::RangeItem> Items for Counting<N> {
     type Item = N;
@@ -176,8 +191,14 @@ unsafe impl<N: crate::RangeItem> Items for Counting<N> {
         self.len
     }
 
-    unsafe fn take(&self, i: usize) -> N {
-        crate::ext::nth(self.start, i)
+    #[inline(always)]
+    unsafe fn take_each(&self, i: &mut usize, end: usize, mut f: impl FnMut(usize, N)) {
+        let start = self.start;
+        while *i < end {
+            let at = *i;
+            *i += 1;
+            f(at, crate::ext::nth(start, at));
+        }
     }
 
     fn drop_from(&mut self, _from: usize) {}
@@ -217,7 +238,7 @@ pub(crate) struct Runners<S: Items, T, F> {
 // SAFETY: the items and the values cross threads (hence `S: Send`, `S::Item: Send`,
 // `T: Send`); the function is called from every runner (`F: Sync`). The fields that are
 // not `Sync` by themselves are the items (a collected buffer behind a raw pointer, whose
-// `take`s at different indices may run at once: `Items`' contract) and the output
+// `take_each`es over different indices may run at once: `Items`' contract) and the output
 // pointer, and both are reached through `&self` only at an index inside a block that
 // exactly one runner claimed (the compare-and-swap in `claim` hands every index out once),
 // so no two threads reach the same item or value; `close` keeps `map` from reading or
@@ -247,7 +268,7 @@ impl Drop for Claim<'_> {
     }
 }
 
-#[allow(unsafe_code)] // The items and the output: see `take`, `write_values` and `Sync` above.
+#[allow(unsafe_code)] // The items and the output: see `each_value`, `write_values`, `Sync` above.
 impl<S: Items, T, F> Runners<S, T, F> {
     /// Runners over `items`, at most `width` of them (no more than there are items),
     /// writing the values into `out`'s buffer, which this gives room for them all.
@@ -314,16 +335,6 @@ impl<S: Items, T, F> Runners<S, T, F> {
         }
     }
 
-    /// Takes item `i`.
-    ///
-    /// # Safety
-    /// `i` lies in a block this caller claimed, and is taken at most once.
-    pub(crate) unsafe fn take(&self, i: usize) -> S::Item {
-        // SAFETY: items at or past `next` are still there, and `claim` moved `next` past
-        // `i` for this caller alone, which takes it once.
-        unsafe { self.items.take(i) }
-    }
-
     /// Runs `f` on items `*i..end`, in order, and hands each value to `put` with its index,
     /// moving `*i` past an item before its call.
     ///
@@ -335,11 +346,11 @@ impl<S: Items, T, F> Runners<S, T, F> {
     where
         F: Fn(S::Item) -> T,
     {
-        while *i < end {
-            let at = *i;
-            *i += 1;
-            // SAFETY: `at` is in the claim held, and taken once (`*i` moved past it).
-            put(at, (self.f)(unsafe { self.take(at) }));
+        // SAFETY: `*i..end` is in the claim held, and each index is taken once (`take_each`
+        // moves `*i` past it).
+        unsafe {
+            self.items
+                .take_each(i, end, |at, item| put(at, (self.f)(item)));
         }
     }
 
@@ -591,10 +602,13 @@ mod tests {
             let mut taken = 0;
             for _ in 0..blocks {
                 let Some(claim) = runners.claim() else { break };
-                for i in claim.block.clone() {
-                    // SAFETY: `i` is in the block just claimed, taken once.
-                    (runners.f)(unsafe { runners.take(i) });
-                    taken += 1;
+                let mut i = claim.block.start;
+                // SAFETY: the block was just claimed, and each item is taken once.
+                unsafe {
+                    runners.items.take_each(&mut i, claim.block.end, |_, item| {
+                        (runners.f)(item);
+                        taken += 1;
+                    });
                 }
             }
             let seen = drops.load(std::sync::atomic::Ordering::Relaxed);

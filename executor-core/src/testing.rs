@@ -40,6 +40,18 @@ pub fn wait_bounded<T: Send + 'static>(handle: TaskHandle<T>, what: &str) -> Res
     }
 }
 
+/// Runs `f` on a thread of its own and returns what it returns, failing the test when that
+/// takes longer than [`BOUND`] (a call that hangs, such as a `map` whose runner loops,
+/// fails instead of hanging the suite; its thread is left behind).
+pub fn within_bound<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(BOUND)
+        .unwrap_or_else(|_| panic!("{what} did not return within {BOUND:?}"))
+}
+
 /// A gate tasks wait on until the test opens it (bounded, so a bug cannot hang the test).
 #[derive(Clone, Default)]
 pub struct Gate(Arc<(Mutex<bool>, Condvar)>);
@@ -798,8 +810,11 @@ pub fn check_map_drops(make: Factory<'_>, n: usize, panics: &[usize]) {
             assert!(e.is_panic(), "{what}: {e}");
         }
     };
-    let of_item = value.clone();
-    check(exec.map(items, move |item: Counted| of_item(item.0)), "map");
+    let (of_item, mapper) = (value.clone(), exec.clone());
+    let mapped = within_bound("map", move || {
+        mapper.map(items, move |item: Counted| of_item(item.0))
+    });
+    check(mapped, "map");
     assert_eq!(items_dropped.load(Ordering::Relaxed), n, "items dropped");
     let values_made = n - panicking.len();
     assert_eq!(
@@ -808,7 +823,11 @@ pub fn check_map_drops(make: Factory<'_>, n: usize, panics: &[usize]) {
         "values dropped by map"
     );
     // The same calls over a range, whose items are made as they are claimed.
-    check(exec.map_range(0..n, value), "map_range");
+    let mapper = exec.clone();
+    check(
+        within_bound("map_range", move || mapper.map_range(0..n, value)),
+        "map_range",
+    );
     assert_eq!(
         values_dropped.load(Ordering::Relaxed),
         2 * values_made,
@@ -821,14 +840,10 @@ pub fn check_map_drops(make: Factory<'_>, n: usize, panics: &[usize]) {
 pub fn map_after_shutdown_is_refused(make: Factory<'_>) {
     let exec = make();
     finish(&*exec);
-    let (tx, rx) = std::sync::mpsc::channel();
     let refused = exec.clone();
-    std::thread::spawn(move || {
-        let _ = tx.send(refused.map(0..100u64, |x| x));
+    let result = within_bound("map on a shut-down executor", move || {
+        refused.map(0..100u64, |x| x)
     });
-    let result = rx
-        .recv_timeout(BOUND)
-        .unwrap_or_else(|_| panic!("map on a shut-down executor did not return in {BOUND:?}"));
     let err = result.unwrap_err();
     assert!(err.is_shutdown(), "{err}");
 }
