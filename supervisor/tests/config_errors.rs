@@ -409,3 +409,28 @@ fn routes_inherit_unset_keys_from_defaults() {
     assert!(shown.contains("route 1: no tag \"cpu\""), "{shown}");
     assert!(shown.contains("matches \"scrape.*\""), "{shown}");
 }
+
+#[test]
+fn a_value_where_a_table_belongs_says_what_the_table_looks_like() {
+    check(
+        "[[route]]\nmatch = {}\nretries = 1\n",
+        ConfigError::is_invalid_value,
+        15,
+        11,
+        "expected a table such as { max = 3, backoff = \"100ms\" }",
+    );
+    check(
+        "[[route]]\nmatch = {}\nlimit = 4\n",
+        ConfigError::is_invalid_value,
+        15,
+        9,
+        "expected a table such as { concurrency = 4 }",
+    );
+    check(
+        "[[route]]\nmatch = \"scrape.*\"\nexecutor = \"io\"\n",
+        ConfigError::is_invalid_value,
+        14,
+        9,
+        "expected a table such as { name = \"scrape.*\" } or { tags = [\"cpu\"] }",
+    );
+}

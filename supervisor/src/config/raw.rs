@@ -12,7 +12,10 @@ use toml::Spanned;
 pub(crate) type RawExecutor = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a policy: [executors.NAME] tables, a [defaults] table and [[route]] tables"
+)]
 pub(crate) struct RawPolicy {
     pub(crate) executors: Spanned<BTreeMap<Spanned<String>, Spanned<RawExecutor>>>,
     pub(crate) defaults: Spanned<RawDefaults>,
@@ -23,7 +26,10 @@ pub(crate) struct RawPolicy {
 
 /// `[auto]`: how routes with `executor = "auto"` learn.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an [auto] table such as { cpu_above = 0.8, min_samples = 20 }"
+)]
 pub(crate) struct RawAutoSettings {
     pub(crate) cpu_above: Option<Spanned<f64>>,
     pub(crate) io_below: Option<Spanned<f64>>,
@@ -35,7 +41,10 @@ pub(crate) struct RawAutoSettings {
 
 /// A route's `auto = { io = "...", cpu = "..." }`: the pair `executor = "auto"` picks from.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as { io = \"io\", cpu = \"cpu\" }"
+)]
 pub(crate) struct RawAuto {
     pub(crate) io: Spanned<String>,
     pub(crate) cpu: Spanned<String>,
@@ -43,7 +52,10 @@ pub(crate) struct RawAuto {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a [defaults] table with executor = \"NAME\""
+)]
 pub(crate) struct RawDefaults {
     pub(crate) executor: Spanned<String>,
     pub(crate) priority: Option<Spanned<i64>>,
@@ -53,7 +65,10 @@ pub(crate) struct RawDefaults {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a [[route]] table with match = { name = \"GLOB\" } and executor = \"NAME\""
+)]
 pub(crate) struct RawRoute {
     #[serde(rename = "match")]
     pub(crate) matcher: Spanned<RawMatch>,
@@ -66,14 +81,20 @@ pub(crate) struct RawRoute {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as { name = \"scrape.*\" } or { tags = [\"cpu\"] }"
+)]
 pub(crate) struct RawMatch {
     pub(crate) name: Option<Spanned<String>>,
     pub(crate) tags: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as { max = 3, backoff = \"100ms\" }"
+)]
 pub(crate) struct RawRetries {
     pub(crate) max: Spanned<i64>,
     pub(crate) backoff: Option<Spanned<String>>,
@@ -82,7 +103,10 @@ pub(crate) struct RawRetries {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table such as { concurrency = 4 } or { per = \"key\", rate = \"20/s\" }"
+)]
 pub(crate) struct RawLimit {
     pub(crate) per: Option<Spanned<String>>,
     pub(crate) concurrency: Option<Spanned<i64>>,
