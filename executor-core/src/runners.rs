@@ -57,6 +57,18 @@ unsafe fn drop_range<T>(base: *mut T, range: Range<usize>) {
     }
 }
 
+/// Calls `f` with each index of `*i..end` in order, moving `*i` past an index before its
+/// call: after a panic in `f`, `*i` is the first index not handed out, so an item whose
+/// call panicked is never taken again.
+#[inline(always)]
+fn each_index(i: &mut usize, end: usize, mut f: impl FnMut(usize)) {
+    while *i < end {
+        let at = *i;
+        *i += 1;
+        f(at);
+    }
+}
+
 /// Where a map's items come from: `len` of them, item `i` taken at most once, by whoever
 /// claimed index `i`.
 ///
@@ -144,14 +156,12 @@ unsafe impl<I> Items for Collected<I> {
     #[inline(always)]
     unsafe fn take_each(&self, i: &mut usize, end: usize, mut f: impl FnMut(usize, I)) {
         let items = self.items;
-        while *i < end {
-            let at = *i;
-            *i += 1;
+        each_index(i, end, |at| {
             self.shadow.reach(at..at + 1);
             // SAFETY: `at < len`, and every item stays in the buffer until it is taken,
             // which the caller does once for `at` and alone.
             f(at, unsafe { items.add(at).read() });
-        }
+        });
     }
 
     fn drop_from(&mut self, from: usize) {
@@ -194,11 +204,7 @@ unsafe impl<N: crate::RangeItem> Items for Counting<N> {
     #[inline(always)]
     unsafe fn take_each(&self, i: &mut usize, end: usize, mut f: impl FnMut(usize, N)) {
         let start = self.start;
-        while *i < end {
-            let at = *i;
-            *i += 1;
-            f(at, crate::ext::nth(start, at));
-        }
+        each_index(i, end, |at| f(at, crate::ext::nth(start, at)));
     }
 
     fn drop_from(&mut self, _from: usize) {}
